@@ -1,0 +1,106 @@
+"""The model registry: which models the platform serves, under which ids, from which files.
+
+It is configuration (``serve_config.yaml`` passes it to the application builder); the
+defaults below are the shipped models. ``GET /api/models`` and the 400 message for a wrong
+model id are generated from it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field, model_validator
+
+from config.settings import REPO_ROOT
+
+
+class ModelType(StrEnum):
+    detection = "detection_model"
+    classification = "classification_model"
+
+
+class Backend(StrEnum):
+    ultralytics = "ultralytics"  # any ultralytics checkpoint; oriented boxes when it is -obb
+    torchvision_ssd = "torchvision_ssd"
+    torchvision_classifier = "torchvision_classifier"
+
+
+BACKEND_TYPES = {
+    Backend.ultralytics: ModelType.detection,
+    Backend.torchvision_ssd: ModelType.detection,
+    Backend.torchvision_classifier: ModelType.classification,
+}
+
+
+class ModelSpec(BaseModel):
+    """One served model. ``name`` is also its Ray Serve deployment name."""
+
+    id: int = Field(ge=1)
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+    type: ModelType
+    backend: Backend
+    weights: Path
+    # torchvision builder (``ssdlite320_mobilenet_v3_large``, ``mobilenet_v3_small``...);
+    # ultralytics checkpoints carry their own architecture.
+    arch: str | None = None
+    # Class names in output order; ultralytics checkpoints carry their own and may omit it.
+    # For torchvision detectors index 0 is the background and is not listed here.
+    classes: list[str] | None = None
+    image_size: int = Field(default=320, ge=32, le=4096)
+    confidence_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
+    iou_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    max_detections: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if BACKEND_TYPES[self.backend] is not self.type:
+            raise ValueError(f"backend {self.backend} serves {BACKEND_TYPES[self.backend]}, "
+                             f"not {self.type}")
+        if self.backend is not Backend.ultralytics and not self.classes:
+            raise ValueError(f"model {self.name}: torchvision models need `classes`")
+        if self.backend is not Backend.ultralytics and not self.arch:
+            raise ValueError(f"model {self.name}: torchvision models need `arch`")
+        return self
+
+    @property
+    def weights_path(self) -> Path:
+        return self.weights if self.weights.is_absolute() else REPO_ROOT / self.weights
+
+
+PRIMITIVE_CLASSES = ["sphere", "cube", "cylinder", "cone", "pyramid"]
+SCENE_CLASSES = ["office", "kitchen", "bedroom", "street", "forest", "beach"]
+
+DEFAULT_MODELS: list[ModelSpec] = [
+    ModelSpec(id=1, name="YOLO", type=ModelType.detection, backend=Backend.ultralytics,
+              weights=Path("weights/yolo_obb.pt"), image_size=256),
+    ModelSpec(id=2, name="SSD", type=ModelType.detection, backend=Backend.torchvision_ssd,
+              weights=Path("weights/ssdlite.pt"), arch="ssdlite320_mobilenet_v3_large",
+              classes=PRIMITIVE_CLASSES, image_size=320, confidence_threshold=0.3),
+    ModelSpec(id=3, name="model_v1", type=ModelType.classification,
+              backend=Backend.torchvision_classifier, weights=Path("weights/scene_classifier.pt"),
+              arch="mobilenet_v3_small", classes=SCENE_CLASSES, image_size=160),
+]
+
+
+class Registry:
+    """The configured models, looked up by id and listed in the contract's formats."""
+
+    def __init__(self, models: list[ModelSpec]):
+        ids = [m.id for m in models]
+        names = [m.name for m in models]
+        if len(set(ids)) != len(ids) or len(set(names)) != len(names):
+            raise ValueError("model ids and names must be unique across the registry")
+        self.models = sorted(models, key=lambda m: m.id)
+        self._by_id = {m.id: m for m in self.models}
+
+    def get(self, model_id: int, model_type: ModelType) -> ModelSpec | None:
+        spec = self._by_id.get(model_id)
+        return spec if spec is not None and spec.type is model_type else None
+
+    def of_type(self, model_type: ModelType) -> list[ModelSpec]:
+        return [m for m in self.models if m.type is model_type]
+
+    def wrong_id_message(self) -> str:
+        choices = ", ".join(f"({m.id}, '{m.name}', '{m.type.value}')" for m in self.models)
+        return f"Model id was not correct. Choose from (id, name, type) [{choices}]."

@@ -1,0 +1,93 @@
+"""The platform's settings: one class, read from ``PRIMITIVES_*`` environment variables."""
+
+from __future__ import annotations
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret"})
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Everything that differs between deployments and is not scaling (that is serve_config)."""
+
+    model_config = SettingsConfigDict(env_prefix="PRIMITIVES_", env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.development
+    # SQLite file in var/ is the embedded default for the quick start; production sets a
+    # postgresql+psycopg2:// URL.
+    database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'primitives.db'}"
+    database_pool_size: int = 5
+
+    jwt_secret: SecretStr = SecretStr("")
+    jwt_algorithm: str = "HS256"
+    access_token_expire_minutes: int = 60
+    # The development quick start creates this user; production never does.
+    demo_user: str = "first"
+    demo_password: SecretStr = SecretStr("111")
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+
+    default_detection_model_id: int = 1
+    default_classification_model_id: int = 3
+
+    # Queue: how many tasks run at once, how long a claim lasts without renewal, how often
+    # the queue looks for work it was not told about.
+    queue_concurrency: int = 4
+    queue_lease_seconds: float = 30.0
+    queue_poll_seconds: float = 2.0
+    queue_max_attempts: int = 3
+    queue_actor_name: str = "primitives_task_queue"
+    ray_namespace: str = "primitives"
+
+    @model_validator(mode="after")
+    def _secret_is_real(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value()
+        if self.environment is Environment.production:
+            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
+                raise ValueError(
+                    "PRIMITIVES_JWT_SECRET must be set to a random value of at least 32 "
+                    "characters in production (python -c 'import secrets; "
+                    "print(secrets.token_urlsafe(48))')"
+                )
+        elif not secret:
+            # Development only: a per-machine secret kept in var/ so tokens survive restarts
+            # and every replica on this machine agrees.
+            self.jwt_secret = SecretStr(_development_secret())
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _development_secret() -> str:
+    path = REPO_ROOT / "var" / "dev-jwt-secret"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = path.open("x")
+    except FileExistsError:
+        return path.read_text().strip()
+    with fd:
+        fd.write(secrets.token_urlsafe(48))
+    path.chmod(0o600)
+    return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+

@@ -1,0 +1,45 @@
+"""The authenticated-user dependency every router but login depends on."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from serve_app.auth.models import User
+from serve_app.auth.security import decode_access_token
+from serve_app.auth.service import get_user
+from serve_app.database import DbSession
+
+# auto_error=False: every failure below answers the contract's one 401 body.
+bearer = HTTPBearer(auto_error=False, description="A token from POST /oauth/login")
+
+NOT_AUTHENTICATED = HTTPException(
+    status_code=status.HTTP_401_UNAUTHORIZED,
+    detail="Not authenticated",
+    headers={"WWW-Authenticate": "Bearer"},
+)
+
+
+def get_current_user(
+    request: Request,
+    db: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NOT_AUTHENTICATED
+    settings = request.app.state.settings
+    user_id = decode_access_token(
+        credentials.credentials,
+        secret=settings.jwt_secret.get_secret_value(),
+        algorithm=settings.jwt_algorithm,
+    )
+    valid = user_id is not None and 0 < user_id < 2**31  # the column is a 32-bit integer
+    user = get_user(db=db, user_id=user_id) if valid else None
+    if user is None:
+        raise NOT_AUTHENTICATED
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -1,0 +1,85 @@
+"""POST /oauth/login: the one public route."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from serve_app.auth.schemas import LoginForm, Token
+from serve_app.auth.security import create_access_token
+from serve_app.auth.service import authenticate
+from serve_app.database import DbSession
+
+router = APIRouter(tags=["auth"])
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_LOGIN_BODY_SCHEMA = {
+    "type": "object",
+    "required": ["username", "password"],
+    "properties": {
+        "grant_type": {"type": "string", "pattern": "^password$"},
+        "username": {"type": "string"},
+        "password": {"type": "string", "format": "password"},
+        "scope": {"type": "string", "default": ""},
+        "client_id": {"type": "string"},
+        "client_secret": {"type": "string", "format": "password"},
+    },
+}
+
+
+async def read_login_form(request: Request) -> LoginForm:
+    """Accept the OAuth2 password form, or the same fields as a JSON object (as the seed shows)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        try:
+            data = json.loads(await request.body() or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RequestValidationError([{
+                "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
+                "input": {}, "ctx": {"error": str(exc)}}]) from exc
+    elif content_type in _FORM_TYPES:
+        form = await request.form(max_files=0, max_fields=16)
+        data = {k: v for k, v in form.items() if isinstance(v, str)}
+    else:
+        data = None
+    if not isinstance(data, dict):
+        raise RequestValidationError([{
+            "type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+    try:
+        return LoginForm.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+
+
+@router.post(
+    "/oauth/login",
+    response_model=Token,
+    summary="Log in with a user name and password; returns a bearer token",
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": _LOGIN_BODY_SCHEMA},
+        "application/json": {"schema": _LOGIN_BODY_SCHEMA},
+    }}},
+    responses={422: {"description": "Incorrect username or password, or missing fields",
+                     "content": {"application/json": {"example": {
+                         "detail": "Incorrect username or password"}}}}},
+)
+def login(request: Request, db: DbSession,
+          form: Annotated[LoginForm, Depends(read_login_form)]) -> Token:
+    user = authenticate(db=db, username=form.username, password=form.password)
+    if user is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail="Incorrect username or password")
+    settings = request.app.state.settings
+    token = create_access_token(
+        user_id=user.id,
+        secret=settings.jwt_secret.get_secret_value(),
+        algorithm=settings.jwt_algorithm,
+        expires_minutes=settings.access_token_expire_minutes,
+    )
+    return Token(access_token=token)

@@ -1,0 +1,79 @@
+"""Users: lookup, authentication and the administration the CLI exposes."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from serve_app.auth.models import User
+from serve_app.auth.security import hash_password, verify_password
+
+
+class UserExistsError(ValueError):
+    pass
+
+
+def get_user(*, db: Session, user_id: int) -> User | None:
+    """The user with this id, if any."""
+    return db.get(User, user_id)
+
+
+def get_user_by_username(*, db: Session, username: str) -> User | None:
+    """The user with this name, if any."""
+    return db.scalar(select(User).where(User.username == username))
+
+
+def authenticate(*, db: Session, username: str, password: str) -> User | None:
+    """The user if the password matches; the same work is done when the user is unknown."""
+    user = get_user_by_username(db=db, username=username)
+    ok = verify_password(password, user.password_hash if user else None)
+    return user if ok else None
+
+
+def create_user(*, db: Session, username: str, password: str) -> User:
+    """Add a user; raises UserExistsError when the name is taken."""
+    user = User(username=username, password_hash=hash_password(password))
+    db.add(user)
+    try:
+        db.commit()
+    except IntegrityError as exc:
+        db.rollback()
+        raise UserExistsError(f"user {username!r} already exists") from exc
+    return user
+
+
+def list_users(*, db: Session) -> list[User]:
+    """Every user, by id."""
+    return list(db.scalars(select(User).order_by(User.id)))
+
+
+def set_password(*, db: Session, username: str, password: str) -> bool:
+    """Change a user's password; False when there is no such user."""
+    user = get_user_by_username(db=db, username=username)
+    if user is None:
+        return False
+    user.password_hash = hash_password(password)
+    db.commit()
+    return True
+
+
+def delete_user(*, db: Session, username: str) -> bool:
+    """Delete a user and, by cascade, their tasks; False when there is no such user."""
+    user = get_user_by_username(db=db, username=username)
+    if user is None:
+        return False
+    db.delete(user)
+    db.commit()
+    return True
+
+
+def ensure_user(*, db: Session, username: str, password: str) -> bool:
+    """Create the user unless it exists; True when it was created."""
+    if get_user_by_username(db=db, username=username) is not None:
+        return False
+    try:
+        create_user(db=db, username=username, password=password)
+    except UserExistsError:  # another replica made it first
+        return False
+    return True

@@ -1,0 +1,97 @@
+"""Administration: ``python -m serve_app.cli`` (installed as ``primitives-admin``).
+
+    primitives-admin db upgrade
+    primitives-admin users create alice           # asks for the password
+    echo "$PW" | primitives-admin users create alice --password-stdin
+    primitives-admin users list
+    primitives-admin users set-password alice
+    primitives-admin users delete alice
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from config.settings import get_settings
+from serve_app.auth import service
+from serve_app.database import make_engine, make_session_factory
+
+
+def upgrade_database(url: str | None = None) -> None:
+    """Apply every Alembic migration to the configured (or given) database."""
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
+    cfg.attributes["configure_logging"] = False
+    if url:
+        cfg.attributes["database_url"] = url
+    command.upgrade(cfg, "head")
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise SystemExit("the passwords differ")
+    if not password:
+        raise SystemExit("the password is empty")
+    return password
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="primitives-admin", description="Platform administration")
+    sub = parser.add_subparsers(dest="area", required=True)
+    db_parser = sub.add_parser("db", help="database schema")
+    db_parser.add_argument("action", choices=["upgrade"])
+    users = sub.add_parser("users", help="user accounts")
+    actions = users.add_subparsers(dest="action", required=True)
+    for name in ("create", "set-password"):
+        p = actions.add_parser(name)
+        p.add_argument("username")
+        p.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input")
+    actions.add_parser("list")
+    actions.add_parser("delete").add_argument("username")
+    args = parser.parse_args(argv)
+
+    settings = get_settings()
+    if args.area == "db":
+        upgrade_database(settings.database_url)
+        print("database is at the latest schema")
+        return 0
+    engine = make_engine(settings.database_url)
+    with make_session_factory(engine)() as db:
+        if args.action == "create":
+            try:
+                user = service.create_user(db=db, username=args.username,
+                                           password=_password(args))
+            except service.UserExistsError as exc:
+                print(exc, file=sys.stderr)
+                return 1
+            print(f"created user {user.username} (id {user.id})")
+        elif args.action == "list":
+            for user in service.list_users(db=db):
+                print(f"{user.id}\t{user.username}\t{user.created_at:%Y-%m-%d %H:%M}")
+        elif args.action == "set-password":
+            if not service.set_password(db=db, username=args.username, password=_password(args)):
+                print(f"no user {args.username!r}", file=sys.stderr)
+                return 1
+            print(f"password of {args.username} changed")
+        elif args.action == "delete":
+            if not service.delete_user(db=db, username=args.username):
+                print(f"no user {args.username!r}", file=sys.stderr)
+                return 1
+            print(f"deleted user {args.username} and their tasks")
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

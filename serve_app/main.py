@@ -1,0 +1,59 @@
+"""The FastAPI application factory. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from config.registry import Registry
+from config.settings import Settings
+from serve_app.auth.router import router as auth_router
+from serve_app.catalog.router import router as catalog_router
+from serve_app.tasks.router import router as tasks_router
+
+T = TypeVar("T")
+
+
+async def _no_descriptions() -> dict[int, dict[str, Any]]:
+    return {}
+
+
+def create_app(
+    *,
+    settings: Settings,
+    registry: Registry,
+    session_factory: sessionmaker[Session],
+    notify_queue: Callable[[], None] = lambda: None,
+    describe_models: Callable[[], Awaitable[dict[int, dict[str, Any]]]] = _no_descriptions,
+) -> FastAPI:
+    """Build the API. ``notify_queue`` wakes the task queue after a task is stored;
+    ``describe_models`` reports what each model deployment says about itself."""
+    app = FastAPI(
+        title="Primitives",
+        version="0.1.0",
+        description="Finds geometric primitives (sphere, cube, cylinder, cone, pyramid) and "
+                    "the scene class in images, asynchronously. Log in at /oauth/login, "
+                    "submit at POST /api/tasks, poll the status, read the result.",
+    )
+
+    async def run_db(fn: Callable[[Session], T]) -> T:
+        def call() -> T:
+            with session_factory() as db:
+                return fn(db)
+
+        return await run_in_threadpool(call)
+
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.session_factory = session_factory
+    app.state.run_db = run_db
+    app.state.notify_queue = notify_queue
+    app.state.describe_models = describe_models
+    app.include_router(auth_router)
+    app.include_router(tasks_router)
+    app.include_router(catalog_router)
+    return app

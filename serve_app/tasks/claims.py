@@ -1,0 +1,131 @@
+"""The queue's side of task storage: atomic claims, leases, results.
+
+A claim moves a task to ``in progress`` with a fresh token and a lease. Every later write
+names the token, so a dispatcher that lost its claim (lease expired, task deleted, task
+claimed again) can change nothing. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``;
+SQLite serialises writers, which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from serve_app.database import utcnow
+from serve_app.tasks.models import Task, TaskInput, TaskResult, TaskStatus
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: int
+    token: str
+    attempts: int
+    detection_model_id: int
+    classification_model_id: int
+
+
+def claim_tasks(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
+    """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease)."""
+    now = utcnow()
+    runnable = (
+        select(Task.id)
+        .where(or_(Task.status == TaskStatus.queued.value,
+                   and_(Task.status == TaskStatus.in_progress.value,
+                        Task.lease_expires_at < now)))
+        .order_by(Task.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    token = str(uuid.uuid4())
+    rows = db.execute(
+        update(Task)
+        .where(Task.id.in_(runnable.scalar_subquery()))
+        .values(status=TaskStatus.in_progress.value, claim_token=token,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=Task.attempts + 1, started_at=now)
+        .returning(Task.id, Task.attempts, Task.detection_model_id, Task.classification_model_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    db.commit()
+    return sorted((Claim(r[0], token, r[1], r[2], r[3]) for r in rows), key=lambda c: c.task_id)
+
+
+def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> set[int]:
+    """Extend the leases still held; returns the ids whose claim is still ours."""
+    if not claims:
+        return set()
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    held: set[int] = set()
+    for token in {c.token for c in claims}:
+        ids = [c.task_id for c in claims if c.token == token]
+        rows = db.execute(
+            update(Task)
+            .where(Task.id.in_(ids), Task.claim_token == token,
+                   Task.status == TaskStatus.in_progress.value)
+            .values(lease_expires_at=expires)
+            .returning(Task.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        held.update(r[0] for r in rows)
+    db.commit()
+    return held
+
+
+def load_input(*, db: Session, task_id: int) -> bytes | None:
+    """The image bytes of a task, or None when it was deleted."""
+    return db.scalar(select(TaskInput.data).where(TaskInput.task_id == task_id))
+
+
+def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
+             details: dict[str, Any]) -> bool:
+    """Store the result and mark the task done, in one transaction, if the claim still holds."""
+    done = db.execute(
+        update(Task)
+        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
+               Task.status == TaskStatus.in_progress.value)
+        .values(status=TaskStatus.done.value, finished_at=utcnow(), lease_expires_at=None,
+                error=None)
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if done is None:
+        db.rollback()
+        return False
+    db.add(TaskResult(task_id=claim.task_id, image_class=image_class, primitives=primitives,
+                      details=details))
+    db.commit()
+    return True
+
+
+def fail(*, db: Session, claim: Claim, error: str) -> bool:
+    """Mark the task failed with ``error`` if the claim still holds."""
+    row = db.execute(
+        update(Task)
+        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
+               Task.status == TaskStatus.in_progress.value)
+        .values(status=TaskStatus.failed.value, finished_at=utcnow(), lease_expires_at=None,
+                error=error[:4000])
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    db.commit()
+    return row is not None
+
+
+def release(*, db: Session, claim: Claim) -> bool:
+    """Give the task back to the queue (a transient failure) if the claim still holds."""
+    row = db.execute(
+        update(Task)
+        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
+               Task.status == TaskStatus.in_progress.value)
+        .values(status=TaskStatus.queued.value, claim_token=None, lease_expires_at=None)
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    db.commit()
+    return row is not None

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from serve_app.database import Base, utcnow
+
+
+class TaskStatus(StrEnum):
+    queued = "queued"
+    in_progress = "in progress"
+    done = "done"
+    failed = "failed"
+
+
+MEDIA_EXTENSIONS = {"image/jpeg": "jpeg", "image/png": "png"}
+STATUS_VALUES = ", ".join(f"'{s.value}'" for s in TaskStatus)
+
+
+class Task(Base):
+    __tablename__ = "task"
+    __table_args__ = (
+        CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
+        Index("ix_task_user_id_id", "user_id", "id"),
+        Index("ix_task_status_id", "status", "id"),
+    )
+
+    # BIGINT on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    detection_model_id: Mapped[int] = mapped_column(ForeignKey("ml_model.id"))
+    classification_model_id: Mapped[int] = mapped_column(ForeignKey("ml_model.id"))
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued.value)
+    input_media_type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A claim: who runs the task now (a fresh token per claim) and until when, unless renewed.
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    input: Mapped[TaskInput] = relationship(back_populates="task", cascade="all, delete-orphan",
+                                            passive_deletes=True)
+    result: Mapped[TaskResult | None] = relationship(back_populates="task",
+                                                     cascade="all, delete-orphan",
+                                                     passive_deletes=True)
+
+    @property
+    def input_path(self) -> str:
+        """The name the input is stored under, as the contract shows it (``img_1.jpeg``)."""
+        return f"img_{self.id}.{MEDIA_EXTENSIONS.get(self.input_media_type, 'bin')}"
+
+
+class TaskInput(Base):
+    """The submitted image, kept in the database so any replica on any node can read it."""
+
+    __tablename__ = "task_input"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    task: Mapped[Task] = relationship(back_populates="input")
+
+
+class TaskResult(Base):
+    """Exactly one per finished task: the primary key is the task's id."""
+
+    __tablename__ = "task_result"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    image_class: Mapped[str] = mapped_column(String(64))
+    primitives: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    task: Mapped[Task] = relationship(back_populates="result")

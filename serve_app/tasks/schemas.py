@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from serve_app.tasks.models import TaskStatus
+
+
+def _iso_millis_z(value: datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+UtcMillis = Annotated[datetime, PlainSerializer(_iso_millis_z, return_type=str)]
+
+
+class TaskCreated(BaseModel):
+    id: int
+
+
+class TaskSummary(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    status: TaskStatus
+    created_at: UtcMillis = Field(examples=["2012-04-23T18:25:43.511Z"])
+    input_path: str = Field(examples=["img_1.jpeg"])
+
+
+class TaskList(BaseModel):
+    tasks: list[TaskSummary]
+
+
+class TaskStatusOut(BaseModel):
+    id: int
+    status: TaskStatus
+
+
+class Primitive(BaseModel):
+    primitive_class: str = Field(examples=["sphere"])
+    x: float = Field(ge=0, le=1, description="box centre x / image width")
+    y: float = Field(ge=0, le=1, description="box centre y / image height")
+    width: float = Field(ge=0, le=1, description="side along the rotated x axis / image width")
+    height: float = Field(ge=0, le=1, description="other side / image height")
+    rotation: float = Field(ge=0, lt=1, description="angle in [0, pi) divided by pi; "
+                                                    "growing turns the box clockwise on screen")
+    probability: float = Field(ge=0, le=1)
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    image_class: str = Field(examples=["office"])
+    primitives: list[Primitive]
+
+
+class TaskResultOut(BaseModel):
+    id: int
+    status: TaskStatus
+    result: Prediction | None
+    error: str | None = Field(default=None, description="only when status is failed")
+
+
+class Message(BaseModel):
+    detail: str
+
+
+def result_payload(image_class: str, primitives: list[dict[str, Any]],
+                   details: dict[str, Any]) -> dict[str, Any]:
+    """The ``result`` object: the contract's keys, then our extra ones."""
+    return {"image_class": image_class, "primitives": primitives, **details}

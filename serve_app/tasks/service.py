@@ -1,0 +1,69 @@
+"""Task storage for the API: create, list, read and delete a user's tasks."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from serve_app.tasks.models import Task, TaskInput, TaskResult, TaskStatus
+
+# Ids a database column can hold; anything else cannot name a task.
+MAX_TASK_ID = 2**63 - 1
+
+
+def create_task(*, db: Session, user_id: int, detection_model_id: int,
+                classification_model_id: int, image: bytes, media_type: str) -> Task:
+    """Store a task as queued with its image; committed when this returns."""
+    task = Task(user_id=user_id, detection_model_id=detection_model_id,
+                classification_model_id=classification_model_id,
+                status=TaskStatus.queued.value, input_media_type=media_type)
+    task.input = TaskInput(data=image)
+    db.add(task)
+    db.commit()
+    return task
+
+
+def list_tasks(*, db: Session, user_id: int, status: TaskStatus | None = None,
+               after_id: int = 0, limit: int | None = None) -> list[Task]:
+    """The user's tasks by id ascending, optionally filtered and paged."""
+    query = select(Task).where(Task.user_id == user_id, Task.id > after_id).order_by(Task.id)
+    if status is not None:
+        query = query.where(Task.status == status.value)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(db.scalars(query))
+
+
+def get_task(*, db: Session, user_id: int, task_id: int) -> Task | None:
+    """The user's task with this id; None when missing or someone else's."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    return db.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
+
+
+def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] | None:
+    """The media type and bytes of the user's task input."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    row = db.execute(
+        select(Task.input_media_type, TaskInput.data)
+        .join(TaskInput, TaskInput.task_id == Task.id)
+        .where(Task.id == task_id, Task.user_id == user_id)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+def get_result(*, db: Session, task_id: int) -> TaskResult | None:
+    """The stored result of a task, if it has one."""
+    return db.get(TaskResult, task_id)
+
+
+def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:
+    """Delete the user's task with its input and result; False when there is none."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return False
+    deleted = db.execute(
+        delete(Task).where(Task.id == task_id, Task.user_id == user_id).returning(Task.id)
+    ).first()
+    db.commit()
+    return deleted is not None

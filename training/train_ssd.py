@@ -1,0 +1,108 @@
+"""Train the SSD detector: torchvision SSDlite320 (MobileNetV3-Large, reduced tail) from scratch.
+
+SSD predicts axis-aligned boxes, so the served SSD reports rotation 0; its targets are the
+axis-aligned hulls of the oriented labels.
+
+Usage: ``python -m training.train_ssd --data data/primitives --epochs 12``
+Resumes from ``runs/ssd/last.pt`` unless ``--fresh``; uses CUDA when present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from training.checkpoints import load_run, save_run, write_weights
+from training.dataset import Item, axis_aligned, read_split
+from training.render import PRIMITIVE_CLASSES
+
+log = logging.getLogger(__name__)
+ARCH = "ssdlite320_mobilenet_v3_large"
+
+
+class Boxes(Dataset):
+    """Images resized to size x size (SSDlite's own input size) with xyxy targets."""
+
+    def __init__(self, items: list[Item], size: int, train: bool):
+        self.items, self.size, self.train = items, size, train
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        item = self.items[i]
+        img = Image.open(item.image).convert("RGB").resize((self.size, self.size),
+                                                           Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        boxes = axis_aligned(item.corners, self.size, self.size)
+        if self.train and np.random.rand() < 0.5:
+            arr = arr[:, ::-1]
+            boxes = boxes.copy()
+            boxes[:, [0, 2]] = self.size - boxes[:, [2, 0]]
+        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        target = {"boxes": torch.from_numpy(boxes).reshape(-1, 4),
+                  "labels": torch.from_numpy(item.classes + 1)}  # 0 is the background
+        return x, target
+
+
+def build_model(num_classes: int):
+    return torchvision.models.get_model(ARCH, weights=None, weights_backbone=None,
+                                        num_classes=num_classes + 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/primitives"))
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
+    parser.add_argument("--run", type=Path, default=Path("runs/ssd"))
+    parser.add_argument("--out", type=Path, default=Path("weights/ssdlite.pt"))
+    parser.add_argument("--fresh", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    items = read_split(args.data, "train")
+    if args.limit:
+        items = items[: args.limit]
+    loader = DataLoader(Boxes(items, args.size, train=True), batch_size=args.batch,
+                        shuffle=True, num_workers=2, drop_last=True,
+                        collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
+    model = build_model(len(PRIMITIVE_CLASSES)).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
+                                                steps_per_epoch=len(loader), pct_start=0.15)
+    start = 0 if args.fresh else load_run(args.run, model, opt, sched)
+    for epoch in range(start, args.epochs):
+        model.train()
+        bar = tqdm(loader, desc=f"ssd epoch {epoch + 1}/{args.epochs}", unit="batch")
+        for images, targets in bar:
+            images = [x.to(device) for x in images]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
+            sched.step()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        save_run(args.run, model, opt, sched, epoch + 1)
+    write_weights(args.out, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES),
+                  image_size=args.size)
+
+
+if __name__ == "__main__":
+    main()
