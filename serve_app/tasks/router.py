@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from config.registry import ModelType
@@ -60,9 +61,10 @@ async def read_upload(request: Request, limit: int) -> bytes:
     request._body = body  # starlette parses the form from the cached body
     try:
         form = await request.form(max_files=1, max_fields=8)
-    except MultiPartException as exc:
+    except (MultiPartException, StarletteHTTPException) as exc:
+        reason = exc.message if isinstance(exc, MultiPartException) else exc.detail
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            detail=f"Malformed multipart body: {exc.message}") from exc
+                            detail=f"Malformed multipart body: {reason}") from exc
     try:
         files = [v for v in form.values() if isinstance(v, UploadFile)]
         if not files:

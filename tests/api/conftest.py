@@ -1,0 +1,100 @@
+"""The API over a real PostgreSQL, without Ray: the app factory with no queue behind it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from config.registry import DEFAULT_MODELS, Registry
+from config.settings import Settings
+from serve_app.auth.service import create_user
+from serve_app.catalog.service import sync_models
+from serve_app.database import make_engine, make_session_factory
+from serve_app.main import create_app
+
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url, jwt_secret=JWT_SECRET,
+                    max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
+
+
+@pytest.fixture(scope="session")
+def sessions(settings: Settings):
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    with factory() as db:
+        sync_models(db=db, registry=Registry(DEFAULT_MODELS))
+    yield factory
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _clean_tables(sessions) -> Iterator[None]:
+    """Each test starts, and leaves, with no users or tasks."""
+    yield
+    with sessions() as db:
+        db.execute(text("TRUNCATE task_result, task_input, task, user_account CASCADE"))
+        db.commit()
+
+
+class Notifications:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def notifications() -> Notifications:
+    return Notifications()
+
+
+@pytest.fixture
+def client(settings, sessions, notifications) -> Iterator[TestClient]:
+    app = create_app(settings=settings, registry=Registry(DEFAULT_MODELS),
+                     session_factory=sessions, notify_queue=notifications)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_user(sessions):
+    """Create a user (random name unless given); returns (username, password)."""
+
+    def make(username: str | None = None, password: str = "pw-123456") -> tuple[str, str]:
+        username = username or f"user_{uuid.uuid4().hex[:8]}"
+        with sessions() as db:
+            create_user(db=db, username=username, password=password)
+        return username, password
+
+    return make
+
+
+@pytest.fixture
+def login(client):
+    """Log in through the real endpoint; returns the Authorization header."""
+
+    def do(username: str, password: str) -> dict[str, str]:
+        response = client.post("/oauth/login", data={"username": username, "password": password})
+        assert response.status_code == 200, response.text
+        return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+    return do
+
+
+@pytest.fixture
+def alice(make_user, login) -> dict[str, str]:
+    return login(*make_user("alice"))
+
+
+@pytest.fixture
+def bob(make_user, login) -> dict[str, str]:
+    return login(*make_user("bob"))

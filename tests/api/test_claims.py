@@ -1,0 +1,79 @@
+"""The queue's claims on a real PostgreSQL: atomic, leased, exactly one result."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import func, select, update
+
+from serve_app.tasks import claims
+from serve_app.tasks.models import Task, TaskResult
+from serve_app.tasks.service import create_task
+
+
+def _tasks(sessions, n: int, username="alice") -> list[int]:
+    from serve_app.auth.service import create_user
+
+    with sessions() as db:
+        user = create_user(db=db, username=username, password="pw")
+        return [create_task(db=db, user_id=user.id, detection_model_id=1,
+                            classification_model_id=3, image=b"\xff\xd8\xff",
+                            media_type="image/jpeg").id for _ in range(n)]
+
+
+def test_concurrent_claimers_never_share_a_task(sessions):
+    ids = _tasks(sessions, 60)
+    got: list[list[int]] = [[] for _ in range(4)]
+
+    def claimer(slot: int) -> None:
+        while True:
+            with sessions() as db:
+                batch = claims.claim_tasks(db=db, limit=3, lease_seconds=60)
+            if not batch:
+                return
+            got[slot].extend(c.task_id for c in batch)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [i for g in got for i in g]
+    assert sorted(everything) == ids  # each claimed once, none missed
+
+
+def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
+    (task_id,) = _tasks(sessions, 1)
+    with sessions() as db:
+        (first,) = claims.claim_tasks(db=db, limit=5, lease_seconds=0.2)
+        assert claims.claim_tasks(db=db, limit=5, lease_seconds=30) == []  # lease still held
+    time.sleep(0.3)
+    with sessions() as db:
+        (second,) = claims.claim_tasks(db=db, limit=5, lease_seconds=30)
+        assert second.task_id == task_id and second.attempts == 2
+        assert not claims.complete(db=db, claim=first, image_class="x", primitives=[],
+                                   details={})
+        assert not claims.renew_leases(db=db, claims=[first], lease_seconds=30)
+        assert claims.complete(db=db, claim=second, image_class="office", primitives=[],
+                               details={})
+        assert not claims.complete(db=db, claim=second, image_class="office", primitives=[],
+                                   details={})
+        assert db.scalar(select(func.count()).select_from(TaskResult)) == 1
+        assert db.get(Task, task_id).status == "done"
+
+
+def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
+    keep, gone = _tasks(sessions, 2)
+    with sessions() as db:
+        first, second = claims.claim_tasks(db=db, limit=5, lease_seconds=30)
+        assert claims.release(db=db, claim=first)
+        db.execute(update(Task).where(Task.id == gone).values(status="queued"))
+        db.commit()
+    with sessions() as db:
+        db.delete(db.get(Task, gone))
+        db.commit()
+        assert claims.load_input(db=db, task_id=gone) is None
+        assert not claims.complete(db=db, claim=second, image_class="x", primitives=[],
+                                   details={})
+        assert [c.task_id for c in claims.claim_tasks(db=db, limit=5, lease_seconds=30)] == [keep]

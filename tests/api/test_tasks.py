@@ -1,0 +1,245 @@
+"""The task routes of the contract, over a real PostgreSQL (no queue behind them)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from PIL import Image
+from sqlalchemy import select
+
+from serve_app.tasks import claims
+from serve_app.tasks.models import Task
+
+WRONG_MODEL = {"detail": "Model id was not correct. Choose from (id, name, type) "
+               "[(1, 'YOLO', 'detection_model'), (2, 'SSD', 'detection_model'), "
+               "(3, 'model_v1', 'classification_model')]."}
+ISO_MILLIS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+def submit(client, headers, image: bytes, query="?detection_model_id=1&classification_model_id=3",
+           content_type="image/jpeg"):
+    return client.post(f"/api/tasks{query}", content=image,
+                       headers={**headers, "Content-Type": content_type})
+
+
+def png_bytes(size=(64, 48), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_submit_stores_a_queued_task_and_wakes_the_queue(client, alice, sample_jpeg, sessions,
+                                                         notifications):
+    response = submit(client, alice, sample_jpeg)
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"id"} and isinstance(body["id"], int)
+    with sessions() as db:
+        task = db.get(Task, body["id"])
+        assert task.status == "queued"
+        assert task.input.data == sample_jpeg
+        assert (task.detection_model_id, task.classification_model_id) == (1, 3)
+    assert notifications.count == 1
+
+
+def test_submit_multipart_with_file_or_image_field(client, alice, sample_jpeg):
+    for field in ("file", "image"):
+        response = client.post("/api/tasks?detection_model_id=2&classification_model_id=3",
+                               files={field: ("x.jpg", sample_jpeg, "image/jpeg")}, headers=alice)
+        assert response.status_code == 200, response.text
+    assert [t["input_path"].endswith(".jpeg") for t in
+            client.get("/api/tasks", headers=alice).json()["tasks"]] == [True, True]
+
+
+def test_submit_uses_default_models_when_omitted(client, alice, sample_jpeg, sessions):
+    task_id = submit(client, alice, sample_jpeg, query="").json()["id"]
+    with sessions() as db:
+        task = db.get(Task, task_id)
+        assert (task.detection_model_id, task.classification_model_id) == (1, 3)
+
+
+@pytest.mark.parametrize("query", [
+    "?detection_model_id=7&classification_model_id=3",
+    "?detection_model_id=3&classification_model_id=3",   # a classifier as detector
+    "?detection_model_id=1&classification_model_id=1",   # a detector as classifier
+    "?detection_model_id=1&classification_model_id=2",
+    "?detection_model_id=abc&classification_model_id=3",
+    "?detection_model_id=1&classification_model_id=1.5",
+    "?detection_model_id=-1&classification_model_id=3",
+    "?detection_model_id=0&classification_model_id=3",
+    f"?detection_model_id={10**30}&classification_model_id=3",
+    "?detection_model_id=&classification_model_id=3",
+])
+def test_wrong_model_id_answers_400_with_the_registry(client, alice, sample_jpeg, query,
+                                                     sessions):
+    response = submit(client, alice, sample_jpeg, query=query)
+    assert response.status_code == 400
+    assert response.json() == WRONG_MODEL
+    with sessions() as db:
+        assert db.scalar(select(Task.id)) is None
+
+
+def test_png_is_accepted_and_served_back_as_png(client, alice):
+    image = png_bytes()
+    task_id = submit(client, alice, image, content_type="image/png").json()["id"]
+    response = client.get(f"/api/tasks/{task_id}/input", headers=alice)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == image
+    assert client.get("/api/tasks", headers=alice).json()["tasks"][0]["input_path"] == \
+        f"img_{task_id}.png"
+
+
+def test_lying_content_type_is_judged_by_the_bytes(client, alice, sample_jpeg):
+    for content_type in ("image/png", "application/json", "application/octet-stream"):
+        assert submit(client, alice, sample_jpeg, content_type=content_type).status_code == 200
+
+
+def _gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+def _bomb_png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (4000, 4000)).save(buf, format="PNG")  # 16 MP in a few KB
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name,body,status,detail", [
+    ("empty", lambda j: b"", 400, "empty"),
+    ("text", lambda j: b"hello, this is text", 415, "JPEG or PNG"),
+    ("gif", lambda j: _gif(), 415, "JPEG or PNG"),
+    ("svg", lambda j: b"<svg xmlns='http://www.w3.org/2000/svg'/>", 415, "JPEG or PNG"),
+    ("truncated jpeg", lambda j: j[: len(j) // 2], 400, "truncated or corrupt"),
+    ("jpeg header then noise", lambda j: j[:20] + bytes(range(256)) * 40, 400, "decoded"),
+    ("bomb", lambda j: _bomb_png(), 413, "pixels"),
+    ("too large", lambda j: j[:4] + b"\0" * (3 * 1024 * 1024), 413, "larger than"),
+])
+def test_bad_images_answer_4xx_and_store_nothing(client, alice, sample_jpeg, sessions, name, body,
+                                                 status, detail):
+    response = submit(client, alice, body(sample_jpeg))
+    assert response.status_code == status, response.text
+    assert detail in response.json()["detail"]
+    with sessions() as db:
+        assert db.scalar(select(Task.id)) is None
+
+
+def test_multipart_with_too_many_parts_is_a_400(client, alice):
+    files = [(f"f{i}", (f"{i}.jpg", b"x", "image/jpeg")) for i in range(50)]
+    response = client.post("/api/tasks", files=files, headers=alice)
+    assert response.status_code == 400
+    assert "multipart" in response.json()["detail"].lower()
+
+
+def test_list_shows_only_own_tasks_in_id_order(client, alice, bob, sample_jpeg):
+    ids = [submit(client, alice, sample_jpeg).json()["id"] for _ in range(3)]
+    submit(client, bob, sample_jpeg)
+    response = client.get("/api/tasks", headers=alice)
+    assert response.status_code == 200
+    tasks = response.json()["tasks"]
+    assert [t["id"] for t in tasks] == ids
+    for task in tasks:
+        assert set(task) == {"id", "status", "created_at", "input_path"}
+        assert task["status"] == "queued"
+        assert ISO_MILLIS_Z.match(task["created_at"]), task["created_at"]
+        assert task["input_path"] == f"img_{task['id']}.jpeg"
+    paged = client.get(f"/api/tasks?after_id={ids[0]}&limit=1", headers=alice).json()["tasks"]
+    assert [t["id"] for t in paged] == [ids[1]]
+    assert client.get("/api/tasks?status=done", headers=alice).json() == {"tasks": []}
+
+
+def test_status_input_and_result_of_a_queued_task(client, alice, sample_jpeg):
+    task_id = submit(client, alice, sample_jpeg).json()["id"]
+    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json() == \
+        {"id": task_id, "status": "queued"}
+    response = client.get(f"/api/tasks/{task_id}/input", headers=alice)
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.content == sample_jpeg
+    for path in (f"/tasks/{task_id}/result", f"/api/tasks/{task_id}/result"):
+        assert client.get(path, headers=alice).json() == \
+            {"id": task_id, "status": "queued", "result": None}
+
+
+def test_result_of_done_and_failed_tasks(client, alice, sample_jpeg, sessions):
+    done_id = submit(client, alice, sample_jpeg).json()["id"]
+    failed_id = submit(client, alice, sample_jpeg).json()["id"]
+    primitive = {"primitive_class": "sphere", "x": 0.26, "y": 0.3, "width": 0.1, "height": 0.2,
+                 "rotation": 0.8, "probability": 0.26}
+    with sessions() as db:
+        done_claim, failed_claim = claims.claim_tasks(db=db, limit=2, lease_seconds=30)
+        assert claims.complete(db=db, claim=done_claim, image_class="office",
+                               primitives=[primitive], details={"detection_model": "YOLO"})
+        assert claims.fail(db=db, claim=failed_claim, error="model error: boom")
+    assert client.get(f"/api/tasks/{done_id}/status", headers=alice).json()["status"] == "done"
+    body = client.get(f"/tasks/{done_id}/result", headers=alice).json()
+    assert body == {"id": done_id, "status": "done", "result": {
+        "image_class": "office", "primitives": [primitive], "detection_model": "YOLO"}}
+    assert client.get(f"/tasks/{failed_id}/result", headers=alice).json() == \
+        {"id": failed_id, "status": "failed", "result": None, "error": "model error: boom"}
+
+
+ID_ROUTES = [
+    ("get", "/api/tasks/{id}/status"),
+    ("get", "/api/tasks/{id}/input"),
+    ("get", "/tasks/{id}/result"),
+    ("get", "/api/tasks/{id}/result"),
+    ("delete", "/api/tasks/{id}"),
+]
+
+
+@pytest.mark.parametrize("method,route", ID_ROUTES)
+def test_another_users_task_is_indistinguishable_from_a_missing_one(client, alice, bob,
+                                                                     sample_jpeg, method, route):
+    task_id = submit(client, alice, sample_jpeg).json()["id"]
+    for probe in (task_id, task_id + 1000, 0, -5, 2**63, 10**40):
+        response = client.request(method, route.format(id=probe), headers=bob)
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"Task with id {probe} does not exist."}
+    # and alice's task is untouched
+    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).status_code == 200
+
+
+@pytest.mark.parametrize("method,route", ID_ROUTES)
+def test_non_integer_task_id_is_422(client, alice, method, route):
+    assert client.request(method, route.format(id="abc"), headers=alice).status_code == 422
+
+
+def test_delete_removes_task_input_and_result(client, alice, sample_jpeg, sessions):
+    task_id = submit(client, alice, sample_jpeg).json()["id"]
+    keep_id = submit(client, alice, sample_jpeg).json()["id"]
+    response = client.delete(f"/api/tasks/{task_id}", headers=alice)
+    assert response.status_code == 200
+    assert response.json() == {"id": task_id}
+    assert client.get(f"/api/tasks/{task_id}/input", headers=alice).status_code == 404
+    assert client.delete(f"/api/tasks/{task_id}", headers=alice).status_code == 404
+    assert [t["id"] for t in client.get("/api/tasks", headers=alice).json()["tasks"]] == [keep_id]
+    with sessions() as db:  # a queued task that was deleted is never claimed
+        assert [c.task_id for c in claims.claim_tasks(db=db, limit=10, lease_seconds=30)] == \
+            [keep_id]
+
+
+def test_models_listing_matches_the_contract(client, alice):
+    response = client.get("/api/models", headers=alice)
+    assert response.status_code == 200
+    body = response.json()
+    assert [{k: m[k] for k in ("model_name", "model_id")} for m in body["detection_models"]] == \
+        [{"model_name": "YOLO", "model_id": 1}, {"model_name": "SSD", "model_id": 2}]
+    assert [{k: m[k] for k in ("model_name", "model_id")}
+            for m in body["classification_models"]] == [{"model_name": "model_v1", "model_id": 3}]
+
+
+def test_openapi_documents_every_route(client):
+    schema = client.get("/openapi.json").json()
+    assert {"/oauth/login", "/api/tasks", "/api/tasks/{task_id}/status",
+            "/api/tasks/{task_id}/input", "/tasks/{task_id}/result",
+            "/api/tasks/{task_id}/result", "/api/models", "/api/tasks/{task_id}"} <= \
+        set(schema["paths"])
+    post = schema["paths"]["/api/tasks"]["post"]
+    assert {p["name"] for p in post["parameters"]} == {"detection_model_id",
+                                                        "classification_model_id"}
+    assert {"400", "401", "413", "415"} <= set(post["responses"])
+    assert client.get("/docs").status_code == 200
