@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 # Admin connection used to create and drop the per-run database.
 ADMIN_URL = os.environ.get("PRIMITIVES_TEST_ADMIN_URL",
-                           "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+                           "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres")
 FOLDER_MARKERS = {"unit": "unit", "api": "api", "integration": "integration", "gpu": "gpu"}
 
 

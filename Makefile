@@ -1,0 +1,48 @@
+# One command to run the platform, one to test it; both set everything up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-unit test-api test-integration install migrate lint data train \
+        evaluate bench clean
+
+run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
+	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
+	@echo "Development mode: demo user 'first' / '111' is created (PRIMITIVES_ENVIRONMENT=production disables it)"
+	$(BIN)/serve run serve_config.yaml
+
+test: install  ## Unit, API and integration tests (starts PostgreSQL if it is down)
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest
+
+test-unit: install
+	$(BIN)/python -m pytest tests/unit
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+migrate: install
+	$(BIN)/primitives-admin db upgrade
+
+lint: install
+	$(BIN)/ruff check .
+
+data: install  ## Render the synthetic data set into data/primitives
+	$(BIN)/python -m training.datagen --out data/primitives --train 3000 --val 300 --test 400
+
+train: data  ## Train the three shipped models (resumable; CUDA when present)
+	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml --fraction 0.67
+	$(BIN)/python -m training.train_classifier --data data/primitives
+	$(BIN)/python -m training.train_ssd --data data/primitives
+
+evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metrics.json
+	$(BIN)/python -m training.evaluate --data data/primitives --split test --out weights/metrics.json
+
+clean:
+	rm -rf $(VENV) var runs

@@ -1,0 +1,123 @@
+"""The whole platform: HTTP through the Serve proxy, the queue actor, the real models."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import ray
+from sqlalchemy import func, select
+
+from serve_app.database import make_engine, make_session_factory
+from serve_app.tasks.models import Task, TaskResult
+from tests.integration.conftest import wait_finished
+from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_jpeg
+
+CONTRACT_KEYS = {"primitive_class", "x", "y", "width", "height", "rotation", "probability"}
+
+
+def submit(http, headers, image: bytes, detection: int = 1, classification: int = 3) -> int:
+    response = http.post(
+        f"/api/tasks?detection_model_id={detection}&classification_model_id={classification}",
+        content=image, headers={**headers, "Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    return response.json()["id"]
+
+
+def queue_actor():
+    from config.settings import get_settings
+
+    settings = get_settings()
+    return ray.get_actor(settings.queue_actor_name, namespace=settings.ray_namespace)
+
+
+def result_rows(database_url: str, task_ids: list[int]) -> dict[int, int]:
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        rows = db.execute(select(TaskResult.task_id, func.count()).where(
+            TaskResult.task_id.in_(task_ids)).group_by(TaskResult.task_id)).all()
+    engine.dispose()
+    return dict(rows)
+
+
+@pytest.mark.parametrize("detection", [1, 2], ids=["YOLO", "SSD"])
+def test_a_task_runs_to_done_with_a_result_of_the_contracts_shape(http, user_headers, detection):
+    headers = user_headers()
+    image, _ = render_jpeg(11)
+    task_id = submit(http, headers, image, detection=detection)
+    assert wait_finished(http, headers, [task_id]) == {task_id: "done"}
+    body = http.get(f"/tasks/{task_id}/result", headers=headers).json()
+    assert body["id"] == task_id and body["status"] == "done"
+    result = body["result"]
+    assert result["image_class"] in SCENE_CLASSES
+    assert isinstance(result["primitives"], list)
+    for p in result["primitives"]:
+        assert CONTRACT_KEYS <= set(p)
+        assert p["primitive_class"] in PRIMITIVE_CLASSES
+        for key in ("x", "y", "width", "height", "probability"):
+            assert 0.0 <= p[key] <= 1.0
+        assert 0.0 <= p["rotation"] < 1.0
+        if detection == 2:
+            assert p["rotation"] == 0.0  # SSD predicts axis-aligned boxes
+    assert http.get(f"/api/tasks/{task_id}/result", headers=headers).json() == body
+    assert http.get(f"/api/tasks/{task_id}/status", headers=headers).json() == \
+        {"id": task_id, "status": "done"}
+
+
+def test_models_report_their_deployments(http, user_headers):
+    body = http.get("/api/models", headers=user_headers()).json()
+    models = body["detection_models"] + body["classification_models"]
+    assert [(m["model_name"], m["model_id"]) for m in models] == \
+        [("YOLO", 1), ("SSD", 2), ("model_v1", 3)]
+    for model in models:
+        assert model["ready"] is True
+        assert len(model["weights_sha256"]) == 64
+        assert model["device"] in ("cpu", "cuda")
+
+
+def test_routes_over_http_keep_users_apart(http, user_headers):
+    alice, bob = user_headers(), user_headers()
+    task_id = submit(http, alice, render_jpeg(12)[0])
+    for path in (f"/api/tasks/{task_id}/status", f"/api/tasks/{task_id}/input",
+                 f"/tasks/{task_id}/result", f"/api/tasks/{task_id}/result"):
+        response = http.get(path, headers=bob)
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"Task with id {task_id} does not exist."}
+        assert http.get(path).status_code == 401
+    assert http.delete(f"/api/tasks/{task_id}", headers=bob).status_code == 404
+    assert http.get("/api/tasks", headers=bob).json() == {"tasks": []}
+    assert http.get(f"/api/tasks/{task_id}/input", headers=alice).content == render_jpeg(12)[0]
+
+
+def test_killing_the_queue_actor_loses_no_task(http, user_headers, database_url):
+    headers = user_headers()
+    image = render_jpeg(13)[0]
+    ids = [submit(http, headers, image, detection=1 + i % 2) for i in range(12)]
+    ray.kill(queue_actor(), no_restart=False)  # Ray restarts it; it claims again
+    assert set(wait_finished(http, headers, ids).values()) == {"done"}
+    assert result_rows(database_url, ids) == {i: 1 for i in ids}
+
+
+def test_a_queue_killed_for_good_is_recreated(http, user_headers, database_url):
+    headers = user_headers()
+    image = render_jpeg(14)[0]
+    ray.kill(queue_actor(), no_restart=True)
+    ids = [submit(http, headers, image) for _ in range(4)]
+    assert set(wait_finished(http, headers, ids).values()) == {"done"}
+    assert result_rows(database_url, ids) == {i: 1 for i in ids}
+
+
+def test_a_deleted_task_never_produces_a_result(http, user_headers, database_url):
+    headers = user_headers()
+    image = render_jpeg(15)[0]
+    ids = [submit(http, headers, image) for _ in range(6)]
+    doomed = ids[-1]
+    assert http.delete(f"/api/tasks/{doomed}", headers=headers).json() == {"id": doomed}
+    wait_finished(http, headers, ids[:-1])
+    time.sleep(1.0)
+    assert http.get(f"/tasks/{doomed}/result", headers=headers).status_code == 404
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        assert db.get(Task, doomed) is None
+        assert db.get(TaskResult, doomed) is None
+    engine.dispose()
