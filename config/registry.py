@@ -76,7 +76,7 @@ DEFAULT_MODELS: list[ModelSpec] = [
               weights=Path("weights/yolo_obb.pt"), image_size=256),
     ModelSpec(id=2, name="SSD", type=ModelType.detection, backend=Backend.torchvision_ssd,
               weights=Path("weights/ssdlite.pt"), arch="ssdlite320_mobilenet_v3_large",
-              classes=PRIMITIVE_CLASSES, image_size=320, confidence_threshold=0.3),
+              classes=PRIMITIVE_CLASSES, image_size=256, confidence_threshold=0.3),
     ModelSpec(id=3, name="model_v1", type=ModelType.classification,
               backend=Backend.torchvision_classifier, weights=Path("weights/scene_classifier.pt"),
               arch="mobilenet_v3_small", classes=SCENE_CLASSES, image_size=160),

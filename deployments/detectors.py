@@ -69,6 +69,14 @@ class UltralyticsDetector(BatchingModel):
         return await run_batch(self, images, lambda p: {"primitives": p})
 
 
+def set_input_size(model, size: int) -> None:
+    """Run a torchvision SSD at ``size`` x ``size`` (SSDlite is built for 320; anchors follow
+    the feature maps, so a smaller square input works and costs less)."""
+    model.transform.min_size = (size,)
+    model.transform.max_size = size
+    model.transform.fixed_size = (size, size)
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 class SsdDetector(BatchingModel):
     def __init__(self, spec: dict[str, Any]):
@@ -84,6 +92,7 @@ class SsdDetector(BatchingModel):
             num_classes=len(self.classes) + 1,  # index 0 is the background
         )
         model.load_state_dict(load_torchvision_checkpoint(path))
+        set_input_size(model, self.spec.image_size)
         model.score_thresh = self.spec.confidence_threshold
         model.nms_thresh = self.spec.iou_threshold
         model.detections_per_img = self.spec.max_detections

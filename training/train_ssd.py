@@ -3,7 +3,7 @@
 SSD predicts axis-aligned boxes, so the served SSD reports rotation 0; its targets are the
 axis-aligned hulls of the oriented labels.
 
-Usage: ``python -m training.train_ssd --data data/primitives --epochs 12``
+Usage: ``python -m training.train_ssd --data data/primitives --epochs 8``
 Resumes from ``runs/ssd/last.pt`` unless ``--fresh``; uses CUDA when present.
 """
 
@@ -20,6 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from deployments.detectors import set_input_size
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
 from training.render import PRIMITIVE_CLASSES
@@ -53,16 +54,18 @@ class Boxes(Dataset):
         return x, target
 
 
-def build_model(num_classes: int):
-    return torchvision.models.get_model(ARCH, weights=None, weights_backbone=None,
-                                        num_classes=num_classes + 1)
+def build_model(num_classes: int, size: int):
+    model = torchvision.models.get_model(ARCH, weights=None, weights_backbone=None,
+                                         num_classes=num_classes + 1)
+    set_input_size(model, size)
+    return model
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     loader = DataLoader(Boxes(items, args.size, train=True), batch_size=args.batch,
                         shuffle=True, num_workers=2, drop_last=True,
                         collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
-    model = build_model(len(PRIMITIVE_CLASSES)).to(device)
+    model = build_model(len(PRIMITIVE_CLASSES), args.size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
                                                 steps_per_epoch=len(loader), pct_start=0.15)

@@ -7,6 +7,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,12 +21,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _own_checkpoints(folder: Path) -> list[dict]:
+    """Bring-your-own models, as a user would: an ultralytics .pt and a torchvision state dict,
+    made here, registered through the builder's args only."""
+    import torch
+    import torchvision
+    from ultralytics import YOLO
+
+    YOLO("yolov8n.yaml").save(str(folder / "my_yolo.pt"))
+    classifier = torchvision.models.get_model("shufflenet_v2_x0_5", weights=None, num_classes=2)
+    torch.save(classifier.state_dict(), folder / "my_scenes.pt")
+    return [
+        {"id": 4, "name": "MyYOLO", "type": "detection_model", "backend": "ultralytics",
+         "weights": str(folder / "my_yolo.pt"), "image_size": 128},
+        {"id": 5, "name": "my_scenes", "type": "classification_model",
+         "backend": "torchvision_classifier", "arch": "shufflenet_v2_x0_5",
+         "weights": str(folder / "my_scenes.pt"), "classes": ["indoor", "outdoor"],
+         "image_size": 64},
+    ]
+
+
 @pytest.fixture(scope="session")
-def platform(database_url: str) -> Iterator[str]:
+def platform(database_url: str, tmp_path_factory) -> Iterator[str]:
     """Start Ray, deploy the application, yield its base URL; tear everything down after."""
     import ray
     from ray import serve
 
+    from config.registry import DEFAULT_MODELS
     from deployments.app import build_app
 
     env = {
@@ -41,7 +63,9 @@ def platform(database_url: str) -> Iterator[str]:
              runtime_env={"env_vars": env})
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({}), name="primitives", route_prefix="/")
+    models = [m.model_dump(mode="json") for m in DEFAULT_MODELS]
+    models += _own_checkpoints(tmp_path_factory.mktemp("byo"))
+    serve.run(build_app({"models": models}), name="primitives", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

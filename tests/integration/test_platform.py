@@ -68,7 +68,7 @@ def test_models_report_their_deployments(http, user_headers):
     body = http.get("/api/models", headers=user_headers()).json()
     models = body["detection_models"] + body["classification_models"]
     assert [(m["model_name"], m["model_id"]) for m in models] == \
-        [("YOLO", 1), ("SSD", 2), ("model_v1", 3)]
+        [("YOLO", 1), ("SSD", 2), ("MyYOLO", 4), ("model_v1", 3), ("my_scenes", 5)]
     for model in models:
         assert model["ready"] is True
         assert len(model["weights_sha256"]) == 64
@@ -121,3 +121,41 @@ def test_a_deleted_task_never_produces_a_result(http, user_headers, database_url
         assert db.get(Task, doomed) is None
         assert db.get(TaskResult, doomed) is None
     engine.dispose()
+
+
+def test_a_model_brought_by_the_user_serves_tasks(http, user_headers):
+    headers = user_headers()
+    task_id = submit(http, headers, render_jpeg(16)[0], detection=4, classification=5)
+    assert wait_finished(http, headers, [task_id]) == {task_id: "done"}
+    result = http.get(f"/tasks/{task_id}/result", headers=headers).json()["result"]
+    assert result["detection_model"] == "MyYOLO"
+    assert result["classification_model"] == "my_scenes"
+    assert result["image_class"] in ("indoor", "outdoor")
+
+
+def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_headers,
+                                                                    database_url):
+    """A task queued for a model that was since removed from the registry: it ends failed
+    with the reason, and the tasks after it still run."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    from serve_app.catalog.models import MlModel
+    from serve_app.tasks.service import create_task
+
+    headers = user_headers()
+    good = submit(http, headers, render_jpeg(17)[0])
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        db.execute(insert(MlModel).values(id=50, name="Retired", type="detection_model")
+                   .on_conflict_do_nothing())
+        user = db.scalar(select(Task.user_id).where(Task.id == good))
+        doomed = create_task(db=db, user_id=user, detection_model_id=50,
+                             classification_model_id=3, image=render_jpeg(17)[0],
+                             media_type="image/jpeg").id
+    engine.dispose()
+    after = submit(http, headers, render_jpeg(18)[0])
+    assert wait_finished(http, headers, [good, doomed, after]) == \
+        {good: "done", doomed: "failed", after: "done"}
+    body = http.get(f"/tasks/{doomed}/result", headers=headers).json()
+    assert body == {"id": doomed, "status": "failed", "result": None,
+                    "error": "the model this task asked for is no longer configured"}

@@ -1,0 +1,50 @@
+"""The user administration command, against the test database."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pytest
+
+from serve_app.auth.service import authenticate, get_user_by_username
+from serve_app.cli import main
+
+
+@pytest.fixture
+def cli(monkeypatch, settings):
+    monkeypatch.setenv("PRIMITIVES_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("PRIMITIVES_JWT_SECRET", settings.jwt_secret.get_secret_value())
+    from config.settings import get_settings
+
+    get_settings.cache_clear()
+
+    def run(*args: str, stdin: str = "") -> int:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        return main(list(args))
+
+    yield run
+    get_settings.cache_clear()
+
+
+def test_create_list_set_password_delete(cli, sessions, capsys):
+    assert cli("users", "create", "carol", "--password-stdin", stdin="s3cret\n") == 0
+    assert cli("users", "create", "carol", "--password-stdin", stdin="other\n") == 1
+    assert "already exists" in capsys.readouterr().err
+    with sessions() as db:
+        assert authenticate(db=db, username="carol", password="s3cret") is not None
+    assert cli("users", "list") == 0
+    assert "\tcarol\t" in capsys.readouterr().out
+    assert cli("users", "set-password", "carol", "--password-stdin", stdin="n3w\n") == 0
+    with sessions() as db:
+        assert authenticate(db=db, username="carol", password="s3cret") is None
+        assert authenticate(db=db, username="carol", password="n3w") is not None
+    assert cli("users", "delete", "carol") == 0
+    assert cli("users", "delete", "carol") == 1
+    with sessions() as db:
+        assert get_user_by_username(db=db, username="carol") is None
+
+
+def test_empty_password_is_refused(cli):
+    with pytest.raises(SystemExit, match="empty"):
+        cli("users", "create", "dave", "--password-stdin", stdin="\n")
