@@ -10,6 +10,7 @@ so an accepted task is never lost and never finishes twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -104,10 +105,8 @@ class TaskQueue:
         self.wake.set()  # a slot is free
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def _lease_loop(self) -> None:
         """Renew the leases of running tasks; cancel those deleted (or reclaimed) meanwhile."""

@@ -5,7 +5,9 @@ axis-aligned IoU for SSD against the axis-aligned hulls it is trained on), class
 accuracy with a confusion matrix, and CPU milliseconds per image (median of 50, batch 1);
 writes everything to a JSON file.
 
-Usage: ``python -m training.evaluate --data data/primitives --split test --out weights/metrics.json``
+Usage::
+
+    python -m training.evaluate --data data/primitives --split test --out weights/metrics.json
 """
 
 from __future__ import annotations

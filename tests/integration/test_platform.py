@@ -52,7 +52,7 @@ def test_a_task_runs_to_done_with_a_result_of_the_contracts_shape(http, user_hea
     assert result["image_class"] in SCENE_CLASSES
     assert isinstance(result["primitives"], list)
     for p in result["primitives"]:
-        assert CONTRACT_KEYS <= set(p)
+        assert set(p) >= CONTRACT_KEYS
         assert p["primitive_class"] in PRIMITIVE_CLASSES
         for key in ("x", "y", "width", "height", "probability"):
             assert 0.0 <= p[key] <= 1.0

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from config.registry import DEFAULT_MODELS
 from deployments.inference import (
     WeightsError,
     decode_image,
@@ -18,7 +19,6 @@ from deployments.inference import (
     softmax_top,
     xyxy_to_xywhr,
 )
-from config.registry import DEFAULT_MODELS
 
 
 def test_primitive_normalises_by_image_size_and_folds_the_angle():
