@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
 
+    # Abuse limits, per ingress replica: failed logins per client and user name, requests per
+    # user, and tasks a user may have waiting (queued or in progress) at once.
+    login_failures_per_minute: int = 10
+    requests_per_minute: int = 1200
+    max_active_tasks_per_user: int = 200
+
     default_detection_model_id: int = 1
     default_classification_model_id: int = 3
 

@@ -51,7 +51,8 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         return create_app(settings=self.settings, registry=self.registry,
                           session_factory=self.sessions, notify_queue=self.notify_queue,
-                          describe_models=self.describe_models)
+                          describe_models=self.describe_models,
+                          wait_finished=self.wait_finished)
 
     def _queue_actor(self):
         from deployments.task_queue import TaskQueue
@@ -63,6 +64,12 @@ class Ingress:
 
     def notify_queue(self) -> None:
         self.queue.notify.remote()  # fire and forget: the queue also polls
+
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        try:
+            await self.queue.wait_finished.remote(task_id, timeout)
+        except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
+            log.info("long poll for task %d ended early: the queue did not answer", task_id)
 
     async def _supervise(self) -> None:
         """Keep the queue actor alive: Ray restarts it after a crash; this recreates it if it

@@ -41,6 +41,7 @@ class TaskQueue:
         self.detectors = dict(detectors)
         self.classifiers = dict(classifiers)
         self.running: dict[int, tuple[Claim, asyncio.Task]] = {}
+        self.waiters: dict[int, asyncio.Event] = {}
         self.wake = asyncio.Event()
         self.stats = {"claimed": 0, "done": 0, "failed": 0, "released": 0, "discarded": 0}
         loop = asyncio.get_running_loop()
@@ -62,6 +63,25 @@ class TaskQueue:
 
     def status(self) -> dict[str, Any]:
         return {**self.stats, "running": sorted(self.running)}
+
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        """Return once the task is done, failed or gone, or after ``timeout`` seconds: what
+        a long-polling client waits on instead of polling the database."""
+        event = self.waiters.setdefault(task_id, asyncio.Event())
+        try:
+            # Registered first, then checked: a finish in between still sets the event.
+            if await self._db(claims.is_settled, task_id=task_id):
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=timeout)
+        finally:
+            if not event.is_set() and self.waiters.get(task_id) is event:
+                self.waiters.pop(task_id, None)
+
+    def _settled(self, task_id: int) -> None:
+        event = self.waiters.pop(task_id, None)
+        if event is not None:
+            event.set()
 
     def ready(self) -> bool:
         return True
@@ -102,6 +122,7 @@ class TaskQueue:
 
     def _finished(self, task_id: int) -> None:
         self.running.pop(task_id, None)
+        self._settled(task_id)
         self.wake.set()  # a slot is free
 
     async def _sleep(self, seconds: float) -> None:

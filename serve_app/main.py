@@ -13,6 +13,7 @@ from config.registry import Registry
 from config.settings import Settings
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
+from serve_app.ratelimit import SlidingWindow
 from serve_app.tasks.router import router as tasks_router
 
 T = TypeVar("T")
@@ -22,6 +23,10 @@ async def _no_descriptions() -> dict[int, dict[str, Any]]:
     return {}
 
 
+async def _no_waiting(_task_id: int, _timeout: float) -> None:
+    return None
+
+
 def create_app(
     *,
     settings: Settings,
@@ -29,9 +34,11 @@ def create_app(
     session_factory: sessionmaker[Session],
     notify_queue: Callable[[], None] = lambda: None,
     describe_models: Callable[[], Awaitable[dict[int, dict[str, Any]]]] = _no_descriptions,
+    wait_finished: Callable[[int, float], Awaitable[None]] = _no_waiting,
 ) -> FastAPI:
     """Build the API. ``notify_queue`` wakes the task queue after a task is stored;
-    ``describe_models`` reports what each model deployment says about itself."""
+    ``describe_models`` reports what each model deployment says about itself;
+    ``wait_finished(task_id, seconds)`` returns when a task settles (long polling)."""
     app = FastAPI(
         title="Primitives",
         version="0.1.0",
@@ -53,6 +60,9 @@ def create_app(
     app.state.run_db = run_db
     app.state.notify_queue = notify_queue
     app.state.describe_models = describe_models
+    app.state.wait_finished = wait_finished
+    app.state.login_failures = SlidingWindow(settings.login_failures_per_minute)
+    app.state.request_rate = SlidingWindow(settings.requests_per_minute)
     app.include_router(auth_router)
     app.include_router(tasks_router)
     app.include_router(catalog_router)

@@ -39,6 +39,12 @@ def get_current_user(
     user = get_user(db=db, user_id=user_id) if valid else None
     if user is None:
         raise NOT_AUTHENTICATED
+    wait = request.app.state.request_rate.retry_after(user.id)
+    if wait:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            detail=f"Too many requests; try again in {wait} s.",
+                            headers={"Retry-After": str(wait)})
+    request.app.state.request_rate.hit(user.id)
     return user
 
 

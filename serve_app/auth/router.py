@@ -65,16 +65,26 @@ async def read_login_form(request: Request) -> LoginForm:
         "application/x-www-form-urlencoded": {"schema": _LOGIN_BODY_SCHEMA},
         "application/json": {"schema": _LOGIN_BODY_SCHEMA},
     }}},
-    responses={422: {"description": "Incorrect username or password, or missing fields",
+    responses={429: {"description": "Too many failed logins from this client for this user"},
+               422: {"description": "Incorrect username or password, or missing fields",
                      "content": {"application/json": {"example": {
                          "detail": "Incorrect username or password"}}}}},
 )
 def login(request: Request, db: DbSession,
           form: Annotated[LoginForm, Depends(read_login_form)]) -> Token:
+    failures = request.app.state.login_failures
+    key = (request.client.host if request.client else "", form.username)
+    wait = failures.retry_after(key)
+    if wait:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            detail=f"Too many failed logins; try again in {wait} s.",
+                            headers={"Retry-After": str(wait)})
     user = authenticate(db=db, username=form.username, password=form.password)
     if user is None:
+        failures.hit(key)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail="Incorrect username or password")
+    failures.clear(key)
     settings = request.app.state.settings
     token = create_access_token(
         user_id=user.id,

@@ -76,6 +76,12 @@ def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> s
     return held
 
 
+def is_settled(*, db: Session, task_id: int) -> bool:
+    """True when the task is done, failed or no longer exists."""
+    status = db.scalar(select(Task.status).where(Task.id == task_id))
+    return status is None or status in (TaskStatus.done.value, TaskStatus.failed.value)
+
+
 def load_input(*, db: Session, task_id: int) -> bytes | None:
     """The image bytes of a task, or None when it was deleted."""
     return db.scalar(select(TaskInput.data).where(TaskInput.task_id == task_id))

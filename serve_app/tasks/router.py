@@ -31,12 +31,32 @@ router = APIRouter(tags=["tasks"])
 NOT_FOUND = {"model": Message, "description": "No such task among the caller's tasks"}
 UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
 TaskId = Annotated[int, Path(description="The task's id")]
+WaitSeconds = Annotated[float, Query(
+    ge=0, le=30, description="Long poll: hold the answer up to this many seconds until the "
+                             "task is done or failed (0 answers at once)")]
 MULTIPART_OVERHEAD = 64 * 1024
+UNSETTLED = (TaskStatus.queued.value, TaskStatus.in_progress.value)
 
 
 def not_found(task_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND,
                          detail=f"Task with id {task_id} does not exist.")
+
+
+async def _settled_task(request: Request, user: CurrentUser, task_id: int, wait: float):
+    """The caller's task; with ``wait``, re-read once it settles or the wait runs out."""
+    run_db = request.app.state.run_db
+
+    def read():
+        return run_db(lambda db: service.get_task(db=db, user_id=user.id, task_id=task_id))
+
+    task = await read()
+    if task is not None and wait > 0 and task.status in UNSETTLED:
+        await request.app.state.wait_finished(task.id, wait)
+        task = await read()
+    if task is None:
+        raise not_found(task_id)
+    return task
 
 
 async def read_upload(request: Request, limit: int) -> bytes:
@@ -117,6 +137,7 @@ _IMAGE_BODY = {"required": True, "content": {
         401: UNAUTHORIZED,
         413: {"model": Message, "description": "Body or pixel count over the limit"},
         415: {"model": Message, "description": "Not a JPEG or PNG"},
+        429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
     },
 )
 async def create_task(request: Request, user: CurrentUser) -> TaskCreated:
@@ -133,11 +154,21 @@ async def create_task(request: Request, user: CurrentUser) -> TaskCreated:
         info = validate_image(body, max_pixels=settings.max_image_pixels)
     except ImageRejected as exc:
         raise HTTPException(exc.status_code, detail=exc.detail) from exc
-    task_id = await request.app.state.run_db(
-        lambda db: service.create_task(
-            db=db, user_id=user.id, detection_model_id=detection_id,
-            classification_model_id=classification_id, image=body,
-            media_type=info.media_type).id)
+    limit = settings.max_active_tasks_per_user
+
+    def store(db) -> int | None:
+        if service.count_active(db=db, user_id=user.id) >= limit:
+            return None
+        return service.create_task(db=db, user_id=user.id, detection_model_id=detection_id,
+                                   classification_model_id=classification_id, image=body,
+                                   media_type=info.media_type).id
+
+    task_id = await request.app.state.run_db(store)
+    if task_id is None:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                            detail=f"You have {limit} tasks waiting, the most allowed; submit "
+                                   "more when some have finished.",
+                            headers={"Retry-After": "5"})
     request.app.state.notify_queue()
     return TaskCreated(id=task_id)
 
@@ -158,11 +189,11 @@ def list_tasks(
 
 
 @router.get("/api/tasks/{task_id}/status", response_model=TaskStatusOut,
-            summary="A task's status", responses={401: UNAUTHORIZED, 404: NOT_FOUND})
-def get_status(task_id: TaskId, db: DbSession, user: CurrentUser) -> TaskStatusOut:
-    task = service.get_task(db=db, user_id=user.id, task_id=task_id)
-    if task is None:
-        raise not_found(task_id)
+            summary="A task's status (optionally held until it finishes)",
+            responses={401: UNAUTHORIZED, 404: NOT_FOUND})
+async def get_status(request: Request, task_id: TaskId, user: CurrentUser,
+                     wait: WaitSeconds = 0) -> TaskStatusOut:
+    task = await _settled_task(request, user, task_id, wait)
     return TaskStatusOut(id=task.id, status=TaskStatus(task.status))
 
 
@@ -181,13 +212,13 @@ def get_input(task_id: TaskId, db: DbSession, user: CurrentUser) -> Response:
     return Response(content=data, media_type=media_type)
 
 
-def _result_body(task_id: int, db: DbSession, user: CurrentUser) -> JSONResponse:
-    task = service.get_task(db=db, user_id=user.id, task_id=task_id)
-    if task is None:
-        raise not_found(task_id)
+async def _result_body(request: Request, task_id: int, user: CurrentUser,
+                       wait: float) -> JSONResponse:
+    task = await _settled_task(request, user, task_id, wait)
     body: dict[str, Any] = {"id": task.id, "status": task.status, "result": None}
     if task.status == TaskStatus.done:
-        stored = service.get_result(db=db, task_id=task.id)
+        stored = await request.app.state.run_db(
+            lambda db: service.get_result(db=db, task_id=task.id))
         if stored is not None:
             body["result"] = result_payload(stored.image_class, stored.primitives, stored.details)
     elif task.status == TaskStatus.failed:
@@ -195,18 +226,21 @@ def _result_body(task_id: int, db: DbSession, user: CurrentUser) -> JSONResponse
     return JSONResponse(body)
 
 
-_RESULT_DOC = {"response_model": TaskResultOut, "summary": "A task's result (null until done)",
+_RESULT_DOC = {"response_model": TaskResultOut,
+               "summary": "A task's result (null until done; optionally held until it finishes)",
                "responses": {401: UNAUTHORIZED, 404: NOT_FOUND}}
 
 
 @router.get("/tasks/{task_id}/result", **_RESULT_DOC)
-def get_result(task_id: TaskId, db: DbSession, user: CurrentUser) -> JSONResponse:
-    return _result_body(task_id, db, user)
+async def get_result(request: Request, task_id: TaskId, user: CurrentUser,
+                     wait: WaitSeconds = 0) -> JSONResponse:
+    return await _result_body(request, task_id, user, wait)
 
 
 @router.get("/api/tasks/{task_id}/result", **_RESULT_DOC)
-def get_result_api(task_id: TaskId, db: DbSession, user: CurrentUser) -> JSONResponse:
-    return _result_body(task_id, db, user)
+async def get_result_api(request: Request, task_id: TaskId, user: CurrentUser,
+                         wait: WaitSeconds = 0) -> JSONResponse:
+    return await _result_body(request, task_id, user, wait)
 
 
 @router.delete("/api/tasks/{task_id}", response_model=TaskCreated,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from serve_app.tasks.models import Task, TaskInput, TaskResult, TaskStatus
@@ -21,6 +21,13 @@ def create_task(*, db: Session, user_id: int, detection_model_id: int,
     db.add(task)
     db.commit()
     return task
+
+
+def count_active(*, db: Session, user_id: int) -> int:
+    """How many of the user's tasks are queued or in progress."""
+    return db.scalar(select(func.count()).select_from(Task).where(
+        Task.user_id == user_id,
+        Task.status.in_([TaskStatus.queued.value, TaskStatus.in_progress.value]))) or 0
 
 
 def list_tasks(*, db: Session, user_id: int, status: TaskStatus | None = None,

@@ -159,3 +159,15 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
     body = http.get(f"/tasks/{doomed}/result", headers=headers).json()
     assert body == {"id": doomed, "status": "failed", "result": None,
                     "error": "the model this task asked for is no longer configured"}
+
+
+def test_long_poll_answers_when_the_task_finishes(http, user_headers):
+    headers = user_headers()
+    task_id = submit(http, headers, render_jpeg(19)[0])
+    started = time.monotonic()
+    body = http.get(f"/api/tasks/{task_id}/status?wait=25", headers=headers).json()
+    elapsed = time.monotonic() - started
+    assert body == {"id": task_id, "status": "done"}
+    assert elapsed < 20  # told at completion, not at the end of the wait
+    result = http.get(f"/tasks/{task_id}/result?wait=5", headers=headers).json()
+    assert result["status"] == "done" and result["result"] is not None
