@@ -44,5 +44,9 @@ train: data  ## Train the three shipped models (resumable; CUDA when present)
 evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metrics.json
 	$(BIN)/python -m training.evaluate --data data/primitives --split test --out weights/metrics.json
 
+bench: install  ## Floor vs platform throughput/latency, ingress overhead, memory (< 10 min)
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) var runs

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-# Admin connection used to create and drop the per-run database.
-ADMIN_URL = os.environ.get("PRIMITIVES_TEST_ADMIN_URL",
-                           "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres")
 FOLDER_MARKERS = {"unit": "unit", "api": "api", "integration": "integration", "gpu": "gpu"}
 
 
@@ -28,20 +21,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated to head, dropped after the run."""
-    from serve_app.cli import upgrade_database
+    from serve_app.scratch_db import create_scratch_database, drop_scratch_database
 
-    name = f"primitives_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    url = create_scratch_database("primitives_test")
     try:
-        upgrade_database(url)
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_scratch_database(url)
 
 
 @pytest.fixture(scope="session")

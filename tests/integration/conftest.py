@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +11,6 @@ import httpx
 import pytest
 
 SECRET = "integration-" + uuid.uuid4().hex + uuid.uuid4().hex
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _own_checkpoints(folder: Path) -> list[dict]:
@@ -44,11 +36,8 @@ def _own_checkpoints(folder: Path) -> list[dict]:
 @pytest.fixture(scope="session")
 def platform(database_url: str, tmp_path_factory) -> Iterator[str]:
     """Start Ray, deploy the application, yield its base URL; tear everything down after."""
-    import ray
-    from ray import serve
-
     from config.registry import DEFAULT_MODELS
-    from deployments.app import build_app
+    from deployments.local import start_local_platform, stop_local_platform
 
     env = {
         "PRIMITIVES_DATABASE_URL": database_url,
@@ -58,21 +47,12 @@ def platform(database_url: str, tmp_path_factory) -> Iterator[str]:
         "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
         "PRIMITIVES_QUEUE_ACTOR_NAME": f"queue_{uuid.uuid4().hex[:8]}",
     }
-    os.environ.update(env)  # the raylet and every worker inherit the driver's environment
-    ray.init(num_cpus=4, include_dashboard=False, namespace="primitives-tests",
-             runtime_env={"env_vars": env})
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     models = [m.model_dump(mode="json") for m in DEFAULT_MODELS]
     models += _own_checkpoints(tmp_path_factory.mktemp("byo"))
-    serve.run(build_app({"models": models}), name="primitives", route_prefix="/")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield start_local_platform(env, models=models, namespace="primitives-tests")
     finally:
-        serve.shutdown()
-        ray.shutdown()
-        for key in env:
-            os.environ.pop(key, None)
+        stop_local_platform(env)
 
 
 @pytest.fixture(scope="session")
