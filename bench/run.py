@@ -94,12 +94,11 @@ async def run_clients(base: str, headers: dict[str, str], images: list[bytes],
                 if submit_only:
                     continue
                 task_id = response.json()["id"]
-                while True:
-                    status = (await client.get(f"/api/tasks/{task_id}/status?wait=30",
-                                               headers=headers)).json()["status"]
-                    if status in ("done", "failed"):
+                while True:  # long poll: the answer comes when the task finishes
+                    body = (await client.get(f"/tasks/{task_id}/result?wait=30",
+                                             headers=headers)).json()
+                    if body["status"] in ("done", "failed"):
                         break
-                await client.get(f"/tasks/{task_id}/result", headers=headers)
                 e2e_ms.append((time.perf_counter() - start) * 1000)
 
         started = time.perf_counter()

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from config.registry import Registry
+from config.registry import ModelType, Registry
 from config.settings import Settings
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
@@ -66,4 +66,25 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(tasks_router)
     app.include_router(catalog_router)
+    _document_model_ids(app, registry)
     return app
+
+
+def _document_model_ids(app: FastAPI, registry: Registry) -> None:
+    """Name the valid model ids in the schema: they come from the registry, not the code."""
+    from fastapi.openapi.utils import get_openapi
+
+    ids = {"detection_model_id": registry.of_type(ModelType.detection),
+           "classification_model_id": registry.of_type(ModelType.classification)}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for param in schema["paths"]["/api/tasks"]["post"].get("parameters", []):
+                if param["name"] in ids:
+                    param["schema"]["enum"] = [m.id for m in ids[param["name"]]]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

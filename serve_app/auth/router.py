@@ -17,18 +17,7 @@ from serve_app.database import DbSession
 router = APIRouter(tags=["auth"])
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-_LOGIN_BODY_SCHEMA = {
-    "type": "object",
-    "required": ["username", "password"],
-    "properties": {
-        "grant_type": {"type": "string", "pattern": "^password$"},
-        "username": {"type": "string"},
-        "password": {"type": "string", "format": "password"},
-        "scope": {"type": "string", "default": ""},
-        "client_id": {"type": "string"},
-        "client_secret": {"type": "string", "format": "password"},
-    },
-}
+_LOGIN_BODY_SCHEMA = LoginForm.model_json_schema()
 
 
 async def read_login_form(request: Request) -> LoginForm:

@@ -1,0 +1,39 @@
+"""schemathesis over the platform's own OpenAPI schema, every route, with a valid token:
+no 5xx, no response that breaks the schema."""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
+from config.registry import DEFAULT_MODELS, Registry
+from serve_app.main import create_app
+
+
+def test_no_server_errors_and_conforming_responses(settings, sessions, client, make_user):
+    name, password = make_user()
+    token = client.post("/oauth/login", data={"username": name, "password": password}) \
+        .json()["access_token"]
+    app = create_app(settings=settings, registry=Registry(DEFAULT_MODELS),
+                     session_factory=sessions)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) == 9  # the eight routes of the contract, result at two paths
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @hypothesis_settings(max_examples=30, deadline=None, database=None,
+                             suppress_health_check=list(HealthCheck))
+        def check(case) -> None:
+            # "Schema-valid data must be accepted" cannot hold for two routes, by the contract:
+            # a wrong password is a 422, and an upload is judged by its bytes (random bytes
+            # are a 415), which no schema can express. Every other check stays on for them.
+            judged_by_content = case.path in ("/oauth/login", "/api/tasks") and \
+                case.method == "POST"
+            excluded = [positive_data_acceptance] if judged_by_content else []
+            case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
+                                   excluded_checks=excluded)
+
+        check()
