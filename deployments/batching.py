@@ -4,6 +4,7 @@ decode -> predict -> answer loop of one ``@serve.batch`` call."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,10 @@ class BatchingModel:
     def describe(self) -> dict[str, Any]:
         return {"classes": self.classes, "weights_sha256": self.weights_sha256,
                 "device": self.device, "ready": True}
+
+    def pid(self) -> int:
+        """The replica's process id (the fault tests kill it)."""
+        return os.getpid()
 
     def check_health(self) -> None:
         if getattr(self, "model", None) is None:

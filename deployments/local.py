@@ -15,7 +15,8 @@ def free_port() -> int:
 
 def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | None = None,
                          num_cpus: int = 4, namespace: str = "primitives-local",
-                         extra_apps: dict[str, Any] | None = None) -> str:
+                         extra_apps: dict[str, Any] | None = None,
+                         port: int | None = None) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
     (and any ``extra_apps`` by route prefix), and return the HTTP base URL."""
     import ray
@@ -26,7 +27,7 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     os.environ.update(env)  # the driver reads the same settings as the workers
     ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
              runtime_env={"env_vars": env})
-    port = free_port()
+    port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = {"models": models} if models is not None else {}
     serve.run(build_app(args), name="primitives", route_prefix="/")

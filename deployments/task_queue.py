@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import traceback
 from typing import Any
@@ -85,6 +86,10 @@ class TaskQueue:
 
     def ready(self) -> bool:
         return True
+
+    def pid(self) -> int:
+        """The process id (operators and the fault tests kill it to prove nothing is lost)."""
+        return os.getpid()
 
     # -- the loops ---------------------------------------------------------------------------
 

@@ -33,11 +33,36 @@ def _own_checkpoints(folder: Path) -> list[dict]:
     ]
 
 
+class Platform:
+    """The running platform; ``restart()`` stops the whole Ray cluster and starts it again on
+    the same port and database."""
+
+    def __init__(self, env: dict[str, str], models: list[dict]):
+        from deployments.local import free_port
+
+        self.env, self.models, self.port = env, models, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from deployments.local import start_local_platform
+
+        start_local_platform(self.env, models=self.models, namespace="primitives-tests",
+                             port=self.port)
+
+    def stop(self) -> None:
+        from deployments.local import stop_local_platform
+
+        stop_local_platform(self.env)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @pytest.fixture(scope="session")
-def platform(database_url: str, tmp_path_factory) -> Iterator[str]:
-    """Start Ray, deploy the application, yield its base URL; tear everything down after."""
+def platform(database_url: str, tmp_path_factory) -> Iterator[Platform]:
+    """Start Ray, deploy the application; tear everything down after the run."""
     from config.registry import DEFAULT_MODELS
-    from deployments.local import start_local_platform, stop_local_platform
 
     env = {
         "PRIMITIVES_DATABASE_URL": database_url,
@@ -46,18 +71,22 @@ def platform(database_url: str, tmp_path_factory) -> Iterator[str]:
         "PRIMITIVES_QUEUE_LEASE_SECONDS": "4",
         "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
         "PRIMITIVES_QUEUE_ACTOR_NAME": f"queue_{uuid.uuid4().hex[:8]}",
+        "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
+        "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
     }
     models = [m.model_dump(mode="json") for m in DEFAULT_MODELS]
     models += _own_checkpoints(tmp_path_factory.mktemp("byo"))
+    running = Platform(env, models)
+    running.start()
     try:
-        yield start_local_platform(env, models=models, namespace="primitives-tests")
+        yield running
     finally:
-        stop_local_platform(env)
+        running.stop()
 
 
 @pytest.fixture(scope="session")
-def http(platform: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform, timeout=60) as client:
+def http(platform: Platform) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.url, timeout=60) as client:
         yield client
 
 

@@ -1,0 +1,120 @@
+"""Fault injection: processes die, the cluster stops, the database restarts; every accepted
+task still ends done, with exactly one result."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import ray
+from ray import serve
+
+from tests.integration.conftest import wait_finished
+from tests.integration.test_platform import queue_actor, result_rows, submit
+from training.render import render_jpeg
+
+IMAGES = [render_jpeg(100 + i)[0] for i in range(8)]
+
+
+def statuses_of(http, headers, ids):
+    return {i: http.get(f"/api/tasks/{i}/status", headers=headers).json()["status"] for i in ids}
+
+
+def accept_many(http, headers, database_url, n: int) -> list[int]:
+    """Accept ``n`` tasks at once: one through the API, the rest stored the same way in one
+    go (the API would let the queue keep pace, and the point is a deep queue)."""
+    from sqlalchemy import select
+
+    from serve_app.database import make_engine, make_session_factory
+    from serve_app.tasks.models import Task
+    from serve_app.tasks.service import create_task
+
+    first = submit(http, headers, IMAGES[0])
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        user_id = db.scalar(select(Task.user_id).where(Task.id == first))
+        ids = [first] + [create_task(db=db, user_id=user_id, detection_model_id=1 + i % 2,
+                                     classification_model_id=3, image=IMAGES[i % len(IMAGES)],
+                                     media_type="image/jpeg").id for i in range(1, n)]
+    engine.dispose()
+    return ids
+
+
+def test_hard_killed_queue_with_200_tasks_loses_none(http, user_headers, database_url):
+    headers = user_headers()
+    ids = accept_many(http, headers, database_url, 200)
+    running = {"status": "in progress", "limit": 1}
+    deadline = time.monotonic() + 60
+    while not http.get("/api/tasks", params=running, headers=headers).json()["tasks"]:
+        assert time.monotonic() < deadline, "the queue never started"
+        time.sleep(0.05)
+    queued = http.get("/api/tasks", params={"status": "queued"}, headers=headers).json()
+    assert len(queued["tasks"]) > 100  # most of the 200 are still waiting when it dies
+    os.kill(ray.get(queue_actor().pid.remote()), signal.SIGKILL)  # as hard as os._exit
+    time.sleep(2)
+    ray.kill(queue_actor(), no_restart=False)  # and once more, Ray's way
+    final = wait_finished(http, headers, ids, timeout=600)
+    assert set(final.values()) == {"done"}
+    assert result_rows(database_url, ids) == {i: 1 for i in ids}
+    assert "in progress" not in statuses_of(http, headers, ids).values()
+
+
+def test_killed_detector_replica_comes_back_and_no_task_is_lost(http, user_headers,
+                                                                database_url):
+    headers = user_headers()
+    ids: list[int] = []
+    stop = threading.Event()
+
+    def steady() -> None:
+        i = 0
+        while not stop.is_set() and i < 60:
+            ids.append(submit(http, headers, IMAGES[i % len(IMAGES)], detection=1))
+            i += 1
+            time.sleep(0.05)
+
+    feeder = threading.Thread(target=steady)
+    feeder.start()
+    time.sleep(1.5)
+    yolo = serve.get_deployment_handle("YOLO", app_name="primitives")
+    os.kill(yolo.pid.remote().result(timeout_s=30), signal.SIGKILL)
+    feeder.join()
+    final = wait_finished(http, headers, ids, timeout=600)
+    assert set(final.values()) == {"done"}
+    assert result_rows(database_url, ids) == {i: 1 for i in ids}
+    assert yolo.pid.remote().result(timeout_s=60) > 0  # a replica answers again
+
+
+def test_tasks_queued_when_the_cluster_stops_finish_after_it_starts(http, user_headers,
+                                                                    database_url, platform):
+    headers = user_headers()
+    ids = [submit(http, headers, IMAGES[i % len(IMAGES)]) for i in range(10)]
+    platform.restart()  # the whole Ray cluster goes down and comes back
+    final = wait_finished(http, headers, ids, timeout=600)
+    assert set(final.values()) == {"done"}
+    assert result_rows(database_url, ids) == {i: 1 for i in ids}
+
+
+def _postgres_restart_command() -> list[str] | None:
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or not os.path.isdir(
+            "/etc/postgresql"):
+        return None
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
+
+
+@pytest.mark.skipif(_postgres_restart_command() is None,
+                    reason="needs root and a local Debian PostgreSQL cluster to restart")
+def test_postgres_restart_mid_run_loses_nothing(http, user_headers, database_url):
+    headers = user_headers()
+    ids = [submit(http, headers, IMAGES[i % len(IMAGES)]) for i in range(30)]
+    time.sleep(1.0)
+    subprocess.run(_postgres_restart_command(), check=True, timeout=120)
+    final = wait_finished(http, headers, ids, timeout=600)
+    assert set(final.values()) == {"done"}
+    # done is written with its result in one transaction: no done task lacks one
+    assert result_rows(database_url, ids) == {i: 1 for i in ids}
