@@ -4,8 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit test-api test-integration install migrate lint data train \
-        evaluate bench clean
+.PHONY: run test test-unit install migrate lint data train evaluate bench load clean
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -47,6 +46,10 @@ evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metr
 bench: install  ## Floor vs platform throughput/latency, ingress overhead, memory (< 10 min)
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m bench.run
+
+load: install  ## 20 users submit for 2 minutes; fails if an accepted task is lost
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m bench.load --users 20 --seconds 120
 
 clean:
 	rm -rf $(VENV) var runs
