@@ -148,6 +148,8 @@ def trivial_app():
 
 
 def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str, Any]:
+    import ray
+
     from deployments.local import start_local_platform, stop_local_platform
     from serve_app.auth.service import create_user
     from serve_app.database import make_engine, make_session_factory
@@ -185,9 +187,13 @@ def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str,
             out["runs"].append(result)
             log.info("platform c=%d: %s", c, result)
         out["memory_under_load"] = peak
-        # Ingress cost against Ray's own: the same POSTs to a trivial Serve endpoint.
+        # Ingress cost against Ray's own: the same POSTs to a trivial Serve endpoint. The
+        # queue is paused meanwhile, so that the models do not compete with the ingress.
         c = max(concurrencies)
+        queue = ray.get_actor(env["PRIMITIVES_QUEUE_ACTOR_NAME"], namespace="primitives")
+        ray.get(queue.pause.remote())
         out["post_only"] = asyncio.run(run_clients(base, headers, images, c, submit_only=True))
+        ray.get(queue.resume.remote())
         out["trivial"] = asyncio.run(run_clients(base, headers, images, c, submit_only=True,
                                                  path="/trivial"))
     finally:

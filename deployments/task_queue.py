@@ -43,6 +43,7 @@ class TaskQueue:
         self.classifiers = dict(classifiers)
         self.running: dict[int, tuple[Claim, asyncio.Task]] = {}
         self.waiters: dict[int, asyncio.Event] = {}
+        self.paused = False
         self.wake = asyncio.Event()
         self.stats = {"claimed": 0, "done": 0, "failed": 0, "released": 0, "discarded": 0}
         loop = asyncio.get_running_loop()
@@ -63,7 +64,7 @@ class TaskQueue:
         self.wake.set()
 
     def status(self) -> dict[str, Any]:
-        return {**self.stats, "running": sorted(self.running)}
+        return {**self.stats, "running": sorted(self.running), "paused": self.paused}
 
     async def wait_finished(self, task_id: int, timeout: float) -> None:
         """Return once the task is done, failed or gone, or after ``timeout`` seconds: what
@@ -87,6 +88,14 @@ class TaskQueue:
     def ready(self) -> bool:
         return True
 
+    def pause(self) -> None:
+        """Stop claiming new tasks (running ones finish); for maintenance and benchmarks."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.wake.set()
+
     def pid(self) -> int:
         """The process id (operators and the fault tests kill it to prove nothing is lost)."""
         return os.getpid()
@@ -106,7 +115,7 @@ class TaskQueue:
             self.wake.clear()  # before looking, so a notify during the claim is not lost
             try:
                 free = settings.queue_concurrency - len(self.running)
-                if free > 0:
+                if free > 0 and not self.paused:
                     for claim in await self._db(claims.claim_tasks, limit=free,
                                                 lease_seconds=settings.queue_lease_seconds):
                         self.stats["claimed"] += 1
