@@ -243,3 +243,26 @@ def test_openapi_documents_every_route(client):
                                                         "classification_model_id"}
     assert {"400", "401", "413", "415"} <= set(post["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_multipart_with_a_megabyte_of_preamble_is_a_clear_400(client, alice, sample_jpeg,
+                                                               sessions):
+    boundary = "bnd7f3a"
+    body = (b"x" * (1024 * 1024) + f"\r\n--{boundary}\r\n".encode()
+            + b'Content-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+            + b"Content-Type: image/jpeg\r\n\r\n" + sample_jpeg
+            + f"\r\n--{boundary}--\r\n".encode())
+    response = client.post("/api/tasks", content=body, headers={
+        **alice, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    # python-multipart refuses a huge preamble (a known denial-of-service shape)
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("Malformed multipart body")
+    with sessions() as db:
+        assert db.scalar(select(Task.id)) is None
+
+
+def test_multipart_without_a_file_is_a_400(client, alice):
+    response = client.post("/api/tasks", files={"note": (None, "no image here")},
+                           headers=alice)
+    assert response.status_code == 400
+    assert "no file" in response.json()["detail"]
