@@ -51,7 +51,7 @@ class Settings(BaseSettings):
 
     # Queue: how many tasks run at once, how long a claim lasts without renewal, how often
     # the queue looks for work it was not told about.
-    queue_concurrency: int = 4
+    queue_concurrency: int = 16  # at least a full batch for each detector replica
     queue_lease_seconds: float = 30.0
     queue_poll_seconds: float = 2.0
     queue_max_attempts: int = 3
