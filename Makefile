@@ -42,6 +42,7 @@ train: data  ## Train the three shipped models (resumable; CUDA when present)
 
 evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metrics.json
 	$(BIN)/python -m training.evaluate --data data/primitives --split test --out weights/metrics.json
+	$(BIN)/python -m training.model_card
 
 bench: install  ## Floor vs platform throughput/latency, ingress overhead, memory (< 10 min)
 	bash scripts/ensure-postgres.sh
