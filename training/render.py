@@ -104,6 +104,20 @@ def _min_area_box(class_id: int, points: np.ndarray) -> Box:
     return Box(class_id, float(cx), float(cy), float(w), float(h), math.radians(deg))
 
 
+def _axis_box(class_id: int, points: np.ndarray, axis: np.ndarray) -> Box:
+    """The rectangle around ``points`` with one side along ``axis`` (its ``h`` side)."""
+    if np.linalg.norm(axis) < 1e-6:
+        return _min_area_box(class_id, points)
+    # Angle of the box's own x axis: perpendicular to the symmetry axis, so h runs along it.
+    angle = math.atan2(axis[1], axis[0]) - math.pi / 2
+    c, s = math.cos(angle), math.sin(angle)
+    local = (points - points.mean(axis=0)) @ np.array([[c, -s], [s, c]])
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    centre = points.mean(axis=0) + np.array([[c, -s], [s, c]]) @ ((lo + hi) / 2)
+    return Box(class_id, float(centre[0]), float(centre[1]), float(hi[0] - lo[0]),
+               float(hi[1] - lo[1]), angle)
+
+
 def _draw_mesh(draw: ImageDraw.ImageDraw, rng: np.random.Generator, class_id: int,
                cx: float, cy: float, size: float, light: np.ndarray) -> Box:
     verts, faces = MESHES[class_id]
@@ -138,7 +152,15 @@ def _draw_mesh(draw: ImageDraw.ImageDraw, rng: np.random.Generator, class_id: in
             continue
         lambert = max(0.0, float(np.dot(normals[i], -light)))
         draw.polygon([tuple(p) for p in pts[face]], fill=_shade(base, 0.3 + 0.75 * lambert))
-    return _min_area_box(class_id, pts)
+    if class_id == 1:
+        return _min_area_box(class_id, pts)
+    # Bodies of revolution and pyramids: the box follows the projected symmetry axis, so
+    # its orientation is defined by what the image shows (the cone's tip, the cylinder's
+    # length), not by whichever of several near-equal minimal rectangles wins.
+    ends = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]) * stretch @ rot.T
+    ends_z = ends[:, 2] + depth
+    ends_2d = ends[:, :2] * (focal / ends_z)[:, None] / span * size + [cx, cy]
+    return _axis_box(class_id, pts, ends_2d[1] - ends_2d[0])
 
 
 def _draw_sphere(img: Image.Image, rng: np.random.Generator, cx: float, cy: float,

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives/dataset.yaml"))
-    parser.add_argument("--model", default="yolov8n-obb.yaml")
+    parser.add_argument("--model", default="yolov8n-obb.yaml",
+                        help="a model yaml (from scratch) or a .pt to fine-tune from")
+    parser.add_argument("--close-mosaic", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--imgsz", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
@@ -57,10 +59,11 @@ def main(argv: list[str] | None = None) -> None:
             exist_ok=True,
             plots=False,
             pretrained=False,
+            warmup_epochs=0.5 if args.model.endswith(".pt") else 3.0,
             amp=torch.cuda.is_available(),
             degrees=0.0,  # the renderer already rotates; OBB rotation augment is costly on CPU
             mosaic=1.0,
-            close_mosaic=5,
+            close_mosaic=args.close_mosaic,
             patience=100,
             seed=0,
             deterministic=False,
