@@ -116,10 +116,12 @@ async def run_clients(base: str, headers: dict[str, str], images: list[bytes],
 
 
 def ray_memory() -> dict[str, float]:
-    """Resident memory of every Ray process on this machine (MiB): RSS sum and USS sum."""
+    """Resident memory of every Ray process on this machine (MiB). PSS (shared pages split
+    between the processes that map them) sums to the RAM they really hold; the RSS sum counts
+    shared libraries (torch) once per process."""
     import psutil
 
-    rss = uss = 0
+    rss = uss = pss = 0
     for proc in psutil.process_iter(["cmdline", "name"]):
         try:
             cmd = " ".join(proc.info["cmdline"] or [])
@@ -130,9 +132,11 @@ def ray_memory() -> dict[str, float]:
             info = proc.memory_full_info()
             rss += info.rss
             uss += info.uss
+            pss += getattr(info, "pss", 0)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    return {"rss_mib": round(rss / 2**20, 1), "uss_mib": round(uss / 2**20, 1)}
+    return {"pss_mib": round(pss / 2**20, 1), "rss_sum_mib": round(rss / 2**20, 1),
+            "uss_mib": round(uss / 2**20, 1)}
 
 
 def trivial_app():
@@ -183,7 +187,7 @@ def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str,
         for c in concurrencies:
             result = asyncio.run(run_clients(base, headers, images, c))
             mem = ray_memory()
-            peak = max(peak, mem, key=lambda m: m["rss_mib"])
+            peak = max(peak, mem, key=lambda m: m["pss_mib"])
             out["runs"].append(result)
             log.info("platform c=%d: %s", c, result)
         out["memory_under_load"] = peak
