@@ -39,7 +39,7 @@ data: install  ## Render the synthetic data set into data/primitives
 train: data  ## Train the three shipped models (resumable; CUDA when present)
 	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml --fraction 0.67
 	$(BIN)/python -m training.train_classifier --data data/primitives
-	$(BIN)/python -m training.train_ssd --data data/primitives
+	$(BIN)/python -m training.train_ssd --data data/primitives --epochs 7
 
 evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metrics.json
 	$(BIN)/python -m training.evaluate --data data/primitives --split test --out weights/metrics.json

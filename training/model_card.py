@@ -13,14 +13,20 @@ CARDS = {
     "YOLO": {
         "what": "Ultralytics YOLOv8n-OBB (oriented boxes), built from `yolov8n-obb.yaml`, "
                 "trained from scratch (no downloaded weights).",
-        "command": "python -m training.train_yolo --data data/primitives/dataset.yaml "
-                   "--epochs 20 --imgsz 256 --fraction 0.67",
-        "notes": "Predicts rotated boxes: `rotation` is meaningful. mAP uses rotated IoU.",
+        "command": "python -m training.train_yolo --epochs 20 --fraction 0.67 (20 epochs from "
+                   "scratch, on labels that were then the minimal-area rectangles), then "
+                   "python -m training.train_yolo --model weights/yolo_obb.pt --name yolo_ft "
+                   "--epochs 5 --close-mosaic 2 --fraction 0.67 (5 epochs on the current "
+                   "labels, whose boxes follow the symmetry axis of cylinders, cones and "
+                   "pyramids; the images are the same)",
+        "notes": "Predicts rotated boxes: `rotation` is meaningful. mAP uses exact rotated "
+                 "IoU (polygon intersection), stricter than ultralytics' own probIoU-based "
+                 "validation figure.",
     },
     "SSD": {
         "what": "torchvision SSDlite320 with a MobileNetV3-Large backbone (reduced tail), run "
                 "at 256x256, trained from scratch.",
-        "command": "python -m training.train_ssd --data data/primitives --epochs 8 --size 256",
+        "command": "python -m training.train_ssd --data data/primitives --epochs 7 --size 256",
         "notes": "SSD predicts axis-aligned boxes: the API reports `rotation` 0 for it, and its "
                  "mAP is measured with axis-aligned IoU against the axis-aligned hulls of the "
                  "oriented labels (what it is trained on).",
