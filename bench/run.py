@@ -197,9 +197,9 @@ def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str,
         queue = ray.get_actor(env["PRIMITIVES_QUEUE_ACTOR_NAME"], namespace="primitives")
         ray.get(queue.pause.remote())
         out["post_only"] = asyncio.run(run_clients(base, headers, images, c, submit_only=True))
-        ray.get(queue.resume.remote())
         out["trivial"] = asyncio.run(run_clients(base, headers, images, c, submit_only=True,
                                                  path="/trivial"))
+        ray.get(queue.resume.remote())
     finally:
         stop_local_platform(env)
         drop_scratch_database(url)

@@ -33,7 +33,7 @@ def classifier_input(arr: np.ndarray, size: int) -> np.ndarray:
     return x.transpose(2, 0, 1)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
 class SceneClassifier(BatchingModel):
     def __init__(self, spec: dict[str, Any]):
         import torch

@@ -26,7 +26,7 @@ from deployments.inference import (
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
 class UltralyticsDetector(BatchingModel):
     def __init__(self, spec: dict[str, Any]):
         from ultralytics import YOLO
@@ -77,7 +77,7 @@ def set_input_size(model, size: int) -> None:
     model.transform.fixed_size = (size, size)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=32)
 class SsdDetector(BatchingModel):
     def __init__(self, spec: dict[str, Any]):
         import torch

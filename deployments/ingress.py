@@ -23,7 +23,8 @@ SUPERVISE_SECONDS = 5.0
 DESCRIBE_TIMEOUT_S = 2.0
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.25})
+# Long polls hold a request open while they wait, cheaply (async): allow many at once.
+@serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
 @serve.ingress()
 class Ingress:
     def __init__(self, models: list[dict[str, Any]], detectors: dict[int, DeploymentHandle],

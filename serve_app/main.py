@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +21,7 @@ from serve_app.ratelimit import SlidingWindow
 from serve_app.tasks.router import router as tasks_router
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 async def _no_descriptions() -> dict[int, dict[str, Any]]:
@@ -63,11 +68,20 @@ def create_app(
     app.state.wait_finished = wait_finished
     app.state.login_failures = SlidingWindow(settings.login_failures_per_minute)
     app.state.request_rate = SlidingWindow(settings.requests_per_minute)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(auth_router)
     app.include_router(tasks_router)
     app.include_router(catalog_router)
     _document_model_ids(app, registry)
     return app
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    """Out of database connections, or the database is restarting: a retryable 503."""
+    log.warning("database unavailable: %s", exc)
+    return JSONResponse({"detail": "The database is busy or unavailable; retry shortly."},
+                        status_code=503, headers={"Retry-After": "2"})
 
 
 def _document_model_ids(app: FastAPI, registry: Registry) -> None:

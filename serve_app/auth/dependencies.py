@@ -10,7 +10,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from serve_app.auth.models import User
 from serve_app.auth.security import decode_access_token
 from serve_app.auth.service import get_user
-from serve_app.database import DbSession
 
 # auto_error=False: every failure below answers the contract's one 401 body.
 bearer = HTTPBearer(auto_error=False, description="A token from POST /oauth/login")
@@ -24,7 +23,6 @@ NOT_AUTHENTICATED = HTTPException(
 
 def get_current_user(
     request: Request,
-    db: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -36,7 +34,12 @@ def get_current_user(
         algorithm=settings.jwt_algorithm,
     )
     valid = user_id is not None and 0 < user_id < 2**31  # the column is a 32-bit integer
-    user = get_user(db=db, user_id=user_id) if valid else None
+    user = None
+    if valid:
+        # A session of its own, closed at once: a long-polling request must not hold a
+        # pooled connection while it waits. The loaded user stays usable, detached.
+        with request.app.state.session_factory() as db:
+            user = get_user(db=db, user_id=user_id)
     if user is None:
         raise NOT_AUTHENTICATED
     wait = request.app.state.request_rate.retry_after(user.id)

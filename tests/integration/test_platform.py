@@ -171,3 +171,22 @@ def test_long_poll_answers_when_the_task_finishes(http, user_headers):
     assert elapsed < 20  # told at completion, not at the end of the wait
     result = http.get(f"/tasks/{task_id}/result?wait=5", headers=headers).json()
     assert result["status"] == "done" and result["result"] is not None
+
+
+def test_a_generated_scene_comes_back_with_the_primitives_it_holds(http, user_headers):
+    """The shipped YOLO finds what the generator drew: each drawn primitive is matched by a
+    returned one of the same class whose centre lies within a tenth of the image of it."""
+    headers = user_headers()
+    image, sample = render_jpeg(2025)
+    assert len(sample.boxes) >= 3
+    task_id = submit(http, headers, image, detection=1)
+    assert wait_finished(http, headers, [task_id]) == {task_id: "done"}
+    found = http.get(f"/tasks/{task_id}/result", headers=headers).json()["result"]["primitives"]
+    w, h = sample.image.size
+    matched = 0
+    for box in sample.boxes:
+        name = PRIMITIVE_CLASSES[box.class_id]
+        if any(p["primitive_class"] == name and abs(p["x"] - box.cx / w) < 0.1
+               and abs(p["y"] - box.cy / h) < 0.1 for p in found):
+            matched += 1
+    assert matched >= 0.8 * len(sample.boxes), (sample.boxes, found)
