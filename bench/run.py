@@ -142,8 +142,8 @@ def ray_memory() -> dict[str, float]:
 def trivial_app():
     from ray import serve
 
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25})
-    class Trivial:
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
+    class Trivial:  # sized like the ingress, so that only the work differs
         async def __call__(self, request) -> dict[str, int]:
             await request.body()
             return {"id": 1}
