@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
@@ -151,7 +152,9 @@ async def create_task(request: Request, user: CurrentUser) -> TaskCreated:
                                        ModelType.classification, request)
     body = await read_upload(request, settings.max_upload_bytes)
     try:
-        info = validate_image(body, max_pixels=settings.max_image_pixels)
+        # Decoding can take a while for a large PNG: off the event loop.
+        info = await run_in_threadpool(validate_image, body,
+                                       max_pixels=settings.max_image_pixels)
     except ImageRejected as exc:
         raise HTTPException(exc.status_code, detail=exc.detail) from exc
     limit = settings.max_active_tasks_per_user
