@@ -27,26 +27,18 @@ PROTECTED = [
 ]
 
 
-def test_login_with_form_returns_bearer_token(client, make_user):
+@pytest.mark.parametrize("encoding", ["data", "json"], ids=["form", "json as the seed shows"])
+def test_login_returns_a_bearer_token(client, make_user, encoding):
     make_user("first", "111")
-    response = client.post("/oauth/login", data={
-        "grant_type": "password", "username": "first", "password": "111", "scope": "",
-        "client_id": "", "client_secret": ""})
+    fields = {"grant_type": "password", "username": "first", "password": "111", "scope": "",
+              "client_id": "", "client_secret": ""}
+    response = client.post("/oauth/login", **{encoding: fields})
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"access_token", "token_type"}
     assert body["token_type"] == "Bearer"
     assert client.get("/api/tasks", headers={
         "Authorization": f"Bearer {body['access_token']}"}).status_code == 200
-
-
-def test_login_with_json_body_as_the_seed_shows(client, make_user):
-    make_user("first", "111")
-    response = client.post("/oauth/login", json={
-        "grant_type": "password", "username": "first", "password": "111", "scope": "",
-        "client_id": "", "client_secret": ""})
-    assert response.status_code == 200
-    assert response.json()["token_type"] == "Bearer"
 
 
 @pytest.mark.parametrize("username,password", [("first", "wrong"), ("nobody", "111")])
