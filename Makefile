@@ -11,7 +11,8 @@ run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl
 	@echo "Development mode: demo user 'first' / '111' is created (PRIMITIVES_ENVIRONMENT=production disables it)"
 	$(BIN)/serve run serve_config.yaml
 
-test: install  ## Unit, API and integration tests (starts PostgreSQL if it is down)
+test: install  ## Type check, then unit, API and integration tests (starts PostgreSQL if down)
+	$(BIN)/mypy
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest
 
@@ -32,6 +33,7 @@ migrate: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 data: install  ## Render the synthetic data set into data/primitives
 	$(BIN)/python -m training.datagen --out data/primitives --train 3000 --val 300 --test 400

@@ -92,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             base = args.url
         else:
-            from deployments.local import start_local_platform
             from serve_app.auth.service import create_user
-            from serve_app.database import make_engine, make_session_factory
-            from serve_app.scratch_db import create_scratch_database
+            from storage.database import make_engine, make_session_factory
+            from tests.local_platform import start_local_platform
+            from tests.scratch_db import create_scratch_database
 
             url = create_scratch_database("primitives_load")
             env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(run_load(base, tokens, images, args.seconds))
     finally:
         if env:
-            from deployments.local import stop_local_platform
-            from serve_app.scratch_db import drop_scratch_database
+            from tests.local_platform import stop_local_platform
+            from tests.scratch_db import drop_scratch_database
 
             stop_local_platform(env)
             if url:

@@ -32,23 +32,23 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure_floor(images: list[bytes], batch: int) -> dict[str, Any]:
     """Each model in this process, nothing around it: batch 1 latency, batch-N throughput."""
-    from config.registry import DEFAULT_MODELS
-    from deployments.inference import decode_image
-    from training.evaluate import load_model
+    from config.serve_config import load_app_config
+    from inference import build_predictor
+    from inference.images import decode_image
 
     arrays = [decode_image(b) for b in images]
     out: dict[str, Any] = {}
-    for spec in DEFAULT_MODELS:
-        model = load_model(spec)
-        model._predict(arrays[:2])
+    for spec in load_app_config().registry.models:
+        model = build_predictor(spec)
+        model.predict(arrays[:2])
         single = []
         for arr in arrays:
             start = time.perf_counter()
-            model._predict([arr])
+            model.predict([arr])
             single.append((time.perf_counter() - start) * 1000)
         start = time.perf_counter()
         for i in range(0, len(arrays), batch):
-            model._predict(arrays[i:i + batch])
+            model.predict(arrays[i:i + batch])
         batched_s = time.perf_counter() - start
         out[spec.name] = {
             "batch1_ms_p50": percentile(single, 50), "batch1_ms_p95": percentile(single, 95),
@@ -154,10 +154,10 @@ def trivial_app():
 def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str, Any]:
     import ray
 
-    from deployments.local import start_local_platform, stop_local_platform
     from serve_app.auth.service import create_user
-    from serve_app.database import make_engine, make_session_factory
-    from serve_app.scratch_db import create_scratch_database, drop_scratch_database
+    from storage.database import make_engine, make_session_factory
+    from tests.local_platform import start_local_platform, stop_local_platform
+    from tests.scratch_db import create_scratch_database, drop_scratch_database
 
     url = create_scratch_database("primitives_bench")
     env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",

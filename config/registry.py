@@ -1,12 +1,13 @@
 """The model registry: which models the platform serves, under which ids, from which files.
 
-It is configuration (``serve_config.yaml`` passes it to the application builder); the
-defaults below are the shipped models. ``GET /api/models`` and the 400 message for a wrong
-model id are generated from it.
+It is configuration: the ``models:`` list in ``serve_config.yaml`` (``config.serve_config``
+reads it), passed to the application builder. ``GET /api/models`` and the 400 message for a
+wrong model id are generated from it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 
@@ -68,25 +69,11 @@ class ModelSpec(BaseModel):
         return self.weights if self.weights.is_absolute() else REPO_ROOT / self.weights
 
 
-PRIMITIVE_CLASSES = ["sphere", "cube", "cylinder", "cone", "pyramid"]
-SCENE_CLASSES = ["office", "kitchen", "bedroom", "street", "forest", "beach"]
-
-DEFAULT_MODELS: list[ModelSpec] = [
-    ModelSpec(id=1, name="YOLO", type=ModelType.detection, backend=Backend.ultralytics,
-              weights=Path("weights/yolo_obb.pt"), image_size=256),
-    ModelSpec(id=2, name="SSD", type=ModelType.detection, backend=Backend.torchvision_ssd,
-              weights=Path("weights/ssdlite.pt"), arch="ssdlite320_mobilenet_v3_large",
-              classes=PRIMITIVE_CLASSES, image_size=256, confidence_threshold=0.3),
-    ModelSpec(id=3, name="model_v1", type=ModelType.classification,
-              backend=Backend.torchvision_classifier, weights=Path("weights/scene_classifier.pt"),
-              arch="mobilenet_v3_small", classes=SCENE_CLASSES, image_size=160),
-]
-
-
 class Registry:
     """The configured models, looked up by id and listed in the contract's formats."""
 
-    def __init__(self, models: list[ModelSpec]):
+    def __init__(self, models: Iterable[ModelSpec]):
+        models = list(models)
         ids = [m.id for m in models]
         names = [m.name for m in models]
         if len(set(ids)) != len(ids) or len(set(names)) != len(names):
@@ -97,6 +84,13 @@ class Registry:
     def get(self, model_id: int, model_type: ModelType) -> ModelSpec | None:
         spec = self._by_id.get(model_id)
         return spec if spec is not None and spec.type is model_type else None
+
+    def by_name(self, name: str) -> ModelSpec:
+        """The model with this name; KeyError when there is none."""
+        for spec in self.models:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no model named {name!r}; configured: {[m.name for m in self.models]}")
 
     def of_type(self, model_type: ModelType) -> list[ModelSpec]:
         return [m for m in self.models if m.type is model_type]

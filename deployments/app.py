@@ -1,35 +1,63 @@
-"""The application builder: ``serve run serve_config.yaml`` calls ``build_app(args)``."""
+"""The application builder: ``serve run serve_config.yaml`` calls ``build_app(args)`` once per
+deploy, with the ``args`` of that file (the model registry). It prepares the database once
+(the model catalog, and the demo user in development), then composes one ``ModelDeployment``
+per registered model (named after it) and the ingress over them."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
-from ray.serve import Application
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
 
-from config.registry import DEFAULT_MODELS, Backend, ModelSpec, ModelType
-from deployments.classifier import SceneClassifier
-from deployments.detectors import SsdDetector, UltralyticsDetector
+from ray.serve import Application, Deployment
+
+from config.registry import ModelType, Registry
+from config.serve_config import AppArgs, load_app_config
+from config.settings import Environment, Settings, get_settings
 from deployments.ingress import Ingress
+from deployments.model import FALLBACK_OPTIONS, ModelDeployment
+from serve_app.auth.service import ensure_user
+from storage.catalog import sync_models
+from storage.database import make_engine, make_session_factory
 
-DEPLOYMENT_CLASSES = {
-    Backend.ultralytics: UltralyticsDetector,
-    Backend.torchvision_ssd: SsdDetector,
-    Backend.torchvision_classifier: SceneClassifier,
-}
-
-
-class AppArgs(BaseModel):
-    """The ``args`` of the application in serve_config.yaml."""
-
-    models: list[ModelSpec] = Field(default_factory=lambda: list(DEFAULT_MODELS))
+log = logging.getLogger("ray.serve")
+INGRESS = "Ingress"
 
 
-def build_app(args: dict | None = None) -> Application:
-    """One deployment per registered model (named after it), and the ingress over them."""
-    parsed = AppArgs.model_validate(args or {})
-    detectors, classifiers = {}, {}
-    for spec in parsed.models:
-        bound = DEPLOYMENT_CLASSES[spec.backend].options(name=spec.name).bind(
+def prepare_database(settings: Settings, registry: Registry) -> None:
+    """Once per deploy, not per replica: the catalog rows and the development demo user."""
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as db:
+            sync_models(db=db, registry=registry)
+            if settings.environment is Environment.development and ensure_user(
+                    db=db, username=settings.demo_user,
+                    password=settings.demo_password.get_secret_value()):
+                log.warning("development mode: created demo user %r (password from "
+                            "PRIMITIVES_DEMO_PASSWORD, default '111'); the API must stay on "
+                            "127.0.0.1", settings.demo_user)
+    finally:
+        engine.dispose()
+
+
+def build_app(args: dict[str, Any] | None = None, *,
+              deployment_options: Mapping[str, Mapping[str, Any]] | None = None) -> Application:
+    """The application for ``args`` (serve_config.yaml's ``args``; read from that file when
+    none are given). ``deployment_options`` (by deployment name) are for callers that deploy
+    without the config file, such as the tests' local platform; ``serve run`` and
+    ``serve deploy`` apply the file's ``deployments:`` themselves."""
+    parsed = AppArgs.model_validate(args) if args else load_app_config().args
+    registry = parsed.registry
+    prepare_database(get_settings(), registry)
+    options = deployment_options or {}
+    # mypy does not apply class decorators: these are the Deployments serve.deployment made.
+    model_deployment, ingress = cast(Deployment, ModelDeployment), cast(Deployment, Ingress)
+    detectors: dict[int, Application] = {}
+    classifiers: dict[int, Application] = {}
+    for spec in registry.models:
+        opts = options.get(spec.name) or FALLBACK_OPTIONS
+        bound = model_deployment.options(name=spec.name, **opts).bind(
             spec.model_dump(mode="json"))
         (detectors if spec.type is ModelType.detection else classifiers)[spec.id] = bound
-    return Ingress.bind([m.model_dump(mode="json") for m in parsed.models], detectors,
-                        classifiers)
+    return ingress.options(name=INGRESS, **options.get(INGRESS, {})).bind(
+        [m.model_dump(mode="json") for m in registry.models], detectors, classifiers)

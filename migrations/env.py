@@ -6,11 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-import serve_app.auth.models  # noqa: F401  (registers the tables)
-import serve_app.catalog.models  # noqa: F401
-import serve_app.tasks.models  # noqa: F401
+import storage.models  # noqa: F401  (registers the tables)
 from config.settings import get_settings
-from serve_app.database import Base, make_engine
+from storage.database import Base, make_engine
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

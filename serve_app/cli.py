@@ -16,7 +16,7 @@ import sys
 
 from config.settings import get_settings
 from serve_app.auth import service
-from serve_app.database import make_engine, make_session_factory
+from storage.database import make_engine, make_session_factory
 
 
 def upgrade_database(url: str | None = None) -> None:

@@ -21,13 +21,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated to head, dropped after the run."""
-    from serve_app.scratch_db import create_scratch_database, drop_scratch_database
+    from tests.scratch_db import create_scratch_database, drop_scratch_database
 
     url = create_scratch_database("primitives_test")
     try:
         yield url
     finally:
         drop_scratch_database(url)
+
+
+@pytest.fixture(scope="session")
+def app_config():
+    """serve_config.yaml's application: the deployed registry and deployment options."""
+    from config.serve_config import load_app_config
+
+    return load_app_config()
+
+
+@pytest.fixture(scope="session")
+def registry(app_config):
+    return app_config.registry
 
 
 @pytest.fixture(scope="session")

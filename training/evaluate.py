@@ -1,9 +1,11 @@
-"""Evaluate the served models on a held-out split, through the deployments' own code paths.
+"""Evaluate the served models on a held-out split, through the predictors the deployments run.
 
 Prints detection mAP@0.5 per class and overall (rotated IoU for oriented-box models,
 axis-aligned IoU for SSD against the axis-aligned hulls it is trained on), classification
 accuracy with a confusion matrix, and CPU milliseconds per image (median of 50, batch 1);
 writes everything to a JSON file.
+
+The models are the registry in ``serve_config.yaml`` (``--config`` names another file).
 
 Usage::
 
@@ -26,8 +28,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from config.registry import DEFAULT_MODELS, Backend, ModelSpec
-from deployments.inference import file_sha256
+from config.registry import Backend, ModelType
+from config.serve_config import load_app_config
+from inference import Classification, Detection, Predictor, build_predictor
+from inference.weights import file_sha256
 from training.dataset import Item, axis_aligned, read_split
 from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES
 
@@ -87,10 +91,11 @@ def detection_map(predict, items: list[Item], rotated: bool) -> dict[str, Any]:
         for c in item.classes:
             n_truth[int(c)] += 1
         used: set[int] = set()
-        for p in predict([arr])[0]:  # most confident first
-            c = PRIMITIVE_CLASSES.index(p["primitive_class"])
-            box = (p["x"] * w, p["y"] * h, p["width"] * w, p["height"] * h,
-                   p["rotation"] * math.pi)
+        detection = predict([arr])[0]
+        assert isinstance(detection, Detection)
+        for p in detection.primitives:  # most confident first
+            c = PRIMITIVE_CLASSES.index(p.primitive_class)
+            box = (p.x * w, p.y * h, p.width * w, p.height * h, p.rotation * math.pi)
             best, best_j = 0.0, -1
             for j, (t, tc) in enumerate(zip(truths, item.classes, strict=True)):
                 if int(tc) != c or j in used:
@@ -101,7 +106,7 @@ def detection_map(predict, items: list[Item], rotated: bool) -> dict[str, Any]:
             hit = best >= 0.5
             if hit:
                 used.add(best_j)
-            scores[c].append(p["probability"])
+            scores[c].append(p.probability)
             hits[c].append(hit)
     per_class = {PRIMITIVE_CLASSES[c]: average_precision(scores[c], hits[c], n_truth[c])
                  for c in scores}
@@ -116,7 +121,9 @@ def classification_metrics(predict, items: list[Item]) -> dict[str, Any]:
     confusion = np.zeros((n, n), dtype=int)
     for item in tqdm(items, desc="scenes", unit="img"):
         arr = np.asarray(Image.open(item.image).convert("RGB"))
-        guess = SCENE_CLASSES.index(predict([arr])[0]["image_class"])
+        answer = predict([arr])[0]
+        assert isinstance(answer, Classification)
+        guess = SCENE_CLASSES.index(answer.image_class)
         confusion[item.scene, guess] += 1
     return {"accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
             "classes": list(SCENE_CLASSES), "confusion_matrix_rows_true": confusion.tolist()}
@@ -134,22 +141,15 @@ def median_ms(predict, items: list[Item], runs: int = 50) -> float:
     return round(statistics.median(times), 2)
 
 
-def load_model(spec: ModelSpec):
-    """The deployment class itself (not a Ray actor), so evaluation runs the served code."""
-    from deployments.classifier import SceneClassifier
-    from deployments.detectors import SsdDetector, UltralyticsDetector
-
-    cls = {Backend.ultralytics: UltralyticsDetector, Backend.torchvision_ssd: SsdDetector,
-           Backend.torchvision_classifier: SceneClassifier}[spec.backend]
-    return cls.func_or_class(spec.model_dump(mode="json"))
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=0)
-    parser.add_argument("--models", nargs="*", default=[m.name for m in DEFAULT_MODELS])
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the Serve config whose registry to evaluate (serve_config.yaml)")
+    parser.add_argument("--models", nargs="*", default=None,
+                        help="model names to evaluate (default: every registered model)")
     parser.add_argument("--out", type=Path, default=Path("weights/metrics.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -160,21 +160,21 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:
         items = items[: args.limit]
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for spec in DEFAULT_MODELS:
-        if spec.name not in args.models:
+    for spec in load_app_config(args.config).registry.models:
+        if args.models is not None and spec.name not in args.models:
             continue
-        if spec.type.value == "detection_model":
+        if spec.type is ModelType.detection:
             spec = spec.model_copy(update={"confidence_threshold": EVAL_CONFIDENCE})
-        model = load_model(spec)
+        model: Predictor = build_predictor(spec)
         entry: dict[str, Any] = {"weights": str(spec.weights),
                                  "weights_sha256": file_sha256(spec.weights_path),
                                  "split": args.split, "image_size": spec.image_size}
-        if spec.type.value == "detection_model":
-            entry.update(detection_map(model._predict, items,
+        if spec.type is ModelType.detection:
+            entry.update(detection_map(model.predict, items,
                                        rotated=spec.backend is Backend.ultralytics))
         else:
-            entry.update(classification_metrics(model._predict, items))
-        entry["cpu_ms_per_image_median_of_50"] = median_ms(model._predict, items)
+            entry.update(classification_metrics(model.predict, items))
+        entry["cpu_ms_per_image_median_of_50"] = median_ms(model.predict, items)
         report[spec.name] = entry
         summary = {k: v for k, v in entry.items() if k not in ("confusion_matrix_rows_true",)}
         log.info("%s: %s", spec.name, json.dumps(summary, indent=1))

@@ -17,7 +17,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from deployments.classifier import classifier_input
+from inference.processing import classifier_input
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, read_split
 from training.render import SCENE_CLASSES

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from deployments.detectors import set_input_size
+from inference.processing import set_ssd_input_size
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
 from training.render import PRIMITIVE_CLASSES
@@ -57,7 +57,7 @@ class Boxes(Dataset):
 def build_model(num_classes: int, size: int):
     model = torchvision.models.get_model(ARCH, weights=None, weights_backbone=None,
                                          num_classes=num_classes + 1)
-    set_input_size(model, size)
+    set_ssd_input_size(model, size)
     return model
 
 

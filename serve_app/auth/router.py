@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from serve_app.auth.schemas import LoginForm, Token
 from serve_app.auth.security import create_access_token
 from serve_app.auth.service import authenticate
-from serve_app.database import DbSession
+from serve_app.dependencies import DbSession, LoginFailures, SettingsDep
 
 router = APIRouter(tags=["auth"])
 
@@ -59,9 +59,8 @@ async def read_login_form(request: Request) -> LoginForm:
                      "content": {"application/json": {"example": {
                          "detail": "Incorrect username or password"}}}}},
 )
-def login(request: Request, db: DbSession,
+def login(request: Request, db: DbSession, settings: SettingsDep, failures: LoginFailures,
           form: Annotated[LoginForm, Depends(read_login_form)]) -> Token:
-    failures = request.app.state.login_failures
     key = (request.client.host if request.client else "", form.username)
     wait = failures.retry_after(key)
     if wait:
@@ -74,7 +73,6 @@ def login(request: Request, db: DbSession,
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail="Incorrect username or password")
     failures.clear(key)
-    settings = request.app.state.settings
     token = create_access_token(
         user_id=user.id,
         secret=settings.jwt_secret.get_secret_value(),

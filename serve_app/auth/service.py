@@ -6,8 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from serve_app.auth.models import User
 from serve_app.auth.security import hash_password, verify_password
+from storage.models import User
 
 
 class UserExistsError(ValueError):

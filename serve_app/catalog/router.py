@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from config.registry import ModelType
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.catalog.schemas import ModelCatalog, ModelOut
+from serve_app.dependencies import Queue, RegistryDep
 from serve_app.tasks.schemas import Message
 
 router = APIRouter(tags=["models"])
@@ -14,9 +15,8 @@ router = APIRouter(tags=["models"])
 
 @router.get("/api/models", response_model=ModelCatalog, summary="The models tasks can use",
             responses={401: {"model": Message, "description": "Not authenticated"}})
-async def list_models(request: Request, _user: CurrentUser) -> ModelCatalog:
-    registry = request.app.state.registry
-    described = await request.app.state.describe_models()
+async def list_models(_user: CurrentUser, registry: RegistryDep, queue: Queue) -> ModelCatalog:
+    described = await queue.describe_models()
 
     def entries(model_type: ModelType) -> list[ModelOut]:
         return [ModelOut(model_name=m.name, model_id=m.id, **described.get(m.id, {}))

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
-from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException
+from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from config.registry import ModelType
 from serve_app.auth.dependencies import CurrentUser
-from serve_app.database import DbSession
+from serve_app.dependencies import AsyncDb, DbSession, Queue, SettingsDep
 from serve_app.tasks import service
-from serve_app.tasks.images import ImageRejected, validate_image
-from serve_app.tasks.models import TaskStatus
+from serve_app.tasks.dependencies import ClassificationModelId, DetectionModelId, UploadedImage
 from serve_app.tasks.schemas import (
     Message,
+    Prediction,
     TaskCreated,
     TaskList,
     TaskResultOut,
@@ -26,6 +20,7 @@ from serve_app.tasks.schemas import (
     TaskSummary,
     result_payload,
 )
+from storage.models import Task, TaskStatus
 
 router = APIRouter(tags=["tasks"])
 
@@ -35,91 +30,7 @@ TaskId = Annotated[int, Path(description="The task's id")]
 WaitSeconds = Annotated[float, Query(
     ge=0, le=30, description="Long poll: hold the answer up to this many seconds until the "
                              "task is done or failed (0 answers at once)")]
-MULTIPART_OVERHEAD = 64 * 1024
 UNSETTLED = (TaskStatus.queued.value, TaskStatus.in_progress.value)
-
-
-def not_found(task_id: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND,
-                         detail=f"Task with id {task_id} does not exist.")
-
-
-async def _settled_task(request: Request, user: CurrentUser, task_id: int, wait: float):
-    """The caller's task; with ``wait``, re-read once it settles or the wait runs out."""
-    run_db = request.app.state.run_db
-
-    def read():
-        return run_db(lambda db: service.get_task(db=db, user_id=user.id, task_id=task_id))
-
-    task = await read()
-    if task is not None and wait > 0 and task.status in UNSETTLED:
-        await request.app.state.wait_finished(task.id, wait)
-        task = await read()
-    if task is None:
-        raise not_found(task_id)
-    return task
-
-
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The image bytes of a raw or multipart body, refusing bodies over ``limit`` early."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    multipart = content_type == "multipart/form-data"
-    cap = limit + (MULTIPART_OVERHEAD if multipart else 0)
-    too_large = HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                              detail=f"The image is larger than the limit of {limit} bytes.")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > cap:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise too_large
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    if not multipart:
-        return body
-    request._body = body  # starlette parses the form from the cached body
-    try:
-        form = await request.form(max_files=1, max_fields=8)
-    except (MultiPartException, StarletteHTTPException) as exc:
-        reason = exc.message if isinstance(exc, MultiPartException) else exc.detail
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            detail=f"Malformed multipart body: {reason}") from exc
-    try:
-        files = [v for v in form.values() if isinstance(v, UploadFile)]
-        if not files:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                detail="The multipart body has no file: send the image in a "
-                                       "field named 'file'.")
-        data = await files[0].read()
-    finally:
-        await form.close()
-    if len(data) > limit:
-        raise too_large
-    return data
-
-
-def parse_model_id(raw: str | None, default: int, model_type: ModelType, request: Request) -> int:
-    registry = request.app.state.registry
-    value = default if raw is None else raw.strip()
-    try:
-        model_id = int(value)
-    except ValueError:
-        model_id = -1
-    if registry.get(model_id, model_type) is None:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=registry.wrong_id_message())
-    return model_id
-
-
-_MODEL_ID_PARAMS = [
-    {"name": "detection_model_id", "in": "query", "required": False,
-     "description": "Detection model id (see GET /api/models); default 1",
-     "schema": {"type": "integer", "default": 1}},
-    {"name": "classification_model_id", "in": "query", "required": False,
-     "description": "Classification model id (see GET /api/models); default 3",
-     "schema": {"type": "integer", "default": 3}},
-]
 _IMAGE_BODY = {"required": True, "content": {
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
     "image/png": {"schema": {"type": "string", "format": "binary"}},
@@ -128,11 +39,33 @@ _IMAGE_BODY = {"required": True, "content": {
 }}
 
 
+def not_found(task_id: int) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND,
+                         detail=f"Task with id {task_id} does not exist.")
+
+
+async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
+                        wait: float) -> Task:
+    """The caller's task; with ``wait``, re-read once it settles or the wait runs out."""
+
+    def read():
+        return db.run(lambda s: service.get_task(db=s, user_id=user_id, task_id=task_id))
+
+    task = await read()
+    if task is not None and wait > 0 and task.status in UNSETTLED:
+        await queue.wait_finished(task.id, wait)
+        task = await read()
+    if task is None:
+        raise not_found(task_id)
+    return task
+
+
 @router.post(
     "/api/tasks",
     response_model=TaskCreated,
     summary="Submit an image; the task is stored as queued before the id is returned",
-    openapi_extra={"parameters": _MODEL_ID_PARAMS, "requestBody": _IMAGE_BODY},
+    # The body is read by the UploadedImage dependency (raw or multipart): described here.
+    openapi_extra={"requestBody": _IMAGE_BODY},
     responses={
         400: {"model": Message, "description": "Unknown model id, or an undecodable image"},
         401: UNAUTHORIZED,
@@ -141,38 +74,20 @@ _IMAGE_BODY = {"required": True, "content": {
         429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
     },
 )
-async def create_task(request: Request, user: CurrentUser) -> TaskCreated:
-    settings = request.app.state.settings
-    params = request.query_params
-    detection_id = parse_model_id(params.get("detection_model_id"),
-                                  settings.default_detection_model_id, ModelType.detection,
-                                  request)
-    classification_id = parse_model_id(params.get("classification_model_id"),
-                                       settings.default_classification_model_id,
-                                       ModelType.classification, request)
-    body = await read_upload(request, settings.max_upload_bytes)
-    try:
-        # Decoding can take a while for a large PNG: off the event loop.
-        info = await run_in_threadpool(validate_image, body,
-                                       max_pixels=settings.max_image_pixels)
-    except ImageRejected as exc:
-        raise HTTPException(exc.status_code, detail=exc.detail) from exc
+async def create_task(user: CurrentUser, detection_id: DetectionModelId,
+                      classification_id: ClassificationModelId, image: UploadedImage,
+                      settings: SettingsDep, db: AsyncDb, queue: Queue) -> TaskCreated:
     limit = settings.max_active_tasks_per_user
-
-    def store(db) -> int | None:
-        if service.count_active(db=db, user_id=user.id) >= limit:
-            return None
-        return service.create_task(db=db, user_id=user.id, detection_model_id=detection_id,
-                                   classification_model_id=classification_id, image=body,
-                                   media_type=info.media_type).id
-
-    task_id = await request.app.state.run_db(store)
+    task_id = await db.run(lambda s: service.create_task_within_quota(
+        db=s, user_id=user.id, detection_model_id=detection_id,
+        classification_model_id=classification_id, image=image.data,
+        media_type=image.media_type, max_active=limit))
     if task_id is None:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"You have {limit} tasks waiting, the most allowed; submit "
                                    "more when some have finished.",
                             headers={"Retry-After": "5"})
-    request.app.state.notify_queue()
+    queue.notify()
     return TaskCreated(id=task_id)
 
 
@@ -194,9 +109,9 @@ def list_tasks(
 @router.get("/api/tasks/{task_id}/status", response_model=TaskStatusOut,
             summary="A task's status (optionally held until it finishes)",
             responses={401: UNAUTHORIZED, 404: NOT_FOUND})
-async def get_status(request: Request, task_id: TaskId, user: CurrentUser,
+async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
                      wait: WaitSeconds = 0) -> TaskStatusOut:
-    task = await _settled_task(request, user, task_id, wait)
+    task = await _settled_task(db, queue, user.id, task_id, wait)
     return TaskStatusOut(id=task.id, status=TaskStatus(task.status))
 
 
@@ -215,35 +130,40 @@ def get_input(task_id: TaskId, db: DbSession, user: CurrentUser) -> Response:
     return Response(content=data, media_type=media_type)
 
 
-async def _result_body(request: Request, task_id: int, user: CurrentUser,
-                       wait: float) -> JSONResponse:
-    task = await _settled_task(request, user, task_id, wait)
-    body: dict[str, Any] = {"id": task.id, "status": task.status, "result": None}
-    if task.status == TaskStatus.done:
-        stored = await request.app.state.run_db(
-            lambda db: service.get_result(db=db, task_id=task.id))
+async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue,
+                  wait: float) -> TaskResultOut:
+    task = await _settled_task(db, queue, user_id, task_id, wait)
+    status_ = TaskStatus(task.status)
+    if status_ is TaskStatus.failed:
+        return TaskResultOut(id=task.id, status=status_, result=None,
+                             error=task.error or "the task failed")
+    prediction = None
+    if status_ is TaskStatus.done:
+        stored = await db.run(lambda s: service.get_result(db=s, task_id=task.id))
         if stored is not None:
-            body["result"] = result_payload(stored.image_class, stored.primitives, stored.details)
-    elif task.status == TaskStatus.failed:
-        body["error"] = task.error or "the task failed"
-    return JSONResponse(body)
+            prediction = Prediction.model_validate(
+                result_payload(stored.image_class, stored.primitives, stored.details))
+    return TaskResultOut(id=task.id, status=status_, result=prediction)
 
 
-_RESULT_DOC = {"response_model": TaskResultOut,
-               "summary": "A task's result (null until done; optionally held until it finishes)",
-               "responses": {401: UNAUTHORIZED, 404: NOT_FOUND}}
+def _result_route(path: str):
+    # exclude_unset: `error` appears only for a failed task, `result` always (null until done).
+    return router.get(path, response_model=TaskResultOut, response_model_exclude_unset=True,
+                      summary="A task's result (null until done; optionally held until it "
+                              "finishes)",
+                      responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 
 
-@router.get("/tasks/{task_id}/result", **_RESULT_DOC)
-async def get_result(request: Request, task_id: TaskId, user: CurrentUser,
-                     wait: WaitSeconds = 0) -> JSONResponse:
-    return await _result_body(request, task_id, user, wait)
+@_result_route("/tasks/{task_id}/result")
+async def get_result(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
+                     wait: WaitSeconds = 0) -> TaskResultOut:
+    return await _result(task_id, user.id, db, queue, wait)
 
 
-@router.get("/api/tasks/{task_id}/result", **_RESULT_DOC)
-async def get_result_api(request: Request, task_id: TaskId, user: CurrentUser,
-                         wait: WaitSeconds = 0) -> JSONResponse:
-    return await _result_body(request, task_id, user, wait)
+@_result_route("/api/tasks/{task_id}/result")
+async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
+                         wait: WaitSeconds = 0) -> TaskResultOut:
+    return await _result(task_id, user.id, db, queue, wait)
 
 
 @router.delete("/api/tasks/{task_id}", response_model=TaskCreated,

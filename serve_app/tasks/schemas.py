@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from serve_app.tasks.models import TaskStatus
+from storage.models import TaskStatus
 
 
 def _iso_millis_z(value: datetime) -> str:

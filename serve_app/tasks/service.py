@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from serve_app.tasks.models import Task, TaskInput, TaskResult, TaskStatus
+from storage.models import Task, TaskInput, TaskResult, TaskStatus
 
 # Ids a database column can hold; anything else cannot name a task.
 MAX_TASK_ID = 2**63 - 1
@@ -21,6 +21,17 @@ def create_task(*, db: Session, user_id: int, detection_model_id: int,
     db.add(task)
     db.commit()
     return task
+
+
+def create_task_within_quota(*, db: Session, user_id: int, detection_model_id: int,
+                             classification_model_id: int, image: bytes, media_type: str,
+                             max_active: int) -> int | None:
+    """Store a queued task unless the user already has ``max_active`` waiting; its id or None."""
+    if count_active(db=db, user_id=user_id) >= max_active:
+        return None
+    return create_task(db=db, user_id=user_id, detection_model_id=detection_model_id,
+                       classification_model_id=classification_model_id, image=image,
+                       media_type=media_type).id
 
 
 def count_active(*, db: Session, user_id: int) -> int:

@@ -9,12 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from config.registry import DEFAULT_MODELS, Registry
 from config.settings import Settings
 from serve_app.auth.service import create_user
-from serve_app.catalog.service import sync_models
-from serve_app.database import make_engine, make_session_factory
+from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
+from storage.catalog import sync_models
+from storage.database import make_engine, make_session_factory
 
 JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -26,11 +26,11 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def sessions(settings: Settings):
+def sessions(settings: Settings, registry):
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     with factory() as db:
-        sync_models(db=db, registry=Registry(DEFAULT_MODELS))
+        sync_models(db=db, registry=registry)
     yield factory
     engine.dispose()
 
@@ -44,11 +44,13 @@ def _clean_tables(sessions) -> Iterator[None]:
         db.commit()
 
 
-class Notifications:
+class Notifications(NoQueue):
+    """A queue link that counts the wake-ups the API sends (no queue runs in these tests)."""
+
     def __init__(self) -> None:
         self.count = 0
 
-    def __call__(self) -> None:
+    def notify(self) -> None:
         self.count += 1
 
 
@@ -58,9 +60,9 @@ def notifications() -> Notifications:
 
 
 @pytest.fixture
-def client(settings, sessions, notifications) -> Iterator[TestClient]:
-    app = create_app(settings=settings, registry=Registry(DEFAULT_MODELS),
-                     session_factory=sessions, notify_queue=notifications)
+def client(settings, registry, sessions, notifications) -> Iterator[TestClient]:
+    app = create_app(settings=settings, registry=registry, session_factory=sessions,
+                     queue=notifications)
     with TestClient(app) as test_client:
         yield test_client
 

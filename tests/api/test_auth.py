@@ -10,7 +10,6 @@ import pytest
 from fastapi.testclient import TestClient
 from jose import jwt
 
-from config.registry import DEFAULT_MODELS, Registry
 from serve_app.main import create_app
 from tests.api.conftest import JWT_SECRET
 
@@ -61,10 +60,11 @@ def test_login_without_fields_is_a_validation_error(client):
                        headers={"Content-Type": "application/json"}).status_code == 422
 
 
-def test_unknown_user_costs_about_as_much_as_a_wrong_password(settings, sessions, make_user):
+def test_unknown_user_costs_about_as_much_as_a_wrong_password(settings, registry, sessions,
+                                                             make_user):
     make_user("first", "111")
     unthrottled = settings.model_copy(update={"login_failures_per_minute": 10**6})
-    app = create_app(settings=unthrottled, registry=Registry(DEFAULT_MODELS),
+    app = create_app(settings=unthrottled, registry=registry,
                      session_factory=sessions)
     client = TestClient(app)
 

@@ -7,9 +7,9 @@ import time
 
 from sqlalchemy import func, select, update
 
-from serve_app.tasks import claims
-from serve_app.tasks.models import Task, TaskResult
 from serve_app.tasks.service import create_task
+from storage import claims
+from storage.models import Task, TaskResult
 
 
 def _tasks(sessions, n: int, username="alice") -> list[int]:

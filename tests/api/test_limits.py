@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from config.registry import DEFAULT_MODELS, Registry
 from serve_app.main import create_app
 
 
 @pytest.fixture
-def strict_client(settings, sessions):
+def strict_client(settings, registry, sessions):
     strict = settings.model_copy(update={"login_failures_per_minute": 3,
                                          "requests_per_minute": 8,
                                          "max_active_tasks_per_user": 2})
-    app = create_app(settings=strict, registry=Registry(DEFAULT_MODELS), session_factory=sessions)
+    app = create_app(settings=strict, registry=registry, session_factory=sessions)
     with TestClient(app) as client:
         yield client
 

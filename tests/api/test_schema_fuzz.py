@@ -8,15 +8,15 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from config.registry import DEFAULT_MODELS, Registry
 from serve_app.main import create_app
 
 
-def test_no_server_errors_and_conforming_responses(settings, sessions, client, make_user):
+def test_no_server_errors_and_conforming_responses(settings, registry, sessions, client,
+                                                   make_user):
     name, password = make_user()
     token = client.post("/oauth/login", data={"username": name, "password": password}) \
         .json()["access_token"]
-    app = create_app(settings=settings, registry=Registry(DEFAULT_MODELS),
+    app = create_app(settings=settings, registry=registry,
                      session_factory=sessions)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]

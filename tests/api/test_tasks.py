@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from serve_app.tasks import claims
-from serve_app.tasks.models import Task
+from storage import claims
+from storage.models import Task
 
 WRONG_MODEL = {"detail": "Model id was not correct. Choose from (id, name, type) "
                "[(1, 'YOLO', 'detection_model'), (2, 'SSD', 'detection_model'), "

@@ -38,19 +38,19 @@ class Platform:
     the same port and database."""
 
     def __init__(self, env: dict[str, str], models: list[dict]):
-        from deployments.local import free_port
+        from tests.local_platform import free_port
 
         self.env, self.models, self.port = env, models, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from deployments.local import start_local_platform
+        from tests.local_platform import start_local_platform
 
         start_local_platform(self.env, models=self.models, namespace="primitives-tests",
                              port=self.port)
 
     def stop(self) -> None:
-        from deployments.local import stop_local_platform
+        from tests.local_platform import stop_local_platform
 
         stop_local_platform(self.env)
 
@@ -60,10 +60,8 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
-def platform(database_url: str, tmp_path_factory) -> Iterator[Platform]:
+def platform(database_url: str, registry, tmp_path_factory) -> Iterator[Platform]:
     """Start Ray, deploy the application; tear everything down after the run."""
-    from config.registry import DEFAULT_MODELS
-
     env = {
         "PRIMITIVES_DATABASE_URL": database_url,
         "PRIMITIVES_ENVIRONMENT": "production",
@@ -74,7 +72,7 @@ def platform(database_url: str, tmp_path_factory) -> Iterator[Platform]:
         "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
         "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
     }
-    models = [m.model_dump(mode="json") for m in DEFAULT_MODELS]
+    models = [m.model_dump(mode="json") for m in registry.models]
     models += _own_checkpoints(tmp_path_factory.mktemp("byo"))
     running = Platform(env, models)
     running.start()
@@ -94,7 +92,7 @@ def http(platform: Platform) -> Iterator[httpx.Client]:
 def user_headers(database_url: str, http: httpx.Client):
     """Create a user with the CLI's service and log in through the real endpoint."""
     from serve_app.auth.service import create_user
-    from serve_app.database import make_engine, make_session_factory
+    from storage.database import make_engine, make_session_factory
 
     engine = make_engine(database_url)
 

@@ -30,9 +30,9 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     go (the API would let the queue keep pace, and the point is a deep queue)."""
     from sqlalchemy import select
 
-    from serve_app.database import make_engine, make_session_factory
-    from serve_app.tasks.models import Task
     from serve_app.tasks.service import create_task
+    from storage.database import make_engine, make_session_factory
+    from storage.models import Task
 
     first = submit(http, headers, IMAGES[0])
     engine = make_engine(database_url)

@@ -8,8 +8,8 @@ import pytest
 import ray
 from sqlalchemy import func, select
 
-from serve_app.database import make_engine, make_session_factory
-from serve_app.tasks.models import Task, TaskResult
+from storage.database import make_engine, make_session_factory
+from storage.models import Task, TaskResult
 from tests.integration.conftest import wait_finished
 from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_jpeg
 
@@ -43,14 +43,17 @@ def result_rows(database_url: str, task_ids: list[int]) -> dict[int, int]:
 @pytest.mark.parametrize("detection", [1, 2], ids=["YOLO", "SSD"])
 def test_a_task_runs_to_done_with_a_result_of_the_contracts_shape(http, user_headers, detection):
     headers = user_headers()
-    image, _ = render_jpeg(11)
+    image, sample = render_jpeg(11)
     task_id = submit(http, headers, image, detection=detection)
     assert wait_finished(http, headers, [task_id]) == {task_id: "done"}
     body = http.get(f"/tasks/{task_id}/result", headers=headers).json()
     assert body["id"] == task_id and body["status"] == "done"
     result = body["result"]
-    assert result["image_class"] in SCENE_CLASSES
-    assert isinstance(result["primitives"], list)
+    assert result["image_class"] == SCENE_CLASSES[sample.scene]
+    drawn = {PRIMITIVE_CLASSES[b.class_id] for b in sample.boxes}
+    assert result["primitives"], "the scene holds primitives: the model must find some"
+    assert drawn & {p["primitive_class"] for p in result["primitives"]}
+    assert result["detection_model"] == ("YOLO" if detection == 1 else "SSD")
     for p in result["primitives"]:
         assert set(p) >= CONTRACT_KEYS
         assert p["primitive_class"] in PRIMITIVE_CLASSES
@@ -139,8 +142,8 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
     with the reason, and the tasks after it still run."""
     from sqlalchemy.dialects.postgresql import insert
 
-    from serve_app.catalog.models import MlModel
     from serve_app.tasks.service import create_task
+    from storage.models import MlModel
 
     headers = user_headers()
     good = submit(http, headers, render_jpeg(17)[0])

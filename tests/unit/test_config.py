@@ -6,24 +6,24 @@ import pytest
 from jose import jwt
 from pydantic import ValidationError
 
-from config.registry import DEFAULT_MODELS, ModelSpec, Registry
+from config.registry import ModelSpec, Registry
 from config.settings import Settings
 from serve_app.auth.security import create_access_token, decode_access_token
 
 
-def test_wrong_id_message_is_generated_from_the_registry():
-    assert Registry(DEFAULT_MODELS).wrong_id_message() == (
+def test_wrong_id_message_is_generated_from_the_registry(registry):
+    assert registry.wrong_id_message() == (
         "Model id was not correct. Choose from (id, name, type) [(1, 'YOLO', 'detection_model'), "
         "(2, 'SSD', 'detection_model'), (3, 'model_v1', 'classification_model')].")
     extra = ModelSpec(id=4, name="Mine", type="detection_model", backend="ultralytics",
                       weights="x.pt")
-    assert "(4, 'Mine', 'detection_model')" in Registry([*DEFAULT_MODELS, extra]) \
+    assert "(4, 'Mine', 'detection_model')" in Registry([*registry.models, extra]) \
         .wrong_id_message()
 
 
-def test_registry_refuses_duplicates_and_inconsistent_specs():
+def test_registry_refuses_duplicates_and_inconsistent_specs(registry):
     with pytest.raises(ValueError, match="unique"):
-        Registry([DEFAULT_MODELS[0], DEFAULT_MODELS[0]])
+        Registry([registry.models[0], registry.models[0]])
     with pytest.raises(ValidationError, match="serves"):
         ModelSpec(id=9, name="X", type="classification_model", backend="ultralytics",
                   weights="x.pt")

@@ -1,4 +1,4 @@
-"""Pre- and post-processing of the model deployments, without Ray or models."""
+"""Pre- and post-processing of the predictors, without Ray or models."""
 
 from __future__ import annotations
 
@@ -9,40 +9,36 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from config.registry import DEFAULT_MODELS
-from deployments.inference import (
-    WeightsError,
-    decode_image,
-    primitive,
-    primitives_from_xywhr,
-    require_weights,
-    softmax_top,
-    xyxy_to_xywhr,
-)
+from inference import ImageUnreadable, Primitive
+from inference.images import decode_image
+from inference.processing import primitive, primitives_from_xywhr, softmax_top, xyxy_to_xywhr
+from inference.weights import WeightsError, require_weights
 
 
 def test_primitive_normalises_by_image_size_and_folds_the_angle():
     p = primitive(class_name="cube", cx=100, cy=50, w=40, h=20, angle=-math.pi / 4,
                   confidence=0.9, image_w=200, image_h=100)
-    assert p == pytest.approx({"primitive_class": "cube", "x": 0.5, "y": 0.5, "width": 0.2,
-                               "height": 0.2, "rotation": 0.75, "probability": 0.9})
+    assert isinstance(p, Primitive)
+    assert p.as_dict() == pytest.approx({"primitive_class": "cube", "x": 0.5, "y": 0.5,
+                                         "width": 0.2, "height": 0.2, "rotation": 0.75,
+                                         "probability": 0.9})
     assert primitive(class_name="c", cx=0, cy=0, w=1, h=1, angle=math.pi, confidence=1,
-                     image_w=10, image_h=10)["rotation"] == 0.0
+                     image_w=10, image_h=10).rotation == 0.0
     assert primitive(class_name="c", cx=0, cy=0, w=1, h=1, angle=7 * math.pi / 2, confidence=1,
-                     image_w=10, image_h=10)["rotation"] == pytest.approx(0.5)
+                     image_w=10, image_h=10).rotation == pytest.approx(0.5)
 
 
 def test_values_are_clipped_into_the_unit_interval():
     p = primitive(class_name="sphere", cx=-5, cy=130, w=300, h=10, angle=0, confidence=1.2,
                   image_w=100, image_h=100)
-    assert (p["x"], p["y"], p["width"], p["probability"]) == (0.0, 1.0, 1.0, 1.0)
+    assert (p.x, p.y, p.width, p.probability) == (0.0, 1.0, 1.0, 1.0)
 
 
 def test_primitives_are_sorted_by_confidence_and_named():
     boxes = np.array([[10, 10, 4, 4, 0], [20, 20, 4, 4, 0.5]])
     out = primitives_from_xywhr(boxes, np.array([0.3, 0.8]), np.array([0, 4]),
                                 ["sphere", "cube", "cylinder", "cone", "pyramid"], 40, 40)
-    assert [p["primitive_class"] for p in out] == ["pyramid", "sphere"]
+    assert [p.primitive_class for p in out] == ["pyramid", "sphere"]
 
 
 def test_xyxy_to_xywhr():
@@ -52,8 +48,10 @@ def test_xyxy_to_xywhr():
 
 def test_softmax_top():
     out = softmax_top(np.array([[0.0, 5.0, 0.0]]), ["a", "b", "c"])
-    assert out[0]["image_class"] == "b"
-    assert out[0]["probability"] == pytest.approx(0.9867, abs=1e-3)
+    assert out[0].image_class == "b"
+    assert out[0].probability == pytest.approx(0.9867, abs=1e-3)
+    assert out[0].probabilities == pytest.approx({"a": 0.0066, "b": 0.9867, "c": 0.0066},
+                                                 abs=1e-3)
 
 
 def test_exif_orientation_is_applied_before_inference():
@@ -65,7 +63,12 @@ def test_exif_orientation_is_applied_before_inference():
     assert decode_image(buf.getvalue()).shape == (40, 20, 3)
 
 
-def test_missing_weights_stop_start_up_with_a_clear_message(tmp_path):
-    spec = DEFAULT_MODELS[0].model_copy(update={"weights": tmp_path / "nope.pt"})
+def test_undecodable_bytes_are_refused_as_unreadable():
+    with pytest.raises(ImageUnreadable, match="could not decode"):
+        decode_image(b"\xff\xd8\xff" + b"\x00" * 32)
+
+
+def test_missing_weights_stop_start_up_with_a_clear_message(tmp_path, registry):
+    spec = registry.models[0].model_copy(update={"weights": tmp_path / "nope.pt"})
     with pytest.raises(WeightsError, match="does not exist"):
         require_weights(spec)

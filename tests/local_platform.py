@@ -1,36 +1,46 @@
-"""Start the whole platform on a local Ray cluster from Python (tests, benchmarks)."""
+"""Start the whole platform on a local Ray cluster from Python (tests, benchmarks), deployed
+from serve_config.yaml as ``serve run`` would: its registry and its deployment options."""
 
 from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | None = None,
                          num_cpus: int = 4, namespace: str = "primitives-local",
                          extra_apps: dict[str, Any] | None = None,
-                         port: int | None = None) -> str:
+                         port: int | None = None, config: Path | None = None) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
-    (and any ``extra_apps`` by route prefix), and return the HTTP base URL."""
+    of ``config`` (serve_config.yaml by default; ``models`` replaces its registry), deploy any
+    ``extra_apps`` by route prefix, and return the HTTP base URL."""
     import ray
     from ray import serve
 
+    from config.serve_config import load_app_config
     from deployments.app import build_app
 
     os.environ.update(env)  # the driver reads the same settings as the workers
+    from config.settings import get_settings
+
+    get_settings.cache_clear()
+    app_config = load_app_config(config)
     ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
              runtime_env={"env_vars": env})
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"models": models} if models is not None else {}
-    serve.run(build_app(args), name="primitives", route_prefix="/")
+    args = {"models": models} if models is not None else app_config.args.model_dump(mode="json")
+    serve.run(build_app(args, deployment_options=app_config.deployments), name="primitives",
+              route_prefix="/")
     for prefix, app in (extra_apps or {}).items():
         serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
     return f"http://127.0.0.1:{port}"
@@ -40,7 +50,10 @@ def stop_local_platform(env: dict[str, str]) -> None:
     import ray
     from ray import serve
 
+    from config.settings import get_settings
+
     serve.shutdown()
     ray.shutdown()
     for key in env:
         os.environ.pop(key, None)
+    get_settings.cache_clear()

@@ -6,8 +6,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from config.registry import Registry
-from serve_app.catalog.models import MlModel
-from serve_app.database import utcnow
+from storage.database import utcnow
+from storage.models import MlModel
 
 
 def sync_models(*, db: Session, registry: Registry) -> None:

@@ -14,10 +14,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from serve_app.database import utcnow
-from serve_app.tasks.models import Task, TaskInput, TaskResult, TaskStatus
+from storage.database import utcnow
+from storage.models import Task, TaskInput, TaskResult, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -135,3 +135,41 @@ def release(*, db: Session, claim: Claim) -> bool:
     ).first()
     db.commit()
     return row is not None
+
+
+class ClaimStore:
+    """The claim functions over a session factory: one short session per call (what the task
+    queue's dispatcher holds; a fake with the same methods stands in for it in unit tests)."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[Claim]:
+        with self.sessions() as db:
+            return claim_tasks(db=db, limit=limit, lease_seconds=lease_seconds)
+
+    def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
+        with self.sessions() as db:
+            return renew_leases(db=db, claims=claims, lease_seconds=lease_seconds)
+
+    def is_settled(self, *, task_id: int) -> bool:
+        with self.sessions() as db:
+            return is_settled(db=db, task_id=task_id)
+
+    def load_input(self, *, task_id: int) -> bytes | None:
+        with self.sessions() as db:
+            return load_input(db=db, task_id=task_id)
+
+    def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
+                 details: dict[str, Any]) -> bool:
+        with self.sessions() as db:
+            return complete(db=db, claim=claim, image_class=image_class, primitives=primitives,
+                            details=details)
+
+    def fail(self, *, claim: Claim, error: str) -> bool:
+        with self.sessions() as db:
+            return fail(db=db, claim=claim, error=error)
+
+    def release(self, *, claim: Claim) -> bool:
+        with self.sessions() as db:
+            return release(db=db, claim=claim)

@@ -1,13 +1,10 @@
-"""Engine, session factory and the declarative base shared by every domain's ORM classes."""
+"""Engine, session factory and the declarative base of the ORM classes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import Depends, Request
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
@@ -53,12 +50,3 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def get_db(request: Request) -> Iterator[Session]:
-    """One session per request, from the factory the app was built with."""
-    with request.app.state.session_factory() as session:
-        yield session
-
-
-DbSession = Annotated[Session, Depends(get_db)]

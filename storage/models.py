@@ -1,3 +1,8 @@
+"""The ORM classes: users, the model catalog, tasks with their inputs and results.
+
+Both the API and the task queue import this module; it knows nothing of HTTP.
+"""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -18,7 +23,28 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from serve_app.database import Base, utcnow
+from storage.database import Base, utcnow
+
+
+class User(Base):
+    __tablename__ = "user_account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MlModel(Base):
+    """A row per registry entry ever served, so tasks keep pointing at what ran them."""
+
+    __tablename__ = "ml_model"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 onupdate=utcnow)
 
 
 class TaskStatus(StrEnum):

@@ -1,0 +1,78 @@
+"""The one model deployment: wraps any predictor (``inference.build_predictor``) in Ray Serve,
+with dynamic batching whose size and wait come from ``user_config`` in serve_config.yaml,
+a health check and self-description. One deployment per registry entry, named after it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from config.registry import ModelSpec
+from inference import ModelAnswer, ModelRefused, build_predictor
+
+log = logging.getLogger("ray.serve")
+
+# Used only until ``reconfigure`` applies the deployment's user_config.
+INITIAL_MAX_BATCH_SIZE = 8
+INITIAL_BATCH_WAIT_S = 0.005
+# For a model that serve_config.yaml gives no ``deployments:`` block (a model brought by the
+# user); the file's block, when there is one, replaces these.
+FALLBACK_OPTIONS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 32}
+
+
+@serve.deployment
+class ModelDeployment:
+    def __init__(self, spec: dict[str, Any]):
+        self.spec = ModelSpec.model_validate(spec)
+        self.predictor = build_predictor(self.spec)
+        log.info("%s ready on %s (torch threads: %s)", self.spec.name, self.predictor.device,
+                 _torch_threads())
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config``: batch size and wait, changeable on a running deployment."""
+        batched: Any = self._predict_batch  # serve.batch adds the setters
+        if "max_batch_size" in config:
+            batched.set_max_batch_size(int(config["max_batch_size"]))
+        if "batch_wait_timeout_s" in config:
+            batched.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
+
+    async def predict(self, image: bytes | np.ndarray) -> ModelAnswer:
+        """The model's answer for one image (batched with concurrent calls); raises
+        ModelRefused (ImageUnreadable for bytes that do not decode) for a refused input."""
+        answer = await self._predict_batch(image)
+        if isinstance(answer, ModelRefused):
+            raise answer
+        return answer
+
+    @serve.batch(max_batch_size=INITIAL_MAX_BATCH_SIZE, batch_wait_timeout_s=INITIAL_BATCH_WAIT_S)
+    async def _predict_batch(self, images: list[bytes | np.ndarray]
+                             ) -> list[ModelAnswer | ModelRefused]:
+        # In a thread: the replica's event loop keeps answering health checks meanwhile.
+        outputs, elapsed_ms = await asyncio.to_thread(self.predictor.timed_predict, images)
+        size = sum(not isinstance(o, ModelRefused) for o in outputs)
+        return [o if isinstance(o, ModelRefused) else
+                ModelAnswer(prediction=o, model=self.spec.name, batch_size=size,
+                            inference_ms=elapsed_ms)
+                for o in outputs]
+
+    def describe(self) -> dict[str, Any]:
+        return self.predictor.describe().as_dict()
+
+    def pid(self) -> int:
+        """The replica's process id (the fault tests kill it)."""
+        return os.getpid()
+
+    def check_health(self) -> None:
+        if self.predictor is None:
+            raise RuntimeError(f"{self.spec.name}: model not loaded")
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

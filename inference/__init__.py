@@ -1,0 +1,28 @@
+"""Model code without Ray: predictors built from a model spec, their typed results, and the
+pure pre- and post-processing they share. Training, evaluation, the benchmark and the Serve
+deployments all use these classes through their public methods."""
+
+from inference.predictors import Predictor, build_predictor
+from inference.types import (
+    Classification,
+    Detection,
+    ImageUnreadable,
+    ModelAnswer,
+    ModelRefused,
+    Prediction,
+    PredictorInfo,
+    Primitive,
+)
+
+__all__ = [
+    "Classification",
+    "Detection",
+    "ImageUnreadable",
+    "ModelAnswer",
+    "ModelRefused",
+    "Prediction",
+    "Predictor",
+    "PredictorInfo",
+    "Primitive",
+    "build_predictor",
+]

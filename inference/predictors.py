@@ -1,0 +1,213 @@
+"""Predictors: one class per backend, built from a model spec, knowing nothing of Ray.
+
+Each separates ``preprocess`` (arrays to the model's input) → ``forward`` (the model) →
+``postprocess`` (model output to typed results); ``predict`` runs the three on a batch and
+``predict_encoded`` does the same from image bytes, refusing undecodable images one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from config.registry import Backend, ModelSpec
+from inference.images import decode_image
+from inference.processing import (
+    classifier_input,
+    primitives_from_xywhr,
+    set_ssd_input_size,
+    softmax_top,
+    xyxy_to_xywhr,
+)
+from inference.types import (
+    Classification,
+    Detection,
+    ModelRefused,
+    Prediction,
+    PredictorInfo,
+)
+from inference.weights import (
+    file_sha256,
+    load_torchvision_checkpoint,
+    pick_device,
+    require_weights,
+)
+
+log = logging.getLogger(__name__)
+P = TypeVar("P", Detection, Classification)
+
+
+class Predictor(ABC, Generic[P]):
+    """A loaded model: ``predict(images) -> list of typed results``, ``describe()``."""
+
+    backend: ClassVar[Backend]
+
+    def __init__(self, spec: ModelSpec, *, device: str | None = None):
+        self.spec = spec
+        self.weights_path = require_weights(spec)
+        self.device = device or pick_device()
+        self.weights_sha256 = file_sha256(self.weights_path)
+        self.classes: list[str] = list(spec.classes or [])
+        self._load()
+        self.predict([np.zeros((64, 64, 3), dtype=np.uint8)])  # warm-up: the first call is slow
+        log.info("%s loaded %s on %s", spec.name, self.weights_path, self.device)
+
+    @abstractmethod
+    def _load(self) -> None:
+        """Build the model from ``self.weights_path`` on ``self.device``."""
+
+    @abstractmethod
+    def predict(self, images: Sequence[np.ndarray]) -> list[P]:
+        """One result per RGB uint8 (H, W, 3) array, in order, run as one batch."""
+
+    def predict_encoded(self, images: Sequence[bytes | np.ndarray]) -> list[P | ModelRefused]:
+        """Decode (bytes) or take (arrays) each image and predict the good ones as one batch;
+        an undecodable image gets its ImageUnreadable, its neighbours are not affected."""
+        arrays: list[np.ndarray | None] = []
+        refusals: list[ModelRefused | None] = []
+        for image in images:
+            try:
+                arrays.append(image if isinstance(image, np.ndarray) else decode_image(image))
+                refusals.append(None)
+            except ModelRefused as exc:
+                arrays.append(None)
+                refusals.append(exc)
+        good = [a for a in arrays if a is not None]
+        predicted = iter(self.predict(good) if good else [])
+        return [next(predicted) if refusal is None else refusal for refusal in refusals]
+
+    def describe(self) -> PredictorInfo:
+        return PredictorInfo(name=self.spec.name, backend=self.backend.value,
+                             classes=list(self.classes), weights_sha256=self.weights_sha256,
+                             device=self.device)
+
+    def timed_predict(self, images: Sequence[bytes | np.ndarray]
+                      ) -> tuple[list[P | ModelRefused], float]:
+        """``predict_encoded`` and its wall time in milliseconds."""
+        started = time.perf_counter()
+        out = self.predict_encoded(images)
+        return out, round((time.perf_counter() - started) * 1000, 2)
+
+
+class UltralyticsPredictor(Predictor[Detection]):
+    """Any ultralytics checkpoint: oriented boxes from an -obb model, axis-aligned otherwise."""
+
+    backend = Backend.ultralytics
+
+    def _load(self) -> None:
+        from ultralytics import YOLO
+
+        self.model = YOLO(str(self.weights_path))
+        self.model.to(self.device)
+        names = self.model.names
+        self.classes = [names[i] for i in sorted(names)]
+
+    @staticmethod
+    def preprocess(images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [a[..., ::-1] for a in images]  # ultralytics reads numpy images as BGR
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        results = self.model.predict(
+            self.preprocess(images), imgsz=self.spec.image_size,
+            conf=self.spec.confidence_threshold, iou=self.spec.iou_threshold,
+            max_det=self.spec.max_detections, device=self.device, verbose=False)
+        return [self.postprocess(r, a.shape[1], a.shape[0])
+                for a, r in zip(images, results, strict=True)]
+
+    def postprocess(self, result: Any, width: int, height: int) -> Detection:
+        if result.obb is not None:
+            boxes = result.obb.xywhr.cpu().numpy()
+            conf, cls = result.obb.conf.cpu().numpy(), result.obb.cls.cpu().numpy()
+        else:
+            boxes = xyxy_to_xywhr(result.boxes.xyxy.cpu().numpy())
+            conf, cls = result.boxes.conf.cpu().numpy(), result.boxes.cls.cpu().numpy()
+        return Detection(primitives_from_xywhr(boxes, conf, cls, self.classes, width, height))
+
+
+class SsdPredictor(Predictor[Detection]):
+    """A torchvision SSD (axis-aligned boxes: rotation is always 0)."""
+
+    backend = Backend.torchvision_ssd
+
+    def _load(self) -> None:
+        import torchvision
+
+        model = torchvision.models.get_model(
+            self.spec.arch, weights=None, weights_backbone=None,
+            num_classes=len(self.classes) + 1,  # index 0 is the background
+        )
+        model.load_state_dict(load_torchvision_checkpoint(self.weights_path))
+        set_ssd_input_size(model, self.spec.image_size)
+        model.score_thresh = self.spec.confidence_threshold
+        model.nms_thresh = self.spec.iou_threshold
+        model.detections_per_img = self.spec.max_detections
+        self.model = model.eval().to(self.device)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> list[Any]:
+        import torch
+
+        return [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div_(255)
+                .to(self.device) for a in images]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Detection]:
+        import torch
+
+        with torch.inference_mode():
+            outputs = self.model(self.preprocess(images))
+        return [self.postprocess(o, a.shape[1], a.shape[0])
+                for a, o in zip(images, outputs, strict=True)]
+
+    def postprocess(self, output: dict[str, Any], width: int, height: int) -> Detection:
+        labels = output["labels"].cpu().numpy() - 1  # drop the background index
+        return Detection(primitives_from_xywhr(
+            xyxy_to_xywhr(output["boxes"].cpu().numpy()), output["scores"].cpu().numpy(),
+            labels, self.classes, width, height))
+
+
+class ClassifierPredictor(Predictor[Classification]):
+    """A torchvision image classifier (any builder name) from a state dict."""
+
+    backend = Backend.torchvision_classifier
+
+    def _load(self) -> None:
+        import torchvision
+
+        model = torchvision.models.get_model(self.spec.arch, weights=None,
+                                             num_classes=len(self.classes))
+        model.load_state_dict(load_torchvision_checkpoint(self.weights_path))
+        self.model = model.eval().to(self.device)
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        return np.stack([classifier_input(a, self.spec.image_size) for a in images])
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Classification]:
+        import torch
+
+        batch = torch.from_numpy(self.preprocess(images)).to(self.device)
+        with torch.inference_mode():
+            logits = self.model(batch).float().cpu().numpy()
+        return self.postprocess(logits)
+
+    def postprocess(self, logits: np.ndarray) -> list[Classification]:
+        return softmax_top(logits, self.classes)
+
+
+PREDICTORS: dict[Backend, type[Predictor[Any]]] = {
+    Backend.ultralytics: UltralyticsPredictor,
+    Backend.torchvision_ssd: SsdPredictor,
+    Backend.torchvision_classifier: ClassifierPredictor,
+}
+
+
+def build_predictor(spec: ModelSpec, *, device: str | None = None) -> Predictor[Any]:
+    """The predictor for the spec's backend, loaded and warmed up."""
+    return PREDICTORS[spec.backend](spec, device=device)
+
+
+__all__ = ["ClassifierPredictor", "Prediction", "Predictor", "SsdPredictor",
+           "UltralyticsPredictor", "build_predictor"]

@@ -1,0 +1,128 @@
+"""What routes depend on, as FastAPI dependencies: settings, registry, database, queue link and
+limiters. ``create_app`` puts one typed ``AppServices`` on the app; only this module reads it,
+so route code declares what it needs (``settings: SettingsDep``) and tests can swap any part."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, TypeVar
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
+
+from config.registry import Registry
+from config.settings import Settings
+from serve_app.ratelimit import SlidingWindow
+
+T = TypeVar("T")
+
+
+class QueueLink(Protocol):
+    """What the API asks of the task queue (the Ray actor in production)."""
+
+    def notify(self) -> None:
+        """A task was stored: look for work now (fire and forget; the queue also polls)."""
+
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        """Return once the task is done, failed or gone, or after ``timeout`` seconds."""
+
+    async def describe_models(self) -> dict[int, dict[str, Any]]:
+        """What each model deployment reports about itself, by model id."""
+
+
+class NoQueue:
+    """No queue behind the API (the API tests): stored tasks stay queued."""
+
+    def notify(self) -> None:
+        return None
+
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        return None
+
+    async def describe_models(self) -> dict[int, dict[str, Any]]:
+        return {}
+
+
+class Database:
+    """Runs a function with its own short session in the thread pool (async routes)."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+
+    async def run(self, fn: Callable[[Session], T]) -> T:
+        def call() -> T:
+            with self.sessions() as db:
+                return fn(db)
+
+        return await run_in_threadpool(call)
+
+
+@dataclass(frozen=True)
+class AppServices:
+    settings: Settings
+    registry: Registry
+    sessions: sessionmaker[Session]
+    queue: QueueLink
+    login_failures: SlidingWindow
+    request_rate: SlidingWindow
+
+    @classmethod
+    def create(cls, *, settings: Settings, registry: Registry,
+               sessions: sessionmaker[Session], queue: QueueLink) -> AppServices:
+        return cls(settings=settings, registry=registry, sessions=sessions, queue=queue,
+                   login_failures=SlidingWindow(settings.login_failures_per_minute),
+                   request_rate=SlidingWindow(settings.requests_per_minute))
+
+
+def get_services(request: Request) -> AppServices:
+    services: AppServices = request.app.state.services
+    return services
+
+
+Services = Annotated[AppServices, Depends(get_services)]
+
+
+def get_settings(services: Services) -> Settings:
+    return services.settings
+
+
+def get_registry(services: Services) -> Registry:
+    return services.registry
+
+
+def get_session_factory(services: Services) -> sessionmaker[Session]:
+    return services.sessions
+
+
+def get_db(services: Services) -> Iterator[Session]:
+    """One session for the request (sync routes)."""
+    with services.sessions() as session:
+        yield session
+
+
+def get_database(services: Services) -> Database:
+    return Database(services.sessions)
+
+
+def get_queue(services: Services) -> QueueLink:
+    return services.queue
+
+
+def get_login_failures(services: Services) -> SlidingWindow:
+    return services.login_failures
+
+
+def get_request_rate(services: Services) -> SlidingWindow:
+    return services.request_rate
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+SessionFactory = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+DbSession = Annotated[Session, Depends(get_db)]
+AsyncDb = Annotated[Database, Depends(get_database)]
+Queue = Annotated[QueueLink, Depends(get_queue)]
+LoginFailures = Annotated[SlidingWindow, Depends(get_login_failures)]
+RequestRate = Annotated[SlidingWindow, Depends(get_request_rate)]

@@ -1,0 +1,77 @@
+"""Validation that needs the registry or the settings, as dependencies: the model ids of a
+new task and its uploaded image. Each raises the contract's 4xx; the route gets checked
+values, and the OpenAPI schema documents the parameters as they are declared here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, Request, status
+from pydantic import WithJsonSchema
+from starlette.concurrency import run_in_threadpool
+
+from config.registry import ModelType, Registry
+from serve_app.dependencies import RegistryDep, SettingsDep
+from serve_app.tasks.images import ImageRejected, validate_image
+from serve_app.tasks.uploads import read_upload
+
+# Read as text so that a non-number answers the contract's 400 with the registry message
+# (FastAPI's int parsing would answer 422), documented as the integer it must be.
+_ModelIdText = Annotated[str | None, WithJsonSchema({"type": "integer", "minimum": 1})]
+
+
+def _parse_model_id(raw: str | None, default: int, model_type: ModelType,
+                    registry: Registry) -> int:
+    value = str(default) if raw is None else raw.strip()
+    model_id = int(value) if value.isascii() and value.isdecimal() and len(value) < 19 else -1
+    if registry.get(model_id, model_type) is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=registry.wrong_id_message())
+    return model_id
+
+
+def detection_model_id(
+    registry: RegistryDep,
+    settings: SettingsDep,
+    detection_model_id: Annotated[_ModelIdText, Query(
+        description="A detection model's id (GET /api/models lists them); when omitted, "
+                    "the platform's default detection model")] = None,
+) -> int:
+    """The checked detection model id; 400 with the registry's message otherwise."""
+    return _parse_model_id(detection_model_id, settings.default_detection_model_id,
+                           ModelType.detection, registry)
+
+
+def classification_model_id(
+    registry: RegistryDep,
+    settings: SettingsDep,
+    classification_model_id: Annotated[_ModelIdText, Query(
+        description="A classification model's id (GET /api/models lists them); when "
+                    "omitted, the platform's default classification model")] = None,
+) -> int:
+    """The checked classification model id; 400 with the registry's message otherwise."""
+    return _parse_model_id(classification_model_id, settings.default_classification_model_id,
+                           ModelType.classification, registry)
+
+
+@dataclass(frozen=True)
+class Upload:
+    data: bytes
+    media_type: str
+
+
+async def uploaded_image(request: Request, settings: SettingsDep) -> Upload:
+    """The request's image, read within the byte limit and validated (413, 415, 400)."""
+    body = await read_upload(request, settings.max_upload_bytes)
+    try:
+        # Decoding can take a while for a large PNG: off the event loop.
+        info = await run_in_threadpool(validate_image, body,
+                                       max_pixels=settings.max_image_pixels)
+    except ImageRejected as exc:
+        raise HTTPException(exc.status_code, detail=exc.detail) from exc
+    return Upload(data=body, media_type=info.media_type)
+
+
+DetectionModelId = Annotated[int, Depends(detection_model_id)]
+ClassificationModelId = Annotated[int, Depends(classification_model_id)]
+UploadedImage = Annotated[Upload, Depends(uploaded_image)]

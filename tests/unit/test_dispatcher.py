@@ -1,0 +1,222 @@
+"""The queue's dispatcher with an in-memory claim store and stand-in models (no Ray, no DB)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from deployments.task_queue import Dispatcher, retry_delay
+from inference import Classification, Detection, ModelAnswer, ModelRefused, Primitive
+from storage.claims import Claim
+
+CUBE = Primitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
+
+
+@dataclass
+class Row:
+    image: bytes
+    status: str = "queued"
+    attempts: int = 0
+    token: str | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+@dataclass
+class MemoryStore:
+    rows: dict[int, Row] = field(default_factory=dict)
+    tokens: itertools.count = field(default_factory=itertools.count)
+    lost: set[int] = field(default_factory=set)  # leases the store will refuse to renew
+
+    def add(self, *images: bytes) -> list[int]:
+        ids = []
+        for image in images:
+            task_id = len(self.rows) + 1
+            self.rows[task_id] = Row(image)
+            ids.append(task_id)
+        return ids
+
+    def _holds(self, claim: Claim) -> bool:
+        row = self.rows.get(claim.task_id)
+        return row is not None and row.token == claim.token and row.status == "in progress"
+
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[Claim]:
+        token = f"t{next(self.tokens)}"
+        out = []
+        for task_id, row in sorted(self.rows.items()):
+            if row.status == "queued" and len(out) < limit:
+                row.status, row.token = "in progress", token
+                row.attempts += 1
+                out.append(Claim(task_id, token, row.attempts, 1, 3))
+        return out
+
+    def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
+        return {c.task_id for c in claims if self._holds(c) and c.task_id not in self.lost}
+
+    def is_settled(self, *, task_id: int) -> bool:
+        row = self.rows.get(task_id)
+        return row is None or row.status in ("done", "failed")
+
+    def load_input(self, *, task_id: int) -> bytes | None:
+        row = self.rows.get(task_id)
+        return row.image if row else None
+
+    def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
+                 details: dict[str, Any]) -> bool:
+        if not self._holds(claim):
+            return False
+        row = self.rows[claim.task_id]
+        row.status = "done"
+        row.result = {"image_class": image_class, "primitives": primitives, **details}
+        return True
+
+    def fail(self, *, claim: Claim, error: str) -> bool:
+        if not self._holds(claim):
+            return False
+        self.rows[claim.task_id].status, self.rows[claim.task_id].error = "failed", error
+        return True
+
+    def release(self, *, claim: Claim) -> bool:
+        if not self._holds(claim):
+            return False
+        self.rows[claim.task_id].status, self.rows[claim.task_id].token = "queued", None
+        return True
+
+
+class StandInModels:
+    """Answers by the image's bytes: b"refuse" is refused, b"crash" fails transiently (once per
+    ``crashes``), b"slow" waits for ``gate``; everything else is a cube in an office."""
+
+    def __init__(self, crashes: int = 0):
+        self.crashes = crashes
+        self.gate = asyncio.Event()
+        self.running = 0
+        self.most_at_once = 0
+
+    async def __call__(self, claim: Claim, image: bytes) -> tuple[ModelAnswer, ModelAnswer]:
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            await asyncio.sleep(0.01)
+            if image == b"refuse":
+                raise ModelRefused("could not decode the image: bad bytes")
+            if image == b"crash" and self.crashes > 0:
+                self.crashes -= 1
+                raise ConnectionError("replica died")
+            if image == b"slow":
+                await self.gate.wait()
+            return (ModelAnswer(Detection((CUBE,)), "YOLO", 1, 5.0),
+                    ModelAnswer(Classification("office", 0.8, {"office": 0.8}), "model_v1", 1,
+                                2.0))
+        finally:
+            self.running -= 1
+
+
+def make_dispatcher(store: MemoryStore, models: StandInModels, **kwargs: Any) -> Dispatcher:
+    options: dict[str, Any] = {"concurrency": 4, "lease_seconds": 30, "poll_seconds": 0.05,
+                               "max_attempts": 3, "backoff": lambda _attempts: 0.0}
+    options.update(kwargs)
+    return Dispatcher(store=store, run_models=models, **options)
+
+
+async def run_until(dispatcher: Dispatcher, store: MemoryStore, settled: int,
+                    timeout: float = 5.0) -> None:
+    loop = asyncio.create_task(dispatcher.dispatch_loop())
+    try:
+        async with asyncio.timeout(timeout):
+            while sum(r.status in ("done", "failed") for r in store.rows.values()) < settled:
+                await asyncio.sleep(0.01)
+    finally:
+        loop.cancel()
+
+
+def test_tasks_run_to_done_with_their_result_and_never_more_than_the_concurrency():
+    store, models = MemoryStore(), StandInModels()
+    store.add(*[b"img"] * 10)
+    dispatcher = make_dispatcher(store, models, concurrency=3)
+    asyncio.run(run_until(dispatcher, store, 10))
+    assert {r.status for r in store.rows.values()} == {"done"}
+    assert models.most_at_once == 3
+    result = store.rows[1].result
+    assert result is not None
+    assert result["image_class"] == "office"
+    assert result["primitives"] == [CUBE.as_dict()]
+    assert result["detection_model"] == "YOLO" and result["class_probability"] == 0.8
+    assert dispatcher.stats.done == 10 and dispatcher.stats.claimed == 10
+
+
+def test_a_refused_image_fails_its_task_only():
+    store, models = MemoryStore(), StandInModels()
+    store.add(b"img", b"refuse", b"img")
+    dispatcher = make_dispatcher(store, models)
+    asyncio.run(run_until(dispatcher, store, 3))
+    assert [r.status for r in store.rows.values()] == ["done", "failed", "done"]
+    assert store.rows[2].error == "could not decode the image: bad bytes"
+    assert dispatcher.stats.failed == 1
+
+
+def test_a_transient_failure_backs_off_and_the_task_runs_again():
+    store, models = MemoryStore(), StandInModels(crashes=2)
+    store.add(b"crash")
+    waits: list[int] = []
+    dispatcher = make_dispatcher(store, models, backoff=lambda n: waits.append(n) or 0.0)
+    asyncio.run(run_until(dispatcher, store, 1))
+    assert store.rows[1].status == "done"
+    assert store.rows[1].attempts == 3
+    assert waits == [1, 2]  # backed off once per failed attempt, by attempt number
+    assert dispatcher.stats.released == 2
+
+
+def test_a_task_that_keeps_crashing_fails_after_the_attempt_limit():
+    store, models = MemoryStore(), StandInModels(crashes=100)
+    store.add(b"crash", b"img")
+    dispatcher = make_dispatcher(store, models, max_attempts=2)
+    asyncio.run(run_until(dispatcher, store, 2))
+    assert store.rows[1].status == "failed"
+    assert store.rows[1].error == "gave up after 2 attempts that crashed"
+    assert store.rows[2].status == "done"
+
+
+def test_retry_delay_doubles_up_to_ten_seconds():
+    assert [retry_delay(n) for n in (1, 2, 3, 4, 5, 9)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_a_lost_lease_cancels_the_running_task_and_nothing_is_stored():
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        (task_id,) = store.add(b"slow")
+        dispatcher = make_dispatcher(store, models)
+        assert await dispatcher.dispatch_once() == 1
+        await asyncio.sleep(0.05)
+        store.lost.add(task_id)  # deleted or reclaimed meanwhile
+        await dispatcher.renew_once()
+        await asyncio.sleep(0.01)
+        assert dispatcher.running == {}
+        assert dispatcher.stats.discarded == 1
+        models.gate.set()
+        await asyncio.sleep(0.05)
+        assert store.rows[task_id].result is None
+
+    asyncio.run(scenario())
+
+
+def test_paused_queue_claims_nothing_until_resumed_and_long_polls_wake_on_finish():
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        (task_id,) = store.add(b"slow")
+        dispatcher = make_dispatcher(store, models)
+        dispatcher.pause()
+        assert await dispatcher.dispatch_once() == 0
+        dispatcher.resume()
+        assert await dispatcher.dispatch_once() == 1
+        waiting = asyncio.create_task(dispatcher.wait_finished(task_id, timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        models.gate.set()
+        async with asyncio.timeout(1):
+            await waiting
+        assert store.rows[task_id].status == "done"
+
+    asyncio.run(scenario())

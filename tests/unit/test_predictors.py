@@ -1,0 +1,49 @@
+"""The predictors' public interface on the shipped weights (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inference import Classification, Detection, ImageUnreadable, build_predictor
+from inference.images import decode_image
+from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_jpeg
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [render_jpeg(seed) for seed in (31, 32)]
+
+
+@pytest.mark.parametrize("name", ["YOLO", "model_v1"])
+def test_one_bad_image_in_a_batch_does_not_fail_its_neighbours(registry, scenes, name):
+    predictor = build_predictor(registry.by_name(name), device="cpu")
+    (first, _), (second, _) = scenes
+    out = predictor.predict_encoded([first, b"\xff\xd8\xffnot a jpeg", second])
+    assert isinstance(out[1], ImageUnreadable)
+    alone = predictor.predict([decode_image(first), decode_image(second)])
+    assert [out[0], out[2]] == alone  # the same answers as without the bad one
+
+
+def test_detections_and_classes_match_what_was_drawn(registry, scenes):
+    yolo = build_predictor(registry.by_name("YOLO"), device="cpu")
+    classifier = build_predictor(registry.by_name("model_v1"), device="cpu")
+    for data, sample in scenes:
+        image = decode_image(data)
+        (detection,) = yolo.predict([image])
+        (scene,) = classifier.predict([image])
+        assert isinstance(detection, Detection) and isinstance(scene, Classification)
+        assert scene.image_class == SCENE_CLASSES[sample.scene]
+        assert sum(scene.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+        drawn = sorted(PRIMITIVE_CLASSES[b.class_id] for b in sample.boxes)
+        found = [p.primitive_class for p in detection.primitives]
+        assert found, "drawn primitives must be found"
+        assert [p.probability for p in detection.primitives] == \
+            sorted((p.probability for p in detection.primitives), reverse=True)
+        assert set(found) <= set(PRIMITIVE_CLASSES) and set(found) & set(drawn)
+
+
+def test_describe_names_the_weights_and_device(registry):
+    info = build_predictor(registry.by_name("SSD"), device="cpu").describe()
+    assert info.name == "SSD" and info.backend == "torchvision_ssd" and info.device == "cpu"
+    assert info.classes == ["sphere", "cube", "cylinder", "cone", "pyramid"]
+    assert len(info.weights_sha256) == 64
