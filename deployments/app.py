@@ -20,7 +20,7 @@ from serve_app.auth.service import ensure_user
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
 
-log = logging.getLogger("ray.serve")
+log = logging.getLogger(__name__)
 INGRESS = "Ingress"
 
 
@@ -40,14 +40,19 @@ def prepare_database(settings: Settings, registry: Registry) -> None:
         engine.dispose()
 
 
-def build_app(args: dict[str, Any] | None = None, *,
-              deployment_options: Mapping[str, Mapping[str, Any]] | None = None) -> Application:
-    """The application for ``args`` (serve_config.yaml's ``args``; read from that file when
-    none are given). ``deployment_options`` (by deployment name) are for callers that deploy
-    without the config file, such as the tests' local platform; ``serve run`` and
-    ``serve deploy`` apply the file's ``deployments:`` themselves."""
-    parsed = AppArgs.model_validate(args) if args else load_app_config().args
-    registry = parsed.registry
+def build_app(args: dict[str, Any]) -> Application:
+    """The builder ``serve run``/``serve deploy`` call with the file's ``args`` (the registry;
+    read from serve_config.yaml when none are given). Serve applies the file's
+    ``deployments:`` options itself."""
+    return compose_app(AppArgs.model_validate(args) if args else load_app_config().args)
+
+
+def compose_app(args: AppArgs, *,
+                deployment_options: Mapping[str, Mapping[str, Any]] | None = None
+                ) -> Application:
+    """The application for ``args``. ``deployment_options`` (by deployment name) are for
+    callers that deploy without the config file, such as the tests' local platform."""
+    registry = args.registry
     prepare_database(get_settings(), registry)
     options = deployment_options or {}
     # mypy does not apply class decorators: these are the Deployments serve.deployment made.

@@ -26,8 +26,8 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     import ray
     from ray import serve
 
-    from config.serve_config import load_app_config
-    from deployments.app import build_app
+    from config.serve_config import AppArgs, load_app_config
+    from deployments.app import compose_app
 
     os.environ.update(env)  # the driver reads the same settings as the workers
     from config.settings import get_settings
@@ -38,8 +38,8 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
              runtime_env={"env_vars": env})
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = {"models": models} if models is not None else app_config.args.model_dump(mode="json")
-    serve.run(build_app(args, deployment_options=app_config.deployments), name="primitives",
+    args = AppArgs(models=models) if models is not None else app_config.args
+    serve.run(compose_app(args, deployment_options=app_config.deployments), name="primitives",
               route_prefix="/")
     for prefix, app in (extra_apps or {}).items():
         serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
