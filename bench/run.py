@@ -1,157 +1,210 @@
-"""The benchmark: the models alone (the floor), the platform over HTTP, and Ray's own cost.
+"""The benchmark: the platform against the floor and its peers, on the same predictors,
+weights and images, with CPU accounting per process group.
 
-Usage: ``python -m bench.run`` (``make bench``); prints one table and writes JSON to
-``bench/out/results.json``. Needs PostgreSQL (as the tests do). Every figure comes from one
-run on one machine, so compare the ratios, not the absolute numbers across runs.
+Usage: ``python -m bench.run`` (``make bench``; ``--config`` names another Serve config, such as
+the GPU profile). Prints one table and writes JSON to ``bench/out/results.json``. Needs
+PostgreSQL (as the tests do). Every figure comes from one run on one machine, so compare the
+ratios, not the absolute numbers across runs.
+
+Rows: the floor (decode + both models in this process, batched); LitServe (a subprocess,
+dynamic batching); the smallest synchronous Ray Serve app (an ingress calling one batched
+replica of both models by handle); the platform (submit, then long-poll the result; durable).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
+import os
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
+from bench import cpu
+from bench.peers import CLASSIFIER, DETECTOR, measure_floor, minimal_serve_app
+
 log = logging.getLogger("bench")
-DETECTOR, CLASSIFIER = "YOLO", "model_v1"
 
 
 def percentile(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2) if values else float("nan")
 
 
-# -- the floor ------------------------------------------------------------------------------
+# -- clients --------------------------------------------------------------------------------
 
-def measure_floor(images: list[bytes], batch: int) -> dict[str, Any]:
-    """Each model in this process, nothing around it: batch 1 latency, batch-N throughput."""
-    from config.serve_config import load_app_config
-    from inference import build_predictor
-    from inference.images import decode_image
+async def closed_loop(images: list[bytes], concurrency: int,
+                      one: Callable[[bytes], Awaitable[bool]]) -> dict[str, Any]:
+    """``concurrency`` clients share the images, each sending the next when answered."""
+    pending = list(images)
+    latencies: list[float] = []
+    errors = 0
 
-    arrays = [decode_image(b) for b in images]
-    out: dict[str, Any] = {}
-    for spec in load_app_config().registry.models:
-        model = build_predictor(spec)
-        model.predict(arrays[:2])
-        single = []
-        for arr in arrays:
+    async def client() -> None:
+        nonlocal errors
+        while pending:
+            image = pending.pop()
             start = time.perf_counter()
-            model.predict([arr])
-            single.append((time.perf_counter() - start) * 1000)
-        start = time.perf_counter()
-        for i in range(0, len(arrays), batch):
-            model.predict(arrays[i:i + batch])
-        batched_s = time.perf_counter() - start
-        out[spec.name] = {
-            "batch1_ms_p50": percentile(single, 50), "batch1_ms_p95": percentile(single, 95),
-            "batch1_img_per_s": round(1000 * len(single) / sum(single), 2),
-            f"batch{batch}_img_per_s": round(len(arrays) / batched_s, 2),
-        }
-        del model
-    det, clf = out[DETECTOR], out[CLASSIFIER]
-    # A task needs both models; in one process they run one after the other.
-    out["task_floor"] = {
-        "single_image_ms": round(det["batch1_ms_p50"] + clf["batch1_ms_p50"], 2),
-        "img_per_s": round(1 / (1 / det[f"batch{batch}_img_per_s"]
-                                + 1 / clf[f"batch{batch}_img_per_s"]), 2),
-    }
+            if await one(image):
+                latencies.append((time.perf_counter() - start) * 1000)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {"concurrency": concurrency, "images": len(images), "errors": errors,
+            "img_per_s": round(len(latencies) / elapsed, 2),
+            "ms_p50": percentile(latencies, 50), "ms_p95": percentile(latencies, 95),
+            "ms_p99": percentile(latencies, 99)}
+
+
+def http_client(base: str, concurrency: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base, timeout=120,
+                             limits=httpx.Limits(max_connections=concurrency + 8))
+
+
+async def sync_peer_load(base: str, path: str, images: list[bytes], concurrency: int,
+                         as_json: bool) -> dict[str, Any]:
+    async with http_client(base, concurrency) as client:
+        async def one(image: bytes) -> bool:
+            if as_json:
+                response = await client.post(path, json={
+                    "image": base64.b64encode(image).decode()})
+            else:
+                response = await client.post(path, content=image,
+                                             headers={"Content-Type": "image/jpeg"})
+            return response.status_code == 200 and "image_class" in response.json()
+
+        await one(images[0])  # warm the connection and the models
+        return await closed_loop(images, concurrency, one)
+
+
+async def platform_load(base: str, headers: dict[str, str], images: list[bytes],
+                        concurrency: int) -> dict[str, Any]:
+    """Submit, then long-poll the result: what a client of the platform does."""
+    async with http_client(base, concurrency) as client:
+        async def one(image: bytes) -> bool:
+            response = await client.post("/api/tasks", content=image,
+                                         headers={**headers, "Content-Type": "image/jpeg"})
+            if response.status_code != 200:
+                return False
+            task_id = response.json()["id"]
+            while True:
+                body = (await client.get(f"/tasks/{task_id}/result?wait=30",
+                                         headers=headers)).json()
+                if body["status"] in ("done", "failed"):
+                    return body["status"] == "done"
+
+        return await closed_loop(images, concurrency, one)
+
+
+async def batch_submit_load(base: str, headers: dict[str, str], images: list[bytes],
+                            per_request: int, concurrency: int) -> dict[str, Any]:
+    """Multipart submissions of ``per_request`` files each: tasks accepted per second."""
+    groups = [images[i:i + per_request] for i in range(0, len(images), per_request)]
+    ids: list[int] = []
+    async with http_client(base, concurrency) as client:
+        async def one(group_index: bytes) -> bool:
+            group = groups[int(group_index)]
+            files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(group)]
+            response = await client.post("/api/tasks", files=files, headers=headers)
+            if response.status_code == 200:
+                ids.extend(response.json()["ids"])
+            return response.status_code == 200
+
+        result = await closed_loop([str(i).encode() for i in range(len(groups))],
+                                   concurrency, one)
+        for task_id in ids:  # let the queue drain before the next measurement
+            while (await client.get(f"/api/tasks/{task_id}/status?wait=30",
+                                    headers=headers)).json()["status"] not in ("done",
+                                                                               "failed"):
+                pass
+    return {"files_per_request": per_request, "requests": len(groups),
+            "tasks_accepted": len(ids),
+            "tasks_per_s": round(result["img_per_s"] * per_request, 2),
+            "request_ms_p50": result["ms_p50"]}
+
+
+# -- the runs -------------------------------------------------------------------------------
+
+def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
+                 threads: int) -> dict[str, Any]:
+    from tests.local_platform import free_port
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.litserve_peer", "--port", str(port), "--max-batch-size",
+         str(batch), "--batch-wait-s", str(wait_s), "--torch-threads", str(threads)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        return asyncio.run(sync_peer_load(base, "/predict", images, concurrency, as_json=True))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
+                      threads: int) -> dict[str, Any]:
+    import ray
+    from ray import serve
+
+    from tests.local_platform import free_port
+
+    ray.init(num_cpus=4, include_dashboard=False, namespace="bench-minimal")
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(minimal_serve_app(batch, wait_s, threads), name="minimal", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        time.sleep(2)
+        before = cpu.sample()
+        result = asyncio.run(sync_peer_load(base, "/", images, concurrency, as_json=False))
+        result["cpu_s_by_group"] = cpu.cpu_by_group(before, cpu.sample())
+        return result
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def model_stats() -> dict[str, dict[str, Any]]:
+    """Every model replica's counters, by pid (calls spread over the replicas)."""
+    from ray import serve
+
+    out: dict[str, dict[str, Any]] = {}
+    for name in (DETECTOR, CLASSIFIER, "SSD"):
+        handle = serve.get_deployment_handle(name, app_name="primitives")
+        for _ in range(12):
+            stats = handle.stats.remote().result()
+            out[f"{name}:{stats['pid']}"] = stats
     return out
 
 
-# -- the platform ---------------------------------------------------------------------------
-
-async def run_clients(base: str, headers: dict[str, str], images: list[bytes],
-                      concurrency: int, submit_only: bool = False,
-                      path: str = "/api/tasks?detection_model_id=1&classification_model_id=3"
-                      ) -> dict[str, Any]:
-    """``concurrency`` clients share the images: each submits, long-polls, reads the result."""
-    pending = list(enumerate(images))
-    post_ms: list[float] = []
-    e2e_ms: list[float] = []
-    rejected = 0
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
-
-        async def worker() -> None:
-            nonlocal rejected
-            while pending:
-                _, image = pending.pop()
-                start = time.perf_counter()
-                response = await client.post(path, content=image,
-                                             headers={**headers, "Content-Type": "image/jpeg"})
-                post_ms.append((time.perf_counter() - start) * 1000)
-                if response.status_code != 200:
-                    rejected += 1
-                    continue
-                if submit_only:
-                    continue
-                task_id = response.json()["id"]
-                while True:  # long poll: the answer comes when the task finishes
-                    body = (await client.get(f"/tasks/{task_id}/result?wait=30",
-                                             headers=headers)).json()
-                    if body["status"] in ("done", "failed"):
-                        break
-                e2e_ms.append((time.perf_counter() - start) * 1000)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    done = len(post_ms) - rejected
-    return {
-        "concurrency": concurrency, "requests": len(post_ms), "rejected": rejected,
-        "img_per_s" if not submit_only else "req_per_s": round(done / elapsed, 2),
-        "post_ms_p50": percentile(post_ms, 50), "post_ms_p95": percentile(post_ms, 95),
-        **({} if submit_only else {
-            "e2e_ms_p50": percentile(e2e_ms, 50), "e2e_ms_p95": percentile(e2e_ms, 95),
-            "e2e_ms_p99": percentile(e2e_ms, 99)}),
-    }
+def inference_cpu(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> float:
+    return sum(s["inference_cpu_s"] - before.get(k, {}).get("inference_cpu_s", 0.0)
+               for k, s in after.items())
 
 
-def ray_memory() -> dict[str, float]:
-    """Resident memory of every Ray process on this machine (MiB). PSS (shared pages split
-    between the processes that map them) sums to the RAM they really hold; the RSS sum counts
-    shared libraries (torch) once per process."""
-    import psutil
-
-    rss = uss = pss = 0
-    for proc in psutil.process_iter(["cmdline", "name"]):
-        try:
-            cmd = " ".join(proc.info["cmdline"] or [])
-            if "ray" not in cmd and not (proc.info["name"] or "").startswith("ray"):
-                continue
-            if "bench.run" in cmd:
-                continue
-            info = proc.memory_full_info()
-            rss += info.rss
-            uss += info.uss
-            pss += getattr(info, "pss", 0)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return {"pss_mib": round(pss / 2**20, 1), "rss_sum_mib": round(rss / 2**20, 1),
-            "uss_mib": round(uss / 2**20, 1)}
-
-
-def trivial_app():
-    from ray import serve
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
-    class Trivial:  # sized like the ingress, so that only the work differs
-        async def __call__(self, request) -> dict[str, int]:
-            await request.body()
-            return {"id": 1}
-
-    return Trivial.bind()
-
-
-def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str, Any]:
+def run_platform(images: list[bytes], concurrency: int, config: Path | None) -> dict[str, Any]:
     import ray
 
     from serve_app.auth.service import create_user
@@ -167,8 +220,7 @@ def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str,
            "PRIMITIVES_QUEUE_ACTOR_NAME": f"bench_queue_{uuid.uuid4().hex[:6]}"}
     out: dict[str, Any] = {}
     try:
-        base = start_local_platform(env, namespace="primitives-bench",
-                                    extra_apps={"/trivial": trivial_app()})
+        base = start_local_platform(env, namespace="primitives-bench", config=config)
         engine = make_engine(url)
         with make_session_factory(engine)() as db:
             create_user(db=db, username="bench", password="bench-pw")
@@ -176,30 +228,33 @@ def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str,
         token = httpx.post(f"{base}/oauth/login",
                            data={"username": "bench", "password": "bench-pw"}).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        time.sleep(3)
-        out["memory_at_rest"] = ray_memory()
-        # One task at a time on an idle system: the latency a single user sees.
-        idle = [asyncio.run(run_clients(base, headers, [images[i]], 1))["e2e_ms_p50"]
-                for i in range(8)]
-        out["idle_single_task_ms_p50"] = round(statistics.median(idle), 2)
-        out["runs"] = []
-        peak = out["memory_at_rest"]
-        for c in concurrencies:
-            result = asyncio.run(run_clients(base, headers, images, c))
-            mem = ray_memory()
-            peak = max(peak, mem, key=lambda m: m["pss_mib"])
-            out["runs"].append(result)
-            log.info("platform c=%d: %s", c, result)
-        out["memory_under_load"] = peak
-        # Ingress cost against Ray's own: the same POSTs to a trivial Serve endpoint. The
-        # queue is paused meanwhile, so that the models do not compete with the ingress.
-        c = max(concurrencies)
+        asyncio.run(platform_load(base, headers, images[:16], 8))  # warm every code path
+        time.sleep(5)
+        rest_s = 10.0
+        before = cpu.sample()
+        time.sleep(rest_s)
+        at_rest = cpu.cpu_by_group(before, cpu.sample())
+        out["at_rest"] = {"pss_mib": cpu.memory_pss_mib(),
+                          "core_pct": round(100 * sum(at_rest.values()) / rest_s, 2),
+                          "core_pct_by_group": {g: round(100 * s / rest_s, 2)
+                                                for g, s in at_rest.items()}}
+        idle = [asyncio.run(platform_load(base, headers, [image], 1))["ms_p50"]
+                for image in images[:10]]
+        out["idle_ms_p50"] = round(statistics.median(idle), 2)
+        stats_before, cpu_before = model_stats(), cpu.sample()
+        out["load"] = asyncio.run(platform_load(base, headers, images, concurrency))
+        by_group = cpu.cpu_by_group(cpu_before, cpu.sample())
+        inference = inference_cpu(stats_before, model_stats())
+        tasks = out["load"]["images"] - out["load"]["errors"]
+        out["load"]["pss_mib"] = cpu.memory_pss_mib()
+        out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2)
+                                           for g, s in by_group.items()}
+        out["inference_cpu_ms_per_task"] = round(1000 * inference / tasks, 2)
+        out["platform_cpu_ms_per_task"] = round(
+            1000 * (sum(by_group.values()) - inference) / tasks, 2)
+        out["batch_submit"] = asyncio.run(batch_submit_load(base, headers, images, 8, 4))
         queue = ray.get_actor(env["PRIMITIVES_QUEUE_ACTOR_NAME"], namespace="primitives")
-        ray.get(queue.pause.remote())
-        out["post_only"] = asyncio.run(run_clients(base, headers, images, c, submit_only=True))
-        out["trivial"] = asyncio.run(run_clients(base, headers, images, c, submit_only=True,
-                                                 path="/trivial"))
-        ray.get(queue.resume.remote())
+        out["queue"] = ray.get(queue.status.remote())
     finally:
         stop_local_platform(env)
         drop_scratch_database(url)
@@ -208,52 +263,110 @@ def measure_platform(images: list[bytes], concurrencies: list[int]) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="Serve config to deploy (default serve_config.yaml)")
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="rows to run: floor litserve minimal platform (default all)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import torch
 
+    from config.serve_config import load_app_config
     from training.render import render_jpeg
 
-    torch.set_num_threads(2)
+    app_config = load_app_config(args.config)
+    options = app_config.options_for(DETECTOR).get("user_config", {})
+    batch = int(options.get("max_batch_size", 8))
+    wait_s = float(options.get("batch_wait_timeout_s", 0.005))
+    threads = int(options.get("torch_threads", os.cpu_count() or 1))
+    torch.set_num_threads(threads)
+    rows = set(args.only or ["floor", "litserve", "minimal", "platform"])
     images = [render_jpeg(10_000 + i)[0] for i in range(args.images)]
-    floor = measure_floor(images, args.batch)
-    platform = measure_platform(images, args.concurrency)
-    best = max(r["img_per_s"] for r in platform["runs"])
-    ratios = {
-        "platform_over_floor_throughput": round(best / floor["task_floor"]["img_per_s"], 3),
-        "post_over_trivial_throughput": round(platform["post_only"]["req_per_s"]
-                                              / platform["trivial"]["req_per_s"], 3),
-        "idle_latency_minus_floor_ms": round(platform["idle_single_task_ms_p50"]
-                                             - floor["task_floor"]["single_image_ms"], 2),
-    }
-    report = {"floor": floor, "platform": platform, "ratios": ratios,
-              "torch_threads": torch.get_num_threads()}
+    report: dict[str, Any] = {"images": len(images), "concurrency": args.concurrency,
+                              "batch": batch, "batch_wait_s": wait_s, "torch_threads": threads,
+                              "cpus": os.cpu_count()}
+    if "floor" in rows:
+        report["floor"] = measure_floor(images, batch)
+        log.info("floor: %s", report["floor"])
+    if "litserve" in rows:
+        report["litserve"] = run_litserve(images, args.concurrency, batch, wait_s, threads)
+        log.info("litserve: %s", report["litserve"])
+    if "minimal" in rows:
+        report["minimal_serve"] = run_minimal_serve(images, args.concurrency, batch, wait_s,
+                                                    threads)
+        log.info("minimal serve: %s", report["minimal_serve"])
+    if "platform" in rows:
+        report["platform"] = run_platform(images, args.concurrency, args.config)
+        log.info("platform: %s", report["platform"])
+    report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(render_table(report))
 
 
+def ratios(report: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    platform = report.get("platform", {})
+    rate = platform.get("load", {}).get("img_per_s")
+    for peer in ("floor", "litserve", "minimal_serve"):
+        if rate and peer in report:
+            out[f"platform_over_{peer}"] = round(rate / report[peer]["img_per_s"], 3)
+    if "floor" in report and "idle_ms_p50" in platform:
+        out["idle_minus_floor_single_ms"] = round(
+            platform["idle_ms_p50"] - report["floor"]["single_image_ms_p50"], 2)
+    return out
+
+
 def render_table(report: dict[str, Any]) -> str:
-    floor, platform, ratios = report["floor"], report["platform"], report["ratios"]
-    lines = ["| measure | value |", "| --- | --- |"]
-    for name, row in floor.items():
-        lines += [f"| floor {name} {k} | {v} |" for k, v in row.items()]
-    for run in platform["runs"]:
-        c = run["concurrency"]
-        lines += [f"| platform c={c} {k} | {v} |" for k, v in run.items()
-                  if k not in ("concurrency",)]
-    lines.append(f"| platform idle single task ms p50 | {platform['idle_single_task_ms_p50']} |")
-    for k in ("req_per_s", "post_ms_p50", "post_ms_p95"):
-        lines.append(f"| POST /api/tasks only {k} | {platform['post_only'][k]} |")
-        lines.append(f"| trivial Serve endpoint {k} | {platform['trivial'][k]} |")
-    for when in ("memory_at_rest", "memory_under_load"):
-        lines += [f"| Ray processes {when} {k} | {v} |" for k, v in platform[when].items()]
-    lines += [f"| ratio {k} | {v} |" for k, v in ratios.items()]
+    c = report["concurrency"]
+    lines = [f"{report['images']} images, {c} clients, batch {report['batch']}, "
+             f"torch threads {report['torch_threads']}, {report['cpus']} CPUs", "",
+             "| served by | images/s | p50 ms | p95 ms | ratio: platform ÷ this |",
+             "| --- | --- | --- | --- | --- |"]
+    ratios_ = report["ratios"]
+    if "floor" in report:
+        f = report["floor"]
+        lines.append(f"| in-process floor (decode + both models, batched) | {f['img_per_s']} | "
+                     f"{f['single_image_ms_p50']} (one image) | | "
+                     f"{ratios_.get('platform_over_floor', '')} |")
+    for key, label in (("litserve", "LitServe, same predictors, dynamic batching"),
+                       ("minimal_serve", "smallest synchronous Ray Serve app")):
+        if key in report:
+            r = report[key]
+            lines.append(f"| {label} | {r['img_per_s']} | {r['ms_p50']} | {r['ms_p95']} | "
+                         f"{ratios_.get('platform_over_' + key, '')} |")
+    if "platform" in report:
+        p = report["platform"]
+        load = p["load"]
+        lines.append(f"| this platform: submit + long-poll result | {load['img_per_s']} | "
+                     f"{load['ms_p50']} | {load['ms_p95']} | 1 |")
+        lines += ["", "| platform measure | value |", "| --- | --- |",
+                  f"| idle submit-to-result p50 ms | {p['idle_ms_p50']} |",
+                  f"| idle − floor single image ms | {ratios_.get('idle_minus_floor_single_ms')} |",
+                  f"| CPU ms per task outside inference | {p['platform_cpu_ms_per_task']} |",
+                  f"| CPU ms per task inside inference (model replicas) | "
+                  f"{p['inference_cpu_ms_per_task']} |"]
+        lines += [f"| CPU ms per task: {g} | {v} |"
+                  for g, v in p["cpu_ms_per_task_by_group"].items()]
+        rest = p["at_rest"]
+        lines += [f"| at rest: PSS MiB (Ray processes) | {rest['pss_mib']} |",
+                  f"| at rest: % of one core | {rest['core_pct']} |"]
+        lines += [f"| at rest: % of one core, {g} | {v} |"
+                  for g, v in rest["core_pct_by_group"].items()]
+        lines.append(f"| under load: PSS MiB | {load['pss_mib']} |")
+        b = p["batch_submit"]
+        lines.append(f"| batch submit ({b['files_per_request']} files per request, 4 clients): "
+                     f"tasks accepted/s | {b['tasks_per_s']} |")
+    if "minimal_serve" in report and "cpu_s_by_group" in report["minimal_serve"]:
+        m = report["minimal_serve"]
+        n = m["images"] - m["errors"]
+        lines.append("")
+        lines.append("Minimal Ray Serve app, CPU ms per image by group: " + ", ".join(
+            f"{g} {round(1000 * s / n, 2)}" for g, s in m["cpu_s_by_group"].items()))
     return "\n".join(lines)
 
 

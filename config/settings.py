@@ -37,8 +37,11 @@ class Settings(BaseSettings):
     demo_user: str = "first"
     demo_password: SecretStr = SecretStr("111")
 
-    max_upload_bytes: int = 10 * 1024 * 1024
+    max_upload_bytes: int = 10 * 1024 * 1024  # one image
     max_image_pixels: int = 40_000_000
+    # Batch submit: a multipart body of several files makes one task per file.
+    max_files_per_request: int = 32
+    max_request_bytes: int = 64 * 1024 * 1024  # a whole multipart body
 
     # Abuse limits, per ingress replica: failed logins per client and user name, requests per
     # user, and tasks a user may have waiting (queued or in progress) at once.

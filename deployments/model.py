@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -30,11 +31,18 @@ class ModelDeployment:
     def __init__(self, spec: dict[str, Any]):
         self.spec = ModelSpec.model_validate(spec)
         self.predictor = build_predictor(self.spec)
+        self.batches = self.images = 0
+        self.inference_cpu_s = 0.0
         log.info("%s ready on %s (torch threads: %s)", self.spec.name, self.predictor.device,
                  _torch_threads())
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """``user_config``: batch size and wait, changeable on a running deployment."""
+        """``user_config``: batch size and wait, and torch's thread count (Ray sets it from
+        ``num_cpus``, one thread below a whole CPU), changeable on a running deployment."""
+        if "torch_threads" in config:
+            import torch
+
+            torch.set_num_threads(int(config["torch_threads"]))
         batched: Any = self._predict_batch  # serve.batch adds the setters
         if "max_batch_size" in config:
             batched.set_max_batch_size(int(config["max_batch_size"]))
@@ -53,8 +61,12 @@ class ModelDeployment:
     async def _predict_batch(self, images: list[bytes | np.ndarray]
                              ) -> list[ModelAnswer | ModelRefused]:
         # In a thread: the replica's event loop keeps answering health checks meanwhile.
+        cpu_before = time.process_time()
         outputs, elapsed_ms = await asyncio.to_thread(self.predictor.timed_predict, images)
+        self.inference_cpu_s += time.process_time() - cpu_before
         size = sum(not isinstance(o, ModelRefused) for o in outputs)
+        self.batches += 1
+        self.images += len(images)
         return [o if isinstance(o, ModelRefused) else
                 ModelAnswer(prediction=o, model=self.spec.name, batch_size=size,
                             inference_ms=elapsed_ms)
@@ -62,6 +74,13 @@ class ModelDeployment:
 
     def describe(self) -> dict[str, Any]:
         return self.predictor.describe().as_dict()
+
+    def stats(self) -> dict[str, Any]:
+        """Batches and images run, and the CPU seconds spent running them (the benchmark
+        separates the platform's own cost from the models' with it)."""
+        return {"batches": self.batches, "images": self.images,
+                "inference_cpu_s": round(self.inference_cpu_s, 4),
+                "torch_threads": _torch_threads(), "pid": os.getpid()}
 
     def pid(self) -> int:
         """The replica's process id (the fault tests kill it)."""

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from config.registry import ModelType, Registry
 from serve_app.dependencies import RegistryDep, SettingsDep
 from serve_app.tasks.images import ImageRejected, validate_image
-from serve_app.tasks.uploads import read_upload
+from serve_app.tasks.uploads import read_uploads
 
 # Read as text so that a non-number answers the contract's 400 with the registry message
 # (FastAPI's int parsing would answer 422), documented as the integer it must be.
@@ -60,18 +60,38 @@ class Upload:
     media_type: str
 
 
-async def uploaded_image(request: Request, settings: SettingsDep) -> Upload:
-    """The request's image, read within the byte limit and validated (413, 415, 400)."""
-    body = await read_upload(request, settings.max_upload_bytes)
-    try:
-        # Decoding can take a while for a large PNG: off the event loop.
-        info = await run_in_threadpool(validate_image, body,
-                                       max_pixels=settings.max_image_pixels)
-    except ImageRejected as exc:
-        raise HTTPException(exc.status_code, detail=exc.detail) from exc
-    return Upload(data=body, media_type=info.media_type)
+@dataclass(frozen=True)
+class Uploads:
+    """The request's images, all valid; ``batch`` when they came as a multipart body of
+    several files (answered with ``{"ids": [...]}``)."""
+
+    images: list[Upload]
+    batch: bool
+
+
+def _validate_all(images: list[bytes], max_pixels: int) -> list[Upload]:
+    out = []
+    for number, data in enumerate(images, start=1):
+        try:
+            info = validate_image(data, max_pixels=max_pixels)
+        except ImageRejected as exc:
+            detail = exc.detail if len(images) == 1 else f"File {number}: {exc.detail}"
+            raise HTTPException(exc.status_code, detail=detail) from exc
+        out.append(Upload(data=data, media_type=info.media_type))
+    return out
+
+
+async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
+    """The request's images, read within the byte limits and every one validated (413, 415,
+    400): one bad file refuses the whole request."""
+    images, multipart = await read_uploads(
+        request, file_limit=settings.max_upload_bytes, body_limit=settings.max_request_bytes,
+        max_files=settings.max_files_per_request)
+    # Decoding can take a while for a large PNG: off the event loop.
+    uploads = await run_in_threadpool(_validate_all, images, settings.max_image_pixels)
+    return Uploads(images=uploads, batch=multipart and len(uploads) > 1)
 
 
 DetectionModelId = Annotated[int, Depends(detection_model_id)]
 ClassificationModelId = Annotated[int, Depends(classification_model_id)]
-UploadedImage = Annotated[Upload, Depends(uploaded_image)]
+UploadedImages = Annotated[Uploads, Depends(uploaded_images)]

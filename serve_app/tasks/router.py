@@ -9,13 +9,14 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.dependencies import AsyncDb, DbSession, Queue, SettingsDep
 from serve_app.tasks import service
-from serve_app.tasks.dependencies import ClassificationModelId, DetectionModelId, UploadedImage
+from serve_app.tasks.dependencies import ClassificationModelId, DetectionModelId, UploadedImages
 from serve_app.tasks.schemas import (
     Message,
     Prediction,
     TaskCreated,
     TaskList,
     TaskResultOut,
+    TasksCreated,
     TaskStatusOut,
     TaskSummary,
     result_payload,
@@ -35,7 +36,9 @@ _IMAGE_BODY = {"required": True, "content": {
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "string", "format": "binary"}}}},
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "one image (answered {\"id\"}), or several (one task "
+                                "each, answered {\"ids\"}, all or none)"}}}},
 }}
 
 
@@ -62,8 +65,8 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
 
 @router.post(
     "/api/tasks",
-    response_model=TaskCreated,
-    summary="Submit an image; the task is stored as queued before the id is returned",
+    response_model=TaskCreated | TasksCreated,
+    summary="Submit an image (or several, multipart); stored as queued before the answer",
     # The body is read by the UploadedImage dependency (raw or multipart): described here.
     openapi_extra={"requestBody": _IMAGE_BODY},
     responses={
@@ -75,20 +78,21 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
     },
 )
 async def create_task(user: CurrentUser, detection_id: DetectionModelId,
-                      classification_id: ClassificationModelId, image: UploadedImage,
-                      settings: SettingsDep, db: AsyncDb, queue: Queue) -> TaskCreated:
+                      classification_id: ClassificationModelId, uploads: UploadedImages,
+                      settings: SettingsDep, db: AsyncDb,
+                      queue: Queue) -> TaskCreated | TasksCreated:
     limit = settings.max_active_tasks_per_user
-    task_id = await db.run(lambda s: service.create_task_within_quota(
+    ids = await db.run(lambda s: service.create_tasks_within_quota(
         db=s, user_id=user.id, detection_model_id=detection_id,
-        classification_model_id=classification_id, image=image.data,
-        media_type=image.media_type, max_active=limit))
-    if task_id is None:
+        classification_model_id=classification_id,
+        images=[(u.data, u.media_type) for u in uploads.images], max_active=limit))
+    if ids is None:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            detail=f"You have {limit} tasks waiting, the most allowed; submit "
-                                   "more when some have finished.",
+                            detail=f"You may have {limit} tasks waiting; this request would "
+                                   "pass that. Submit more when some have finished.",
                             headers={"Retry-After": "5"})
     queue.notify()
-    return TaskCreated(id=task_id)
+    return TasksCreated(ids=ids) if uploads.batch else TaskCreated(id=ids[0])
 
 
 @router.get("/api/tasks", response_model=TaskList, summary="The caller's tasks, by id",

@@ -22,6 +22,12 @@ class TaskCreated(BaseModel):
     id: int
 
 
+class TasksCreated(BaseModel):
+    """A batch submission: the ids of its tasks, in the order of the files."""
+
+    ids: list[int]
+
+
 class TaskSummary(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

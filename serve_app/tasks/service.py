@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from storage.database import utcnow
 from storage.models import Task, TaskInput, TaskResult, TaskStatus
 
 # Ids a database column can hold; anything else cannot name a task.
@@ -23,15 +24,24 @@ def create_task(*, db: Session, user_id: int, detection_model_id: int,
     return task
 
 
-def create_task_within_quota(*, db: Session, user_id: int, detection_model_id: int,
-                             classification_model_id: int, image: bytes, media_type: str,
-                             max_active: int) -> int | None:
-    """Store a queued task unless the user already has ``max_active`` waiting; its id or None."""
-    if count_active(db=db, user_id=user_id) >= max_active:
+def create_tasks_within_quota(*, db: Session, user_id: int, detection_model_id: int,
+                              classification_model_id: int, images: list[tuple[bytes, str]],
+                              max_active: int) -> list[int] | None:
+    """Store one queued task per (image, media type), all in one transaction, unless the user
+    would then have more than ``max_active`` waiting; their ids in order, or None."""
+    if count_active(db=db, user_id=user_id) + len(images) > max_active:
         return None
-    return create_task(db=db, user_id=user_id, detection_model_id=detection_model_id,
-                       classification_model_id=classification_model_id, image=image,
-                       media_type=media_type).id
+    now = utcnow()
+    ids = list(db.scalars(
+        insert(Task).returning(Task.id, sort_by_parameter_order=True),
+        [{"user_id": user_id, "detection_model_id": detection_model_id,
+          "classification_model_id": classification_model_id,
+          "status": TaskStatus.queued.value, "input_media_type": media_type,
+          "created_at": now, "attempts": 0} for _, media_type in images]))
+    db.execute(insert(TaskInput), [{"task_id": task_id, "data": data}
+                                   for task_id, (data, _) in zip(ids, images, strict=True)])
+    db.commit()
+    return ids
 
 
 def count_active(*, db: Session, user_id: int) -> int:

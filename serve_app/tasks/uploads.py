@@ -1,4 +1,4 @@
-"""Reading the submitted image from a raw or multipart body, refusing oversized bodies early."""
+"""Reading the submitted images from a raw or multipart body, refusing oversized bodies early."""
 
 from __future__ import annotations
 
@@ -10,14 +10,24 @@ from starlette.formparsers import MultiPartException
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The image bytes of a raw or multipart body, refusing bodies over ``limit`` early: from
+def _too_large(limit: int, what: str = "The image") -> HTTPException:
+    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                         detail=f"{what} is larger than the limit of {limit} bytes.")
+
+
+async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
+                       max_files: int) -> tuple[list[bytes], bool]:
+    """The image bytes of a raw body (one image) or of every file of a multipart body, and
+    whether the body was multipart. Bodies over the limit are refused early: from
     ``Content-Length`` when declared, else as soon as the stream passes it."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
-    cap = limit + (MULTIPART_OVERHEAD if multipart else 0)
-    too_large = HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                              detail=f"The image is larger than the limit of {limit} bytes.")
+    if not multipart or body_limit <= file_limit:
+        cap = file_limit + (MULTIPART_OVERHEAD if multipart else 0)
+        too_large = _too_large(file_limit)
+    else:
+        cap = body_limit
+        too_large = _too_large(body_limit, "The request body")
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdecimal() and int(declared) > cap:
         raise too_large
@@ -29,23 +39,29 @@ async def read_upload(request: Request, limit: int) -> bytes:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not multipart:
-        return body
+        return [body], False
     request._body = body  # starlette parses the form from the cached body
     try:
-        form = await request.form(max_files=1, max_fields=8)
+        form = await request.form(max_files=max_files, max_fields=max_files + 8)
     except (MultiPartException, StarletteHTTPException) as exc:
         reason = exc.message if isinstance(exc, MultiPartException) else exc.detail
         raise HTTPException(status.HTTP_400_BAD_REQUEST,
                             detail=f"Malformed multipart body: {reason}") from exc
     try:
-        files = [v for v in form.values() if isinstance(v, UploadFile)]
+        files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
             raise HTTPException(status.HTTP_400_BAD_REQUEST,
                                 detail="The multipart body has no file: send the image in a "
                                        "field named 'file'.")
-        data = await files[0].read()
+        images = [await f.read() for f in files]
     finally:
         await form.close()
-    if len(data) > limit:
-        raise too_large
-    return data
+    if any(len(data) > file_limit for data in images):
+        raise _too_large(file_limit)
+    return images, True
+
+
+async def read_upload(request: Request, limit: int) -> bytes:
+    """The one image of a raw or single-file multipart body."""
+    images, _ = await read_uploads(request, file_limit=limit, body_limit=limit, max_files=1)
+    return images[0]

@@ -266,3 +266,55 @@ def test_multipart_without_a_file_is_a_400(client, alice):
                            headers=alice)
     assert response.status_code == 400
     assert "no file" in response.json()["detail"]
+
+
+def test_a_multipart_body_of_several_files_makes_one_task_each(client, alice, sample_jpeg,
+                                                               sessions, notifications):
+    png = png_bytes()
+    files = [("file", ("a.jpg", sample_jpeg, "image/jpeg")), ("file", ("b.png", png, "image/png")),
+             ("image", ("c.jpg", sample_jpeg, "image/jpeg"))]
+    response = client.post("/api/tasks?detection_model_id=2", files=files, headers=alice)
+    assert response.status_code == 200, response.text
+    ids = response.json()["ids"]
+    assert set(response.json()) == {"ids"} and len(ids) == 3 and ids == sorted(ids)
+    with sessions() as db:
+        tasks = [db.get(Task, i) for i in ids]
+        assert [t.input.data for t in tasks] == [sample_jpeg, png, sample_jpeg]
+        assert [t.input_media_type for t in tasks] == ["image/jpeg", "image/png", "image/jpeg"]
+        assert {(t.status, t.detection_model_id, t.classification_model_id)
+                for t in tasks} == {("queued", 2, 3)}
+    assert notifications.count == 1  # one wake-up for the whole batch
+
+
+def test_one_bad_file_refuses_the_whole_batch_and_stores_nothing(client, alice, sample_jpeg,
+                                                                 sessions):
+    files = [("file", ("a.jpg", sample_jpeg, "image/jpeg")),
+             ("file", ("b.gif", b"GIF89a....", "image/gif")),
+             ("file", ("c.jpg", sample_jpeg, "image/jpeg"))]
+    response = client.post("/api/tasks", files=files, headers=alice)
+    assert response.status_code == 415
+    assert response.json()["detail"].startswith("File 2: Unsupported image format")
+    with sessions() as db:
+        assert db.scalar(select(Task.id)) is None
+
+
+def test_a_batch_that_would_pass_the_waiting_limit_is_refused_whole(settings, registry, sessions,
+                                                                    make_user, sample_jpeg):
+    from fastapi.testclient import TestClient
+
+    from serve_app.main import create_app
+
+    strict = settings.model_copy(update={"max_active_tasks_per_user": 3})
+    with TestClient(create_app(settings=strict, registry=registry,
+                               session_factory=sessions)) as client:
+        name, password = make_user()
+        token = client.post("/oauth/login", data={"username": name, "password": password})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        files = [("file", (f"{i}.jpg", sample_jpeg, "image/jpeg")) for i in range(4)]
+        response = client.post("/api/tasks", files=files, headers=headers)
+        assert response.status_code == 429
+        assert response.headers["retry-after"] == "5"
+        assert len(client.post("/api/tasks", files=files[:3], headers=headers)
+                   .json()["ids"]) == 3
+    with sessions() as db:
+        assert len(db.scalars(select(Task.id)).all()) == 3

@@ -1,0 +1,90 @@
+"""The peers the platform is measured against, serving the same predictor classes, weights and
+images: the floor (in-process), LitServe, and the smallest synchronous Ray Serve app.
+
+Each peer answers one synchronous request per image with the detector's and the classifier's
+answers; the platform answers asynchronously (submit, then long-poll the result) and stores
+everything durably.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+DETECTOR, CLASSIFIER = "YOLO", "model_v1"
+
+
+def load_task_predictors(device: str | None = None) -> tuple[Any, Any]:
+    """The detector and classifier of a default task, from serve_config.yaml's registry."""
+    from config.serve_config import load_app_config
+    from inference import build_predictor
+
+    registry = load_app_config().registry
+    return (build_predictor(registry.by_name(DETECTOR), device=device),
+            build_predictor(registry.by_name(CLASSIFIER), device=device))
+
+
+def run_task_batch(detector: Any, classifier: Any, images: Sequence[bytes]) -> list[dict]:
+    """Decode each image once and run both models on the batch: what a synchronous server does
+    for a batch of requests."""
+    from inference.images import decode_image
+
+    arrays = [decode_image(b) for b in images]
+    detections = detector.predict(arrays)
+    classes = classifier.predict(arrays)
+    return [{"image_class": c.image_class, "primitives": [p.as_dict() for p in d.primitives]}
+            for d, c in zip(detections, classes, strict=True)]
+
+
+def measure_floor(images: list[bytes], batch: int) -> dict[str, Any]:
+    """Decode + both models in this process, nothing around them: batch-1 latency and batched
+    throughput."""
+    detector, classifier = load_task_predictors()
+    run_task_batch(detector, classifier, images[:2])
+    single = []
+    for image in images[:32]:
+        start = time.perf_counter()
+        run_task_batch(detector, classifier, [image])
+        single.append((time.perf_counter() - start) * 1000)
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        run_task_batch(detector, classifier, images[i:i + batch])
+    elapsed = time.perf_counter() - start
+    return {"img_per_s": round(len(images) / elapsed, 2),
+            "single_image_ms_p50": round(float(np.percentile(single, 50)), 2)}
+
+
+def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: int):
+    """An ingress that reads the body and calls, by handle, one batched replica holding both
+    models: the least a synchronous Ray Serve app can be."""
+    from ray import serve
+    from starlette.requests import Request
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+    class BothModels:
+        def __init__(self) -> None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+            self.detector, self.classifier = load_task_predictors()
+
+        @serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_s)
+        async def predict(self, images: list[bytes]) -> list[dict]:
+            import asyncio
+
+            return await asyncio.to_thread(run_task_batch, self.detector, self.classifier,
+                                           images)
+
+    @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
+    class Front:
+        def __init__(self, models) -> None:
+            self.models = models
+
+        async def __call__(self, request: Request) -> dict:
+            result: dict = await self.models.predict.remote(await request.body())
+            return result
+
+    return Front.bind(BothModels.bind())
