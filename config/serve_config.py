@@ -38,6 +38,7 @@ class AppConfig:
     # by deployment name, exactly as written in the file.
     deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
     http_options: dict[str, Any] = field(default_factory=dict)
+    logging_config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def registry(self) -> Registry:
@@ -60,4 +61,6 @@ def load_app_config(path: Path | str | None = None, app: str = APP_NAME) -> AppC
                    for d in entry.get("deployments", [])}
     return AppConfig(args=AppArgs.model_validate(entry.get("args") or {}),
                      deployments=deployments,
-                     http_options=dict(document.get("http_options") or {}))
+                     http_options=dict(document.get("http_options") or {}),
+                     logging_config=dict(entry.get("logging_config")
+                                         or document.get("logging_config") or {}))

@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     # SQLite file in var/ is the embedded default for the quick start; production sets a
     # postgresql+psycopg2:// URL.
     database_url: str = f"sqlite:///{REPO_ROOT / 'var' / 'primitives.db'}"
-    database_pool_size: int = 5
+    # Connections each ingress replica keeps open (as many again may be opened at peaks);
+    # FastAPI runs up to 40 blocking calls at once, so fewer means connections made and
+    # closed under load.
+    database_pool_size: int = 20
 
     jwt_secret: SecretStr = SecretStr("")
     jwt_algorithm: str = "HS256"

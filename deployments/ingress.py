@@ -27,13 +27,15 @@ class RayQueueLink:
     keeps the actor alive: Ray restarts it after a crash; this recreates it if it was killed
     for good (``ray.kill(no_restart=True)``)."""
 
-    def __init__(self, settings: Settings, detectors: dict[int, DeploymentHandle],
+    def __init__(self, settings: Settings, registry: Registry,
+                 detectors: dict[int, DeploymentHandle],
                  classifiers: dict[int, DeploymentHandle]):
         self.settings = settings
         self.detectors, self.classifiers = detectors, classifiers
         self.handles = {**detectors, **classifiers}
+        self.input_sides = {spec.id: spec.image_size for spec in registry.models}
         self.actor = self._get_or_create()
-        self.actor.configure.remote(detectors, classifiers)
+        self.actor.configure.remote(detectors, classifiers, self.input_sides)
 
     def _get_or_create(self) -> ActorHandle:
         from deployments.task_queue import TaskQueue
@@ -41,7 +43,7 @@ class RayQueueLink:
         return TaskQueue.options(  # type: ignore[attr-defined]
             name=self.settings.queue_actor_name, namespace=self.settings.ray_namespace,
             lifetime="detached", get_if_exists=True,
-        ).remote(self.detectors, self.classifiers)
+        ).remote(self.detectors, self.classifiers, self.input_sides)
 
     def notify(self) -> None:
         self.actor.notify.remote()  # fire and forget: the queue also polls
@@ -70,7 +72,8 @@ class RayQueueLink:
             except ray.exceptions.RayActorError:
                 log.warning("task queue actor is gone; creating it again")
                 self.actor = self._get_or_create()
-                await self.actor.configure.remote(self.detectors, self.classifiers)
+                await self.actor.configure.remote(self.detectors, self.classifiers,
+                                                  self.input_sides)
             except Exception:  # noqa: BLE001 - restarting or slow: look again next round
                 log.info("task queue did not answer; it may be restarting")
 
@@ -85,7 +88,7 @@ class Ingress:
         self.engine = make_engine(self.settings.database_url,
                                   pool_size=self.settings.database_pool_size)
         self.sessions = make_session_factory(self.engine)
-        self.queue = RayQueueLink(self.settings, detectors, classifiers)
+        self.queue = RayQueueLink(self.settings, self.registry, detectors, classifiers)
         self._supervisor = asyncio.get_running_loop().create_task(self.queue.supervise())
 
     def __serve_build_asgi_app__(self):

@@ -30,7 +30,8 @@ from ray.serve.handle import DeploymentHandle
 
 from config.settings import Settings, get_settings
 from inference import Classification, Detection, ModelAnswer, ModelRefused
-from storage.claims import Claim, ClaimStore
+from inference.images import decode_image
+from storage.claims import Claim, ClaimedTask, ClaimStore
 from storage.database import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,9 @@ log = logging.getLogger(__name__)
 class Store(Protocol):
     """The claim operations the dispatcher needs (``storage.claims.ClaimStore``)."""
 
-    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[Claim]: ...
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]: ...
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]: ...
     def is_settled(self, *, task_id: int) -> bool: ...
-    def load_input(self, *, task_id: int) -> bytes | None: ...
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
                  details: dict[str, Any]) -> bool: ...
     def fail(self, *, claim: Claim, error: str) -> bool: ...
@@ -122,14 +122,15 @@ class Dispatcher:
         free = self.concurrency - len(self.running)
         if free <= 0 or self.paused:
             return 0
-        claims = await self._db(self.store.claim_tasks, limit=free,
-                                lease_seconds=self.lease_seconds)
-        for claim in claims:
+        claimed = await self._db(self.store.claim_tasks, limit=free,
+                                 lease_seconds=self.lease_seconds)
+        for item in claimed:
+            claim = item.claim
             self.stats.claimed += 1
-            task = asyncio.create_task(self.run(claim))
+            task = asyncio.create_task(self.run(claim, item.image))
             self.running[claim.task_id] = (claim, task)
             task.add_done_callback(functools.partial(self._finished, claim.task_id))
-        return len(claims)
+        return len(claimed)
 
     async def dispatch_loop(self) -> None:
         while True:
@@ -177,15 +178,15 @@ class Dispatcher:
 
     # -- one task -----------------------------------------------------------------------------
 
-    async def run(self, claim: Claim) -> None:
-        """Run one claimed task to done, failed or back to the queue."""
+    async def run(self, claim: Claim, image: bytes | None) -> None:
+        """Run one claimed task (its image read with the claim) to done, failed or back to
+        the queue."""
         if claim.attempts > self.max_attempts:
             await self._db(self.store.fail, claim=claim,
                            error=f"gave up after {claim.attempts - 1} attempts that crashed")
             self.stats.failed += 1
             return
         try:
-            image = await self._db(self.store.load_input, task_id=claim.task_id)
             if image is None:
                 return  # deleted since it was claimed
             started = time.perf_counter()
@@ -226,19 +227,25 @@ class Dispatcher:
 
 
 class ServeModels:
-    """``RunModels`` over Serve deployment handles, by model id."""
+    """``RunModels`` over Serve deployment handles, by model id. The image is decoded once,
+    here, at the scale the larger of the two models needs (``input_sides``: model id -> input
+    size), and the array goes to the object store once for both deployments."""
 
     def __init__(self, detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle]):
+                 classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]):
         self.detectors, self.classifiers = dict(detectors), dict(classifiers)
+        self.input_sides = dict(input_sides)
 
     async def __call__(self, claim: Claim, image: bytes) -> tuple[ModelAnswer, ModelAnswer]:
         detector = self.detectors.get(claim.detection_model_id)
         classifier = self.classifiers.get(claim.classification_model_id)
         if detector is None or classifier is None:
             raise ModelRefused("the model this task asked for is no longer configured")
-        # The bytes go to the object store once and both deployments read them from there.
-        ref = ray.put(image)
+        side = max(self.input_sides.get(claim.detection_model_id, 0),
+                   self.input_sides.get(claim.classification_model_id, 0))
+        # ImageUnreadable (a ModelRefused) fails the task with its reason.
+        array = await asyncio.to_thread(decode_image, image, min_side=side or None)
+        ref = ray.put(array)
         try:
             detection, classification = await asyncio.gather(
                 detector.predict.remote(ref), classifier.predict.remote(ref))
@@ -258,10 +265,10 @@ class ServeModels:
             max_concurrency=1000)
 class TaskQueue:
     def __init__(self, detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle]):
+                 classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]):
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
-        self.models = ServeModels(detectors, classifiers)
+        self.models = ServeModels(detectors, classifiers, input_sides)
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine)), run_models=self.models,
             concurrency=settings.queue_concurrency, lease_seconds=settings.queue_lease_seconds,
@@ -276,9 +283,10 @@ class TaskQueue:
         self.dispatcher.notify()
 
     def configure(self, detectors: dict[int, DeploymentHandle],
-                  classifiers: dict[int, DeploymentHandle]) -> None:
+                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]) -> None:
         """Point at the current application's deployments (after a redeploy)."""
         self.models.detectors, self.models.classifiers = dict(detectors), dict(classifiers)
+        self.models.input_sides = dict(input_sides)
         self.dispatcher.notify()
 
     def status(self) -> dict[str, Any]:

@@ -29,8 +29,36 @@ class Claim:
     classification_model_id: int
 
 
+@dataclass(frozen=True)
+class ClaimedTask:
+    """A claim with the task's image (None when the task was deleted meanwhile)."""
+
+    claim: Claim
+    image: bytes | None
+
+
 def claim_tasks(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
     """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease)."""
+    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
+    db.commit()
+    return claims
+
+
+def claim_tasks_with_inputs(*, db: Session, limit: int,
+                            lease_seconds: float) -> list[ClaimedTask]:
+    """``claim_tasks``, and the claimed tasks' images read in the same transaction (one
+    query for the whole batch, not one per task)."""
+    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
+    images: dict[int, bytes] = {}
+    if claims:
+        rows = db.execute(select(TaskInput.task_id, TaskInput.data)
+                          .where(TaskInput.task_id.in_([c.task_id for c in claims])))
+        images = {task_id: data for task_id, data in rows}
+    db.commit()
+    return [ClaimedTask(c, images.get(c.task_id)) for c in claims]
+
+
+def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
     now = utcnow()
     runnable = (
         select(Task.id)
@@ -51,7 +79,6 @@ def claim_tasks(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]
         .returning(Task.id, Task.attempts, Task.detection_model_id, Task.classification_model_id)
         .execution_options(synchronize_session=False)
     ).all()
-    db.commit()
     return sorted((Claim(r[0], token, r[1], r[2], r[3]) for r in rows), key=lambda c: c.task_id)
 
 
@@ -144,9 +171,9 @@ class ClaimStore:
     def __init__(self, sessions: sessionmaker[Session]):
         self.sessions = sessions
 
-    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[Claim]:
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         with self.sessions() as db:
-            return claim_tasks(db=db, limit=limit, lease_seconds=lease_seconds)
+            return claim_tasks_with_inputs(db=db, limit=limit, lease_seconds=lease_seconds)
 
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
         with self.sessions() as db:
@@ -155,10 +182,6 @@ class ClaimStore:
     def is_settled(self, *, task_id: int) -> bool:
         with self.sessions() as db:
             return is_settled(db=db, task_id=task_id)
-
-    def load_input(self, *, task_id: int) -> bytes | None:
-        with self.sessions() as db:
-            return load_input(db=db, task_id=task_id)
 
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
                  details: dict[str, Any]) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event, exc
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -25,8 +27,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# A pooled connection idle longer than this is pinged before use (a restarted PostgreSQL
+# leaves dead ones behind); busier ones are not: a ping per checkout was a round trip per
+# query. A connection that dies anyway fails its statement, SQLAlchemy then invalidates the
+# whole pool, and the API answers that one request 503 with Retry-After.
+IDLE_PING_SECONDS = 1.0
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """Create the engine: pre-ping so a restarted PostgreSQL is reconnected transparently."""
+    """Create the engine; pooled connections idle for a while are pinged before use."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -34,10 +43,28 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
-        url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size * 2,
-        pool_recycle=1800,
-    )
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                           pool_recycle=1800)
+    event.listen(engine, "checkin", _note_checkin)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """SQLAlchemy's pessimistic disconnect recipe, for idle connections only: raising
+    DisconnectionError makes the pool replace the connection and try again."""
+    if time.monotonic() - record.info.get("checked_in_at", 0.0) < IDLE_PING_SECONDS:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT 1")
+        cursor.close()
+    except Exception as error:
+        raise exc.DisconnectionError() from error
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

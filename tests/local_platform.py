@@ -40,7 +40,7 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(models=models) if models is not None else app_config.args
     serve.run(compose_app(args, deployment_options=app_config.deployments), name="primitives",
-              route_prefix="/")
+              route_prefix="/", logging_config=app_config.logging_config or None)
     for prefix, app in (extra_apps or {}).items():
         serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
     return f"http://127.0.0.1:{port}"

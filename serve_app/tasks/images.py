@@ -50,7 +50,9 @@ def validate_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise ImageRejected(413, f"The image has too many pixels (limit {max_pixels}).") \
                 from exc
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
+            # ImportError: once ultralytics is imported in the process, it wraps Image.open
+            # and tries to load a HEIF plugin for bytes PIL cannot identify.
             raise ImageRejected(400, f"The {kind} image could not be decoded: its header "
                                      "is corrupt.") from exc
         with img:

@@ -21,7 +21,7 @@ from serve_app.tasks.schemas import (
     TaskSummary,
     result_payload,
 )
-from storage.models import Task, TaskStatus
+from storage.models import Task, TaskResult, TaskStatus
 
 router = APIRouter(tags=["tasks"])
 
@@ -48,19 +48,21 @@ def not_found(task_id: int) -> HTTPException:
 
 
 async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
-                        wait: float) -> Task:
-    """The caller's task; with ``wait``, re-read once it settles or the wait runs out."""
+                        wait: float) -> tuple[Task, TaskResult | None]:
+    """The caller's task and its result, in one query; with ``wait``, read again once the
+    task settles or the wait runs out."""
 
     def read():
-        return db.run(lambda s: service.get_task(db=s, user_id=user_id, task_id=task_id))
+        return db.run(lambda s: service.get_task_and_result(db=s, user_id=user_id,
+                                                            task_id=task_id))
 
-    task = await read()
-    if task is not None and wait > 0 and task.status in UNSETTLED:
-        await queue.wait_finished(task.id, wait)
-        task = await read()
-    if task is None:
+    found = await read()
+    if found is not None and wait > 0 and found[0].status in UNSETTLED:
+        await queue.wait_finished(task_id, wait)
+        found = await read()
+    if found is None:
         raise not_found(task_id)
-    return task
+    return found
 
 
 @router.post(
@@ -115,7 +117,7 @@ def list_tasks(
             responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
                      wait: WaitSeconds = 0) -> TaskStatusOut:
-    task = await _settled_task(db, queue, user.id, task_id, wait)
+    task, _ = await _settled_task(db, queue, user.id, task_id, wait)
     return TaskStatusOut(id=task.id, status=TaskStatus(task.status))
 
 
@@ -136,17 +138,15 @@ def get_input(task_id: TaskId, db: DbSession, user: CurrentUser) -> Response:
 
 async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue,
                   wait: float) -> TaskResultOut:
-    task = await _settled_task(db, queue, user_id, task_id, wait)
+    task, stored = await _settled_task(db, queue, user_id, task_id, wait)
     status_ = TaskStatus(task.status)
     if status_ is TaskStatus.failed:
         return TaskResultOut(id=task.id, status=status_, result=None,
                              error=task.error or "the task failed")
     prediction = None
-    if status_ is TaskStatus.done:
-        stored = await db.run(lambda s: service.get_result(db=s, task_id=task.id))
-        if stored is not None:
-            prediction = Prediction.model_validate(
-                result_payload(stored.image_class, stored.primitives, stored.details))
+    if status_ is TaskStatus.done and stored is not None:
+        prediction = Prediction.model_validate(
+            result_payload(stored.image_class, stored.primitives, stored.details))
     return TaskResultOut(id=task.id, status=status_, result=prediction)
 
 

@@ -69,6 +69,17 @@ def get_task(*, db: Session, user_id: int, task_id: int) -> Task | None:
     return db.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
 
 
+def get_task_and_result(*, db: Session, user_id: int,
+                        task_id: int) -> tuple[Task, TaskResult | None] | None:
+    """The user's task and its result (None until done), in one query."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    row = db.execute(select(Task, TaskResult)
+                     .outerjoin(TaskResult, TaskResult.task_id == Task.id)
+                     .where(Task.id == task_id, Task.user_id == user_id)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] | None:
     """The media type and bytes of the user's task input."""
     if not 0 < task_id <= MAX_TASK_ID:
@@ -80,10 +91,6 @@ def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] |
     ).first()
     return (row[0], row[1]) if row else None
 
-
-def get_result(*, db: Session, task_id: int) -> TaskResult | None:
-    """The stored result of a task, if it has one."""
-    return db.get(TaskResult, task_id)
 
 
 def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:

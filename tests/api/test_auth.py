@@ -60,6 +60,16 @@ def test_login_without_fields_is_a_validation_error(client):
                        headers={"Content-Type": "application/json"}).status_code == 422
 
 
+@pytest.mark.parametrize("field", ["username", "password"])
+def test_a_nul_character_is_a_validation_error_not_a_server_error(client, make_user, field):
+    """Found by the schema fuzzer: PostgreSQL text cannot hold NUL, and the query failed."""
+    make_user("first", "111")
+    form = {"username": "first", "password": "111", field: "fi\x00rst"}
+    response = client.post("/oauth/login", data=form)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+
+
 def test_unknown_user_costs_about_as_much_as_a_wrong_password(settings, registry, sessions,
                                                              make_user):
     make_user("first", "111")

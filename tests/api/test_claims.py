@@ -77,3 +77,14 @@ def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
         assert not claims.complete(db=db, claim=second, image_class="x", primitives=[],
                                    details={})
         assert [c.task_id for c in claims.claim_tasks(db=db, limit=5, lease_seconds=30)] == [keep]
+
+
+def test_a_claim_brings_the_images_of_its_tasks(sessions):
+    ids = _tasks(sessions, 3)
+    with sessions() as db:
+        db.delete(db.get(Task, ids[1]).input)
+        db.commit()
+        claimed = claims.claim_tasks_with_inputs(db=db, limit=5, lease_seconds=30)
+    assert [(c.claim.task_id, c.image) for c in claimed] == \
+        [(ids[0], b"\xff\xd8\xff"), (ids[1], None), (ids[2], b"\xff\xd8\xff")]
+    assert {c.claim.token for c in claimed} == {claimed[0].claim.token}

@@ -118,7 +118,12 @@ def wait_finished(http: httpx.Client, headers: dict[str, str], task_ids: list[in
         for task_id in task_ids:
             if task_id in final:
                 continue
-            status = http.get(f"/api/tasks/{task_id}/status", headers=headers).json()["status"]
+            response = http.get(f"/api/tasks/{task_id}/status", headers=headers)
+            if response.status_code == 503:  # the database restarting: retry, as told
+                assert response.headers["retry-after"]
+                continue
+            assert response.status_code == 200, response.text
+            status = response.json()["status"]
             if status in ("done", "failed"):
                 final[task_id] = status
         time.sleep(0.25)

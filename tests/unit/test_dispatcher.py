@@ -9,7 +9,7 @@ from typing import Any
 
 from deployments.task_queue import Dispatcher, retry_delay
 from inference import Classification, Detection, ModelAnswer, ModelRefused, Primitive
-from storage.claims import Claim
+from storage.claims import Claim, ClaimedTask
 
 CUBE = Primitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
 
@@ -42,14 +42,14 @@ class MemoryStore:
         row = self.rows.get(claim.task_id)
         return row is not None and row.token == claim.token and row.status == "in progress"
 
-    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[Claim]:
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         token = f"t{next(self.tokens)}"
         out = []
         for task_id, row in sorted(self.rows.items()):
             if row.status == "queued" and len(out) < limit:
                 row.status, row.token = "in progress", token
                 row.attempts += 1
-                out.append(Claim(task_id, token, row.attempts, 1, 3))
+                out.append(ClaimedTask(Claim(task_id, token, row.attempts, 1, 3), row.image))
         return out
 
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -58,10 +58,6 @@ class MemoryStore:
     def is_settled(self, *, task_id: int) -> bool:
         row = self.rows.get(task_id)
         return row is None or row.status in ("done", "failed")
-
-    def load_input(self, *, task_id: int) -> bytes | None:
-        row = self.rows.get(task_id)
-        return row.image if row else None
 
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
                  details: dict[str, Any]) -> bool:

@@ -72,3 +72,15 @@ def test_missing_weights_stop_start_up_with_a_clear_message(tmp_path, registry):
     spec = registry.models[0].model_copy(update={"weights": tmp_path / "nope.pt"})
     with pytest.raises(WeightsError, match="does not exist"):
         require_weights(spec)
+
+
+def test_a_scaled_decode_keeps_the_longer_side_at_least_the_asked_size():
+    img = Image.new("RGB", (640, 480), (10, 200, 30))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG")
+    assert decode_image(buf.getvalue()).shape == (480, 640, 3)
+    assert decode_image(buf.getvalue(), min_side=256).shape == (240, 320, 3)  # scale 1/2
+    assert decode_image(buf.getvalue(), min_side=80).shape == (60, 80, 3)  # scale 1/8
+    assert decode_image(buf.getvalue(), min_side=1000).shape == (480, 640, 3)
+    assert np.abs(decode_image(buf.getvalue(), min_side=256).astype(int).mean(axis=(0, 1))
+                  - [10, 200, 30]).max() < 3

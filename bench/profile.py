@@ -1,0 +1,123 @@
+"""Where the platform's CPU goes under load: py-spy samples every platform process while 32
+clients submit and long-poll, and the hottest frames of each group are printed.
+
+Usage: ``python -m bench.profile [--seconds 20]`` (needs py-spy, in the bench extra, and
+permission to ptrace the processes: run as root or with CAP_SYS_PTRACE). Collapsed stacks go
+to ``bench/out/profile/<group>.txt`` (load them in speedscope or flamegraph.pl).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench import cpu
+from bench.run import platform_load
+
+
+def platform_pids() -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = collections.defaultdict(list)
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        group = cpu.group_of(" ".join(proc.info["cmdline"] or []), proc.info["name"] or "")
+        if group not in (None, "postgresql"):
+            groups[group].append(proc.pid)
+    return dict(groups)
+
+
+def summarize(path: Path, top: int) -> list[str]:
+    """Self time and inclusive time of the hottest functions in a collapsed-stack file."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        frames = stack.split(";")
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    lines = [f"{path.stem}: {total} samples"]
+    lines += [f"  self {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
+    lines += [f"  incl {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)
+              if "<module>" not in f]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", type=Path, default=Path("bench/out/profile"))
+    args = parser.parse_args()
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        raise SystemExit("py-spy is not installed (pip install -e '.[bench]')")
+    from serve_app.auth.service import create_user
+    from storage.database import make_engine, make_session_factory
+    from tests.local_platform import start_local_platform, stop_local_platform
+    from tests.scratch_db import create_scratch_database, drop_scratch_database
+    from training.render import render_jpeg
+
+    images = [render_jpeg(10_000 + i)[0] for i in range(64)]
+    url = create_scratch_database("primitives_profile")
+    env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
+           "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
+           "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
+           "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
+           "PRIMITIVES_QUEUE_ACTOR_NAME": f"profile_queue_{uuid.uuid4().hex[:6]}"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        base = start_local_platform(env, namespace="primitives-profile")
+        engine = make_engine(url)
+        with make_session_factory(engine)() as db:
+            create_user(db=db, username="bench", password="bench-pw")
+        engine.dispose()
+        token = httpx.post(f"{base}/oauth/login",
+                           data={"username": "bench", "password": "bench-pw"}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        asyncio.run(platform_load(base, headers, images[:16], 8))
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                asyncio.run(platform_load(base, headers, images, 32))
+
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        time.sleep(3)
+        recorders = []
+        for group, pids in platform_pids().items():
+            for pid in pids:
+                name = f"{group.replace(' ', '_')}-{pid}"
+                recorders.append((name, subprocess.Popen(
+                    [py_spy, "record", "--pid", str(pid), "--duration", str(args.seconds),
+                     "--rate", "50", "--format", "raw", "--nonblocking", "--output",
+                     str(args.out / f"{name}.txt")],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        for _, rec in recorders:
+            rec.wait()
+        stop.set()
+        loader.join(120)
+    finally:
+        stop_local_platform(env)
+        drop_scratch_database(url)
+    for name, _ in recorders:
+        path = args.out / f"{name}.txt"
+        if path.exists() and path.stat().st_size:
+            print("\n".join(summarize(path, args.top)))
+
+
+if __name__ == "__main__":
+    main()
