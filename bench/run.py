@@ -220,7 +220,10 @@ def run_platform(images: list[bytes], concurrency: int, config: Path | None) -> 
            "PRIMITIVES_QUEUE_ACTOR_NAME": f"bench_queue_{uuid.uuid4().hex[:6]}"}
     out: dict[str, Any] = {}
     try:
-        base = start_local_platform(env, namespace="primitives-bench", config=config)
+        ray_env = dict(item.split("=", 1) for item in os.environ.get(
+            "BENCH_RAY_ENV", "").split() if "=" in item)
+        base = start_local_platform(env, namespace="primitives-bench", config=config,
+                                    ray_env=ray_env)
         engine = make_engine(url)
         with make_session_factory(engine)() as db:
             create_user(db=db, username="bench", password="bench-pw")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -13,7 +16,9 @@ from ray.serve.handle import DeploymentHandle
 
 from config.registry import ModelSpec, Registry
 from config.settings import Settings, get_settings
+from serve_app.dependencies import Watch
 from serve_app.main import create_app
+from storage import events
 from storage.database import make_engine, make_session_factory
 
 log = logging.getLogger("ray.serve")
@@ -22,10 +27,36 @@ SUPERVISE_SECONDS = 5.0
 DESCRIBE_TIMEOUT_S = 2.0
 
 
+class _ActorWatch:
+    """Waits through the queue actor (databases without events: SQLite)."""
+
+    def __init__(self, link: RayQueueLink, task_id: int):
+        self.link, self.task_id = link, task_id
+
+    async def wait(self, timeout: float) -> None:
+        try:
+            await self.link.actor.wait_finished.remote(self.task_id, timeout)
+        except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
+            log.info("long poll for task %d ended early: the queue did not answer",
+                     self.task_id)
+
+
+class _EventWatch:
+    def __init__(self, event: asyncio.Event):
+        self.event = event
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)
+
+
 class RayQueueLink:
     """The API's ``QueueLink`` over the queue actor and the model deployments' handles. It
     keeps the actor alive: Ray restarts it after a crash; this recreates it if it was killed
-    for good (``ray.kill(no_restart=True)``)."""
+    for good (``ray.kill(no_restart=True)``).
+
+    On PostgreSQL, stored tasks wake the queue and settled tasks wake long polls through the
+    database's notifications (``storage.events``): no Ray call per task for either."""
 
     def __init__(self, settings: Settings, registry: Registry,
                  detectors: dict[int, DeploymentHandle],
@@ -36,6 +67,41 @@ class RayQueueLink:
         self.input_sides = {spec.id: spec.image_size for spec in registry.models}
         self.actor = self._get_or_create()
         self.actor.configure.remote(detectors, classifiers, self.input_sides)
+        self.waiters: dict[int, set[asyncio.Event]] = {}
+        self.listener: events.Listener | None = None
+        if events.supported(settings.database_url):
+            loop = asyncio.get_running_loop()
+            self.listener = events.Listener(
+                settings.database_url, [events.TASK_SETTLED],
+                on_event=lambda _channel, payload: loop.call_soon_threadsafe(
+                    self._settled, payload),
+                on_reconnect=lambda: loop.call_soon_threadsafe(self._wake_all)).start()
+
+    def _settled(self, payload: str) -> None:
+        for event in self.waiters.get(int(payload), ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        """Events may have been missed while disconnected: let every waiter read again."""
+        for waiting in self.waiters.values():
+            for event in waiting:
+                event.set()
+
+    @contextmanager
+    def watch(self, task_id: int) -> Iterator[Watch]:
+        if self.listener is None:
+            yield _ActorWatch(self, task_id)
+            return
+        event = asyncio.Event()
+        self.waiters.setdefault(task_id, set()).add(event)
+        try:
+            yield _EventWatch(event)
+        finally:
+            waiting = self.waiters.get(task_id)
+            if waiting is not None:
+                waiting.discard(event)
+                if not waiting:
+                    del self.waiters[task_id]
 
     def _get_or_create(self) -> ActorHandle:
         from deployments.task_queue import TaskQueue
@@ -46,13 +112,8 @@ class RayQueueLink:
         ).remote(self.detectors, self.classifiers, self.input_sides)
 
     def notify(self) -> None:
-        self.actor.notify.remote()  # fire and forget: the queue also polls
-
-    async def wait_finished(self, task_id: int, timeout: float) -> None:
-        try:
-            await self.actor.wait_finished.remote(task_id, timeout)
-        except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
-            log.info("long poll for task %d ended early: the queue did not answer", task_id)
+        if self.listener is None:  # with events, the stored task's notification wakes it
+            self.actor.notify.remote()  # fire and forget: the queue also polls
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         async def one(model_id: int, handle: DeploymentHandle) -> tuple[int, dict[str, Any]]:

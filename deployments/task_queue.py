@@ -31,6 +31,7 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import Settings, get_settings
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from inference.images import decode_image
+from storage import events
 from storage.claims import Claim, ClaimedTask, ClaimStore
 from storage.database import make_engine, make_session_factory
 
@@ -276,6 +277,14 @@ class TaskQueue:
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self.dispatcher.dispatch_loop()),
                        loop.create_task(self.dispatcher.lease_loop())]
+        self.listener: events.Listener | None = None
+        if events.supported(settings.database_url):
+            # A stored (or released) task wakes the dispatcher; on (re)connection it looks.
+            self.listener = events.Listener(
+                settings.database_url, [events.TASKS_QUEUED],
+                on_event=lambda _channel, _payload: loop.call_soon_threadsafe(
+                    self.dispatcher.notify),
+                on_reconnect=lambda: loop.call_soon_threadsafe(self.dispatcher.notify)).start()
         log.info("task queue started (concurrency %d, lease %.0fs)",
                  settings.queue_concurrency, settings.queue_lease_seconds)
 

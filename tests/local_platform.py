@@ -19,10 +19,12 @@ def free_port() -> int:
 def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | None = None,
                          num_cpus: int = 4, namespace: str = "primitives-local",
                          extra_apps: dict[str, Any] | None = None,
-                         port: int | None = None, config: Path | None = None) -> str:
+                         port: int | None = None, config: Path | None = None,
+                         ray_env: dict[str, str] | None = None) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
     of ``config`` (serve_config.yaml by default; ``models`` replaces its registry), deploy any
-    ``extra_apps`` by route prefix, and return the HTTP base URL."""
+    ``extra_apps`` by route prefix, and return the HTTP base URL. ``ray_env`` goes to Ray's
+    processes only (not this driver)."""
     import ray
     from ray import serve
 
@@ -35,7 +37,7 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     get_settings.cache_clear()
     app_config = load_app_config(config)
     ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
-             runtime_env={"env_vars": env})
+             runtime_env={"env_vars": {**env, **(ray_env or {})}})
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(models=models) if models is not None else app_config.args
