@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
 	@echo "Development mode: demo user 'first' / '111' is created (PRIMITIVES_ENVIRONMENT=production disables it)"
-	$(BIN)/serve run serve_config.yaml
+	env $$(grep -v '^\s*#' config/ray.env | xargs) $(BIN)/serve run serve_config.yaml
 
 test: install  ## Type check, then unit, API and integration tests (starts PostgreSQL if down)
 	$(BIN)/mypy

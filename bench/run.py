@@ -204,9 +204,11 @@ def inference_cpu(before: dict[str, dict[str, Any]], after: dict[str, dict[str, 
                for k, s in after.items())
 
 
-def run_platform(images: list[bytes], concurrency: int, config: Path | None) -> dict[str, Any]:
+def run_platform(images: list[bytes], concurrency: int, config: Path | None,
+                 ray_env: Path | None) -> dict[str, Any]:
     import ray
 
+    from config.serve_config import load_ray_env
     from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
     from tests.local_platform import start_local_platform, stop_local_platform
@@ -220,10 +222,8 @@ def run_platform(images: list[bytes], concurrency: int, config: Path | None) -> 
            "PRIMITIVES_QUEUE_ACTOR_NAME": f"bench_queue_{uuid.uuid4().hex[:6]}"}
     out: dict[str, Any] = {}
     try:
-        ray_env = dict(item.split("=", 1) for item in os.environ.get(
-            "BENCH_RAY_ENV", "").split() if "=" in item)
         base = start_local_platform(env, namespace="primitives-bench", config=config,
-                                    ray_env=ray_env)
+                                    ray_env=load_ray_env(ray_env))
         engine = make_engine(url)
         with make_session_factory(engine)() as db:
             create_user(db=db, username="bench", password="bench-pw")
@@ -270,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--config", type=Path, default=None,
                         help="Serve config to deploy (default serve_config.yaml)")
+    parser.add_argument("--ray-env", type=Path, default=None,
+                        help="environment of Ray's processes (default config/ray.env)")
     parser.add_argument("--only", nargs="*", default=None,
                         help="rows to run: floor litserve minimal platform (default all)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
                                                     threads)
         log.info("minimal serve: %s", report["minimal_serve"])
     if "platform" in rows:
-        report["platform"] = run_platform(images, args.concurrency, args.config)
+        report["platform"] = run_platform(images, args.concurrency, args.config, args.ray_env)
         log.info("platform: %s", report["platform"])
     report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

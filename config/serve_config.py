@@ -64,3 +64,17 @@ def load_app_config(path: Path | str | None = None, app: str = APP_NAME) -> AppC
                      http_options=dict(document.get("http_options") or {}),
                      logging_config=dict(entry.get("logging_config")
                                          or document.get("logging_config") or {}))
+
+
+RAY_ENV_PATH = REPO_ROOT / "config" / "ray.env"
+
+
+def load_ray_env(path: Path | str | None = None) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of ``config/ray.env`` (comments and blank lines skipped)."""
+    env: dict[str, str] = {}
+    for line in Path(path or RAY_ENV_PATH).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env

@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import events
 from storage.database import utcnow
 from storage.models import Task, TaskInput, TaskResult, TaskStatus
 
@@ -132,7 +131,6 @@ def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[di
         return False
     db.add(TaskResult(task_id=claim.task_id, image_class=image_class, primitives=primitives,
                       details=details))
-    events.emit(db, events.TASK_SETTLED, str(claim.task_id))
     db.commit()
     return True
 
@@ -148,8 +146,6 @@ def fail(*, db: Session, claim: Claim, error: str) -> bool:
         .returning(Task.id)
         .execution_options(synchronize_session=False)
     ).first()
-    if row is not None:
-        events.emit(db, events.TASK_SETTLED, str(claim.task_id))
     db.commit()
     return row is not None
 
@@ -164,8 +160,6 @@ def release(*, db: Session, claim: Claim) -> bool:
         .returning(Task.id)
         .execution_options(synchronize_session=False)
     ).first()
-    if row is not None:
-        events.emit(db, events.TASKS_QUEUED)
     db.commit()
     return row is not None
 

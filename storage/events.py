@@ -1,10 +1,11 @@
 """Task events through PostgreSQL's LISTEN/NOTIFY: a stored task wakes the queue, a settled
 task wakes the long polls waiting for it, on every node, with no Ray call in between.
 
-The notifications are sent inside the transactions that store the change, so PostgreSQL
-delivers them exactly when the change is visible. A listener that loses its connection
-reconnects and reports it (``on_reconnect``), so that whoever waits can look at the database
-again: a notification sent while it was away is lost, the state in the database is not.
+Triggers send the notifications (migration 0002) inside the transactions that store the
+change, so PostgreSQL delivers them exactly when the change is visible, whoever wrote it. A
+listener that loses its connection reconnects and reports it (``on_reconnect``), so that
+whoever waits can look at the database again: a notification sent while it was away is lost,
+the state in the database is not.
 """
 
 from __future__ import annotations
@@ -15,27 +16,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func
-from sqlalchemy import select as sql_select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
+# Insert, or back to queued after a transient failure. The names are migration 0002's.
 TASKS_QUEUED = "primitives_tasks_queued"
-TASK_SETTLED = "primitives_task_settled"  # payload: the task id
+TASK_SETTLED = "primitives_task_settled"  # done, failed or deleted; payload: the task id
 
 
 def supported(url: str) -> bool:
     """Whether the database delivers events (PostgreSQL does; SQLite does not)."""
     return make_url(url).get_backend_name() == "postgresql"
-
-
-def emit(db: Session, channel: str, payload: str = "") -> None:
-    """Send ``payload`` on ``channel`` when the session's transaction commits (PostgreSQL
-    only; nothing elsewhere)."""
-    if db.get_bind().dialect.name == "postgresql":
-        db.execute(sql_select(func.pg_notify(channel, payload)))
 
 
 class Listener:

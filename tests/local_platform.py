@@ -23,12 +23,12 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
                          ray_env: dict[str, str] | None = None) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
     of ``config`` (serve_config.yaml by default; ``models`` replaces its registry), deploy any
-    ``extra_apps`` by route prefix, and return the HTTP base URL. ``ray_env`` goes to Ray's
-    processes only (not this driver)."""
+    ``extra_apps`` by route prefix, and return the HTTP base URL. ``ray_env`` (default:
+    config/ray.env) goes to Ray's processes only, not to this driver."""
     import ray
     from ray import serve
 
-    from config.serve_config import AppArgs, load_app_config
+    from config.serve_config import AppArgs, load_app_config, load_ray_env
     from deployments.app import compose_app
 
     os.environ.update(env)  # the driver reads the same settings as the workers
@@ -37,7 +37,8 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     get_settings.cache_clear()
     app_config = load_app_config(config)
     ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
-             runtime_env={"env_vars": {**env, **(ray_env or {})}})
+             runtime_env={"env_vars": {**env, **(load_ray_env() if ray_env is None
+                                                 else ray_env)}})
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(models=models) if models is not None else app_config.args

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
-from storage import events
 from storage.database import utcnow
 from storage.models import Task, TaskInput, TaskResult, TaskStatus
 
@@ -41,7 +40,6 @@ def create_tasks_within_quota(*, db: Session, user_id: int, detection_model_id: 
           "created_at": now, "attempts": 0} for _, media_type in images]))
     db.execute(insert(TaskInput), [{"task_id": task_id, "data": data}
                                    for task_id, (data, _) in zip(ids, images, strict=True)])
-    events.emit(db, events.TASKS_QUEUED)
     db.commit()
     return ids
 
@@ -102,7 +100,5 @@ def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:
     deleted = db.execute(
         delete(Task).where(Task.id == task_id, Task.user_id == user_id).returning(Task.id)
     ).first()
-    if deleted is not None:
-        events.emit(db, events.TASK_SETTLED, str(task_id))  # long polls on it end
     db.commit()
     return deleted is not None

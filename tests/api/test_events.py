@@ -29,6 +29,17 @@ def test_storing_and_settling_tasks_notify_listeners_on_commit(database_url, ses
         assert heard.get(timeout=5) == (events.TASK_SETTLED, str(task_id))
         client.delete(f"/api/tasks/{task_id}", headers=alice)
         assert heard.get(timeout=5) == (events.TASK_SETTLED, str(task_id))
+        other = client.post("/api/tasks", content=sample_jpeg,
+                            headers={**alice, "Content-Type": "image/jpeg"}).json()["id"]
+        assert heard.get(timeout=5) == (events.TASKS_QUEUED, "")
+        with sessions() as db:
+            (claim,) = claims.claim_tasks(db=db, limit=1, lease_seconds=30)
+            assert claims.release(db=db, claim=claim)
+            assert heard.get(timeout=5) == (events.TASKS_QUEUED, "")  # back in the queue
+            (claim,) = claims.claim_tasks(db=db, limit=1, lease_seconds=30)
+            assert claims.fail(db=db, claim=claim, error="model error")
+        assert heard.get(timeout=5) == (events.TASK_SETTLED, str(other))
+        assert heard.empty()
     finally:
         listener.stop()
     assert not listener.connected.is_set()
