@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit install migrate lint data train evaluate bench load clean
+.PHONY: run test test-unit install migrate lint data train evaluate bench profile load clean
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -47,9 +47,15 @@ evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metr
 	$(BIN)/python -m training.evaluate --data data/primitives --split test --out weights/metrics.json
 	$(BIN)/python -m training.model_card
 
-bench: install  ## Floor vs platform throughput/latency, ingress overhead, memory (< 10 min)
+bench: install  ## Platform vs floor, LitServe and minimal Ray Serve; CPU per task (< 10 min)
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[bench]'
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m bench.run
+
+profile: install  ## py-spy over every platform process under load (bench/out/profile)
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[bench]'
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m bench.profile
 
 load: install  ## 20 users submit for 2 minutes; fails if an accepted task is lost
 	bash scripts/ensure-postgres.sh

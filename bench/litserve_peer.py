@@ -16,7 +16,8 @@ class TaskAPI(ls.LitAPI):
         import torch
 
         torch.set_num_threads(self.torch_threads)
-        self.detector, self.classifier = load_task_predictors(device="cpu")
+        self.detector, self.classifier = load_task_predictors(
+            device="cuda" if device.startswith("cuda") else "cpu")
 
     def decode_request(self, request: dict) -> bytes:
         return base64.b64decode(request["image"])
@@ -43,7 +44,11 @@ def main() -> None:
     args = parser.parse_args()
     api = TaskAPI(max_batch_size=args.max_batch_size, batch_timeout=args.batch_wait_s)
     api.torch_threads = args.torch_threads
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=1, timeout=120)
+    import torch
+
+    accelerator = "cuda" if torch.cuda.is_available() else "cpu"
+    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=1,
+                          timeout=120)
     server.run(host="127.0.0.1", port=args.port, log_level="warning",
                generate_client_file=False)
 

@@ -57,13 +57,15 @@ def measure_floor(images: list[bytes], batch: int) -> dict[str, Any]:
             "single_image_ms_p50": round(float(np.percentile(single, 50)), 2)}
 
 
-def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: int):
+def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: int,
+                      num_gpus: float = 0):
     """An ingress that reads the body and calls, by handle, one batched replica holding both
     models: the least a synchronous Ray Serve app can be."""
     from ray import serve
     from starlette.requests import Request
 
-    @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=64)
+    @serve.deployment(ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
+                      max_ongoing_requests=4 * max_batch_size)
     class BothModels:
         def __init__(self) -> None:
             import torch

@@ -166,6 +166,7 @@ def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: floa
 def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
                       threads: int) -> dict[str, Any]:
     import ray
+    import torch
     from ray import serve
 
     from tests.local_platform import free_port
@@ -174,7 +175,9 @@ def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s:
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(minimal_serve_app(batch, wait_s, threads), name="minimal", route_prefix="/")
+        gpus = 1 if torch.cuda.is_available() else 0
+        serve.run(minimal_serve_app(batch, wait_s, threads, gpus), name="minimal",
+                  route_prefix="/")
         base = f"http://127.0.0.1:{port}"
         time.sleep(2)
         before = cpu.sample()
@@ -215,7 +218,9 @@ def run_platform(images: list[bytes], concurrency: int, config: Path | None,
     from tests.scratch_db import create_scratch_database, drop_scratch_database
 
     url = create_scratch_database("primitives_bench")
-    env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
+    # PRIMITIVES_* settings of this shell reach the platform too (e.g. PRIMITIVES_TASK_EVENTS).
+    env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},
+           "PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
            "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
            "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
            "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--config", type=Path, default=None,
                         help="Serve config to deploy (default serve_config.yaml)")
+    parser.add_argument("--overlay", type=Path, action="append", default=[],
+                        help="config overlay to merge over it (e.g. config/gpu.yaml)")
     parser.add_argument("--ray-env", type=Path, default=None,
                         help="environment of Ray's processes (default config/ray.env)")
     parser.add_argument("--only", nargs="*", default=None,
@@ -280,10 +287,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import torch
 
-    from config.serve_config import load_app_config
+    from config.serve_config import SERVE_CONFIG_PATH, load_app_config
     from training.render import render_jpeg
 
-    app_config = load_app_config(args.config)
+    config = args.config
+    if args.overlay:  # the platform deploys a file: write the merged one
+        from config.serve_config import main as write_config
+
+        config = args.out.parent / "serve_config.merged.yaml"
+        write_config(["--config", str(args.config or SERVE_CONFIG_PATH), "--out", str(config),
+                      *[a for o in args.overlay for a in ("--overlay", str(o))]])
+    app_config = load_app_config(config)
     options = app_config.options_for(DETECTOR).get("user_config", {})
     batch = int(options.get("max_batch_size", 8))
     wait_s = float(options.get("batch_wait_timeout_s", 0.005))
@@ -293,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     images = [render_jpeg(10_000 + i)[0] for i in range(args.images)]
     report: dict[str, Any] = {"images": len(images), "concurrency": args.concurrency,
                               "batch": batch, "batch_wait_s": wait_s, "torch_threads": threads,
-                              "cpus": os.cpu_count()}
+                              "cpus": os.cpu_count(),
+                              "gpu": torch.cuda.get_device_name(0)
+                              if torch.cuda.is_available() else None}
     if "floor" in rows:
         report["floor"] = measure_floor(images, batch)
         log.info("floor: %s", report["floor"])
@@ -305,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
                                                     threads)
         log.info("minimal serve: %s", report["minimal_serve"])
     if "platform" in rows:
-        report["platform"] = run_platform(images, args.concurrency, args.config, args.ray_env)
+        report["platform"] = run_platform(images, args.concurrency, config, args.ray_env)
         log.info("platform: %s", report["platform"])
     report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,9 @@ harnesses (tests, benchmark) and evaluation read the same file through this modu
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +22,18 @@ SERVE_CONFIG_PATH = REPO_ROOT / "serve_config.yaml"
 APP_NAME = "primitives"
 
 
+class QueueOptions(BaseModel):
+    """The task queue's scaling: how many tasks it runs at once (enough for a full batch on
+    every detector replica)."""
+
+    concurrency: int = Field(default=16, ge=1, le=4096)
+
+
 class AppArgs(BaseModel):
     """The ``args`` of the application in serve_config.yaml (the builder's typed input)."""
 
     models: list[ModelSpec] = Field(min_length=1)
+    queue: QueueOptions = Field(default_factory=QueueOptions)
 
     @property
     def registry(self) -> Registry:
@@ -49,10 +60,41 @@ class AppConfig:
         return dict(self.deployments.get(name, {}))
 
 
-def load_app_config(path: Path | str | None = None, app: str = APP_NAME) -> AppConfig:
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` laid on ``base``: mappings key by key; lists of named entries (deployments)
+    entry by name; anything else replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
+    if isinstance(base, list) and isinstance(over, list) and all(
+            isinstance(e, dict) and "name" in e for e in [*base, *over]):
+        merged = {e["name"]: e for e in base}
+        for entry in over:
+            merged[entry["name"]] = _merge(merged.get(entry["name"], {}), entry)
+        return list(merged.values())
+    return over
+
+
+def read_config(path: Path | str | None = None, overlays: Sequence[Path | str] = (),
+                app: str = APP_NAME) -> dict[str, Any]:
+    """The Serve config document, with each overlay's ``args`` and ``deployments`` merged
+    into application ``app`` (an overlay holds only what differs, e.g. config/gpu.yaml)."""
+    document = yaml.safe_load(Path(path or SERVE_CONFIG_PATH).read_text())
+    for overlay in overlays:
+        extra = yaml.safe_load(Path(overlay).read_text()) or {}
+        for entry in document.get("applications", []):
+            if entry.get("name") == app:
+                for key in ("args", "deployments"):
+                    if key in extra:
+                        entry[key] = _merge(entry.get(key, {} if key == "args" else []),
+                                            extra[key])
+    return document
+
+
+def load_app_config(path: Path | str | None = None, app: str = APP_NAME,
+                    overlays: Sequence[Path | str] = ()) -> AppConfig:
     """Parse one application of a Serve config file (``serve_config.yaml`` by default)."""
     path = Path(path) if path is not None else SERVE_CONFIG_PATH
-    document = yaml.safe_load(path.read_text())
+    document = read_config(path, overlays, app)
     apps = {a.get("name"): a for a in document.get("applications", [])}
     if app not in apps:
         raise ValueError(f"{path}: no application named {app!r} (found {sorted(apps)})")
@@ -78,3 +120,25 @@ def load_ray_env(path: Path | str | None = None) -> dict[str, str]:
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
     return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m config.serve_config --overlay config/gpu.yaml --out FILE``: write the merged
+    config that ``serve run``/``serve deploy`` take."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", type=Path, default=SERVE_CONFIG_PATH)
+    parser.add_argument("--overlay", type=Path, action="append", default=[])
+    parser.add_argument("--out", type=Path, default=None, help="default: standard output")
+    args = parser.parse_args(argv)
+    document = read_config(args.config, args.overlay)
+    load_app_config(args.config, overlays=args.overlay)  # validate before writing
+    text = yaml.safe_dump(document, sort_keys=False)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

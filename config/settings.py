@@ -55,9 +55,8 @@ class Settings(BaseSettings):
     default_detection_model_id: int = 1
     default_classification_model_id: int = 3
 
-    # Queue: how many tasks run at once, how long a claim lasts without renewal, how often
-    # the queue looks for work it was not told about.
-    queue_concurrency: int = 16  # at least a full batch for each detector replica
+    # Queue: how long a claim lasts without renewal, how often the queue looks for work it
+    # was not told about. (How many tasks it runs at once is scaling: serve_config.yaml.)
     queue_lease_seconds: float = 30.0
     queue_poll_seconds: float = 2.0
     queue_max_attempts: int = 3

@@ -65,4 +65,5 @@ def compose_app(args: AppArgs, *,
             spec.model_dump(mode="json"))
         (detectors if spec.type is ModelType.detection else classifiers)[spec.id] = bound
     return ingress.options(name=INGRESS, **options.get(INGRESS, {})).bind(
-        [m.model_dump(mode="json") for m in registry.models], detectors, classifiers)
+        [m.model_dump(mode="json") for m in registry.models], detectors, classifiers,
+        args.queue.concurrency)

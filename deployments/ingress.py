@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +17,6 @@ from config.registry import ModelSpec, Registry
 from config.settings import Settings, get_settings
 from serve_app.dependencies import Watch
 from serve_app.main import create_app
-from storage import events
 from storage.database import make_engine, make_session_factory
 
 log = logging.getLogger("ray.serve")
@@ -28,7 +26,7 @@ DESCRIBE_TIMEOUT_S = 2.0
 
 
 class _ActorWatch:
-    """Waits through the queue actor (databases without events: SQLite)."""
+    """Waits through the queue actor, which knows when its tasks settle."""
 
     def __init__(self, link: RayQueueLink, task_id: int):
         self.link, self.task_id = link, task_id
@@ -41,67 +39,30 @@ class _ActorWatch:
                      self.task_id)
 
 
-class _EventWatch:
-    def __init__(self, event: asyncio.Event):
-        self.event = event
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.event.wait(), timeout)
-
-
 class RayQueueLink:
     """The API's ``QueueLink`` over the queue actor and the model deployments' handles. It
     keeps the actor alive: Ray restarts it after a crash; this recreates it if it was killed
-    for good (``ray.kill(no_restart=True)``).
-
-    On PostgreSQL, stored tasks wake the queue and settled tasks wake long polls through the
-    database's notifications (``storage.events``): no Ray call per task for either."""
+    for good (``ray.kill(no_restart=True)``)."""
 
     def __init__(self, settings: Settings, registry: Registry,
                  detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle]):
+                 classifiers: dict[int, DeploymentHandle], concurrency: int):
         self.settings = settings
+        self.concurrency = concurrency
         self.detectors, self.classifiers = detectors, classifiers
         self.handles = {**detectors, **classifiers}
         self.input_sides = {spec.id: spec.image_size for spec in registry.models}
         self.actor = self._get_or_create()
-        self.actor.configure.remote(detectors, classifiers, self.input_sides)
-        self.waiters: dict[int, set[asyncio.Event]] = {}
-        self.listener: events.Listener | None = None
-        if events.supported(settings.database_url):
-            loop = asyncio.get_running_loop()
-            self.listener = events.Listener(
-                settings.database_url, [events.TASK_SETTLED],
-                on_event=lambda _channel, payload: loop.call_soon_threadsafe(
-                    self._settled, payload),
-                on_reconnect=lambda: loop.call_soon_threadsafe(self._wake_all)).start()
+        self.actor.configure.remote(*self._queue_args())
 
-    def _settled(self, payload: str) -> None:
-        for event in self.waiters.get(int(payload), ()):
-            event.set()
-
-    def _wake_all(self) -> None:
-        """Events may have been missed while disconnected: let every waiter read again."""
-        for waiting in self.waiters.values():
-            for event in waiting:
-                event.set()
+    def _queue_args(self) -> tuple[Any, ...]:
+        return self.detectors, self.classifiers, self.input_sides, self.concurrency
 
     @contextmanager
     def watch(self, task_id: int) -> Iterator[Watch]:
-        if self.listener is None:
-            yield _ActorWatch(self, task_id)
-            return
-        event = asyncio.Event()
-        self.waiters.setdefault(task_id, set()).add(event)
-        try:
-            yield _EventWatch(event)
-        finally:
-            waiting = self.waiters.get(task_id)
-            if waiting is not None:
-                waiting.discard(event)
-                if not waiting:
-                    del self.waiters[task_id]
+        # The queue registers the waiter and then checks the database itself, so a finish
+        # between the caller's read and the wait is still seen.
+        yield _ActorWatch(self, task_id)
 
     def _get_or_create(self) -> ActorHandle:
         from deployments.task_queue import TaskQueue
@@ -109,11 +70,10 @@ class RayQueueLink:
         return TaskQueue.options(  # type: ignore[attr-defined]
             name=self.settings.queue_actor_name, namespace=self.settings.ray_namespace,
             lifetime="detached", get_if_exists=True,
-        ).remote(self.detectors, self.classifiers, self.input_sides)
+        ).remote(*self._queue_args())
 
     def notify(self) -> None:
-        if self.listener is None:  # with events, the stored task's notification wakes it
-            self.actor.notify.remote()  # fire and forget: the queue also polls
+        self.actor.notify.remote()  # fire and forget: the queue also polls
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         async def one(model_id: int, handle: DeploymentHandle) -> tuple[int, dict[str, Any]]:
@@ -133,8 +93,7 @@ class RayQueueLink:
             except ray.exceptions.RayActorError:
                 log.warning("task queue actor is gone; creating it again")
                 self.actor = self._get_or_create()
-                await self.actor.configure.remote(self.detectors, self.classifiers,
-                                                  self.input_sides)
+                await self.actor.configure.remote(*self._queue_args())
             except Exception:  # noqa: BLE001 - restarting or slow: look again next round
                 log.info("task queue did not answer; it may be restarting")
 
@@ -143,13 +102,14 @@ class RayQueueLink:
 @serve.ingress()
 class Ingress:
     def __init__(self, models: list[dict[str, Any]], detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle]):
+                 classifiers: dict[int, DeploymentHandle], queue_concurrency: int):
         self.settings = get_settings()
         self.registry = Registry(ModelSpec.model_validate(m) for m in models)
         self.engine = make_engine(self.settings.database_url,
                                   pool_size=self.settings.database_pool_size)
         self.sessions = make_session_factory(self.engine)
-        self.queue = RayQueueLink(self.settings, self.registry, detectors, classifiers)
+        self.queue = RayQueueLink(self.settings, self.registry, detectors, classifiers,
+                                  queue_concurrency)
         self._supervisor = asyncio.get_running_loop().create_task(self.queue.supervise())
 
     def __serve_build_asgi_app__(self):

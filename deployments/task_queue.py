@@ -31,7 +31,6 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import Settings, get_settings
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from inference.images import decode_image
-from storage import events
 from storage.claims import Claim, ClaimedTask, ClaimStore
 from storage.database import make_engine, make_session_factory
 
@@ -266,36 +265,31 @@ class ServeModels:
             max_concurrency=1000)
 class TaskQueue:
     def __init__(self, detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]):
+                 classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
+                 concurrency: int):
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         self.models = ServeModels(detectors, classifiers, input_sides)
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine)), run_models=self.models,
-            concurrency=settings.queue_concurrency, lease_seconds=settings.queue_lease_seconds,
+            concurrency=concurrency, lease_seconds=settings.queue_lease_seconds,
             poll_seconds=settings.queue_poll_seconds, max_attempts=settings.queue_max_attempts)
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self.dispatcher.dispatch_loop()),
                        loop.create_task(self.dispatcher.lease_loop())]
-        self.listener: events.Listener | None = None
-        if events.supported(settings.database_url):
-            # A stored (or released) task wakes the dispatcher; on (re)connection it looks.
-            self.listener = events.Listener(
-                settings.database_url, [events.TASKS_QUEUED],
-                on_event=lambda _channel, _payload: loop.call_soon_threadsafe(
-                    self.dispatcher.notify),
-                on_reconnect=lambda: loop.call_soon_threadsafe(self.dispatcher.notify)).start()
         log.info("task queue started (concurrency %d, lease %.0fs)",
-                 settings.queue_concurrency, settings.queue_lease_seconds)
+                 concurrency, settings.queue_lease_seconds)
 
     def notify(self) -> None:
         self.dispatcher.notify()
 
     def configure(self, detectors: dict[int, DeploymentHandle],
-                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]) -> None:
-        """Point at the current application's deployments (after a redeploy)."""
+                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
+                  concurrency: int) -> None:
+        """Point at the current application's deployments and scaling (after a redeploy)."""
         self.models.detectors, self.models.classifiers = dict(detectors), dict(classifiers)
         self.models.input_sides = dict(input_sides)
+        self.dispatcher.concurrency = concurrency
         self.dispatcher.notify()
 
     def status(self) -> dict[str, Any]:

@@ -54,3 +54,32 @@ def test_tokens_round_trip_and_refuse_tampering():
     expired = jwt.encode({"sub": "42", "type": "access",
                           "exp": datetime.now(UTC) - timedelta(seconds=1)}, "s" * 40)
     assert decode_access_token(expired, secret="s" * 40, algorithm="HS256") is None
+
+
+def test_the_gpu_overlay_changes_only_what_it_names():
+    from config.serve_config import load_app_config
+    from config.settings import REPO_ROOT
+
+    base = load_app_config()
+    gpu = load_app_config(overlays=[REPO_ROOT / "config" / "gpu.yaml"])
+    assert gpu.registry.models == base.registry.models  # the registry stays in one place
+    assert gpu.args.queue.concurrency > base.args.queue.concurrency
+    yolo, base_yolo = gpu.options_for("YOLO"), base.options_for("YOLO")
+    assert yolo["ray_actor_options"]["num_gpus"] > 0
+    assert yolo["user_config"]["max_batch_size"] > base_yolo["user_config"]["max_batch_size"]
+    # what the overlay leaves out is the base file's
+    assert yolo["autoscaling_config"]["downscale_delay_s"] == \
+        base_yolo["autoscaling_config"]["downscale_delay_s"]
+    total_gpus = sum(gpu.options_for(m.name)["ray_actor_options"]["num_gpus"]
+                     * gpu.options_for(m.name)["autoscaling_config"]["max_replicas"]
+                     for m in gpu.registry.models)
+    assert total_gpus <= 1.0  # every replica fits on the one card
+
+
+def test_ray_env_is_read_as_key_value_lines(tmp_path):
+    from config.serve_config import load_ray_env
+
+    path = tmp_path / "ray.env"
+    path.write_text("# comment\n\nA=1\n B = two \n")
+    assert load_ray_env(path) == {"A": "1", "B": "two"}
+    assert load_ray_env()["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
