@@ -108,13 +108,17 @@ class Ingress:
         self.engine = make_engine(self.settings.database_url,
                                   pool_size=self.settings.database_pool_size)
         self.sessions = make_session_factory(self.engine)
+        self.read_sessions = make_session_factory(make_engine(
+            self.settings.database_url, pool_size=self.settings.database_pool_size,
+            autocommit=True))
         self.queue = RayQueueLink(self.settings, self.registry, detectors, classifiers,
                                   queue_concurrency)
         self._supervisor = asyncio.get_running_loop().create_task(self.queue.supervise())
 
     def __serve_build_asgi_app__(self):
         return create_app(settings=self.settings, registry=self.registry,
-                          session_factory=self.sessions, queue=self.queue)
+                          session_factory=self.sessions, read_session_factory=self.read_sessions,
+                          queue=self.queue)
 
     def check_health(self) -> None:
         if self._supervisor.done():

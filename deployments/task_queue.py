@@ -269,9 +269,11 @@ class TaskQueue:
                  concurrency: int):
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
+        reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
         self.models = ServeModels(detectors, classifiers, input_sides)
         self.dispatcher = Dispatcher(
-            store=ClaimStore(make_session_factory(engine)), run_models=self.models,
+            store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
+            run_models=self.models,
             concurrency=concurrency, lease_seconds=settings.queue_lease_seconds,
             poll_seconds=settings.queue_poll_seconds, max_attempts=settings.queue_max_attempts)
         loop = asyncio.get_running_loop()

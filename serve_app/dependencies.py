@@ -58,17 +58,22 @@ class NoQueue:
 
 
 class Database:
-    """Runs a function with its own short session in the thread pool (async routes)."""
+    """Runs a function with its own short session in the thread pool (async routes): ``run``
+    in a transaction, ``read`` on an autocommit connection (no BEGIN/ROLLBACK round trips)."""
 
-    def __init__(self, sessions: sessionmaker[Session]):
-        self.sessions = sessions
+    def __init__(self, sessions: sessionmaker[Session], read_sessions: sessionmaker[Session]):
+        self.sessions, self.read_sessions = sessions, read_sessions
 
     async def run(self, fn: Callable[[Session], T]) -> T:
-        def call() -> T:
-            with self.sessions() as db:
-                return fn(db)
+        return await run_in_threadpool(self._call, self.sessions, fn)
 
-        return await run_in_threadpool(call)
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        return await run_in_threadpool(self._call, self.read_sessions, fn)
+
+    @staticmethod
+    def _call(sessions: sessionmaker[Session], fn: Callable[[Session], T]) -> T:
+        with sessions() as db:
+            return fn(db)
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,16 @@ class AppServices:
     settings: Settings
     registry: Registry
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]  # autocommit: reads only
     queue: QueueLink
     login_failures: SlidingWindow
     request_rate: SlidingWindow
 
     @classmethod
-    def create(cls, *, settings: Settings, registry: Registry,
-               sessions: sessionmaker[Session], queue: QueueLink) -> AppServices:
-        return cls(settings=settings, registry=registry, sessions=sessions, queue=queue,
+    def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
+               read_sessions: sessionmaker[Session], queue: QueueLink) -> AppServices:
+        return cls(settings=settings, registry=registry, sessions=sessions,
+                   read_sessions=read_sessions, queue=queue,
                    login_failures=SlidingWindow(settings.login_failures_per_minute),
                    request_rate=SlidingWindow(settings.requests_per_minute))
 
@@ -104,18 +111,24 @@ def get_registry(services: Services) -> Registry:
     return services.registry
 
 
-def get_session_factory(services: Services) -> sessionmaker[Session]:
-    return services.sessions
+def get_read_session_factory(services: Services) -> sessionmaker[Session]:
+    return services.read_sessions
 
 
 def get_db(services: Services) -> Iterator[Session]:
-    """One session for the request (sync routes)."""
+    """One session for the request (sync routes that write)."""
     with services.sessions() as session:
         yield session
 
 
+def get_read_db(services: Services) -> Iterator[Session]:
+    """One autocommit session for the request (sync routes that only read)."""
+    with services.read_sessions() as session:
+        yield session
+
+
 def get_database(services: Services) -> Database:
-    return Database(services.sessions)
+    return Database(services.sessions, services.read_sessions)
 
 
 def get_queue(services: Services) -> QueueLink:
@@ -132,8 +145,9 @@ def get_request_rate(services: Services) -> SlidingWindow:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
-SessionFactory = Annotated[sessionmaker[Session], Depends(get_session_factory)]
+ReadSessionFactory = Annotated[sessionmaker[Session], Depends(get_read_session_factory)]
 DbSession = Annotated[Session, Depends(get_db)]
+ReadDbSession = Annotated[Session, Depends(get_read_db)]
 AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
 LoginFailures = Annotated[SlidingWindow, Depends(get_login_failures)]

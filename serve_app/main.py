@@ -25,10 +25,12 @@ def create_app(
     settings: Settings,
     registry: Registry,
     session_factory: sessionmaker[Session],
+    read_session_factory: sessionmaker[Session] | None = None,
     queue: QueueLink | None = None,
 ) -> FastAPI:
-    """Build the API over a database and, in production, the task queue (``queue``: wakes it
-    after a task is stored, waits for tasks to settle, describes the model deployments)."""
+    """Build the API over a database (``read_session_factory``: autocommit sessions for
+    reads, the main factory when not given) and, in production, the task queue (``queue``:
+    wakes it after a task is stored, waits for tasks to settle, describes the models)."""
     app = FastAPI(
         title="Primitives",
         version="0.1.0",
@@ -38,6 +40,8 @@ def create_app(
     )
     app.state.services = AppServices.create(settings=settings, registry=registry,
                                             sessions=session_factory,
+                                            read_sessions=read_session_factory
+                                            or session_factory,
                                             queue=queue if queue is not None else NoQueue())
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)

@@ -168,8 +168,10 @@ class ClaimStore:
     """The claim functions over a session factory: one short session per call (what the task
     queue's dispatcher holds; a fake with the same methods stands in for it in unit tests)."""
 
-    def __init__(self, sessions: sessionmaker[Session]):
+    def __init__(self, sessions: sessionmaker[Session],
+                 read_sessions: sessionmaker[Session] | None = None):
         self.sessions = sessions
+        self.read_sessions = read_sessions or sessions
 
     def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         with self.sessions() as db:
@@ -180,7 +182,7 @@ class ClaimStore:
             return renew_leases(db=db, claims=claims, lease_seconds=lease_seconds)
 
     def is_settled(self, *, task_id: int) -> bool:
-        with self.sessions() as db:
+        with self.read_sessions() as db:
             return is_settled(db=db, task_id=task_id)
 
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],

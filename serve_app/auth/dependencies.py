@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serve_app.auth.security import decode_access_token
 from serve_app.auth.service import get_user
-from serve_app.dependencies import RequestRate, SessionFactory, SettingsDep
+from serve_app.dependencies import ReadSessionFactory, RequestRate, SettingsDep
 from storage.models import User
 
 # auto_error=False: every failure below answers the contract's one 401 body.
@@ -26,7 +26,7 @@ NOT_AUTHENTICATED = HTTPException(
 def authenticated_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: SettingsDep,
-    sessions: SessionFactory,
+    sessions: ReadSessionFactory,
 ) -> User:
     """The user the bearer token names; 401 for anything else."""
     if credentials is None or credentials.scheme.lower() != "bearer":

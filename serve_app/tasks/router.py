@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from serve_app.auth.dependencies import CurrentUser
-from serve_app.dependencies import AsyncDb, DbSession, Queue, SettingsDep
+from serve_app.dependencies import AsyncDb, DbSession, Queue, ReadDbSession, SettingsDep
 from serve_app.tasks import service
 from serve_app.tasks.dependencies import ClassificationModelId, DetectionModelId, UploadedImages
 from serve_app.tasks.schemas import (
@@ -53,8 +53,8 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
     task settles or the wait runs out."""
 
     def read():
-        return db.run(lambda s: service.get_task_and_result(db=s, user_id=user_id,
-                                                            task_id=task_id))
+        return db.read(lambda s: service.get_task_and_result(db=s, user_id=user_id,
+                                                             task_id=task_id))
 
     if wait <= 0:
         found = await read()
@@ -104,7 +104,7 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
 @router.get("/api/tasks", response_model=TaskList, summary="The caller's tasks, by id",
             responses={401: UNAUTHORIZED})
 def list_tasks(
-    db: DbSession,
+    db: ReadDbSession,
     user: CurrentUser,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     after_id: Annotated[int, Query(ge=0, le=service.MAX_TASK_ID,
@@ -132,7 +132,7 @@ async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Que
     responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 401: UNAUTHORIZED,
                404: NOT_FOUND},
 )
-def get_input(task_id: TaskId, db: DbSession, user: CurrentUser) -> Response:
+def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response:
     found = service.get_input(db=db, user_id=user.id, task_id=task_id)
     if found is None:
         raise not_found(task_id)

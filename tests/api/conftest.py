@@ -35,6 +35,14 @@ def sessions(settings: Settings, registry):
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def read_sessions(settings: Settings):
+    """Autocommit sessions, as the ingress reads through."""
+    engine = make_engine(settings.database_url, autocommit=True)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 @pytest.fixture(autouse=True)
 def _clean_tables(sessions) -> Iterator[None]:
     """Each test starts, and leaves, with no users or tasks."""
@@ -60,9 +68,10 @@ def notifications() -> Notifications:
 
 
 @pytest.fixture
-def client(settings, registry, sessions, notifications) -> Iterator[TestClient]:
+def client(settings, registry, sessions, read_sessions,
+           notifications) -> Iterator[TestClient]:
     app = create_app(settings=settings, registry=registry, session_factory=sessions,
-                     queue=notifications)
+                     read_session_factory=read_sessions, queue=notifications)
     with TestClient(app) as test_client:
         yield test_client
 
