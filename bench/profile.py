@@ -16,14 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import httpx
 import psutil
 
 from bench import cpu
-from bench.run import platform_load
+from bench.run import local_platform, platform_load
 
 
 def platform_pids() -> dict[str, list[int]]:
@@ -64,29 +62,11 @@ def main() -> None:
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
         raise SystemExit("py-spy is not installed (pip install -e '.[bench]')")
-    from serve_app.auth.service import create_user
-    from storage.database import make_engine, make_session_factory
-    from tests.local_platform import start_local_platform, stop_local_platform
-    from tests.scratch_db import create_scratch_database, drop_scratch_database
     from training.render import render_jpeg
 
     images = [render_jpeg(10_000 + i)[0] for i in range(64)]
-    url = create_scratch_database("primitives_profile")
-    env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-           "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
-           "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
-           "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
-           "PRIMITIVES_QUEUE_ACTOR_NAME": f"profile_queue_{uuid.uuid4().hex[:6]}"}
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        base = start_local_platform(env, namespace="primitives-profile")
-        engine = make_engine(url)
-        with make_session_factory(engine)() as db:
-            create_user(db=db, username="bench", password="bench-pw")
-        engine.dispose()
-        token = httpx.post(f"{base}/oauth/login",
-                           data={"username": "bench", "password": "bench-pw"}).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+    with local_platform("profile") as (base, headers, _env):
         asyncio.run(platform_load(base, headers, images[:16], 8))
         stop = threading.Event()
 
@@ -110,9 +90,6 @@ def main() -> None:
             rec.wait()
         stop.set()
         loader.join(120)
-    finally:
-        stop_local_platform(env)
-        drop_scratch_database(url)
     for name, _ in recorders:
         path = args.out / f"{name}.txt"
         if path.exists() and path.stat().st_size:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,27 +208,27 @@ def inference_cpu(before: dict[str, dict[str, Any]], after: dict[str, dict[str, 
                for k, s in after.items())
 
 
-def run_platform(images: list[bytes], concurrency: int, config: Path | None,
-                 ray_env: Path | None) -> dict[str, Any]:
-    import ray
-
+@contextlib.contextmanager
+def local_platform(name: str, config: Path | None = None, ray_env: Path | None = None
+                   ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
+    """The platform on a local Ray and a scratch database, with one user logged in:
+    ``(base URL, auth headers, PRIMITIVES_* settings)``; everything removed afterwards."""
     from config.serve_config import load_ray_env
     from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
     from tests.local_platform import start_local_platform, stop_local_platform
     from tests.scratch_db import create_scratch_database, drop_scratch_database
 
-    url = create_scratch_database("primitives_bench")
-    # PRIMITIVES_* settings of this shell reach the platform too (e.g. PRIMITIVES_TASK_EVENTS).
+    url = create_scratch_database(f"primitives_{name}")
+    # PRIMITIVES_* settings of this shell reach the platform too.
     env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},
            "PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
            "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
            "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
            "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
-           "PRIMITIVES_QUEUE_ACTOR_NAME": f"bench_queue_{uuid.uuid4().hex[:6]}"}
-    out: dict[str, Any] = {}
+           "PRIMITIVES_QUEUE_ACTOR_NAME": f"{name}_queue_{uuid.uuid4().hex[:6]}"}
     try:
-        base = start_local_platform(env, namespace="primitives-bench", config=config,
+        base = start_local_platform(env, namespace=f"primitives-{name}", config=config,
                                     ray_env=load_ray_env(ray_env))
         engine = make_engine(url)
         with make_session_factory(engine)() as db:
@@ -235,7 +236,18 @@ def run_platform(images: list[bytes], concurrency: int, config: Path | None,
         engine.dispose()
         token = httpx.post(f"{base}/oauth/login",
                            data={"username": "bench", "password": "bench-pw"}).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        yield base, {"Authorization": f"Bearer {token['access_token']}"}, env
+    finally:
+        stop_local_platform(env)
+        drop_scratch_database(url)
+
+
+def run_platform(images: list[bytes], concurrency: int, config: Path | None,
+                 ray_env: Path | None) -> dict[str, Any]:
+    import ray
+
+    out: dict[str, Any] = {}
+    with local_platform("bench", config, ray_env) as (base, headers, env):
         asyncio.run(platform_load(base, headers, images[:16], 8))  # warm every code path
         time.sleep(5)
         rest_s = 10.0
@@ -263,9 +275,6 @@ def run_platform(images: list[bytes], concurrency: int, config: Path | None,
         out["batch_submit"] = asyncio.run(batch_submit_load(base, headers, images, 8, 4))
         queue = ray.get_actor(env["PRIMITIVES_QUEUE_ACTOR_NAME"], namespace="primitives")
         out["queue"] = ray.get(queue.status.remote())
-    finally:
-        stop_local_platform(env)
-        drop_scratch_database(url)
     return out
 
 
