@@ -45,8 +45,8 @@ scenes (office, kitchen, bedroom, street, forest, beach) holding 0-8 shaded 3-D 
 (sphere, cube, cylinder, cone, pyramid) with random pose, perspective, colour, lighting,
 occlusion, blur, noise and JPEG artefacts. Figures are on the held-out `test` split (400 images,
 never seen in training), from `python -m training.evaluate` (`make evaluate`), which runs the
-deployments' own pre- and post-processing. CPU times: median of 50 single images on the 2-core
-build machine."""
+predictor classes the deployments serve (`inference/`). CPU times: median of 50 single images
+on the 2-core build machine."""
 
 
 def render(metrics: dict) -> str:
