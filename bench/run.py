@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -147,7 +148,8 @@ def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: floa
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.litserve_peer", "--port", str(port), "--max-batch-size",
          str(batch), "--batch-wait-s", str(wait_s), "--torch-threads", str(threads)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)  # its own process group: LitServe forks workers
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -160,7 +162,10 @@ def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: floa
             time.sleep(1)
         return asyncio.run(sync_peer_load(base, "/predict", images, concurrency, as_json=True))
     finally:
-        server.terminate()
+        # The whole group: terminating the server alone leaves its inference and API
+        # workers running, busy-polling their queues (they skewed every later measurement).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait(30)
 
 
