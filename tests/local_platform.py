@@ -17,7 +17,7 @@ def free_port() -> int:
 
 
 def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | None = None,
-                         num_cpus: int = 4, namespace: str = "primitives-local",
+                         num_cpus: int | None = None, namespace: str = "primitives-local",
                          extra_apps: dict[str, Any] | None = None,
                          port: int | None = None, config: Path | None = None,
                          ray_env: dict[str, str] | None = None) -> str:
@@ -36,7 +36,10 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
 
     get_settings.cache_clear()
     app_config = load_app_config(config)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, namespace=namespace,
+    # Logical CPUs: at least 4, so that the fractional replicas of serve_config.yaml fit on a
+    # 2-core machine; all of a bigger one (the GPU profile asks for more).
+    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+             namespace=namespace,
              runtime_env={"env_vars": {**env, **(load_ray_env() if ray_env is None
                                                  else ray_env)}})
     port = port or free_port()
