@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import ray
@@ -15,7 +13,6 @@ from ray.serve.handle import DeploymentHandle
 
 from config.registry import ModelSpec, Registry
 from config.settings import Settings, get_settings
-from serve_app.dependencies import Watch
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
 
@@ -23,20 +20,6 @@ log = logging.getLogger("ray.serve")
 
 SUPERVISE_SECONDS = 5.0
 DESCRIBE_TIMEOUT_S = 2.0
-
-
-class _ActorWatch:
-    """Waits through the queue actor, which knows when its tasks settle."""
-
-    def __init__(self, link: RayQueueLink, task_id: int):
-        self.link, self.task_id = link, task_id
-
-    async def wait(self, timeout: float) -> None:
-        try:
-            await self.link.actor.wait_finished.remote(self.task_id, timeout)
-        except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
-            log.info("long poll for task %d ended early: the queue did not answer",
-                     self.task_id)
 
 
 class RayQueueLink:
@@ -58,11 +41,11 @@ class RayQueueLink:
     def _queue_args(self) -> tuple[Any, ...]:
         return self.detectors, self.classifiers, self.input_sides, self.concurrency
 
-    @contextmanager
-    def watch(self, task_id: int) -> Iterator[Watch]:
-        # The queue registers the waiter and then checks the database itself, so a finish
-        # between the caller's read and the wait is still seen.
-        yield _ActorWatch(self, task_id)
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        try:
+            await self.actor.wait_finished.remote(task_id, timeout)
+        except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
+            log.info("long poll for task %d ended early: the queue did not answer", task_id)
 
     def _get_or_create(self) -> ActorHandle:
         from deployments.task_queue import TaskQueue

@@ -5,7 +5,6 @@ so route code declares what it needs (``settings: SettingsDep``) and tests can s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -20,27 +19,17 @@ from serve_app.ratelimit import SlidingWindow
 T = TypeVar("T")
 
 
-class Watch(Protocol):
-    async def wait(self, timeout: float) -> None:
-        """Return once the watched task is done, failed or gone, or after ``timeout`` s."""
-
-
 class QueueLink(Protocol):
     """What the API asks of the task queue (the Ray actor in production)."""
 
     def notify(self) -> None:
         """A task was stored: look for work now (fire and forget; the queue also polls)."""
 
-    def watch(self, task_id: int) -> AbstractContextManager[Watch]:
-        """Start watching a task, before reading it, so that a finish in between is seen."""
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        """Return once the task is done, failed or gone, or after ``timeout`` seconds."""
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         """What each model deployment reports about itself, by model id."""
-
-
-class _NoWait:
-    async def wait(self, timeout: float) -> None:
-        return None
 
 
 class NoQueue:
@@ -49,9 +38,8 @@ class NoQueue:
     def notify(self) -> None:
         return None
 
-    @contextmanager
-    def watch(self, task_id: int) -> Iterator[Watch]:
-        yield _NoWait()
+    async def wait_finished(self, task_id: int, timeout: float) -> None:
+        return None
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         return {}

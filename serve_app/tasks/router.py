@@ -56,14 +56,12 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
         return db.read(lambda s: service.get_task_and_result(db=s, user_id=user_id,
                                                              task_id=task_id))
 
-    if wait <= 0:
+    found = await read()
+    if found is not None and wait > 0 and found[0].status in UNSETTLED:
+        # The queue registers the wait before it looks at the task itself, so a finish
+        # between this read and the wait is still seen.
+        await queue.wait_finished(task_id, wait)
         found = await read()
-    else:
-        with queue.watch(task_id) as watch:  # watching before reading: no finish is missed
-            found = await read()
-            if found is not None and found[0].status in UNSETTLED:
-                await watch.wait(wait)
-                found = await read()
     if found is None:
         raise not_found(task_id)
     return found

@@ -12,25 +12,10 @@ from storage.models import Task, TaskInput, TaskResult, TaskStatus
 MAX_TASK_ID = 2**63 - 1
 
 
-def create_task(*, db: Session, user_id: int, detection_model_id: int,
-                classification_model_id: int, image: bytes, media_type: str) -> Task:
-    """Store a task as queued with its image; committed when this returns."""
-    task = Task(user_id=user_id, detection_model_id=detection_model_id,
-                classification_model_id=classification_model_id,
-                status=TaskStatus.queued.value, input_media_type=media_type)
-    task.input = TaskInput(data=image)
-    db.add(task)
-    db.commit()
-    return task
-
-
-def create_tasks_within_quota(*, db: Session, user_id: int, detection_model_id: int,
-                              classification_model_id: int, images: list[tuple[bytes, str]],
-                              max_active: int) -> list[int] | None:
-    """Store one queued task per (image, media type), all in one transaction, unless the user
-    would then have more than ``max_active`` waiting; their ids in order, or None."""
-    if count_active(db=db, user_id=user_id) + len(images) > max_active:
-        return None
+def create_tasks(*, db: Session, user_id: int, detection_model_id: int,
+                 classification_model_id: int, images: list[tuple[bytes, str]]) -> list[int]:
+    """Store one queued task per (image, media type), all in one transaction; their ids in
+    order, committed when this returns."""
     now = utcnow()
     ids = list(db.scalars(
         insert(Task).returning(Task.id, sort_by_parameter_order=True),
@@ -42,6 +27,17 @@ def create_tasks_within_quota(*, db: Session, user_id: int, detection_model_id: 
                                    for task_id, (data, _) in zip(ids, images, strict=True)])
     db.commit()
     return ids
+
+
+def create_tasks_within_quota(*, db: Session, user_id: int, detection_model_id: int,
+                              classification_model_id: int, images: list[tuple[bytes, str]],
+                              max_active: int) -> list[int] | None:
+    """``create_tasks``, unless the user would then have more than ``max_active`` waiting
+    (None then)."""
+    if count_active(db=db, user_id=user_id) + len(images) > max_active:
+        return None
+    return create_tasks(db=db, user_id=user_id, detection_model_id=detection_model_id,
+                        classification_model_id=classification_model_id, images=images)
 
 
 def count_active(*, db: Session, user_id: int) -> int:

@@ -59,9 +59,3 @@ async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
     if any(len(data) > file_limit for data in images):
         raise _too_large(file_limit)
     return images, True
-
-
-async def read_upload(request: Request, limit: int) -> bytes:
-    """The one image of a raw or single-file multipart body."""
-    images, _ = await read_uploads(request, file_limit=limit, body_limit=limit, max_files=1)
-    return images[0]

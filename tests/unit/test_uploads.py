@@ -8,7 +8,7 @@ import pytest
 from fastapi import HTTPException
 from starlette.requests import Request
 
-from serve_app.tasks.uploads import read_upload
+from serve_app.tasks.uploads import read_uploads
 
 
 def request_with(body: bytes, content_type: str, *, declared: int | None = None,
@@ -40,7 +40,10 @@ def multipart(data: bytes, field: str = "file") -> tuple[bytes, str]:
 
 
 def read(request: Request, limit: int) -> bytes:
-    return asyncio.run(read_upload(request, limit))
+    """The one image of a raw or single-file multipart body."""
+    images, _ = asyncio.run(read_uploads(request, file_limit=limit, body_limit=limit,
+                                         max_files=1))
+    return images[0]
 
 
 def test_a_raw_body_is_the_image():
