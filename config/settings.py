@@ -61,6 +61,20 @@ class Settings(BaseSettings):
     queue_poll_seconds: float = 2.0
     queue_max_attempts: int = 3
     queue_actor_name: str = "primitives_task_queue"
+    webhook_actor_name: str = "primitives_webhook_sender"
+
+    # Webhooks (CONTRACT.md E4): each attempt's time-out, how many attempts, the back-off
+    # between them (doubling from the first, capped), how many are sent at once. Loopback
+    # receivers are allowed in development only unless set here.
+    webhook_timeout_seconds: float = 10.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_seconds: float = 2.0
+    webhook_backoff_cap_seconds: float = 3600.0
+    webhook_concurrency: int = 32
+    webhook_allow_loopback: bool | None = None
+
+    # Idempotency keys are remembered this long (CONTRACT.md E3).
+    idempotency_hours: float = 24.0
     ray_namespace: str = "primitives"
 
     @model_validator(mode="after")
@@ -78,6 +92,12 @@ class Settings(BaseSettings):
             # and every replica on this machine agrees.
             self.jwt_secret = SecretStr(_development_secret())
         return self
+
+    @property
+    def allows_loopback_webhooks(self) -> bool:
+        if self.webhook_allow_loopback is not None:
+            return self.webhook_allow_loopback
+        return self.environment is Environment.development
 
     @property
     def is_sqlite(self) -> bool:

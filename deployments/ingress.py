@@ -24,8 +24,8 @@ DESCRIBE_TIMEOUT_S = 2.0
 
 class RayQueueLink:
     """The API's ``QueueLink`` over the queue actor and the model deployments' handles. It
-    keeps the actor alive: Ray restarts it after a crash; this recreates it if it was killed
-    for good (``ray.kill(no_restart=True)``)."""
+    keeps the queue and the webhook sender alive: Ray restarts them after a crash; this
+    recreates one that was killed for good (``ray.kill(no_restart=True)``)."""
 
     def __init__(self, settings: Settings, registry: Registry,
                  detectors: dict[int, DeploymentHandle],
@@ -37,6 +37,7 @@ class RayQueueLink:
         self.input_sides = {spec.id: spec.image_size for spec in registry.models}
         self.actor = self._get_or_create()
         self.actor.configure.remote(*self._queue_args())
+        self.sender: ActorHandle = self._get_or_create_sender()
 
     def _queue_args(self) -> tuple[Any, ...]:
         return self.detectors, self.classifiers, self.input_sides, self.concurrency
@@ -55,8 +56,19 @@ class RayQueueLink:
             lifetime="detached", get_if_exists=True,
         ).remote(*self._queue_args())
 
+    def _get_or_create_sender(self) -> ActorHandle:
+        from deployments.webhook_sender import WebhookSenderActor
+
+        return WebhookSenderActor.options(  # type: ignore[attr-defined]
+            name=self.settings.webhook_actor_name, namespace=self.settings.ray_namespace,
+            lifetime="detached", get_if_exists=True,
+        ).remote()
+
     def notify(self) -> None:
         self.actor.notify.remote()  # fire and forget: the queue also polls
+
+    def cancel(self, task_id: int) -> None:
+        self.actor.abandon.remote(task_id)  # fire and forget: lease renewal also finds it
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         async def one(model_id: int, handle: DeploymentHandle) -> tuple[int, dict[str, Any]]:
@@ -79,6 +91,13 @@ class RayQueueLink:
                 await self.actor.configure.remote(*self._queue_args())
             except Exception:  # noqa: BLE001 - restarting or slow: look again next round
                 log.info("task queue did not answer; it may be restarting")
+            try:
+                await asyncio.wait_for(self.sender.ready.remote(), timeout=30)
+            except ray.exceptions.RayActorError:
+                log.warning("webhook sender actor is gone; creating it again")
+                self.sender = self._get_or_create_sender()
+            except Exception:  # noqa: BLE001
+                log.info("webhook sender did not answer; it may be restarting")
 
 
 @serve.deployment

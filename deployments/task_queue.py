@@ -99,8 +99,21 @@ class Dispatcher:
         self.paused = False
         self.wake.set()
 
+    def abandon(self, task_id: int) -> None:
+        """The task was canceled or deleted: stop its run now (its claim could not write
+        anyway) and wake whoever waits for it."""
+        entry = self.running.get(task_id)
+        if entry is not None:
+            self.stats.discarded += 1
+            entry[1].cancel()
+        else:
+            event = self.waiters.pop(task_id, None)
+            if event is not None:
+                event.set()
+
     async def wait_finished(self, task_id: int, timeout: float) -> None:
-        """Return once the task is done, failed or gone, or after ``timeout`` seconds."""
+        """Return once the task is done, failed, canceled or gone, or after ``timeout``
+        seconds."""
         event = self.waiters.setdefault(task_id, asyncio.Event())
         try:
             # Registered first, then checked: a finish in between still sets the event.
@@ -300,6 +313,9 @@ class TaskQueue:
 
     async def wait_finished(self, task_id: int, timeout: float) -> None:
         await self.dispatcher.wait_finished(task_id, timeout)
+
+    def abandon(self, task_id: int) -> None:
+        self.dispatcher.abandon(task_id)
 
     def ready(self) -> bool:
         return True

@@ -25,8 +25,12 @@ class QueueLink(Protocol):
     def notify(self) -> None:
         """A task was stored: look for work now (fire and forget; the queue also polls)."""
 
+    def cancel(self, task_id: int) -> None:
+        """The task was canceled or deleted: abandon its run now (fire and forget)."""
+
     async def wait_finished(self, task_id: int, timeout: float) -> None:
-        """Return once the task is done, failed or gone, or after ``timeout`` seconds."""
+        """Return once the task is done, failed, canceled or gone, or after ``timeout``
+        seconds."""
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         """What each model deployment reports about itself, by model id."""
@@ -36,6 +40,9 @@ class NoQueue:
     """No queue behind the API (the API tests): stored tasks stay queued."""
 
     def notify(self) -> None:
+        return None
+
+    def cancel(self, task_id: int) -> None:
         return None
 
     async def wait_finished(self, task_id: int, timeout: float) -> None:

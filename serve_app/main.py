@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.registry import Registry
 from config.settings import Settings
+from serve_app.account.router import router as account_router
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
 from serve_app.dependencies import AppServices, NoQueue, QueueLink
 from serve_app.tasks.router import router as tasks_router
+from serve_app.web import router as web
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ def create_app(
         version="0.1.0",
         description="Finds geometric primitives (sphere, cube, cylinder, cone, pyramid) and "
                     "the scene class in images, asynchronously. Log in at /oauth/login, "
-                    "submit at POST /api/tasks, poll the status, read the result.",
+                    "submit at POST /api/tasks, poll the status (or pass a webhook), read "
+                    "the result or its picture. The web page is at /.",
     )
     app.state.services = AppServices.create(settings=settings, registry=registry,
                                             sessions=session_factory,
@@ -48,6 +51,8 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(tasks_router)
     app.include_router(catalog_router)
+    app.include_router(account_router)
+    web.mount(app)
     return app
 
 

@@ -16,8 +16,10 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import webhooks
 from storage.database import utcnow
-from storage.models import Task, TaskInput, TaskResult, TaskStatus
+from storage.models import SETTLED_STATUSES, Task, TaskInput, TaskResult, TaskStatus
+from storage.results import result_body, result_payload
 
 
 @dataclass(frozen=True)
@@ -104,9 +106,9 @@ def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> s
 
 
 def is_settled(*, db: Session, task_id: int) -> bool:
-    """True when the task is done, failed or no longer exists."""
+    """True when the task is done, failed, canceled or no longer exists."""
     status = db.scalar(select(Task.status).where(Task.id == task_id))
-    return status is None or status in (TaskStatus.done.value, TaskStatus.failed.value)
+    return status is None or status in SETTLED_STATUSES
 
 
 def load_input(*, db: Session, task_id: int) -> bytes | None:
@@ -116,14 +118,15 @@ def load_input(*, db: Session, task_id: int) -> bytes | None:
 
 def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
              details: dict[str, Any]) -> bool:
-    """Store the result and mark the task done, in one transaction, if the claim still holds."""
+    """Store the result and mark the task done (queueing its webhook), in one transaction,
+    if the claim still holds."""
     done = db.execute(
         update(Task)
         .where(Task.id == claim.task_id, Task.claim_token == claim.token,
                Task.status == TaskStatus.in_progress.value)
         .values(status=TaskStatus.done.value, finished_at=utcnow(), lease_expires_at=None,
                 error=None)
-        .returning(Task.id)
+        .returning(Task.user_id, Task.webhook_url)
         .execution_options(synchronize_session=False)
     ).first()
     if done is None:
@@ -131,21 +134,31 @@ def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[di
         return False
     db.add(TaskResult(task_id=claim.task_id, image_class=image_class, primitives=primitives,
                       details=details))
+    if done.webhook_url:
+        webhooks.enqueue(db=db, task_id=claim.task_id, user_id=done.user_id,
+                         url=done.webhook_url, body=result_body(
+                             task_id=claim.task_id, status=TaskStatus.done,
+                             result=result_payload(image_class, primitives, details)))
     db.commit()
     return True
 
 
 def fail(*, db: Session, claim: Claim, error: str) -> bool:
-    """Mark the task failed with ``error`` if the claim still holds."""
+    """Mark the task failed with ``error`` (queueing its webhook) if the claim still holds."""
+    error = error[:4000]
     row = db.execute(
         update(Task)
         .where(Task.id == claim.task_id, Task.claim_token == claim.token,
                Task.status == TaskStatus.in_progress.value)
         .values(status=TaskStatus.failed.value, finished_at=utcnow(), lease_expires_at=None,
-                error=error[:4000])
-        .returning(Task.id)
+                error=error)
+        .returning(Task.user_id, Task.webhook_url)
         .execution_options(synchronize_session=False)
     ).first()
+    if row is not None and row.webhook_url:
+        webhooks.enqueue(db=db, task_id=claim.task_id, user_id=row.user_id, url=row.webhook_url,
+                         body=result_body(task_id=claim.task_id, status=TaskStatus.failed,
+                                          error=error))
     db.commit()
     return row is not None
 

@@ -32,6 +32,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Signs the user's webhooks ("whsec_" + base64 of 24 random bytes); made on first use.
+    webhook_secret: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -52,8 +54,11 @@ class TaskStatus(StrEnum):
     in_progress = "in progress"
     done = "done"
     failed = "failed"
+    canceled = "canceled"
 
 
+# A task in one of these never changes again (it is only deleted).
+SETTLED_STATUSES = (TaskStatus.done.value, TaskStatus.failed.value, TaskStatus.canceled.value)
 MEDIA_EXTENSIONS = {"image/jpeg": "jpeg", "image/png": "png"}
 STATUS_VALUES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 
@@ -82,6 +87,8 @@ class Task(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # Where to POST the result when the task settles (CONTRACT.md E4); None for no webhook.
+    webhook_url: Mapped[str | None] = mapped_column(Text)
 
     input: Mapped[TaskInput] = relationship(back_populates="task", cascade="all, delete-orphan",
                                             passive_deletes=True)
@@ -120,3 +127,58 @@ class TaskResult(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     task: Mapped[Task] = relationship(back_populates="result")
+
+
+class IdempotencyKey(Base):
+    """A user's ``Idempotency-Key``: the request it was first sent with (a digest of the body
+    and parameters) and the answer given. The primary key makes racing retries wait for the
+    first one's transaction, then find its row."""
+
+    __tablename__ = "idempotency_key"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_digest: Mapped[str] = mapped_column(String(64))
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to deliver: the body is fixed when the task settles; it outlives the task
+    (a task deleted after it settled still has its event delivered)."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        Index("ix_webhook_delivery_due", "state", "next_attempt_at"),
+        Index("ix_webhook_delivery_task_id", "task_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)  # the webhook-id header
+    task_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    # pending -> delivered | gave_up
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A sender that took the delivery holds it until then (another takes it after a crash).
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookAttempt(Base):
+    """The log of one delivery attempt, as the task's owner reads it."""
+
+    __tablename__ = "webhook_attempt"
+
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_delivery.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float] = mapped_column()
+    status_code: Mapped[int | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)

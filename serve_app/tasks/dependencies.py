@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, Request, status
+from fastapi import Depends, Header, HTTPException, Query, Request, status
 from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
@@ -15,6 +15,7 @@ from config.registry import ModelType, Registry
 from serve_app.dependencies import RegistryDep, SettingsDep
 from serve_app.tasks.images import ImageRejected, validate_image
 from serve_app.tasks.uploads import read_uploads
+from webhooks.urls import MAX_URL_LENGTH, UnsafeUrl, resolve
 
 # Read as text so that a non-number answers the contract's 400 with the registry message
 # (FastAPI's int parsing would answer 422), documented as the integer it must be.
@@ -92,6 +93,43 @@ async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
     return Uploads(images=uploads, batch=multipart and len(uploads) > 1)
 
 
+def idempotency_key(
+    key: Annotated[str | None, Header(
+        alias="Idempotency-Key",
+        description="Retries with the same key (within 24 hours) get the first answer and "
+                    "create nothing; 1 to 255 printable ASCII characters")] = None,
+) -> str | None:
+    """The checked key, or None; 400 when it is empty, too long or not printable ASCII."""
+    if key is None:
+        return None
+    if not 0 < len(key) <= 255 or not all(" " <= c <= "~" for c in key):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST,
+                            detail="Idempotency-Key must be 1 to 255 printable ASCII "
+                                   "characters.")
+    return key
+
+
+async def webhook_url(
+    settings: SettingsDep,
+    webhook: Annotated[str | None, Query(
+        max_length=MAX_URL_LENGTH,
+        description="An http(s) URL the platform POSTs the signed result to when the task "
+                    "ends (done, failed or canceled)")] = None,
+) -> str | None:
+    """The checked webhook URL, or None; 400 when it is not http(s) or its host resolves to
+    an address webhooks may not reach (loopback allowed in development)."""
+    if webhook is None:
+        return None
+    try:
+        await run_in_threadpool(resolve, webhook,
+                                allow_loopback=settings.allows_loopback_webhooks)
+    except UnsafeUrl as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
+    return webhook
+
+
 DetectionModelId = Annotated[int, Depends(detection_model_id)]
 ClassificationModelId = Annotated[int, Depends(classification_model_id)]
 UploadedImages = Annotated[Uploads, Depends(uploaded_images)]
+IdempotencyKeyHeader = Annotated[str | None, Depends(idempotency_key)]
+WebhookUrl = Annotated[str | None, Depends(webhook_url)]

@@ -1,27 +1,42 @@
-"""The task API: submit an image, list tasks, read status, input and result, delete."""
+"""The task API: submit images, list tasks, read status, input, result and its picture,
+cancel, delete, and read a task's webhook deliveries."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.dependencies import AsyncDb, DbSession, Queue, ReadDbSession, SettingsDep
 from serve_app.tasks import service
-from serve_app.tasks.dependencies import ClassificationModelId, DetectionModelId, UploadedImages
+from serve_app.tasks.dependencies import (
+    ClassificationModelId,
+    DetectionModelId,
+    IdempotencyKeyHeader,
+    UploadedImages,
+    WebhookUrl,
+)
 from serve_app.tasks.schemas import (
     Message,
     Prediction,
+    TaskCanceled,
     TaskCreated,
     TaskList,
     TaskResultOut,
     TasksCreated,
     TaskStatusOut,
     TaskSummary,
-    result_payload,
+    WebhookAttemptOut,
+    WebhookDeliveryOut,
+    WebhookLog,
 )
+from serve_app.tasks.visualize import draw_result
+from storage import webhooks
 from storage.models import Task, TaskResult, TaskStatus
+from storage.results import result_payload
 
 router = APIRouter(tags=["tasks"])
 
@@ -30,7 +45,7 @@ UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
 TaskId = Annotated[int, Path(description="The task's id")]
 WaitSeconds = Annotated[float, Query(
     ge=0, le=30, description="Long poll: hold the answer up to this many seconds until the "
-                             "task is done or failed (0 answers at once)")]
+                             "task is done, failed or canceled (0 answers at once)")]
 UNSETTLED = (TaskStatus.queued.value, TaskStatus.in_progress.value)
 _IMAGE_BODY = {"required": True, "content": {
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
@@ -74,29 +89,42 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
     # The body is read by the UploadedImage dependency (raw or multipart): described here.
     openapi_extra={"requestBody": _IMAGE_BODY},
     responses={
-        400: {"model": Message, "description": "Unknown model id, or an undecodable image"},
+        400: {"model": Message, "description": "Unknown model id, an undecodable image, a "
+                                               "refused webhook URL or a bad Idempotency-Key"},
         401: UNAUTHORIZED,
+        409: {"model": Message, "description": "Idempotency-Key reused for another request"},
         413: {"model": Message, "description": "Body or pixel count over the limit"},
         415: {"model": Message, "description": "Not a JPEG or PNG"},
         429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
     },
 )
 async def create_task(user: CurrentUser, detection_id: DetectionModelId,
-                      classification_id: ClassificationModelId, uploads: UploadedImages,
+                      classification_id: ClassificationModelId, webhook: WebhookUrl,
+                      key: IdempotencyKeyHeader, uploads: UploadedImages,
                       settings: SettingsDep, db: AsyncDb,
                       queue: Queue) -> TaskCreated | TasksCreated:
     limit = settings.max_active_tasks_per_user
-    ids = await db.run(lambda s: service.create_tasks_within_quota(
-        db=s, user_id=user.id, detection_model_id=detection_id,
-        classification_model_id=classification_id,
-        images=[(u.data, u.media_type) for u in uploads.images], max_active=limit))
-    if ids is None:
+    new = service.NewTasks(detection_model_id=detection_id,
+                           classification_model_id=classification_id,
+                           images=[(u.data, u.media_type) for u in uploads.images],
+                           webhook_url=webhook)
+    try:
+        created = await db.run(lambda s: service.create_tasks_within_quota(
+            db=s, user_id=user.id, new=new, max_active=limit, idempotency_key=key,
+            key_hours=settings.idempotency_hours))
+    except service.OverQuota:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"You may have {limit} tasks waiting; this request would "
                                    "pass that. Submit more when some have finished.",
-                            headers={"Retry-After": "5"})
-    queue.notify()
-    return TasksCreated(ids=ids) if uploads.batch else TaskCreated(id=ids[0])
+                            headers={"Retry-After": "5"}) from None
+    except service.KeyReused:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail="This Idempotency-Key was already used with a different "
+                                   "image, model ids or webhook; use a new key for a new "
+                                   "request.") from None
+    if not created.replayed:
+        queue.notify()
+    return TasksCreated(ids=created.ids) if uploads.batch else TaskCreated(id=created.ids[0])
 
 
 @router.get("/api/tasks", response_model=TaskList, summary="The caller's tasks, by id",
@@ -175,7 +203,89 @@ async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue:
 @router.delete("/api/tasks/{task_id}", response_model=TaskCreated,
                summary="Delete a task, its input and its result; a queued one never runs",
                responses={401: UNAUTHORIZED, 404: NOT_FOUND})
-def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser) -> TaskCreated:
+def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
+                queue: Queue) -> TaskCreated:
     if not service.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
+    queue.cancel(task_id)
     return TaskCreated(id=task_id)
+
+
+@router.post("/api/tasks/{task_id}/cancel", response_model=TaskCanceled,
+             summary="Cancel a queued or running task: it never produces a result",
+             responses={401: UNAUTHORIZED, 404: NOT_FOUND,
+                        409: {"model": Message, "description": "The task already ended"}})
+def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser,
+                queue: Queue) -> TaskCanceled:
+    now = service.cancel_task(db=db, user_id=user.id, task_id=task_id)
+    if now is None:
+        raise not_found(task_id)
+    if now is not TaskStatus.canceled:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"Task {task_id} is already {now.value}.")
+    queue.cancel(task_id)
+    return TaskCanceled(id=task_id, status=TaskStatus.canceled)
+
+
+_PICTURE_TYPES = ("image/png", "image/jpeg")
+
+
+def _picture_type(accept: str | None) -> str:
+    """PNG unless the Accept header prefers JPEG."""
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in _PICTURE_TYPES:
+            return media
+    return "image/png"
+
+
+@router.get(
+    "/api/tasks/{task_id}/visualization",
+    summary="The input with the detected primitives and scene class drawn on it",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 401: UNAUTHORIZED,
+               404: NOT_FOUND, 409: {"model": Message, "description": "The task is not done"}},
+)
+async def get_visualization(
+    task_id: TaskId, user: CurrentUser, db: AsyncDb,
+    min_probability: Annotated[float, Query(ge=0, le=1, description="hide weaker boxes")] = 0,
+    accept: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    found = await db.read(lambda s: service.get_task_and_result(db=s, user_id=user.id,
+                                                                task_id=task_id))
+    if found is None:
+        raise not_found(task_id)
+    task, stored = found
+    if task.status != TaskStatus.done.value or stored is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"Task {task_id} is not done.")
+    media_type = _picture_type(accept)
+    # A result never changes, so its picture is named by the task, the options and the
+    # result's time: clients and proxies may keep it (privately) and revalidate for free.
+    etag = '"' + hashlib.sha256(f"{task.id}:{stored.created_at.isoformat()}:{min_probability}:"
+                                f"{media_type}".encode()).hexdigest()[:32] + '"'
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400", "Vary": "Accept"}
+    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    found_input = await db.read(lambda s: service.get_input(db=s, user_id=user.id,
+                                                            task_id=task_id))
+    if found_input is None:  # deleted in between
+        raise not_found(task_id)
+    picture = await run_in_threadpool(
+        draw_result, found_input[1], image_class=stored.image_class,
+        primitives=stored.primitives, min_probability=min_probability, media_type=media_type)
+    return Response(content=picture, media_type=media_type, headers=headers)
+
+
+@router.get("/api/tasks/{task_id}/webhooks", response_model=WebhookLog,
+            summary="The task's webhook deliveries and every attempt made",
+            responses={401: UNAUTHORIZED, 404: NOT_FOUND})
+def get_webhook_log(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> WebhookLog:
+    if service.get_task(db=db, user_id=user.id, task_id=task_id) is None:
+        raise not_found(task_id)
+    return WebhookLog(deliveries=[
+        WebhookDeliveryOut(
+            webhook_id=d.event_id, url=d.url, state=d.state,
+            next_attempt_at=d.next_attempt_at if d.state == webhooks.PENDING else None,
+            attempts=[WebhookAttemptOut.model_validate(a) for a in attempts])
+        for d, attempts in webhooks.deliveries_for_task(db=db, task_id=task_id)])

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -75,7 +75,28 @@ class Message(BaseModel):
     detail: str
 
 
-def result_payload(image_class: str, primitives: list[dict[str, Any]],
-                   details: dict[str, Any]) -> dict[str, Any]:
-    """The ``result`` object: the contract's keys, then our extra ones."""
-    return {"image_class": image_class, "primitives": primitives, **details}
+class TaskCanceled(BaseModel):
+    id: int
+    status: TaskStatus = Field(examples=["canceled"])
+
+
+class WebhookAttemptOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    started_at: UtcMillis
+    duration_ms: float
+    status_code: int | None = Field(description="the receiver's answer; null when none came")
+    error: str | None = Field(description="why the attempt failed; null when delivered")
+
+
+class WebhookDeliveryOut(BaseModel):
+    webhook_id: str = Field(description="the webhook-id header, the same on every attempt")
+    url: str
+    state: str = Field(examples=["delivered"], description="pending, delivered or gave_up")
+    next_attempt_at: UtcMillis | None = Field(description="when pending: the next attempt")
+    attempts: list[WebhookAttemptOut]
+
+
+class WebhookLog(BaseModel):
+    deliveries: list[WebhookDeliveryOut]

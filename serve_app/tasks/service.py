@@ -1,43 +1,133 @@
-"""Task storage for the API: create, list, read and delete a user's tasks."""
+"""Task storage for the API: create (idempotently), list, read, cancel and delete a user's
+tasks."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage import webhooks
 from storage.database import utcnow
-from storage.models import Task, TaskInput, TaskResult, TaskStatus
+from storage.models import IdempotencyKey, Task, TaskInput, TaskResult, TaskStatus
+from storage.results import result_body
 
 # Ids a database column can hold; anything else cannot name a task.
 MAX_TASK_ID = 2**63 - 1
 
 
-def create_tasks(*, db: Session, user_id: int, detection_model_id: int,
-                 classification_model_id: int, images: list[tuple[bytes, str]]) -> list[int]:
-    """Store one queued task per (image, media type), all in one transaction; their ids in
-    order, committed when this returns."""
+@dataclass(frozen=True)
+class NewTasks:
+    """What a submission asks for: the images (bytes, media type) and how to run them."""
+
+    detection_model_id: int
+    classification_model_id: int
+    images: list[tuple[bytes, str]]
+    webhook_url: str | None = None
+
+    def digest(self) -> str:
+        """What makes two submissions the same request (for idempotency keys)."""
+        h = hashlib.sha256()
+        h.update(f"{self.detection_model_id}:{self.classification_model_id}:"
+                 f"{self.webhook_url or ''}:{len(self.images)}".encode())
+        for data, media_type in self.images:
+            h.update(f"|{media_type}:{len(data)}:".encode())
+            h.update(data)
+        return h.hexdigest()
+
+
+def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
     now = utcnow()
     ids = list(db.scalars(
         insert(Task).returning(Task.id, sort_by_parameter_order=True),
-        [{"user_id": user_id, "detection_model_id": detection_model_id,
-          "classification_model_id": classification_model_id,
+        [{"user_id": user_id, "detection_model_id": new.detection_model_id,
+          "classification_model_id": new.classification_model_id,
           "status": TaskStatus.queued.value, "input_media_type": media_type,
-          "created_at": now, "attempts": 0} for _, media_type in images]))
+          "webhook_url": new.webhook_url, "created_at": now, "attempts": 0}
+         for _, media_type in new.images]))
     db.execute(insert(TaskInput), [{"task_id": task_id, "data": data}
-                                   for task_id, (data, _) in zip(ids, images, strict=True)])
+                                   for task_id, (data, _) in zip(ids, new.images, strict=True)])
+    return ids
+
+
+def create_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
+    """Store one queued task per image, all in one transaction; their ids in order,
+    committed when this returns."""
+    ids = _insert_tasks(db=db, user_id=user_id, new=new)
     db.commit()
     return ids
 
 
-def create_tasks_within_quota(*, db: Session, user_id: int, detection_model_id: int,
-                              classification_model_id: int, images: list[tuple[bytes, str]],
-                              max_active: int) -> list[int] | None:
-    """``create_tasks``, unless the user would then have more than ``max_active`` waiting
-    (None then)."""
-    if count_active(db=db, user_id=user_id) + len(images) > max_active:
+class OverQuota(Exception):
+    """The user would have more tasks waiting than allowed."""
+
+
+class KeyReused(Exception):
+    """The idempotency key was first used with a different request."""
+
+
+@dataclass(frozen=True)
+class Created:
+    """The ids of the tasks a submission made (``replayed``: made by an earlier request with
+    the same idempotency key)."""
+
+    ids: list[int]
+    replayed: bool = False
+
+
+def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_active: int,
+                              idempotency_key: str | None = None,
+                              key_hours: float = 24.0) -> Created:
+    """Store the tasks unless the user would then have more than ``max_active`` waiting
+    (OverQuota). With an idempotency key, a request seen before within ``key_hours`` gets the
+    first one's ids and stores nothing (KeyReused when its body or parameters differ); the
+    key's row is taken first in the same transaction, so racing retries wait for the first
+    and then find its answer."""
+    if idempotency_key is not None:
+        replay = _take_key(db=db, user_id=user_id, key=idempotency_key, digest=new.digest(),
+                           key_hours=key_hours)
+        if replay is not None:
+            db.rollback()
+            return Created(ids=replay, replayed=True)
+    if count_active(db=db, user_id=user_id) + len(new.images) > max_active:
+        db.rollback()  # the key too: a retry after the quota frees may succeed
+        raise OverQuota
+    ids = _insert_tasks(db=db, user_id=user_id, new=new)
+    if idempotency_key is not None:
+        db.execute(update(IdempotencyKey)
+                   .where(IdempotencyKey.user_id == user_id,
+                          IdempotencyKey.key == idempotency_key)
+                   .values(response={"ids": ids}))
+    db.commit()
+    return Created(ids=ids)
+
+
+def _take_key(*, db: Session, user_id: int, key: str, digest: str,
+              key_hours: float) -> list[int] | None:
+    """Claim the key for this request (None), or the ids an earlier request got with it."""
+    now = utcnow()
+    db.execute(delete(IdempotencyKey).where(
+        IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
+        IdempotencyKey.created_at < now - timedelta(hours=key_hours)))
+    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
+    values: dict[str, Any] = {"user_id": user_id, "key": key, "request_digest": digest,
+                              "response": {}, "created_at": now}
+    # On PostgreSQL this waits for a concurrent transaction holding the same key to end.
+    taken = db.execute(dialect.insert(IdempotencyKey).values(**values)
+                       .on_conflict_do_nothing().returning(IdempotencyKey.key)).first()
+    if taken is not None:
         return None
-    return create_tasks(db=db, user_id=user_id, detection_model_id=detection_model_id,
-                        classification_model_id=classification_model_id, images=images)
+    first = db.execute(select(IdempotencyKey.request_digest, IdempotencyKey.response)
+                       .where(IdempotencyKey.user_id == user_id,
+                              IdempotencyKey.key == key)).one()
+    if first.request_digest != digest:
+        raise KeyReused
+    return list(first.response["ids"])
 
 
 def count_active(*, db: Session, user_id: int) -> int:
@@ -87,6 +177,32 @@ def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] |
     ).first()
     return (row[0], row[1]) if row else None
 
+
+def cancel_task(*, db: Session, user_id: int, task_id: int) -> TaskStatus | None:
+    """Cancel the user's task if it is queued or in progress (its webhook, if any, is queued
+    in the same transaction); the status it has now, None when there is none. A run under
+    way loses its claim, so it can store nothing."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    row = db.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.user_id == user_id,
+               Task.status.in_([TaskStatus.queued.value, TaskStatus.in_progress.value]))
+        .values(status=TaskStatus.canceled.value, claim_token=None, lease_expires_at=None,
+                finished_at=utcnow())
+        .returning(Task.webhook_url)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        db.rollback()
+        current = db.scalar(select(Task.status).where(Task.id == task_id,
+                                                      Task.user_id == user_id))
+        return TaskStatus(current) if current is not None else None
+    if row.webhook_url:
+        webhooks.enqueue(db=db, task_id=task_id, user_id=user_id, url=row.webhook_url,
+                         body=result_body(task_id=task_id, status=TaskStatus.canceled))
+    db.commit()
+    return TaskStatus.canceled
 
 
 def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:

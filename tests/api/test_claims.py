@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import func, select, update
 
-from serve_app.tasks.service import create_tasks
+from serve_app.tasks.service import NewTasks, create_tasks
 from storage import claims
 from storage.models import Task, TaskResult
 
@@ -17,9 +17,9 @@ def _tasks(sessions, n: int, username="alice") -> list[int]:
 
     with sessions() as db:
         user = create_user(db=db, username=username, password="pw")
-        return create_tasks(db=db, user_id=user.id, detection_model_id=1,
-                            classification_model_id=3,
-                            images=[(b"\xff\xd8\xff", "image/jpeg")] * n)
+        return create_tasks(db=db, user_id=user.id, new=NewTasks(
+            detection_model_id=1, classification_model_id=3,
+            images=[(b"\xff\xd8\xff", "image/jpeg")] * n))
 
 
 def test_concurrent_claimers_never_share_a_task(sessions):

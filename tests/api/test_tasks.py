@@ -239,9 +239,12 @@ def test_openapi_documents_every_route(client):
             "/api/tasks/{task_id}/result", "/api/models", "/api/tasks/{task_id}"} <= \
         set(schema["paths"])
     post = schema["paths"]["/api/tasks"]["post"]
-    assert {p["name"] for p in post["parameters"]} == {"detection_model_id",
-                                                        "classification_model_id"}
-    assert {"400", "401", "413", "415"} <= set(post["responses"])
+    assert {p["name"] for p in post["parameters"]} == {
+        "detection_model_id", "classification_model_id", "webhook", "Idempotency-Key"}
+    assert {"400", "401", "409", "413", "415"} <= set(post["responses"])
+    assert {"/api/tasks/{task_id}/cancel", "/api/tasks/{task_id}/visualization",
+            "/api/tasks/{task_id}/webhooks", "/api/me", "/api/me/webhook-secret"} <= \
+        set(schema["paths"])
     assert client.get("/docs").status_code == 200
 
 

@@ -30,7 +30,7 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     go (the API would let the queue keep pace, and the point is a deep queue)."""
     from sqlalchemy import select
 
-    from serve_app.tasks.service import create_tasks
+    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.database import make_engine, make_session_factory
     from storage.models import Task
 
@@ -38,10 +38,9 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     engine = make_engine(database_url)
     with make_session_factory(engine)() as db:
         user_id = db.scalar(select(Task.user_id).where(Task.id == first))
-        ids = [first] + [create_tasks(db=db, user_id=user_id, detection_model_id=1 + i % 2,
-                                      classification_model_id=3,
-                                      images=[(IMAGES[i % len(IMAGES)], "image/jpeg")])[0]
-                         for i in range(1, n)]
+        ids = [first] + [create_tasks(db=db, user_id=user_id, new=NewTasks(
+            detection_model_id=1 + i % 2, classification_model_id=3,
+            images=[(IMAGES[i % len(IMAGES)], "image/jpeg")]))[0] for i in range(1, n)]
     engine.dispose()
     return ids
 

@@ -142,7 +142,7 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
     with the reason, and the tasks after it still run."""
     from sqlalchemy.dialects.postgresql import insert
 
-    from serve_app.tasks.service import create_tasks
+    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.models import MlModel
 
     headers = user_headers()
@@ -152,9 +152,9 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
         db.execute(insert(MlModel).values(id=50, name="Retired", type="detection_model")
                    .on_conflict_do_nothing())
         user = db.scalar(select(Task.user_id).where(Task.id == good))
-        (doomed,) = create_tasks(db=db, user_id=user, detection_model_id=50,
-                                 classification_model_id=3,
-                                 images=[(render_jpeg(17)[0], "image/jpeg")])
+        (doomed,) = create_tasks(db=db, user_id=user, new=NewTasks(
+            detection_model_id=50, classification_model_id=3,
+            images=[(render_jpeg(17)[0], "image/jpeg")]))
     engine.dispose()
     after = submit(http, headers, render_jpeg(18)[0])
     assert wait_finished(http, headers, [good, doomed, after]) == \

@@ -1,0 +1,47 @@
+"""The webhook sender: a named, detached, self-restarting Ray actor around
+``webhooks.sender.WebhookSender``. It shares nothing with the task queue but the database,
+so a slow receiver never delays a task; deliveries are stored, so a restart loses none."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import asdict
+from typing import Any
+
+import ray
+
+from config.settings import Settings, get_settings
+from storage.database import make_engine, make_session_factory
+from webhooks.sender import DeliveryStore, WebhookSender
+
+log = logging.getLogger(__name__)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,  # type: ignore[call-overload]
+            max_concurrency=100)
+class WebhookSenderActor:
+    def __init__(self) -> None:
+        settings: Settings = get_settings()
+        engine = make_engine(settings.database_url, pool_size=4)
+        self.sender = WebhookSender(
+            DeliveryStore(make_session_factory(engine)),
+            allow_loopback=settings.allows_loopback_webhooks,
+            concurrency=settings.webhook_concurrency,
+            timeout_s=settings.webhook_timeout_seconds,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_s=settings.webhook_backoff_seconds,
+            backoff_cap_s=settings.webhook_backoff_cap_seconds)
+        self._loop = asyncio.get_running_loop().create_task(self.sender.run())
+        log.info("webhook sender started (%d at once, %d attempts)",
+                 settings.webhook_concurrency, settings.webhook_max_attempts)
+
+    def status(self) -> dict[str, Any]:
+        return {**asdict(self.sender.stats), "sending": len(self.sender.running)}
+
+    def ready(self) -> bool:
+        return not self._loop.done()
+
+    def pid(self) -> int:
+        return os.getpid()

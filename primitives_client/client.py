@@ -1,0 +1,194 @@
+"""``Client``: the platform's API over httpx, with retries and waiting."""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+SETTLED = frozenset({"done", "failed", "canceled"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+MEDIA_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+
+
+class PrimitivesError(Exception):
+    """The platform refused a request: its status code and ``detail``."""
+
+    def __init__(self, status_code: int, detail: Any):
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code, self.detail = status_code, detail
+
+
+def _media_type(data: bytes) -> str:
+    for magic, media_type in MEDIA_TYPES.items():
+        if data.startswith(magic):
+            return media_type
+    return "application/octet-stream"  # the platform answers 415 with its reason
+
+
+class Client:
+    """One platform at ``url``; ``token`` from an earlier ``login`` (or set by it)."""
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, *,
+                 timeout: float = 60.0, retries: int = 4,
+                 transport: httpx.BaseTransport | None = None):
+        self.url, self.token, self.retries = url.rstrip("/"), token, retries
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One call, retried on connection errors and on 429/502/503/504 (after the
+        ``Retry-After`` the platform gives, else a doubling pause); raises PrimitivesError
+        for any other 4xx/5xx."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self.http.request(method, path, headers=headers, **kwargs)
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError,
+                    httpx.WriteError, httpx.PoolTimeout):
+                if last:
+                    raise
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                continue
+            if response.status_code in RETRY_STATUSES and not last:
+                retry_after = response.headers.get("Retry-After", "")
+                time.sleep(min(30.0, float(retry_after)) if retry_after.isdigit()
+                           else min(8.0, 0.5 * 2 ** attempt))
+                continue
+            if response.status_code >= 400:
+                try:
+                    detail = response.json().get("detail")
+                except ValueError:
+                    detail = response.text
+                raise PrimitivesError(response.status_code, detail)
+            return response
+        raise AssertionError("unreachable")
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.request(method, path, **kwargs).json()
+
+    # -- the API ------------------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> str:
+        """Log in; the token is kept on the client and returned."""
+        body = self._json("POST", "/oauth/login",
+                          data={"username": username, "password": password})
+        self.token = str(body["access_token"])
+        return self.token
+
+    def me(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/me"))
+
+    def models(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/api/models"))
+
+    def submit(self, image: str | Path | bytes, *, detection_model_id: int | None = None,
+               classification_model_id: int | None = None, webhook: str | None = None,
+               idempotency_key: str | None = None, wait: bool = False,
+               timeout: float = 600.0) -> dict[str, Any]:
+        """Submit one image (a path or its bytes). Without ``wait``: ``{"id": ...}``; with
+        it, the result route's body once the task is done, failed or canceled."""
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        params: dict[str, Any] = {}
+        if detection_model_id is not None:
+            params["detection_model_id"] = detection_model_id
+        if classification_model_id is not None:
+            params["classification_model_id"] = classification_model_id
+        if webhook is not None:
+            params["webhook"] = webhook
+        created = self._json("POST", "/api/tasks", params=params, content=data, headers={
+            "Content-Type": _media_type(data),
+            "Idempotency-Key": idempotency_key or str(uuid.uuid4())})
+        return self.wait(created["id"], timeout=timeout) if wait else dict(created)
+
+    def submit_many(self, images: Iterable[str | Path | bytes], *, wait: bool = False,
+                    timeout: float = 600.0,
+                    progress: Callable[[int], None] | None = None,
+                    **options: Any) -> list[dict[str, Any]]:
+        """Submit each image; with ``wait``, then wait for them all. ``progress(n)`` is
+        called as each of the n tasks is submitted (and, with ``wait``, as each settles)."""
+        created = []
+        for image in images:
+            created.append(self.submit(image, **options))
+            if progress and not wait:
+                progress(1)
+        if not wait:
+            return created
+        deadline = time.monotonic() + timeout
+        results = []
+        for task in created:
+            results.append(self.wait(task["id"], timeout=max(0.0, deadline - time.monotonic())))
+            if progress:
+                progress(1)
+        return results
+
+    def status(self, task_id: int) -> str:
+        return str(self._json("GET", f"/api/tasks/{task_id}/status")["status"])
+
+    def result(self, task_id: int, *, wait: float = 0) -> dict[str, Any]:
+        """The result route's body (``result`` is None until done)."""
+        params = {"wait": wait} if wait else None
+        return dict(self._json("GET", f"/api/tasks/{task_id}/result", params=params))
+
+    def wait(self, task_id: int, *, timeout: float = 600.0) -> dict[str, Any]:
+        """The result once the task is done, failed or canceled (long polls of up to 20 s);
+        TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            body = self.result(task_id, wait=max(0.0, min(20.0, left)))
+            if body["status"] in SETTLED:
+                return body
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"task {task_id} is still {body['status']} after "
+                                   f"{timeout:g} s")
+
+    def list(self, *, status: str | None = None, after_id: int = 0,
+             limit: int | None = None) -> builtins.list[dict[str, Any]]:
+        params: dict[str, Any] = {"after_id": after_id}
+        if status is not None:
+            params["status"] = status
+        if limit is not None:
+            params["limit"] = limit
+        return builtins.list(self._json("GET", "/api/tasks", params=params)["tasks"])
+
+    def input(self, task_id: int) -> bytes:
+        return self.request("GET", f"/api/tasks/{task_id}/input").content
+
+    def visualize(self, task_id: int, out: str | Path | None = None, *,
+                  min_probability: float = 0.0, jpeg: bool = False) -> bytes:
+        """The picture of a done task's result (PNG, or JPEG); written to ``out`` if given."""
+        picture = self.request(
+            "GET", f"/api/tasks/{task_id}/visualization",
+            params={"min_probability": min_probability} if min_probability else None,
+            headers={"Accept": "image/jpeg" if jpeg else "image/png"}).content
+        if out is not None:
+            Path(out).write_bytes(picture)
+        return picture
+
+    def cancel(self, task_id: int) -> dict[str, Any]:
+        return dict(self._json("POST", f"/api/tasks/{task_id}/cancel"))
+
+    def delete(self, task_id: int) -> dict[str, Any]:
+        return dict(self._json("DELETE", f"/api/tasks/{task_id}"))
+
+    def webhooks(self, task_id: int) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self._json("GET", f"/api/tasks/{task_id}/webhooks")["deliveries"])

@@ -1,0 +1,283 @@
+// The platform's page: sign in, submit images, watch tasks, see results. Plain DOM, no
+// framework and nothing from elsewhere. The token lives in session storage (gone with the tab).
+"use strict";
+
+const PAGE = 20;
+const POLL_MS = 1000;
+const SETTLED = new Set(["done", "failed", "canceled"]);
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  token: sessionStorage.getItem("token"),
+  user: sessionStorage.getItem("user"),
+  cursors: [0],          // after_id of each page visited; the last is the current page
+  tasks: [],
+  more: false,
+  selected: null,        // id of the task shown in detail
+  shownStatus: null,     // its status when it was drawn
+  timer: null,
+  pictureUrl: null,
+};
+
+async function api(path, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const response = await fetch(path, { ...options, headers });
+  if (response.status === 401 && state.token) {
+    signOut("Your session ended; sign in again.");
+    throw new Error("Not authenticated");
+  }
+  return response;
+}
+
+async function detailOf(response) {
+  try {
+    const body = await response.json();
+    return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+// -- signing in ------------------------------------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  const form = new URLSearchParams({ username: $("username").value, password: $("password").value });
+  const response = await fetch("/oauth/login", { method: "POST", body: form });
+  if (!response.ok) {
+    $("login-error").textContent = await detailOf(response);
+    return;
+  }
+  state.token = (await response.json()).access_token;
+  state.user = $("username").value;
+  sessionStorage.setItem("token", state.token);
+  sessionStorage.setItem("user", state.user);
+  $("password").value = "";
+  await start();
+}
+
+function signOut(message = "") {
+  state.token = null;
+  sessionStorage.removeItem("token");
+  sessionStorage.removeItem("user");
+  clearTimeout(state.timer);
+  $("app").hidden = true;
+  $("session").hidden = true;
+  $("login-section").hidden = false;
+  $("login-error").textContent = message;
+  $("username").focus();
+}
+
+async function start() {
+  $("login-section").hidden = true;
+  $("app").hidden = false;
+  $("session").hidden = false;
+  $("whoami").textContent = state.user || "";
+  await loadModels();
+  await refresh();
+}
+
+// -- models and submitting -------------------------------------------------------------------
+
+async function loadModels() {
+  const response = await api("/api/models");
+  if (!response.ok) return;
+  const models = await response.json();
+  fillSelect($("detection-model"), models.detection_models);
+  fillSelect($("classification-model"), models.classification_models);
+}
+
+function fillSelect(select, models) {
+  select.replaceChildren(...models.map((m) => {
+    const option = document.createElement("option");
+    option.value = m.model_id;
+    option.textContent = m.model_name;
+    return option;
+  }));
+}
+
+async function submitFiles(files) {
+  const images = [...files].filter((f) => f.type === "image/jpeg" || f.type === "image/png");
+  const message = $("submit-message");
+  if (!images.length) {
+    message.textContent = "Choose JPEG or PNG images.";
+    return;
+  }
+  const query = new URLSearchParams({
+    detection_model_id: $("detection-model").value,
+    classification_model_id: $("classification-model").value,
+  });
+  const ids = [];
+  const errors = [];
+  for (const [n, file] of images.entries()) {
+    message.textContent = `Uploading ${n + 1} of ${images.length}…`;
+    const key = crypto.randomUUID();  // a retry of this upload can never make a second task
+    const response = await api(`/api/tasks?${query}`, {
+      method: "POST", body: file, headers: { "Content-Type": file.type, "Idempotency-Key": key },
+    });
+    if (response.ok) ids.push((await response.json()).id);
+    else errors.push(`${file.name}: ${await detailOf(response)}`);
+  }
+  message.textContent = [
+    ids.length ? `Submitted ${ids.length} image${ids.length > 1 ? "s" : ""}.` : "",
+    ...errors,
+  ].filter(Boolean).join(" ");
+  $("files").value = "";
+  if (ids.length) {
+    $("status-filter").value = "";
+    state.cursors.push(Math.min(...ids) - 1);  // show the new tasks
+    await refresh();
+  }
+}
+
+// -- the task list ---------------------------------------------------------------------------
+
+async function refresh() {
+  clearTimeout(state.timer);
+  const after = state.cursors[state.cursors.length - 1];
+  const query = new URLSearchParams({ after_id: after, limit: PAGE + 1 });
+  if ($("status-filter").value) query.set("status", $("status-filter").value);
+  let response;
+  try {
+    response = await api(`/api/tasks?${query}`);
+  } catch {
+    return;
+  }
+  if (!response.ok) return;
+  const tasks = (await response.json()).tasks;
+  state.more = tasks.length > PAGE;
+  state.tasks = tasks.slice(0, PAGE);
+  renderTasks();
+  const current = state.tasks.find((t) => t.id === state.selected);
+  if (current && current.status !== state.shownStatus) await showTask(current.id);
+  if (state.tasks.some((t) => !SETTLED.has(t.status))) {
+    state.timer = setTimeout(refresh, POLL_MS);  // live until everything shown has settled
+  }
+}
+
+function button(label, handler, secondary = true) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  if (secondary) b.className = "secondary";
+  b.addEventListener("click", handler);
+  return b;
+}
+
+function renderTasks() {
+  const rows = state.tasks.map((task) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = task.id;
+    if (task.id === state.selected) tr.className = "selected";
+    const cells = [String(task.id), new Date(task.created_at).toLocaleString()];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    const status = document.createElement("td");
+    status.className = `status status-${task.status.replace(" ", "-")}`;
+    status.textContent = task.status;
+    tr.append(status);
+    const actions = document.createElement("td");
+    actions.className = "actions";
+    actions.append(button("View", () => showTask(task.id), false));
+    actions.lastChild.setAttribute("aria-label", `View task ${task.id}`);
+    if (!SETTLED.has(task.status)) {
+      actions.append(button("Cancel", () => cancelTask(task.id)));
+      actions.lastChild.setAttribute("aria-label", `Cancel task ${task.id}`);
+    }
+    actions.append(button("Delete", () => deleteTask(task.id)));
+    actions.lastChild.setAttribute("aria-label", `Delete task ${task.id}`);
+    tr.append(actions);
+    return tr;
+  });
+  $("tasks").tBodies[0].replaceChildren(...rows);
+  $("no-tasks").hidden = rows.length > 0;
+  $("prev-page").disabled = state.cursors.length < 2;
+  $("next-page").disabled = !state.more;
+  $("page-label").textContent = state.tasks.length
+    ? `Tasks ${state.tasks[0].id}–${state.tasks[state.tasks.length - 1].id}` : "";
+}
+
+async function cancelTask(id) {
+  const response = await api(`/api/tasks/${id}/cancel`, { method: "POST" });
+  $("submit-message").textContent = response.ok ? `Task ${id} canceled.` : await detailOf(response);
+  await refresh();
+}
+
+async function deleteTask(id) {
+  const response = await api(`/api/tasks/${id}`, { method: "DELETE" });
+  $("submit-message").textContent = response.ok ? `Task ${id} deleted.` : await detailOf(response);
+  if (id === state.selected) {
+    state.selected = null;
+    $("detail").hidden = true;
+  }
+  await refresh();
+}
+
+// -- one task --------------------------------------------------------------------------------
+
+async function showTask(id) {
+  state.selected = id;
+  for (const tr of $("tasks").tBodies[0].rows) tr.classList.toggle("selected", tr.dataset.id === String(id));
+  const response = await api(`/api/tasks/${id}/result`);
+  if (!response.ok) return;
+  const body = await response.json();
+  state.shownStatus = body.status;
+  $("detail").hidden = false;
+  $("detail-title").textContent = `Task ${id}: ${body.status}`;
+  $("detail-error").textContent = body.error || "";
+  $("scene").textContent = body.result ? body.result.image_class : "—";
+  const rows = (body.result ? body.result.primitives : []).map((p) => {
+    const tr = document.createElement("tr");
+    const cells = [p.primitive_class, p.probability.toFixed(2),
+      `${p.x.toFixed(3)}, ${p.y.toFixed(3)}`, `${p.width.toFixed(3)} × ${p.height.toFixed(3)}`,
+      `${Math.round(p.rotation * 180)}°`];
+    for (const text of cells) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    return tr;
+  });
+  $("primitives").tBodies[0].replaceChildren(...rows);
+  const picture = await api(body.status === "done" ? `/api/tasks/${id}/visualization` : `/api/tasks/${id}/input`);
+  if (picture.ok) {
+    if (state.pictureUrl) URL.revokeObjectURL(state.pictureUrl);
+    state.pictureUrl = URL.createObjectURL(await picture.blob());
+    $("picture").src = state.pictureUrl;
+    $("picture").alt = body.status === "done"
+      ? `Task ${id} with ${rows.length} primitive${rows.length === 1 ? "" : "s"} outlined; scene ${body.result.image_class}`
+      : `Task ${id}'s image`;
+    $("picture-caption").textContent = body.status === "done"
+      ? "Boxes drawn from the stored result." : "Waiting for the result…";
+  }
+}
+
+// -- wiring ----------------------------------------------------------------------------------
+
+function wire() {
+  $("login-form").addEventListener("submit", signIn);
+  $("logout").addEventListener("click", () => signOut());
+  $("files").addEventListener("change", (e) => submitFiles(e.target.files));
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    submitFiles(e.dataTransfer.files);
+  });
+  $("status-filter").addEventListener("change", () => { state.cursors = [0]; refresh(); });
+  $("prev-page").addEventListener("click", () => { state.cursors.pop(); refresh(); });
+  $("next-page").addEventListener("click", () => {
+    state.cursors.push(state.tasks[state.tasks.length - 1].id);
+    refresh();
+  });
+  if (state.token) start(); else $("username").focus();
+}
+
+wire();

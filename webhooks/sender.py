@@ -1,0 +1,172 @@
+"""The webhook sender: takes due deliveries from the database, POSTs each signed body to its
+(checked, pinned) address, logs the attempt and schedules a retry with exponential back-off
+and jitter. Deliveries run concurrently and each is bounded by a time-out, so a slow or dead
+receiver holds one slot for at most that long and never the task queue, which only stores
+the delivery. Knows nothing of Ray: the ``WebhookSender`` actor runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage import webhooks as deliveries
+from storage.database import utcnow
+from webhooks import signing
+from webhooks.urls import UnsafeUrl, resolve
+
+log = logging.getLogger(__name__)
+USER_AGENT = "primitives-webhooks/1"
+
+
+def retry_delay(attempt: int, *, base_s: float, cap_s: float) -> float:
+    """Seconds before attempt ``attempt + 1``: exponential from ``base_s``, capped, with
+    jitter (between half and all of it) so that retries of many events spread out."""
+    return min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+class DeliveryStore:
+    """The storage functions over a session factory, one short session per call."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+
+    def take_due(self, *, limit: int, lock_seconds: float) -> list[deliveries.DueDelivery]:
+        with self.sessions() as db:
+            return deliveries.take_due(db=db, limit=limit, lock_seconds=lock_seconds)
+
+    def secret(self, *, user_id: int) -> str:
+        with self.sessions() as db:
+            return deliveries.ensure_secret(db=db, user_id=user_id)
+
+    def record_attempt(self, *, delivery: deliveries.DueDelivery, started_at: datetime,
+                       duration_ms: float, status_code: int | None, error: str | None,
+                       next_attempt_at: datetime | None) -> None:
+        with self.sessions() as db:
+            deliveries.record_attempt(db=db, delivery=delivery, started_at=started_at,
+                                 duration_ms=duration_ms, status_code=status_code,
+                                 error=error, next_attempt_at=next_attempt_at)
+
+
+@dataclass
+class SenderStats:
+    delivered: int = 0
+    failed_attempts: int = 0
+    gave_up: int = 0
+
+
+@dataclass
+class WebhookSender:
+    store: DeliveryStore
+    allow_loopback: bool
+    concurrency: int = 32
+    timeout_s: float = 10.0
+    max_attempts: int = 8
+    backoff_s: float = 2.0
+    backoff_cap_s: float = 3600.0
+    poll_seconds: float = 1.0
+    stats: SenderStats = field(default_factory=SenderStats)
+
+    def __post_init__(self) -> None:
+        self.running: set[asyncio.Task[None]] = set()
+        self.wake = asyncio.Event()
+        # No proxies from the environment (they would bypass the address check), no
+        # redirects (a 3xx is a failed attempt).
+        self.client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False,
+                                        trust_env=False,
+                                        limits=httpx.Limits(max_connections=self.concurrency))
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    async def close(self) -> None:
+        for task in list(self.running):
+            task.cancel()
+        await self.client.aclose()
+
+    async def send_once(self) -> int:
+        """Take what fits in the free slots and start sending it; how many were started."""
+        free = self.concurrency - len(self.running)
+        if free <= 0:
+            return 0
+        # Locked for longer than one attempt can take, so no other sender takes it meanwhile.
+        due = await asyncio.to_thread(self.store.take_due, limit=free,
+                                      lock_seconds=self.timeout_s * 3 + 30)
+        for delivery in due:
+            task = asyncio.create_task(self.deliver(delivery))
+            self.running.add(task)
+            task.add_done_callback(self._finished)
+        return len(due)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self.running.discard(task)
+        self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self.wake.clear()
+            try:
+                if not await self.send_once():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.wake.wait(), timeout=self.poll_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be restarting: retry
+                log.exception("taking webhook deliveries failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def post(self, delivery: deliveries.DueDelivery) -> int:
+        """One signed POST to the checked address; the status code."""
+        target = await asyncio.to_thread(resolve, delivery.url,
+                                         allow_loopback=self.allow_loopback)
+        secret = await asyncio.to_thread(self.store.secret, user_id=delivery.user_id)
+        body = delivery.body.encode()
+        headers = {**signing.headers(secret, delivery.event_id, body),
+                   "host": target.host_header(), "user-agent": USER_AGENT}
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        async with self.client.stream("POST", target.pinned_url(), content=body,
+                                      headers=headers, extensions=extensions) as response:
+            return response.status_code
+
+    async def deliver(self, delivery: deliveries.DueDelivery) -> None:
+        started_at, started = utcnow(), time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        try:
+            status_code = await self.post(delivery)
+            if not 200 <= status_code < 300:
+                error = (f"answered {status_code}; redirects are not followed"
+                         if 300 <= status_code < 400 else f"answered {status_code}")
+        except UnsafeUrl as exc:
+            error = str(exc)
+        except httpx.TimeoutException:
+            error = f"no answer within {self.timeout_s:g} s"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        delivered = error is None
+        next_at = None
+        if not delivered and delivery.attempt < self.max_attempts:
+            next_at = utcnow() + timedelta(seconds=retry_delay(
+                delivery.attempt, base_s=self.backoff_s, cap_s=self.backoff_cap_s))
+        if delivered:
+            self.stats.delivered += 1
+        elif next_at is None:
+            self.stats.gave_up += 1
+            log.warning("webhook %s: gave up after %d attempts (%s)", delivery.event_id,
+                        delivery.attempt, error)
+        else:
+            self.stats.failed_attempts += 1
+        try:
+            await asyncio.to_thread(
+                self.store.record_attempt, delivery=delivery, started_at=started_at,
+                duration_ms=(time.perf_counter() - started) * 1000, status_code=status_code,
+                error=error, next_attempt_at=next_at)
+        except Exception:  # noqa: BLE001 - the lock lapses and the attempt is made again
+            log.exception("webhook %s: could not record the attempt", delivery.event_id)

@@ -1,0 +1,99 @@
+"""Which webhook URLs the platform may call. Production refuses every address that is not
+globally routable (loopback, private, link-local — which holds the cloud metadata service —,
+shared, reserved, multicast), judged on every address the host resolves to, at submission
+and again before each attempt; the attempt then connects to the address that was checked, so
+a DNS answer that changes in between (rebinding) cannot redirect it. Redirects are never
+followed."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+MAX_URL_LENGTH = 2048
+# Cloud metadata services outside the link-local range (Alibaba; AWS over IPv6).
+METADATA_ADDRESSES = frozenset({ipaddress.ip_address("100.100.100.200"),
+                                ipaddress.ip_address("fd00:ec2::254")})
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeUrl(ValueError):
+    """The URL may not be called; the message says why (it becomes a 400's detail)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL and the address to connect to."""
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    address: IPAddress
+
+    def pinned_url(self) -> str:
+        """The URL with its host replaced by the checked address."""
+        parts = urlsplit(self.url)
+        host = f"[{self.address}]" if self.address.version == 6 else str(self.address)
+        netloc = f"{host}:{self.port}"
+        return parts._replace(netloc=netloc).geturl()
+
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL; UnsafeUrl when it is not one."""
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeUrl(f"The webhook URL is longer than {MAX_URL_LENGTH} characters.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeUrl(f"The webhook URL is not valid: {exc}.") from exc
+    if parts.scheme not in ("http", "https"):
+        raise UnsafeUrl("The webhook URL must start with http:// or https://.")
+    if not parts.hostname:
+        raise UnsafeUrl("The webhook URL has no host.")
+    if parts.username is not None or parts.password is not None:
+        raise UnsafeUrl("The webhook URL may not carry a user name or password.")
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def _refusal(address: IPAddress, allow_loopback: bool) -> str | None:
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_loopback:
+        return None if allow_loopback else "a loopback address"
+    if address in METADATA_ADDRESSES or address.is_link_local:
+        return "a link-local or metadata address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global or address.is_multicast:
+        return "an address that is not publicly routable"
+    return None
+
+
+def resolve(url: str, *, allow_loopback: bool) -> Target:
+    """Check ``url`` and every address its host resolves to (blocking: DNS); the target to
+    connect to, or UnsafeUrl."""
+    scheme, host, port = parse(url)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeUrl(f"The webhook host {host!r} does not resolve.") from exc
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if not addresses:
+        raise UnsafeUrl(f"The webhook host {host!r} does not resolve.")
+    for address in addresses:
+        reason = _refusal(address, allow_loopback)
+        if reason is not None:
+            raise UnsafeUrl(f"The webhook host {host!r} resolves to {reason} ({address}); "
+                            "webhooks go only to public addresses.")
+    return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])
