@@ -217,12 +217,12 @@ def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
                         409: {"model": Message, "description": "The task already ended"}})
 def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser,
                 queue: Queue) -> TaskCanceled:
-    now = service.cancel_task(db=db, user_id=user.id, task_id=task_id)
-    if now is None:
-        raise not_found(task_id)
-    if now is not TaskStatus.canceled:
+    try:
+        if not service.cancel_task(db=db, user_id=user.id, task_id=task_id):
+            raise not_found(task_id)
+    except service.TaskEnded as ended:
         raise HTTPException(status.HTTP_409_CONFLICT,
-                            detail=f"Task {task_id} is already {now.value}.")
+                            detail=f"Task {task_id} is already {ended.status.value}.") from None
     queue.cancel(task_id)
     return TaskCanceled(id=task_id, status=TaskStatus.canceled)
 

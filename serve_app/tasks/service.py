@@ -178,12 +178,20 @@ def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] |
     return (row[0], row[1]) if row else None
 
 
-def cancel_task(*, db: Session, user_id: int, task_id: int) -> TaskStatus | None:
+class TaskEnded(Exception):
+    """The task is already done, failed or canceled."""
+
+    def __init__(self, status: TaskStatus):
+        super().__init__(status.value)
+        self.status = status
+
+
+def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
     """Cancel the user's task if it is queued or in progress (its webhook, if any, is queued
-    in the same transaction); the status it has now, None when there is none. A run under
-    way loses its claim, so it can store nothing."""
+    in the same transaction); False when there is no such task, TaskEnded when it already
+    ended. A run under way loses its claim, so it can store nothing."""
     if not 0 < task_id <= MAX_TASK_ID:
-        return None
+        return False
     row = db.execute(
         update(Task)
         .where(Task.id == task_id, Task.user_id == user_id,
@@ -197,12 +205,14 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> TaskStatus | None
         db.rollback()
         current = db.scalar(select(Task.status).where(Task.id == task_id,
                                                       Task.user_id == user_id))
-        return TaskStatus(current) if current is not None else None
+        if current is None:
+            return False
+        raise TaskEnded(TaskStatus(current))
     if row.webhook_url:
         webhooks.enqueue(db=db, task_id=task_id, user_id=user_id, url=row.webhook_url,
                          body=result_body(task_id=task_id, status=TaskStatus.canceled))
     db.commit()
-    return TaskStatus.canceled
+    return True
 
 
 def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:

@@ -53,13 +53,18 @@ def _clean_tables(sessions) -> Iterator[None]:
 
 
 class Notifications(NoQueue):
-    """A queue link that counts the wake-ups the API sends (no queue runs in these tests)."""
+    """A queue link that counts the wake-ups and cancellations the API sends (no queue runs
+    in these tests)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.canceled: list[int] = []
 
     def notify(self) -> None:
         self.count += 1
+
+    def cancel(self, task_id: int) -> None:
+        self.canceled.append(task_id)
 
 
 @pytest.fixture
@@ -109,3 +114,28 @@ def alice(make_user, login) -> dict[str, str]:
 @pytest.fixture
 def bob(make_user, login) -> dict[str, str]:
     return login(*make_user("bob"))
+
+
+def submit(client, headers, image: bytes, **params) -> int:
+    """POST one image; its task id (the answer must be 200)."""
+    response = client.post("/api/tasks", params=params, content=image,
+                           headers={**headers, "Content-Type": "image/jpeg"})
+    assert response.status_code == 200, response.text
+    return int(response.json()["id"])
+
+
+@pytest.fixture
+def finish(sessions):
+    """Run the queue's side by hand: claim the queued tasks and store ``primitives`` and the
+    scene class for them, as the queue would after running the models."""
+    from storage import claims
+
+    def do(primitives: list[dict], image_class: str = "office") -> list[int]:
+        with sessions() as db:
+            claimed = claims.claim_tasks(db=db, limit=100, lease_seconds=60)
+            for claim in claimed:
+                assert claims.complete(db=db, claim=claim, image_class=image_class,
+                                       primitives=primitives, details={"detection_model": "t"})
+        return [c.task_id for c in claimed]
+
+    return do

@@ -1,0 +1,26 @@
+"""The web page (CONTRACT.md E8) is served without a token, self-contained."""
+
+from __future__ import annotations
+
+import re
+
+
+def test_the_page_and_its_files_are_served_from_this_origin_only(client):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    html = page.text
+    assert '<label for="username">' in html and '<label for="password">' in html
+    sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert sources and all(s.startswith("/static/") for s in sources)  # nothing from a CDN
+    for source in sources:
+        assert client.get(source).status_code == 200
+    script = client.get("/static/app.js").text
+    assert "sessionStorage" in script and "document.cookie" not in script
+    assert "innerHTML" not in script  # results are put on the page as text only
+
+
+def test_the_page_is_not_part_of_the_api_schema(client):
+    assert "/" not in client.get("/openapi.json").json()["paths"]

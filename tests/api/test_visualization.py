@@ -1,0 +1,106 @@
+"""The drawn result (CONTRACT.md E1): the input as displayed, boxes from the stored result."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from serve_app.tasks.visualize import COLOURS
+from tests.api.conftest import submit
+
+# A cube box in the middle, turned a quarter of π (45°), and a weak sphere at the left.
+CUBE = {"primitive_class": "cube", "x": 0.5, "y": 0.5, "width": 0.4, "height": 0.2,
+        "rotation": 0.25, "probability": 0.9}
+SPHERE = {"primitive_class": "sphere", "x": 0.15, "y": 0.5, "width": 0.1, "height": 0.2,
+          "rotation": 0.0, "probability": 0.3}
+
+
+def _photo(width: int, height: int, orientation: int | None = None) -> bytes:
+    image = Image.new("RGB", (width, height), (250, 250, 250))
+    out = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    image.save(out, format="JPEG", quality=95, exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _close(pixel, colour, tolerance=40) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in zip(pixel, colour, strict=False))
+
+
+def _near(picture: Image.Image, xy: tuple[float, float], colour, radius=3) -> bool:
+    x0, y0 = round(xy[0]), round(xy[1])
+    return any(_close(picture.getpixel((x, y)), colour)
+               for x in range(x0 - radius, x0 + radius + 1)
+               for y in range(y0 - radius, y0 + radius + 1))
+
+
+def test_boxes_are_drawn_where_the_result_puts_them(client, alice, finish):
+    task_id = submit(client, alice, _photo(400, 300))
+    finish([CUBE, SPHERE], image_class="office")
+    response = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    picture = Image.open(io.BytesIO(response.content)).convert("RGB")
+    assert picture.size == (400, 300)
+    # The cube's box is 160 x 60 px turned 45° about (200, 150): its corner
+    # centre + R(45°)·(80, 30) = (235.4, 227.8) is outlined in the cube's colour...
+    assert _near(picture, (200 + 80 * 0.7071 - 30 * 0.7071, 150 + 80 * 0.7071 + 30 * 0.7071),
+                 COLOURS["cube"])
+    assert _near(picture, (200 - 80 * 0.7071 + 30 * 0.7071, 150 - 80 * 0.7071 - 30 * 0.7071),
+                 COLOURS["cube"])
+    # ...while an unturned box's corner (280, 180) is not, nor the centre.
+    assert not _near(picture, (280, 180), COLOURS["cube"])
+    assert _close(picture.getpixel((200, 150)), (250, 250, 250))
+    # The sphere's left edge at x = 40, y = 150.
+    assert _near(picture, (40, 150), COLOURS["sphere"])
+
+
+def test_min_probability_hides_weaker_boxes_and_jpeg_is_given_when_asked(client, alice,
+                                                                         finish):
+    task_id = submit(client, alice, _photo(400, 300))
+    finish([CUBE, SPHERE])
+    response = client.get(f"/api/tasks/{task_id}/visualization",
+                          params={"min_probability": 0.5},
+                          headers={**alice, "Accept": "image/jpeg"})
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.content.startswith(b"\xff\xd8\xff")
+    picture = Image.open(io.BytesIO(response.content)).convert("RGB")
+    assert not _near(picture, (40, 150), COLOURS["sphere"], radius=1)
+    assert _near(picture, (235.4, 227.8), COLOURS["cube"])
+
+
+def test_the_picture_is_the_input_as_displayed(client, alice, finish):
+    # Stored 400 x 200 with EXIF orientation 6 (turn 90° clockwise): displayed 200 x 400.
+    task_id = submit(client, alice, _photo(400, 200, orientation=6))
+    finish([CUBE])
+    response = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
+    assert Image.open(io.BytesIO(response.content)).size == (200, 400)
+
+
+def test_unchanged_pictures_revalidate_with_their_etag(client, alice, finish):
+    task_id = submit(client, alice, _photo(120, 80))
+    finish([CUBE])
+    first = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
+    etag = first.headers["etag"]
+    again = client.get(f"/api/tasks/{task_id}/visualization",
+                       headers={**alice, "If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = client.get(f"/api/tasks/{task_id}/visualization", params={"min_probability": 0.95},
+                       headers={**alice, "If-None-Match": etag})
+    assert other.status_code == 200  # other options, another picture
+
+
+def test_a_task_not_done_is_409_and_others_tasks_404(client, alice, bob, sample_jpeg):
+    task_id = submit(client, alice, sample_jpeg)
+    response = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
+    assert response.status_code == 409
+    assert response.json() == {"detail": f"Task {task_id} is not done."}
+    client.post(f"/api/tasks/{task_id}/cancel", headers=alice)
+    assert client.get(f"/api/tasks/{task_id}/visualization", headers=alice).status_code == 409
+    theirs = client.get(f"/api/tasks/{task_id}/visualization", headers=bob)
+    assert theirs.status_code == 404
+    assert theirs.json() == {"detail": f"Task with id {task_id} does not exist."}
+    assert client.get(f"/api/tasks/{task_id}/visualization").status_code == 401

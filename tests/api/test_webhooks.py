@@ -1,0 +1,226 @@
+"""Signed webhooks (CONTRACT.md E4) against real HTTP receivers on loopback: the API stores
+the URL, settling a task stores the delivery, the sender signs, retries and logs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from fastapi.testclient import TestClient
+
+from config.settings import Settings
+from serve_app.main import create_app
+from tests.api.conftest import JWT_SECRET, submit
+from webhooks import signing
+from webhooks.sender import DeliveryStore, WebhookSender
+
+
+class Receiver:
+    """An HTTP server on loopback that answers each POST with the next scripted status (the
+    last one repeats) and records what it was sent."""
+
+    def __init__(self, statuses: list[int], delay_s: float = 0.0):
+        self.statuses, self.delay_s = list(statuses), delay_s
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()},
+                                          body))
+                time.sleep(receiver.delay_s)
+                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 \
+                    else receiver.statuses[0]
+                self.send_response(status)
+                if 300 <= status < 400:
+                    self.send_header("Location", "http://127.0.0.1:1/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers() -> Iterator[list[Receiver]]:
+    made: list[Receiver] = []
+    yield made
+    for r in made:
+        r.close()
+
+
+def _receiver(receivers, statuses, delay_s=0.0) -> Receiver:
+    receivers.append(Receiver(statuses, delay_s))
+    return receivers[-1]
+
+
+def _sender(sessions, **options) -> WebhookSender:
+    options = {"backoff_s": 0.05, "backoff_cap_s": 0.2, **options}
+    return WebhookSender(DeliveryStore(sessions), allow_loopback=True, **options)
+
+
+def _run(sender: WebhookSender, until, timeout: float = 30.0) -> None:
+    """Run the sender until ``until()`` holds (checked between rounds)."""
+
+    async def go() -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            while not until():
+                assert time.monotonic() < deadline, "the sender did not get there in time"
+                await sender.send_once()
+                await asyncio.sleep(0.05)
+        finally:
+            await sender.close()
+
+    asyncio.run(go())
+
+
+def test_a_done_task_is_posted_signed_and_a_500_is_retried_with_the_same_id(
+        client, alice, sample_jpeg, finish, sessions, receivers):
+    receiver = _receiver(receivers, [500, 200])
+    task_id = submit(client, alice, sample_jpeg, webhook=receiver.url)
+    finish([{"primitive_class": "cube", "x": 0.5, "y": 0.5, "width": 0.2, "height": 0.2,
+             "rotation": 0.0, "probability": 0.9}], image_class="office")
+    _run(_sender(sessions), lambda: len(receiver.received) == 2 and client.get(
+        f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][0]["state"]
+        == "delivered")
+
+    secret = client.get("/api/me", headers=alice).json()["webhook_secret"]
+    (first_headers, first_body), (headers, body) = receiver.received
+    assert first_headers["webhook-id"] == headers["webhook-id"]
+    assert first_body == body
+    assert signing.verify(secret, headers, body)
+    assert json.loads(body) == client.get(f"/tasks/{task_id}/result", headers=alice).json()
+
+    log = client.get(f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"]
+    assert len(log) == 1
+    assert log[0]["webhook_id"] == headers["webhook-id"] and log[0]["url"] == receiver.url
+    assert log[0]["next_attempt_at"] is None
+    assert [(a["attempt"], a["status_code"]) for a in log[0]["attempts"]] == [(1, 500),
+                                                                               (2, 200)]
+    assert log[0]["attempts"][0]["error"] == "answered 500"
+    assert log[0]["attempts"][1]["error"] is None
+
+
+def test_a_canceled_task_is_posted_and_a_rotated_secret_signs_later_attempts(
+        client, alice, sample_jpeg, sessions, receivers):
+    receiver = _receiver(receivers, [200])
+    task_id = submit(client, alice, sample_jpeg, webhook=receiver.url)
+    client.post(f"/api/tasks/{task_id}/cancel", headers=alice)
+    old = client.get("/api/me", headers=alice).json()["webhook_secret"]
+    new = client.post("/api/me/webhook-secret", headers=alice).json()["webhook_secret"]
+    assert new != old and new.startswith("whsec_")
+    _run(_sender(sessions), lambda: len(receiver.received) == 1)
+    headers, body = receiver.received[0]
+    assert json.loads(body) == {"id": task_id, "status": "canceled", "result": None}
+    assert signing.verify(new, headers, body) and not signing.verify(old, headers, body)
+
+
+def test_a_dead_receiver_does_not_hold_up_others_and_gives_up_after_the_attempts(
+        client, alice, bob, sample_jpeg, finish, sessions, receivers):
+    slow = _receiver(receivers, [200], delay_s=5.0)  # answers after the 1 s time-out
+    with socket.socket() as closed:  # a port nothing listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    fine = _receiver(receivers, [200])
+    slow_task = submit(client, alice, sample_jpeg, webhook=slow.url)
+    dead_task = submit(client, alice, sample_jpeg, webhook=dead_url)
+    fine_task = submit(client, bob, sample_jpeg, webhook=fine.url)
+    finish([])
+    delivered_while_slow_was_waiting: list[bool] = []
+
+    def fine_delivered() -> bool:
+        done = bool(fine.received)
+        if done and not delivered_while_slow_was_waiting:
+            # The slow receiver's first attempt is still open: nothing waited for it.
+            log = client.get(f"/api/tasks/{slow_task}/webhooks", headers=alice).json()
+            delivered_while_slow_was_waiting.append(not log["deliveries"][0]["attempts"])
+        return done
+
+    def all_settled() -> bool:
+        states = [client.get(f"/api/tasks/{t}/webhooks", headers=h).json()["deliveries"][0]
+                  ["state"] for t, h in ((slow_task, alice), (dead_task, alice),
+                                         (fine_task, bob))]
+        return fine_delivered() and states == ["gave_up", "gave_up", "delivered"]
+
+    _run(_sender(sessions, timeout_s=1.0, max_attempts=3), all_settled)
+    assert delivered_while_slow_was_waiting == [True]
+    dead_log = client.get(f"/api/tasks/{dead_task}/webhooks", headers=alice).json()
+    attempts = dead_log["deliveries"][0]["attempts"]
+    assert [a["attempt"] for a in attempts] == [1, 2, 3]
+    assert all(a["status_code"] is None and "ConnectError" in a["error"] for a in attempts)
+    slow_attempts = client.get(f"/api/tasks/{slow_task}/webhooks",
+                               headers=alice).json()["deliveries"][0]["attempts"]
+    assert slow_attempts[0]["error"] == "no answer within 1 s"
+
+
+def test_redirects_are_not_followed(client, alice, sample_jpeg, finish, sessions, receivers):
+    receiver = _receiver(receivers, [302])
+    task_id = submit(client, alice, sample_jpeg, webhook=receiver.url)
+    finish([])
+    _run(_sender(sessions, max_attempts=1), lambda: client.get(
+        f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][0]["state"]
+        == "gave_up")
+    (attempt,) = client.get(f"/api/tasks/{task_id}/webhooks",
+                            headers=alice).json()["deliveries"][0]["attempts"]
+    assert attempt["status_code"] == 302
+    assert attempt["error"] == "answered 302; redirects are not followed"
+    assert len(receiver.received) == 1
+
+
+@pytest.fixture
+def production_client(database_url, registry, sessions, read_sessions) -> Iterator[TestClient]:
+    settings = Settings(database_url=database_url, jwt_secret=JWT_SECRET,
+                        environment="production")
+    app = create_app(settings=settings, registry=registry, session_factory=sessions,
+                     read_session_factory=read_sessions)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://127.0.0.1:8080/hook", "resolves to a loopback address"),
+    ("http://localhost/hook", "resolves to a loopback address"),
+    ("http://169.254.169.254/latest/meta-data/", "resolves to a link-local or metadata"),
+    ("http://10.0.0.7/hook", "resolves to a private address"),
+    ("file:///etc/passwd", "must start with http:// or https://"),
+])
+def test_production_refuses_unsafe_webhook_urls_with_400(production_client, make_user,
+                                                         sample_jpeg, sessions, url, says):
+    name, password = make_user()
+    token = production_client.post("/oauth/login", data={"username": name,
+                                                         "password": password}).json()
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    response = production_client.post("/api/tasks", params={"webhook": url},
+                                      content=sample_jpeg,
+                                      headers={**headers, "Content-Type": "image/jpeg"})
+    assert response.status_code == 400
+    assert says in response.json()["detail"]
+    assert production_client.get("/api/tasks", headers=headers).json() == {"tasks": []}
+
+
+def test_me_shows_a_stable_secret_and_needs_a_token(client, alice):
+    import base64
+
+    first = client.get("/api/me", headers=alice).json()
+    assert first["username"] == "alice"
+    assert len(base64.b64decode(first["webhook_secret"].removeprefix("whsec_"))) == 24
+    assert client.get("/api/me", headers=alice).json() == first
+    for call in (client.get("/api/me"), client.post("/api/me/webhook-secret")):
+        assert call.status_code == 401
+        assert call.json() == {"detail": "Not authenticated"}

@@ -1,0 +1,71 @@
+"""Which webhook URLs are refused, and the signature a receiver checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+
+from webhooks import signing
+from webhooks.urls import UnsafeUrl, resolve
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("ftp://example.com/hook", "must start with http"),
+    ("http:///path", "has no host"),
+    ("http://user:pw@93.184.216.34/", "user name or password"),
+    ("http://127.0.0.1:9000/hook", "loopback"),
+    ("http://localhost/hook", "loopback"),
+    ("http://[::1]/hook", "loopback"),
+    ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+    ("http://10.1.2.3/hook", "private"),
+    ("http://192.168.0.10/hook", "private"),
+    ("http://172.16.5.5/hook", "private"),
+    ("http://169.254.169.254/latest/meta-data", "link-local or metadata"),
+    ("http://100.100.100.200/", "link-local or metadata"),
+    ("http://[fd00:ec2::254]/", "link-local or metadata"),
+    ("http://0.0.0.0/", "private"),
+    ("http://100.64.0.1/", "not publicly routable"),
+    ("http://224.0.0.1/", "not publicly routable"),
+    ("http://" + "a" * 2100 + ".com/", "longer than"),
+])
+def test_unsafe_urls_are_refused_with_the_reason(url, reason):
+    with pytest.raises(UnsafeUrl, match=reason):
+        resolve(url, allow_loopback=False)
+
+
+def test_loopback_is_allowed_only_when_asked_and_the_target_is_pinned():
+    target = resolve("http://127.0.0.1:8123/hook?x=1", allow_loopback=True)
+    assert target.pinned_url() == "http://127.0.0.1:8123/hook?x=1"
+    assert target.host_header() == "127.0.0.1:8123"
+    with pytest.raises(UnsafeUrl, match="private"):
+        resolve("http://10.0.0.1/", allow_loopback=True)  # loopback only, not private
+
+
+def test_a_public_address_passes_and_is_connected_to_as_checked():
+    target = resolve("https://93.184.216.34/hooks/primitives", allow_loopback=False)
+    assert str(target.address) == "93.184.216.34"
+    assert target.pinned_url() == "https://93.184.216.34:443/hooks/primitives"
+    assert target.host_header() == "93.184.216.34"
+
+
+def test_a_host_that_does_not_resolve_is_refused():
+    with pytest.raises(UnsafeUrl, match="does not resolve"):
+        resolve("http://no-such-host.invalid/hook", allow_loopback=False)
+
+
+def test_the_signature_is_standard_webhooks_hmac_over_id_timestamp_and_body():
+    secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
+    body = b'{"id":1,"status":"done"}'
+    headers = signing.headers(secret, "msg_1", body, now=1_700_000_000)
+    expected = base64.b64encode(hmac.new(b"k" * 24, b"msg_1.1700000000." + body,
+                                         hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == "v1," + expected
+    assert headers["webhook-id"] == "msg_1" and headers["webhook-timestamp"] == "1700000000"
+    assert not signing.verify(secret, headers, body)  # 1700000000 is long past
+    fresh = signing.headers(secret, "msg_1", body)
+    assert signing.verify(secret, fresh, body)
+    assert not signing.verify(secret, fresh, body + b" ")
+    assert not signing.verify("whsec_" + base64.b64encode(b"x" * 24).decode(), fresh, body)
