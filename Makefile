@@ -11,9 +11,10 @@ run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl
 	@echo "Development mode: demo user 'first' / '111' is created (PRIMITIVES_ENVIRONMENT=production disables it)"
 	env $$(grep -v '^\s*#' config/ray.env | xargs) $(BIN)/serve run serve_config.yaml
 
-test: install  ## Type check, then unit, API and integration tests (starts PostgreSQL if down)
+test: install  ## Type check, then unit, API, integration and browser tests (starts PostgreSQL)
 	$(BIN)/mypy
 	bash scripts/ensure-postgres.sh
+	[ -n "$${PRIMITIVES_CHROMIUM:-}" ] || bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 test-unit: install

@@ -40,7 +40,8 @@ class WebhookSenderActor:
     def status(self) -> dict[str, Any]:
         return {**asdict(self.sender.stats), "sending": len(self.sender.running)}
 
-    def ready(self) -> bool:
+    async def ready(self) -> bool:
+        # An async method: it makes this an async actor, whose event loop runs the sender.
         return not self._loop.done()
 
     def pid(self) -> int:

@@ -69,6 +69,10 @@ def platform(database_url: str, registry, tmp_path_factory) -> Iterator[Platform
         "PRIMITIVES_QUEUE_LEASE_SECONDS": "4",
         "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
         "PRIMITIVES_QUEUE_ACTOR_NAME": f"queue_{uuid.uuid4().hex[:8]}",
+        "PRIMITIVES_WEBHOOK_ACTOR_NAME": f"hooks_{uuid.uuid4().hex[:8]}",
+        # The tests' receivers listen on loopback, which production otherwise refuses.
+        "PRIMITIVES_WEBHOOK_ALLOW_LOOPBACK": "true",
+        "PRIMITIVES_WEBHOOK_BACKOFF_SECONDS": "0.2",
         "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
         "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
     }
@@ -109,9 +113,23 @@ def user_headers(database_url: str, http: httpx.Client):
     engine.dispose()
 
 
+@pytest.fixture
+def account(database_url, http):
+    """A fresh user: (username, password)."""
+    from serve_app.auth.service import create_user
+    from storage.database import make_engine, make_session_factory
+
+    name, password = f"c_{uuid.uuid4().hex[:8]}", "pw-client-1"
+    engine = make_engine(database_url)
+    with make_session_factory(engine)() as db:
+        create_user(db=db, username=name, password=password)
+    engine.dispose()
+    return name, password
+
+
 def wait_finished(http: httpx.Client, headers: dict[str, str], task_ids: list[int],
                   timeout: float = 180.0) -> dict[int, str]:
-    """Poll until every task is done or failed; returns the final statuses."""
+    """Poll until every task is done, failed or canceled; returns the final statuses."""
     deadline = time.monotonic() + timeout
     final: dict[int, str] = {}
     while time.monotonic() < deadline and len(final) < len(task_ids):
@@ -124,7 +142,7 @@ def wait_finished(http: httpx.Client, headers: dict[str, str], task_ids: list[in
                 continue
             assert response.status_code == 200, response.text
             status = response.json()["status"]
-            if status in ("done", "failed"):
+            if status in ("done", "failed", "canceled"):
                 final[task_id] = status
         time.sleep(0.25)
     missing = set(task_ids) - set(final)

@@ -1,0 +1,85 @@
+"""The web page in a real headless Chromium (Debian's package, driven by Playwright) against
+the running platform: sign in with the keyboard, upload, watch the task finish, see the
+boxes, delete. Saves a screenshot (var/screenshots/page.png)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+from PIL import Image
+
+from config.settings import REPO_ROOT
+from training.render import render_jpeg
+
+SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
+
+
+def _chromium() -> str:
+    path = os.environ.get("PRIMITIVES_CHROMIUM") or shutil.which("chromium")
+    assert path, "chromium is not installed: `make test` installs it (scripts/ensure-chromium.sh)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=_chromium(), headless=True,
+            args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(page, platform, account,
+                                                             tmp_path, http):
+    from playwright.sync_api import expect
+
+    images = []
+    for seed in (41, 42):
+        images.append(tmp_path / f"scene-{seed}.jpg")
+        images[-1].write_bytes(render_jpeg(seed)[0])
+
+    page.goto(platform.url + "/")
+    # Keyboard only: the focus starts in the user name field.
+    page.keyboard.type(account[0])
+    page.keyboard.press("Tab")
+    page.keyboard.type(account[1])
+    page.keyboard.press("Enter")
+    expect(page.locator("#whoami")).to_have_text(account[0])
+    expect(page.get_by_label("Detection model")).to_contain_text("YOLO")
+
+    page.set_input_files("#files", [str(p) for p in images])
+    expect(page.locator("#submit-message")).to_have_text("Submitted 2 images.")
+    rows = page.locator("#tasks tbody tr")
+    expect(rows).to_have_count(2)
+    # Live: the statuses turn to done with no reload.
+    expect(page.locator("#tasks tbody .status-done")).to_have_count(2, timeout=120_000)
+    first_id = rows.first.get_attribute("data-id")
+
+    page.get_by_role("button", name=f"View task {first_id}").click()
+    expect(page.locator("#detail-title")).to_have_text(f"Task {first_id}: done")
+    expect(page.locator("#primitives tbody tr").first).to_be_visible()
+    expect(page.locator("#scene")).not_to_have_text("—")
+    # The drawn result, fetched with the token, shown at the input's size.
+    expect(page.locator("#picture")).to_have_attribute("src", re.compile("^blob:"))
+    page.wait_for_function("document.getElementById('picture').naturalWidth > 0")
+    shown = page.evaluate("[document.getElementById('picture').naturalWidth, "
+                          "document.getElementById('picture').naturalHeight]")
+    assert tuple(shown) == Image.open(images[0]).size
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "page.png"), full_page=True)
+
+    page.get_by_role("button", name=f"Delete task {first_id}").click()
+    expect(page.locator("#submit-message")).to_have_text(f"Task {first_id} deleted.")
+    expect(rows).to_have_count(1)
+    expect(page.locator("#detail")).to_be_hidden()
+    token = page.evaluate("sessionStorage.getItem('token')")
+    gone = http.get(f"/api/tasks/{first_id}/status", headers={"Authorization": f"Bearer {token}"})
+    assert gone.status_code == 404
+    assert page.evaluate("document.cookie") == ""
