@@ -55,6 +55,27 @@ def test_a_finished_task_is_posted_to_its_webhook_signed(http, user_headers, rec
     assert [d["state"] for d in log] == ["delivered"]
 
 
+def test_a_hanging_receiver_delays_no_task(http, user_headers):
+    """The sender is its own actor: receivers that never answer in time hold its slots for
+    their time-out, while tasks, their own and others', finish as usual."""
+    hanging = Receiver([200], delay_s=15.0)
+    try:
+        headers = user_headers()
+        hooked = [http.post("/api/tasks", params={"webhook": hanging.url},
+                            content=render_jpeg(50 + i)[0],
+                            headers={**headers, "Content-Type": "image/jpeg"}).json()["id"]
+                  for i in range(3)]
+        plain = [submit(http, headers, render_jpeg(60 + i)[0]) for i in range(3)]
+        assert set(wait_finished(http, headers, hooked + plain, timeout=60).values()) == \
+            {"done"}
+        hanging.wait_for(1)  # the sender got to them, and is still waiting on them
+        states = {d["state"] for t in hooked for d in http.get(
+            f"/api/tasks/{t}/webhooks", headers=headers).json()["deliveries"]}
+        assert states == {"pending"}
+    finally:
+        hanging.close()
+
+
 def test_canceled_tasks_never_run_while_others_do(http, user_headers, database_url,
                                                  paused_queue):
     import ray
