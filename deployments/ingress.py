@@ -70,6 +70,12 @@ class RayQueueLink:
     def cancel(self, task_id: int) -> None:
         self.actor.abandon.remote(task_id)  # fire and forget: lease renewal also finds it
 
+    async def ready(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.actor.ready.remote(), DESCRIBE_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - restarting, gone or slow: not ready
+            return False
+
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         async def one(model_id: int, handle: DeploymentHandle) -> tuple[int, dict[str, Any]]:
             try:

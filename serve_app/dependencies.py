@@ -28,6 +28,9 @@ class QueueLink(Protocol):
     def cancel(self, task_id: int) -> None:
         """The task was canceled or deleted: abandon its run now (fire and forget)."""
 
+    async def ready(self) -> bool:
+        """Whether the queue answers."""
+
     async def wait_finished(self, task_id: int, timeout: float) -> None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
         seconds."""
@@ -44,6 +47,9 @@ class NoQueue:
 
     def cancel(self, task_id: int) -> None:
         return None
+
+    async def ready(self) -> bool:
+        return False  # nothing runs the stored tasks
 
     async def wait_finished(self, task_id: int, timeout: float) -> None:
         return None

@@ -16,6 +16,7 @@ from serve_app.account.router import router as account_router
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
 from serve_app.dependencies import AppServices, NoQueue, QueueLink
+from serve_app.health.router import router as health_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
 
@@ -52,6 +53,7 @@ def create_app(
     app.include_router(tasks_router)
     app.include_router(catalog_router)
     app.include_router(account_router)
+    app.include_router(health_router)
     web.mount(app)
     return app
 

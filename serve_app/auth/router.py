@@ -54,7 +54,8 @@ async def read_login_form(request: Request) -> LoginForm:
         "application/x-www-form-urlencoded": {"schema": _LOGIN_BODY_SCHEMA},
         "application/json": {"schema": _LOGIN_BODY_SCHEMA},
     }}},
-    responses={429: {"description": "Too many failed logins from this client for this user"},
+    responses={400: {"description": "A malformed form body (e.g. more than 16 fields)"},
+               429: {"description": "Too many failed logins from this client for this user"},
                422: {"description": "Incorrect username or password, or missing fields",
                      "content": {"application/json": {"example": {
                          "detail": "Incorrect username or password"}}}}},

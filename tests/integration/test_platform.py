@@ -193,3 +193,10 @@ def test_a_generated_scene_comes_back_with_the_primitives_it_holds(http, user_he
                and abs(p["y"] - box.cy / h) < 0.1 for p in found):
             matched += 1
     assert matched >= 0.8 * len(sample.boxes), (sample.boxes, found)
+
+
+def test_health_routes_answer_without_a_token(http):
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready"}

@@ -1,0 +1,64 @@
+"""Health (CONTRACT.md E5): liveness needs nothing; readiness names what is not ready."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from serve_app.dependencies import NoQueue
+from serve_app.main import create_app
+from storage.database import make_engine, make_session_factory
+
+
+class Running(NoQueue):
+    """A queue link whose queue answers and whose models are ready, but for ``down``."""
+
+    def __init__(self, registry, down: tuple[str, ...] = ()):
+        self.registry, self.down = registry, down
+
+    async def ready(self) -> bool:
+        return True
+
+    async def describe_models(self) -> dict[int, dict[str, Any]]:
+        return {m.id: {"ready": m.name not in self.down} for m in self.registry.models}
+
+
+def _client(settings, registry, sessions, read_sessions, queue) -> TestClient:
+    return TestClient(create_app(settings=settings, registry=registry, session_factory=sessions,
+                                 read_session_factory=read_sessions, queue=queue))
+
+
+def test_liveness_needs_no_token_and_no_database(settings, registry):
+    nowhere = make_session_factory(make_engine("postgresql+psycopg2://x@127.0.0.1:1/none"))
+    with _client(settings, registry, nowhere, nowhere, NoQueue()) as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_ready_when_the_database_the_queue_and_every_model_answer(settings, registry, sessions,
+                                                                 read_sessions):
+    with _client(settings, registry, sessions, read_sessions, Running(registry)) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready"}
+
+
+def test_a_model_without_a_ready_replica_is_named(settings, registry, sessions, read_sessions):
+    with _client(settings, registry, sessions, read_sessions,
+                 Running(registry, down=("SSD",))) as client:
+        response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "failing": ["SSD"]}
+
+
+def test_no_queue_and_no_database_are_named(settings, registry):
+    engine = make_engine("postgresql+psycopg2://x@127.0.0.1:1/none")
+    nowhere = make_session_factory(engine)
+    with _client(settings, registry, nowhere, nowhere, NoQueue()) as client:
+        response = client.get("/readyz")
+    engine.dispose()
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready",
+                               "failing": ["database", "queue", "YOLO", "SSD", "model_v1"]}
