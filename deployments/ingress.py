@@ -13,6 +13,7 @@ from ray.serve.handle import DeploymentHandle
 
 from config.registry import ModelSpec, Registry
 from config.settings import Settings, get_settings
+from deployments import metrics
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
 
@@ -35,12 +36,14 @@ class RayQueueLink:
         self.detectors, self.classifiers = detectors, classifiers
         self.handles = {**detectors, **classifiers}
         self.input_sides = {spec.id: spec.image_size for spec in registry.models}
+        self.model_names = {spec.id: spec.name for spec in registry.models}
         self.actor = self._get_or_create()
         self.actor.configure.remote(*self._queue_args())
         self.sender: ActorHandle = self._get_or_create_sender()
 
     def _queue_args(self) -> tuple[Any, ...]:
-        return self.detectors, self.classifiers, self.input_sides, self.concurrency
+        return (self.detectors, self.classifiers, self.input_sides, self.concurrency,
+                self.model_names)
 
     async def wait_finished(self, task_id: int, timeout: float) -> None:
         try:
@@ -68,6 +71,10 @@ class RayQueueLink:
         self.actor.notify.remote()  # fire and forget: the queue also polls
 
     def cancel(self, task_id: int) -> None:
+        metrics.tasks_total().inc(1, tags={"outcome": "canceled"})
+        self.forget(task_id)
+
+    def forget(self, task_id: int) -> None:
         self.actor.abandon.remote(task_id)  # fire and forget: lease renewal also finds it
 
     async def ready(self) -> bool:

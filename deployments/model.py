@@ -14,6 +14,7 @@ import numpy as np
 from ray import serve
 
 from config.registry import ModelSpec
+from deployments import metrics
 from inference import ModelAnswer, ModelRefused, build_predictor
 
 log = logging.getLogger("ray.serve")
@@ -67,6 +68,7 @@ class ModelDeployment:
         size = sum(not isinstance(o, ModelRefused) for o in outputs)
         self.batches += 1
         self.images += len(images)
+        metrics.batch_size().observe(len(images), tags={"model": self.spec.name})
         return [o if isinstance(o, ModelRefused) else
                 ModelAnswer(prediction=o, model=self.spec.name, batch_size=size,
                             inference_ms=elapsed_ms)

@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import ray
@@ -32,7 +33,7 @@ from config.settings import Settings, get_settings
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from inference.images import decode_image
 from storage.claims import Claim, ClaimedTask, ClaimStore
-from storage.database import make_engine, make_session_factory
+from storage.database import make_engine, make_session_factory, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,38 @@ class Store(Protocol):
     def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]: ...
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]: ...
     def is_settled(self, *, task_id: int) -> bool: ...
+    def waiting_by_model(self) -> dict[int, int]: ...
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
                  details: dict[str, Any]) -> bool: ...
     def fail(self, *, claim: Claim, error: str) -> bool: ...
     def release(self, *, claim: Claim) -> bool: ...
+
+
+class QueueObserver(Protocol):
+    """Where the dispatcher reports what it sees (Ray metrics in the actor)."""
+
+    def ended(self, outcome: str) -> None: ...
+    def stage(self, stage: str, seconds: float) -> None: ...
+    def depth(self, model: str, waiting: int) -> None: ...
+
+
+class NoObserver:
+    def ended(self, outcome: str) -> None:
+        return None
+
+    def stage(self, stage: str, seconds: float) -> None:
+        return None
+
+    def depth(self, model: str, waiting: int) -> None:
+        return None
+
+
+def _seconds_since(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return (utcnow() - moment).total_seconds()
 
 
 # (claim, image bytes) -> (detection answer, classification answer). Raises ModelRefused for
@@ -78,6 +107,9 @@ class Dispatcher:
     max_attempts: int
     backoff: Callable[[int], float] = retry_delay
     stats: QueueStats = field(default_factory=QueueStats)
+    observer: QueueObserver = field(default_factory=NoObserver)
+    # Model names by id: the backlog is reported per model name.
+    model_names: dict[int, str] = field(default_factory=dict)
     paused: bool = False
 
     def __post_init__(self) -> None:
@@ -181,6 +213,22 @@ class Dispatcher:
                 self.stats.discarded += 1
                 entry[1].cancel()
 
+    async def report_depth_once(self) -> dict[str, int]:
+        """Report how many tasks wait for each known model (0 for none); returns it."""
+        waiting = await self._db(self.store.waiting_by_model)
+        depths = {name: waiting.get(model_id, 0) for model_id, name in self.model_names.items()}
+        for name, count in depths.items():
+            self.observer.depth(name, count)
+        return depths
+
+    async def depth_loop(self) -> None:
+        while True:
+            try:
+                await self.report_depth_once()
+            except Exception:  # noqa: BLE001 - the database may be restarting
+                log.warning("could not count the backlog; retrying")
+            await asyncio.sleep(self.poll_seconds)
+
     async def lease_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
@@ -195,15 +243,20 @@ class Dispatcher:
         """Run one claimed task (its image read with the claim) to done, failed or back to
         the queue."""
         if claim.attempts > self.max_attempts:
-            await self._db(self.store.fail, claim=claim,
-                           error=f"gave up after {claim.attempts - 1} attempts that crashed")
+            if await self._db(self.store.fail, claim=claim, error=f"gave up after "
+                              f"{claim.attempts - 1} attempts that crashed"):
+                self.observer.ended("failed")
             self.stats.failed += 1
             return
+        waited = _seconds_since(claim.created_at)
+        if waited is not None and claim.attempts == 1:
+            self.observer.stage("wait", waited)
         try:
             if image is None:
                 return  # deleted since it was claimed
             started = time.perf_counter()
             detection, classification = await self.run_models(claim, image)
+            self.observer.stage("inference", time.perf_counter() - started)
             if not isinstance(detection.prediction, Detection) or \
                     not isinstance(classification.prediction, Classification):
                 raise ModelRefused("the configured models answered with the wrong kinds")
@@ -222,12 +275,17 @@ class Dispatcher:
                 details=details)
             if stored:
                 self.stats.done += 1
+                self.observer.ended("done")
+                total = _seconds_since(claim.created_at)
+                if total is not None:
+                    self.observer.stage("total", total)
             else:
                 self.stats.discarded += 1
         except asyncio.CancelledError:
             raise
         except ModelRefused as exc:
-            await self._db(self.store.fail, claim=claim, error=exc.reason)
+            if await self._db(self.store.fail, claim=claim, error=exc.reason):
+                self.observer.ended("failed")
             self.stats.failed += 1
         except Exception as exc:  # noqa: BLE001 - a replica died, the DB blinked...: retry
             log.warning("task %d: transient failure, back to the queue: %r", claim.task_id, exc)
@@ -279,7 +337,9 @@ class ServeModels:
 class TaskQueue:
     def __init__(self, detectors: dict[int, DeploymentHandle],
                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
-                 concurrency: int):
+                 concurrency: int, model_names: dict[int, str] | None = None):
+        from deployments.metrics import RayQueueMetrics
+
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
@@ -288,10 +348,12 @@ class TaskQueue:
             store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
             run_models=self.models,
             concurrency=concurrency, lease_seconds=settings.queue_lease_seconds,
-            poll_seconds=settings.queue_poll_seconds, max_attempts=settings.queue_max_attempts)
+            poll_seconds=settings.queue_poll_seconds, max_attempts=settings.queue_max_attempts,
+            observer=RayQueueMetrics(), model_names=dict(model_names or {}))
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self.dispatcher.dispatch_loop()),
-                       loop.create_task(self.dispatcher.lease_loop())]
+                       loop.create_task(self.dispatcher.lease_loop()),
+                       loop.create_task(self.dispatcher.depth_loop())]
         log.info("task queue started (concurrency %d, lease %.0fs)",
                  concurrency, settings.queue_lease_seconds)
 
@@ -300,11 +362,12 @@ class TaskQueue:
 
     def configure(self, detectors: dict[int, DeploymentHandle],
                   classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
-                  concurrency: int) -> None:
+                  concurrency: int, model_names: dict[int, str] | None = None) -> None:
         """Point at the current application's deployments and scaling (after a redeploy)."""
         self.models.detectors, self.models.classifiers = dict(detectors), dict(classifiers)
         self.models.input_sides = dict(input_sides)
         self.dispatcher.concurrency = concurrency
+        self.dispatcher.model_names = dict(model_names or {})
         self.dispatcher.notify()
 
     def status(self) -> dict[str, Any]:

@@ -26,7 +26,10 @@ class QueueLink(Protocol):
         """A task was stored: look for work now (fire and forget; the queue also polls)."""
 
     def cancel(self, task_id: int) -> None:
-        """The task was canceled or deleted: abandon its run now (fire and forget)."""
+        """The task was canceled: count it, abandon its run now (fire and forget)."""
+
+    def forget(self, task_id: int) -> None:
+        """The task was deleted: abandon its run now (fire and forget)."""
 
     async def ready(self) -> bool:
         """Whether the queue answers."""
@@ -46,6 +49,9 @@ class NoQueue:
         return None
 
     def cancel(self, task_id: int) -> None:
+        return None
+
+    def forget(self, task_id: int) -> None:
         return None
 
     async def ready(self) -> bool:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import webhooks
@@ -29,6 +29,7 @@ class Claim:
     attempts: int
     detection_model_id: int
     classification_model_id: int
+    created_at: datetime | None = None  # when the task was accepted
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,12 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
         .values(status=TaskStatus.in_progress.value, claim_token=token,
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=Task.attempts + 1, started_at=now)
-        .returning(Task.id, Task.attempts, Task.detection_model_id, Task.classification_model_id)
+        .returning(Task.id, Task.attempts, Task.detection_model_id, Task.classification_model_id,
+                   Task.created_at)
         .execution_options(synchronize_session=False)
     ).all()
-    return sorted((Claim(r[0], token, r[1], r[2], r[3]) for r in rows), key=lambda c: c.task_id)
+    return sorted((Claim(r[0], token, r[1], r[2], r[3], r[4]) for r in rows),
+                  key=lambda c: c.task_id)
 
 
 def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -109,6 +112,17 @@ def is_settled(*, db: Session, task_id: int) -> bool:
     """True when the task is done, failed, canceled or no longer exists."""
     status = db.scalar(select(Task.status).where(Task.id == task_id))
     return status is None or status in SETTLED_STATUSES
+
+
+def waiting_by_model(*, db: Session) -> dict[int, int]:
+    """How many queued tasks wait for each model (detection and classification), by id."""
+    waiting: dict[int, int] = {}
+    for column in (Task.detection_model_id, Task.classification_model_id):
+        for model_id, count in db.execute(
+                select(column, func.count()).where(Task.status == TaskStatus.queued.value)
+                .group_by(column)):
+            waiting[model_id] = waiting.get(model_id, 0) + count
+    return waiting
 
 
 def load_input(*, db: Session, task_id: int) -> bytes | None:
@@ -197,6 +211,10 @@ class ClaimStore:
     def is_settled(self, *, task_id: int) -> bool:
         with self.read_sessions() as db:
             return is_settled(db=db, task_id=task_id)
+
+    def waiting_by_model(self) -> dict[int, int]:
+        with self.read_sessions() as db:
+            return waiting_by_model(db=db)
 
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
                  details: dict[str, Any]) -> bool:

@@ -207,7 +207,7 @@ def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
                 queue: Queue) -> TaskCreated:
     if not service.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
-    queue.cancel(task_id)
+    queue.forget(task_id)
     return TaskCreated(id=task_id)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from deployments.task_queue import Dispatcher, retry_delay
 from inference import Classification, Detection, ModelAnswer, ModelRefused, Primitive
 from storage.claims import Claim, ClaimedTask
+from storage.database import utcnow
 
 CUBE = Primitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
 
@@ -49,7 +51,8 @@ class MemoryStore:
             if row.status == "queued" and len(out) < limit:
                 row.status, row.token = "in progress", token
                 row.attempts += 1
-                out.append(ClaimedTask(Claim(task_id, token, row.attempts, 1, 3), row.image))
+                out.append(ClaimedTask(Claim(task_id, token, row.attempts, 1, 3,
+                                             utcnow() - timedelta(seconds=2)), row.image))
         return out
 
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -57,7 +60,11 @@ class MemoryStore:
 
     def is_settled(self, *, task_id: int) -> bool:
         row = self.rows.get(task_id)
-        return row is None or row.status in ("done", "failed")
+        return row is None or row.status in ("done", "failed", "canceled")
+
+    def waiting_by_model(self) -> dict[int, int]:
+        queued = sum(r.status == "queued" for r in self.rows.values())
+        return {1: queued, 3: queued} if queued else {}
 
     def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
                  details: dict[str, Any]) -> bool:
@@ -216,3 +223,41 @@ def test_paused_queue_claims_nothing_until_resumed_and_long_polls_wake_on_finish
         assert store.rows[task_id].status == "done"
 
     asyncio.run(scenario())
+
+
+@dataclass
+class Recorder:
+    """An observer that keeps what it is told."""
+
+    ended_: list[str] = field(default_factory=list)
+    stages: list[tuple[str, float]] = field(default_factory=list)
+    depths: dict[str, int] = field(default_factory=dict)
+
+    def ended(self, outcome: str) -> None:
+        self.ended_.append(outcome)
+
+    def stage(self, stage: str, seconds: float) -> None:
+        self.stages.append((stage, seconds))
+
+    def depth(self, model: str, waiting: int) -> None:
+        self.depths[model] = waiting
+
+
+def test_the_observer_hears_outcomes_stages_and_the_backlog_per_model():
+    store, models, seen = MemoryStore(), StandInModels(), Recorder()
+    store.add(b"img", b"refuse", b"img")
+    dispatcher = make_dispatcher(store, models, observer=seen,
+                                 model_names={1: "YOLO", 2: "SSD", 3: "model_v1"})
+    assert asyncio.run(dispatcher.report_depth_once()) == {"YOLO": 3, "SSD": 0, "model_v1": 3}
+    assert seen.depths == {"YOLO": 3, "SSD": 0, "model_v1": 3}
+    asyncio.run(run_until(dispatcher, store, 3))
+    assert sorted(seen.ended_) == ["done", "done", "failed"]
+    by_stage: dict[str, list[float]] = {}
+    for stage, seconds in seen.stages:
+        by_stage.setdefault(stage, []).append(seconds)
+    assert len(by_stage["wait"]) == 3 and len(by_stage["total"]) == 2
+    assert len(by_stage["inference"]) == 2  # the refused run raised before it was timed
+    # Accepted two seconds before the claim: the waits and totals say so.
+    assert all(1.9 < s < 10 for s in by_stage["wait"] + by_stage["total"])
+    assert all(0.005 < s < 5 for s in by_stage["inference"])
+    assert asyncio.run(dispatcher.report_depth_once())["YOLO"] == 0

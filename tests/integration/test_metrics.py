@@ -1,0 +1,58 @@
+"""The platform's metrics (CONTRACT.md E6) on the node's Prometheus endpoint, after a few
+tasks: what a Prometheus scraping through Ray's service discovery would read."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import ray
+
+from tests.integration.conftest import wait_finished
+from tests.integration.test_platform import queue_actor, submit
+from training.render import render_jpeg
+
+
+def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of ``name`` in a Prometheus text page."""
+    found = []
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+            found.append((labels, float(match.group(2))))
+    return found
+
+
+def _total(samples, **labels: str) -> float:
+    return sum(v for got, v in samples if all(got.get(k) == w for k, w in labels.items()))
+
+
+def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, user_headers):
+    headers = user_headers()
+    ray.get(queue_actor().pause.remote())
+    try:
+        canceled = submit(http, headers, render_jpeg(69)[0])
+        assert http.post(f"/api/tasks/{canceled}/cancel", headers=headers).status_code == 200
+    finally:
+        ray.get(queue_actor().resume.remote())
+    done = [submit(http, headers, render_jpeg(70 + i)[0]) for i in range(3)]
+    assert set(wait_finished(http, headers, done).values()) == {"done"}
+    endpoint = f"http://127.0.0.1:{platform.metrics_port}/metrics"
+    deadline = time.monotonic() + 60
+    while True:
+        page = httpx.get(endpoint, timeout=10).text
+        tasks = _samples(page, "ray_primitives_tasks_total")
+        if (_total(tasks, outcome="done") >= 3 and _total(tasks, outcome="canceled") >= 1) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert _total(tasks, outcome="done") >= 3
+    assert _total(tasks, outcome="canceled") >= 1
+    for stage in ("wait", "inference", "total"):
+        assert _total(_samples(page, "ray_primitives_task_seconds_count"), stage=stage) >= 3
+    depth = _samples(page, "ray_primitives_queue_depth")
+    assert {labels["model"] for labels, _ in depth} >= {"YOLO", "SSD", "model_v1"}
+    batches = _samples(page, "ray_primitives_batch_size_count")
+    assert _total(batches, model="YOLO") >= 1 and _total(batches, model="model_v1") >= 1
