@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-unit install migrate lint data train evaluate bench profile load clean
+.PHONY: observe run test test-unit install migrate lint data train evaluate bench profile load clean
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -14,8 +14,11 @@ run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl
 test: install  ## Type check, then unit, API, integration and browser tests (starts PostgreSQL)
 	$(BIN)/mypy
 	bash scripts/ensure-postgres.sh
-	[ -n "$${PRIMITIVES_CHROMIUM:-}" ] || bash scripts/ensure-chromium.sh
+	bash scripts/ensure-test-tools.sh
 	$(BIN)/python -m pytest
+
+observe:  ## Prometheus on 127.0.0.1:9090 over the running platform's Ray nodes (after make run)
+	bash scripts/observe.sh
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit

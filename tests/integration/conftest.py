@@ -48,7 +48,8 @@ class Platform:
         from tests.local_platform import start_local_platform
 
         start_local_platform(self.env, models=self.models, namespace="primitives-tests",
-                             port=self.port, metrics_port=self.metrics_port)
+                             port=self.port, metrics_port=self.metrics_port,
+                             dashboard=True)
 
     def stop(self) -> None:
         from tests.local_platform import stop_local_platform

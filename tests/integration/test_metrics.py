@@ -56,3 +56,41 @@ def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, use
     assert {labels["model"] for labels, _ in depth} >= {"YOLO", "SSD", "model_v1"}
     batches = _samples(page, "ray_primitives_batch_size_count")
     assert _total(batches, model="YOLO") >= 1 and _total(batches, model="model_v1") >= 1
+
+
+def test_prometheus_finds_the_nodes_through_rays_discovery_file(platform, tmp_path,
+                                                                http, user_headers):
+    """The shipped observability/prometheus.yml, run by a real Prometheus (as make observe
+    does), scrapes the platform's metrics."""
+    import shutil
+    import subprocess
+
+    from config.settings import REPO_ROOT
+    from tests.local_platform import free_port
+
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus is not installed: make test installs it"
+    headers = user_headers()
+    task = submit(http, headers, render_jpeg(79)[0])
+    wait_finished(http, headers, [task])
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, f"--config.file={REPO_ROOT / 'observability' / 'prometheus.yml'}",
+         f"--storage.tsdb.path={tmp_path}", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, result = time.monotonic() + 90, []
+        while not result and time.monotonic() < deadline:
+            time.sleep(2)
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
+                                   params={"query": 'ray_primitives_tasks_total{outcome="done"}'},
+                                   timeout=5).json()
+            except httpx.HTTPError:
+                continue
+            result = answer.get("data", {}).get("result", [])
+        assert result, "Prometheus never scraped ray_primitives_tasks_total"
+        assert sum(float(r["value"][1]) for r in result) >= 1
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
