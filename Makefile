@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: observe run test test-unit install migrate lint data train evaluate bench profile load clean
+.PHONY: autoscale observe run test test-unit install migrate lint data train evaluate bench profile load clean
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -60,6 +60,10 @@ profile: install  ## py-spy over every platform process under load (bench/out/pr
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[bench]'
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m bench.profile
+
+autoscale: install  ## Step load: a backlog takes YOLO to its maximum and back (fails if not)
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m bench.autoscale --check --plot bench/out/autoscale.png
 
 load: install  ## 20 users submit for 2 minutes; fails if an accepted task is lost
 	bash scripts/ensure-postgres.sh

@@ -15,6 +15,7 @@ from ray import serve
 
 from config.registry import ModelSpec
 from deployments import metrics
+from deployments.autoscaling import BACKLOG
 from inference import ModelAnswer, ModelRefused, build_predictor
 
 log = logging.getLogger("ray.serve")
@@ -22,6 +23,7 @@ log = logging.getLogger("ray.serve")
 # Used only until ``reconfigure`` applies the deployment's user_config.
 INITIAL_MAX_BATCH_SIZE = 8
 INITIAL_BATCH_WAIT_S = 0.005
+BACKLOG_TIMEOUT_S = 2.0
 # For a model that serve_config.yaml gives no ``deployments:`` block (a model brought by the
 # user); the file's block, when there is one, replaces these.
 FALLBACK_OPTIONS = {"ray_actor_options": {"num_cpus": 0.5}, "max_ongoing_requests": 32}
@@ -34,6 +36,8 @@ class ModelDeployment:
         self.predictor = build_predictor(self.spec)
         self.batches = self.images = 0
         self.inference_cpu_s = 0.0
+        self.backlog = 0.0
+        self._queue: Any = None
         log.info("%s ready on %s (torch threads: %s)", self.spec.name, self.predictor.device,
                  _torch_threads())
 
@@ -74,6 +78,19 @@ class ModelDeployment:
                             inference_ms=elapsed_ms)
                 for o in outputs]
 
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metric: this model's backlog, as the task queue last
+        counted it (``deployments.autoscaling.backlog_policy`` uses it). The last known
+        count while the queue does not answer."""
+        try:
+            if self._queue is None:
+                self._queue = await asyncio.to_thread(_queue_actor)
+            self.backlog = float(await asyncio.wait_for(
+                self._queue.backlog.remote(self.spec.name), BACKLOG_TIMEOUT_S))
+        except Exception:  # noqa: BLE001 - restarting or not there yet: look it up again
+            self._queue = None
+        return {BACKLOG: self.backlog}
+
     def describe(self) -> dict[str, Any]:
         return self.predictor.describe().as_dict()
 
@@ -91,6 +108,15 @@ class ModelDeployment:
     def check_health(self) -> None:
         if self.predictor is None:
             raise RuntimeError(f"{self.spec.name}: model not loaded")
+
+
+def _queue_actor() -> Any:
+    import ray
+
+    from config.settings import get_settings
+
+    settings = get_settings()
+    return ray.get_actor(settings.queue_actor_name, namespace=settings.ray_namespace)
 
 
 def _torch_threads() -> int:

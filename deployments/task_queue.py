@@ -113,6 +113,7 @@ class Dispatcher:
     paused: bool = False
 
     def __post_init__(self) -> None:
+        self.depths: dict[str, int] = {}  # the last backlog count, by model name
         self.running: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self.waiters: dict[int, asyncio.Event] = {}
         self.wake = asyncio.Event()
@@ -219,6 +220,7 @@ class Dispatcher:
         depths = {name: waiting.get(model_id, 0) for model_id, name in self.model_names.items()}
         for name, count in depths.items():
             self.observer.depth(name, count)
+        self.depths = depths
         return depths
 
     async def depth_loop(self) -> None:
@@ -379,6 +381,10 @@ class TaskQueue:
 
     def abandon(self, task_id: int) -> None:
         self.dispatcher.abandon(task_id)
+
+    def backlog(self, model_name: str) -> int:
+        """Tasks queued for this model at the last count (every poll interval)."""
+        return self.dispatcher.depths.get(model_name, 0)
 
     def ready(self) -> bool:
         return True
