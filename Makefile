@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: autoscale observe run test test-unit install migrate lint data train evaluate bench profile load clean
+.PHONY: autoscale observe run test test-cluster test-unit install migrate lint data train evaluate bench profile load clean
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -15,7 +15,11 @@ test: install  ## Type check, then unit, API, integration and browser tests (sta
 	$(BIN)/mypy
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-test-tools.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/cluster
+
+test-cluster: install  ## Multi-node tests: cluster autoscaling (fake provider), node loss
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m pytest tests/cluster -s
 
 observe:  ## Prometheus on 127.0.0.1:9090 over the running platform's Ray nodes (after make run)
 	bash scripts/observe.sh

@@ -20,6 +20,9 @@ from storage.database import make_engine, make_session_factory
 log = logging.getLogger("ray.serve")
 
 SUPERVISE_SECONDS = 5.0
+# The queue and the webhook sender run on the head node, as Serve's controller does: a worker
+# node that held one could never be removed by the cluster autoscaler (they live forever).
+ON_HEAD = {"node:__internal_head__": 0.001}
 DESCRIBE_TIMEOUT_S = 2.0
 
 
@@ -56,7 +59,7 @@ class RayQueueLink:
 
         return TaskQueue.options(  # type: ignore[attr-defined]
             name=self.settings.queue_actor_name, namespace=self.settings.ray_namespace,
-            lifetime="detached", get_if_exists=True,
+            lifetime="detached", get_if_exists=True, resources=ON_HEAD,
         ).remote(*self._queue_args())
 
     def _get_or_create_sender(self) -> ActorHandle:
@@ -64,7 +67,7 @@ class RayQueueLink:
 
         return WebhookSenderActor.options(  # type: ignore[attr-defined]
             name=self.settings.webhook_actor_name, namespace=self.settings.ray_namespace,
-            lifetime="detached", get_if_exists=True,
+            lifetime="detached", get_if_exists=True, resources=ON_HEAD,
         ).remote()
 
     def notify(self) -> None:

@@ -21,13 +21,17 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
                          extra_apps: dict[str, Any] | None = None,
                          port: int | None = None, config: Path | None = None,
                          ray_env: dict[str, str] | None = None,
-                         metrics_port: int | None = None, dashboard: bool = False) -> str:
+                         metrics_port: int | None = None, dashboard: bool = False,
+                         address: str | None = None,
+                         overlays: list[Path] | None = None) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
     of ``config`` (serve_config.yaml by default; ``models`` replaces its registry), deploy any
     ``extra_apps`` by route prefix, and return the HTTP base URL. ``ray_env`` (default:
     config/ray.env) goes to Ray's processes only, not to this driver. ``metrics_port``: where
     the node exports Prometheus metrics (Ray picks one when not given). ``dashboard``: start
-    Ray's dashboard on loopback (it writes the Prometheus service-discovery file)."""
+    Ray's dashboard on loopback (it writes the Prometheus service-discovery file).
+    ``address``: join a running cluster instead of starting one. ``overlays``: config files
+    laid over ``config`` (config/cluster.yaml, config/gpu.yaml...)."""
     import ray
     from ray import serve
 
@@ -38,14 +42,17 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     from config.settings import get_settings
 
     get_settings.cache_clear()
-    app_config = load_app_config(config)
-    # Logical CPUs: at least 4, so that the fractional replicas of serve_config.yaml fit on a
-    # 2-core machine; all of a bigger one (the GPU profile asks for more).
-    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=dashboard,
-             dashboard_host="127.0.0.1", dashboard_port=free_port() if dashboard else None,
-             namespace=namespace, _metrics_export_port=metrics_port,
-             runtime_env={"env_vars": {**env, **(load_ray_env() if ray_env is None
-                                                 else ray_env)}})
+    app_config = load_app_config(config, overlays=overlays or [])
+    runtime_env = {"env_vars": {**env, **(load_ray_env() if ray_env is None else ray_env)}}
+    if address is not None:
+        ray.init(address=address, namespace=namespace, runtime_env=runtime_env)
+    else:
+        # Logical CPUs: at least 4, so that the fractional replicas of serve_config.yaml fit
+        # on a 2-core machine; all of a bigger one (the GPU profile asks for more).
+        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+                 include_dashboard=dashboard, dashboard_host="127.0.0.1",
+                 dashboard_port=free_port() if dashboard else None, namespace=namespace,
+                 _metrics_export_port=metrics_port, runtime_env=runtime_env)
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(models=models) if models is not None else app_config.args
