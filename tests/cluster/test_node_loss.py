@@ -1,0 +1,96 @@
+"""Node loss: a head and two worker nodes on this machine (Ray's own `cluster_utils`); one
+worker node, its raylet and every worker process on it, is killed with tasks in flight. No
+task is lost, none is done twice, and the lost replicas come back on the remaining node."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sqlalchemy import func, select
+
+from config.settings import REPO_ROOT
+from tests.cluster.conftest import write_overlay
+from tests.cluster.fake_cluster import wait_for
+from tests.local_platform import start_local_platform, stop_local_platform
+
+# Room for every model replica on either worker node alone.
+WORKER = {"num_cpus": 2, "resources": {"model_node": 4}}
+
+
+def _running(deployment: str) -> int:
+    from ray import serve
+
+    states = serve.status().applications["primitives"].deployments[deployment].replica_states
+    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
+
+
+def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
+        tmp_path, platform_env, database_url, timings):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from serve_app.auth.service import create_user
+    from serve_app.tasks.service import NewTasks, create_tasks
+    from storage.database import make_engine, make_session_factory
+    from storage.models import Task, TaskResult
+    from training.render import render_jpeg
+
+    os.environ["PYTHONPATH"] = str(REPO_ROOT)  # the nodes' workers import the platform
+    overlay = write_overlay(tmp_path, [
+        {"name": "YOLO", "autoscaling_config": {"min_replicas": 2, "max_replicas": 2}},
+        {"name": "SSD", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+        {"name": "model_v1", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}])
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False})
+    doomed, survivor = cluster.add_node(**WORKER), cluster.add_node(**WORKER)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    try:
+        start_local_platform(platform_env, namespace="primitives-node-loss",
+                             address=cluster.address,
+                             overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay])
+        assert _running("YOLO") == 2
+        images = [render_jpeg(950 + i)[0] for i in range(8)]
+        with sessions() as db:
+            user = create_user(db=db, username="node-loss", password="node-loss-pw")
+            ids = create_tasks(db=db, user_id=user.id, new=NewTasks(
+                detection_model_id=1, classification_model_id=3,
+                images=[(images[i % 8], "image/jpeg") for i in range(300)]))
+
+        def count(*statuses: str) -> int:
+            with sessions() as db:
+                return db.scalar(select(func.count()).select_from(Task).where(
+                    Task.id.in_(ids), Task.status.in_(statuses))) or 0
+
+        wait_for(lambda: count("done") >= 30 and count("in progress") > 0, 120,
+                 "tasks done and in flight")
+        in_flight = count("in progress")
+        cluster.remove_node(doomed, allow_graceful=False)  # its raylet and workers, killed
+        killed = time.monotonic()
+        timings["tasks_in_flight_at_kill"] = in_flight
+        timings["done_before_kill"] = count("done")
+        alive = wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, 60,
+                         "the killed node seen dead")
+        timings["node_seen_dead_s"] = alive
+        wait_for(lambda: count("queued", "in progress") == 0, 400, "every task settled",
+                 step=1)
+        timings["all_300_settled_after_kill_s"] = round(time.monotonic() - killed, 1)
+        wait_for(lambda: _running("YOLO") == 2 and _running("SSD") == 1
+                 and _running("model_v1") == 1, 180, "the replicas back on the other node")
+        timings["replicas_back_after_kill_s"] = round(time.monotonic() - killed, 1)
+
+        with sessions() as db:
+            statuses = dict(db.execute(select(Task.status, func.count()).where(
+                Task.id.in_(ids)).group_by(Task.status)).all())
+            per_task = db.execute(select(TaskResult.task_id, func.count()).where(
+                TaskResult.task_id.in_(ids)).group_by(TaskResult.task_id)).all()
+        assert statuses == {"done": 300}
+        assert len(per_task) == 300 and {n for _, n in per_task} == {1}
+        assert survivor.node_id in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    finally:
+        engine.dispose()
+        try:
+            stop_local_platform(platform_env)
+        finally:
+            cluster.shutdown()
