@@ -6,6 +6,7 @@ import secrets
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,8 +47,12 @@ class Settings(BaseSettings):
     max_files_per_request: int = 32
     max_request_bytes: int = 64 * 1024 * 1024  # a whole multipart body
 
-    # Abuse limits, per ingress replica: failed logins per client and user name, requests per
-    # user, and tasks a user may have waiting (queued or in progress) at once.
+    # Abuse limits: failed logins per client and user name, requests per user (per minute),
+    # and tasks a user may have waiting (queued or in progress) at once. The first two are
+    # counted in the database, shared by every ingress replica, unless ``limits_storage`` is
+    # "memory" (each replica counts alone: no database write per request). The waiting tasks
+    # are always counted in the database.
+    limits_storage: Literal["database", "memory"] = "database"
     login_failures_per_minute: int = 10
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200

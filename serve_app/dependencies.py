@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.registry import Registry
 from config.settings import Settings
-from serve_app.ratelimit import SlidingWindow
+from serve_app.ratelimit import Limiter, SharedWindow, SlidingWindow
 
 T = TypeVar("T")
 
@@ -90,16 +90,23 @@ class AppServices:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]  # autocommit: reads only
     queue: QueueLink
-    login_failures: SlidingWindow
-    request_rate: SlidingWindow
+    login_failures: Limiter
+    request_rate: Limiter
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
                read_sessions: sessionmaker[Session], queue: QueueLink) -> AppServices:
+        login_failures: Limiter
+        request_rate: Limiter
+        if settings.limits_storage == "database":
+            login_failures = SharedWindow(sessions, settings.login_failures_per_minute, "login")
+            request_rate = SharedWindow(sessions, settings.requests_per_minute, "requests")
+        else:
+            login_failures = SlidingWindow(settings.login_failures_per_minute)
+            request_rate = SlidingWindow(settings.requests_per_minute)
         return cls(settings=settings, registry=registry, sessions=sessions,
-                   read_sessions=read_sessions, queue=queue,
-                   login_failures=SlidingWindow(settings.login_failures_per_minute),
-                   request_rate=SlidingWindow(settings.requests_per_minute))
+                   read_sessions=read_sessions, queue=queue, login_failures=login_failures,
+                   request_rate=request_rate)
 
 
 def get_services(request: Request) -> AppServices:
@@ -142,11 +149,11 @@ def get_queue(services: Services) -> QueueLink:
     return services.queue
 
 
-def get_login_failures(services: Services) -> SlidingWindow:
+def get_login_failures(services: Services) -> Limiter:
     return services.login_failures
 
 
-def get_request_rate(services: Services) -> SlidingWindow:
+def get_request_rate(services: Services) -> Limiter:
     return services.request_rate
 
 
@@ -157,5 +164,5 @@ DbSession = Annotated[Session, Depends(get_db)]
 ReadDbSession = Annotated[Session, Depends(get_read_db)]
 AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
-LoginFailures = Annotated[SlidingWindow, Depends(get_login_failures)]
-RequestRate = Annotated[SlidingWindow, Depends(get_request_rate)]
+LoginFailures = Annotated[Limiter, Depends(get_login_failures)]
+RequestRate = Annotated[Limiter, Depends(get_request_rate)]

@@ -182,3 +182,14 @@ class WebhookAttempt(Base):
     duration_ms: Mapped[float] = mapped_column()
     status_code: Mapped[int | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RateCounter(Base):
+    """Events per key in one fixed window (requests per user, failed logins per client and
+    name): counted here so that every ingress replica shares one count."""
+
+    __tablename__ = "rate_counter"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)

@@ -50,12 +50,11 @@ def authenticated_user(
 def rate_limited_user(user: Annotated[User, Depends(authenticated_user)],
                       request_rate: RequestRate) -> User:
     """The authenticated user, counted against their request rate; 429 past it."""
-    wait = request_rate.retry_after(user.id)
+    wait = request_rate.take(user.id)
     if wait:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"Too many requests; try again in {wait} s.",
                             headers={"Retry-After": str(wait)})
-    request_rate.hit(user.id)
     return user
 
 

@@ -48,7 +48,8 @@ def _clean_tables(sessions) -> Iterator[None]:
     """Each test starts, and leaves, with no users or tasks."""
     yield
     with sessions() as db:
-        db.execute(text("TRUNCATE task_result, task_input, task, user_account CASCADE"))
+        db.execute(text("TRUNCATE task_result, task_input, task, user_account, rate_counter "
+                        "CASCADE"))
         db.commit()
 
 
