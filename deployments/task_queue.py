@@ -210,7 +210,8 @@ class Dispatcher:
         for claim in current:
             entry = self.running.get(claim.task_id)
             if claim.task_id not in held and entry is not None and entry[0] is claim:
-                log.info("task %d was deleted or reclaimed: cancelling", claim.task_id)
+                log.info("task %d was canceled, deleted or reclaimed: abandoning its run",
+                         claim.task_id, extra=claim.log_extra())
                 self.stats.discarded += 1
                 entry[1].cancel()
 
@@ -262,13 +263,14 @@ class Dispatcher:
             if not isinstance(detection.prediction, Detection) or \
                     not isinstance(classification.prediction, Classification):
                 raise ModelRefused("the configured models answered with the wrong kinds")
+            timings = {"detection": detection.inference_ms,
+                       "classification": classification.inference_ms,
+                       "total": round((time.perf_counter() - started) * 1000, 2)}
             details = {
                 "detection_model": detection.model,
                 "classification_model": classification.model,
                 "class_probability": classification.prediction.probability,
-                "timings_ms": {"detection": detection.inference_ms,
-                               "classification": classification.inference_ms,
-                               "total": round((time.perf_counter() - started) * 1000, 2)},
+                "timings_ms": timings,
             }
             stored = await self._db(
                 self.store.complete, claim=claim,
@@ -278,6 +280,8 @@ class Dispatcher:
             if stored:
                 self.stats.done += 1
                 self.observer.ended("done")
+                log.info("task %d done in %.0f ms", claim.task_id, timings["total"],
+                         extra={**claim.log_extra(), "outcome": "done", "timings_ms": timings})
                 total = _seconds_since(claim.created_at)
                 if total is not None:
                     self.observer.stage("total", total)
@@ -288,15 +292,19 @@ class Dispatcher:
         except ModelRefused as exc:
             if await self._db(self.store.fail, claim=claim, error=exc.reason):
                 self.observer.ended("failed")
+                log.info("task %d failed: %s", claim.task_id, exc.reason,
+                         extra={**claim.log_extra(), "outcome": "failed"})
             self.stats.failed += 1
         except Exception as exc:  # noqa: BLE001 - a replica died, the DB blinked...: retry
-            log.warning("task %d: transient failure, back to the queue: %r", claim.task_id, exc)
+            log.warning("task %d: transient failure, back to the queue: %r", claim.task_id, exc,
+                        extra=claim.log_extra())
             self.stats.released += 1
             await asyncio.sleep(self.backoff(claim.attempts))
             try:
                 await self._db(self.store.release, claim=claim)
             except Exception:  # noqa: BLE001 - the lease will lapse and it will be reclaimed
-                log.exception("task %d: could not release", claim.task_id)
+                log.exception("task %d: could not release", claim.task_id,
+                              extra=claim.log_extra())
 
 
 class ServeModels:
@@ -340,8 +348,10 @@ class TaskQueue:
     def __init__(self, detectors: dict[int, DeploymentHandle],
                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
                  concurrency: int, model_names: dict[int, str] | None = None):
+        from deployments.logs import json_logging
         from deployments.metrics import RayQueueMetrics
 
+        json_logging(__name__)
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
             max_concurrency=100)
 class WebhookSenderActor:
     def __init__(self) -> None:
+        from deployments.logs import json_logging
+
+        json_logging(__name__, "webhooks.sender")
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         self.sender = WebhookSender(

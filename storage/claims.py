@@ -30,6 +30,12 @@ class Claim:
     detection_model_id: int
     classification_model_id: int
     created_at: datetime | None = None  # when the task was accepted
+    user_id: int | None = None
+
+    def log_extra(self) -> dict[str, int | None]:
+        """What every log line about this task carries (not ``task_id``: Ray's JSON log
+        lines use that key for the Ray task)."""
+        return {"task": self.task_id, "user": self.user_id}
 
 
 @dataclass(frozen=True)
@@ -80,10 +86,10 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
                 lease_expires_at=now + timedelta(seconds=lease_seconds),
                 attempts=Task.attempts + 1, started_at=now)
         .returning(Task.id, Task.attempts, Task.detection_model_id, Task.classification_model_id,
-                   Task.created_at)
+                   Task.created_at, Task.user_id)
         .execution_options(synchronize_session=False)
     ).all()
-    return sorted((Claim(r[0], token, r[1], r[2], r[3], r[4]) for r in rows),
+    return sorted((Claim(r[0], token, r[1], r[2], r[3], r[4], r[5]) for r in rows),
                   key=lambda c: c.task_id)
 
 

@@ -63,6 +63,10 @@ class DueDelivery:
     body: str
     attempt: int  # this attempt's number, from 1
     user_id: int
+    task_id: int
+
+    def log_extra(self) -> dict[str, int | str]:
+        return {"task": self.task_id, "user": self.user_id, "webhook_id": self.event_id}
 
 
 def take_due(*, db: Session, limit: int, lock_seconds: float) -> list[DueDelivery]:
@@ -81,7 +85,8 @@ def take_due(*, db: Session, limit: int, lock_seconds: float) -> list[DueDeliver
         .values(locked_until=now + timedelta(seconds=lock_seconds),
                 attempts=WebhookDelivery.attempts + 1)
         .returning(WebhookDelivery.id, WebhookDelivery.event_id, WebhookDelivery.url,
-                   WebhookDelivery.body, WebhookDelivery.attempts, WebhookDelivery.user_id)
+                   WebhookDelivery.body, WebhookDelivery.attempts, WebhookDelivery.user_id,
+                   WebhookDelivery.task_id)
         .execution_options(synchronize_session=False)
     ).all()
     db.commit()

@@ -160,7 +160,7 @@ class WebhookSender:
         elif next_at is None:
             self.stats.gave_up += 1
             log.warning("webhook %s: gave up after %d attempts (%s)", delivery.event_id,
-                        delivery.attempt, error)
+                        delivery.attempt, error, extra=delivery.log_extra())
         else:
             self.stats.failed_attempts += 1
         try:
@@ -169,4 +169,5 @@ class WebhookSender:
                 duration_ms=(time.perf_counter() - started) * 1000, status_code=status_code,
                 error=error, next_attempt_at=next_at)
         except Exception:  # noqa: BLE001 - the lock lapses and the attempt is made again
-            log.exception("webhook %s: could not record the attempt", delivery.event_id)
+            log.exception("webhook %s: could not record the attempt", delivery.event_id,
+                          extra=delivery.log_extra())

@@ -4,6 +4,7 @@ cancel, delete, and read a task's webhook deliveries."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
@@ -39,6 +40,7 @@ from storage.models import Task, TaskResult, TaskStatus
 from storage.results import result_payload
 
 router = APIRouter(tags=["tasks"])
+log = logging.getLogger("ray.serve")
 
 NOT_FOUND = {"model": Message, "description": "No such task among the caller's tasks"}
 UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
@@ -124,6 +126,9 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
                                    "request.") from None
     if not created.replayed:
         queue.notify()
+    for task_id in created.ids:
+        log.info("task %d accepted%s", task_id, " (a replay)" if created.replayed else "",
+                 extra={"task": task_id, "user": user.id})
     return TasksCreated(ids=created.ids) if uploads.batch else TaskCreated(id=created.ids[0])
 
 
@@ -208,6 +213,7 @@ def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
     if not service.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
     queue.forget(task_id)
+    log.info("task %d deleted", task_id, extra={"task": task_id, "user": user.id})
     return TaskCreated(id=task_id)
 
 
@@ -224,6 +230,7 @@ def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser,
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"Task {task_id} is already {ended.status.value}.") from None
     queue.cancel(task_id)
+    log.info("task %d canceled", task_id, extra={"task": task_id, "user": user.id})
     return TaskCanceled(id=task_id, status=TaskStatus.canceled)
 
 

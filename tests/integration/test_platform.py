@@ -200,3 +200,29 @@ def test_health_routes_answer_without_a_token(http):
     ready = http.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json() == {"status": "ready"}
+
+
+def test_every_log_line_about_a_task_carries_its_task_and_user_ids(http, user_headers):
+    import json
+    from pathlib import Path
+
+    headers = user_headers()
+    task_id = submit(http, headers, render_jpeg(81)[0])
+    assert wait_finished(http, headers, [task_id]) == {task_id: "done"}
+    logs = Path("/tmp/ray/session_latest/logs")
+    needle = f'"task": {task_id}'
+    deadline = time.monotonic() + 30
+    while True:  # log files are flushed on their own schedule
+        lines = [found for found in (
+            json.loads(line) for path in logs.rglob("*") if path.is_file()
+            and path.suffix in (".log", ".err", ".out")
+            for line in path.read_text(errors="replace").splitlines()
+            if needle in line and line.startswith("{")) if found.get("task") == task_id]
+        messages = {line["message"] for line in lines}
+        if {f"task {task_id} accepted"} <= messages and \
+                any(m.startswith(f"task {task_id} done") for m in messages):
+            break
+        assert time.monotonic() < deadline, f"log lines for task {task_id}: {messages}"
+        time.sleep(1)
+    assert {line["user"] for line in lines} == {lines[0]["user"]}
+    assert isinstance(lines[0]["user"], int)
