@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200
 
+    # Storage: a user's stored images may take this many bytes (0: no limit); settled tasks
+    # (done, failed, canceled) older than this many days are purged with their inputs and
+    # results, hourly, by the task queue (0: kept until deleted).
+    max_stored_bytes_per_user: int = 1024 * 1024 * 1024
+    retention_days: float = 0
+
     default_detection_model_id: int = 1
     default_classification_model_id: int = 3
 

@@ -366,6 +366,9 @@ class TaskQueue:
         self._loops = [loop.create_task(self.dispatcher.dispatch_loop()),
                        loop.create_task(self.dispatcher.lease_loop()),
                        loop.create_task(self.dispatcher.depth_loop())]
+        if settings.retention_days > 0:
+            self._loops.append(loop.create_task(
+                retention_loop(make_session_factory(engine), settings.retention_days)))
         log.info("task queue started (concurrency %d, lease %.0fs)",
                  concurrency, settings.queue_lease_seconds)
 
@@ -409,6 +412,29 @@ class TaskQueue:
     def pid(self) -> int:
         """The process id (operators and the fault tests kill it to prove nothing is lost)."""
         return os.getpid()
+
+
+RETENTION_EVERY_S = 3600.0
+
+
+async def retention_loop(sessions: Any, days: float) -> None:
+    """Hourly: purge settled tasks older than ``days`` (storage.retention)."""
+    from datetime import timedelta
+
+    from storage.retention import purge_settled_before
+
+    def purge() -> int:
+        with sessions() as db:
+            return purge_settled_before(db=db, moment=utcnow() - timedelta(days=days))
+
+    while True:
+        try:
+            purged = await asyncio.to_thread(purge)
+            if purged:
+                log.info("retention: purged %d tasks settled over %g days ago", purged, days)
+        except Exception:  # noqa: BLE001 - the database may be restarting: next round
+            log.exception("retention: purge failed; trying again in an hour")
+        await asyncio.sleep(RETENTION_EVERY_S)
 
 
 def _short(exc: BaseException) -> str:

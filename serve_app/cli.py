@@ -6,6 +6,7 @@
     primitives-admin users list
     primitives-admin users set-password alice
     primitives-admin users delete alice
+    primitives-admin retention run --days 30       # purge settled tasks older than 30 days
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from datetime import timedelta
 
 from config.settings import get_settings
 from serve_app.auth import service
-from storage.database import make_engine, make_session_factory
+from storage.database import make_engine, make_session_factory, utcnow
+from storage.retention import purge_settled_before
 
 
 def upgrade_database(url: str | None = None) -> None:
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="read the password from the first line of standard input")
     actions.add_parser("list")
     actions.add_parser("delete").add_argument("username")
+    retention = sub.add_parser("retention", help="purge old settled tasks")
+    retention.add_argument("action", choices=["run"])
+    retention.add_argument("--days", type=float, default=None,
+                           help="older than this (default: PRIMITIVES_RETENTION_DAYS)")
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -67,6 +74,17 @@ def main(argv: list[str] | None = None) -> int:
         print("database is at the latest schema")
         return 0
     engine = make_engine(settings.database_url)
+    if args.area == "retention":
+        days = settings.retention_days if args.days is None else args.days
+        if days <= 0:
+            print("no retention age: pass --days or set PRIMITIVES_RETENTION_DAYS",
+                  file=sys.stderr)
+            return 2
+        with make_session_factory(engine)() as db:
+            purged = purge_settled_before(db=db, moment=utcnow() - timedelta(days=days))
+        print(f"purged {purged} tasks settled more than {days:g} days ago")
+        engine.dispose()
+        return 0
     with make_session_factory(engine)() as db:
         if args.action == "create":
             try:

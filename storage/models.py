@@ -69,6 +69,7 @@ class Task(Base):
         CheckConstraint(f"status IN ({STATUS_VALUES})", name="status"),
         Index("ix_task_user_id_id", "user_id", "id"),
         Index("ix_task_status_id", "status", "id"),
+        Index("ix_task_finished_at", "finished_at"),
     )
 
     # BIGINT on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
@@ -79,6 +80,7 @@ class Task(Base):
     classification_model_id: Mapped[int] = mapped_column(ForeignKey("ml_model.id"))
     status: Mapped[str] = mapped_column(String(16), default=TaskStatus.queued.value)
     input_media_type: Mapped[str] = mapped_column(String(32))
+    input_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

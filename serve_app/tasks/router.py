@@ -59,6 +59,10 @@ _IMAGE_BODY = {"required": True, "content": {
 }}
 
 
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 def not_found(task_id: int) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND,
                          detail=f"Task with id {task_id} does not exist.")
@@ -95,7 +99,8 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
                                                "refused webhook URL or a bad Idempotency-Key"},
         401: UNAUTHORIZED,
         409: {"model": Message, "description": "Idempotency-Key reused for another request"},
-        413: {"model": Message, "description": "Body or pixel count over the limit"},
+        413: {"model": Message, "description": "Body or pixel count over the limit, or the "
+                                               "user's storage quota full"},
         415: {"model": Message, "description": "Not a JPEG or PNG"},
         429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
     },
@@ -113,12 +118,19 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
     try:
         created = await db.run(lambda s: service.create_tasks_within_quota(
             db=s, user_id=user.id, new=new, max_active=limit, idempotency_key=key,
-            key_hours=settings.idempotency_hours))
+            key_hours=settings.idempotency_hours,
+            max_stored_bytes=settings.max_stored_bytes_per_user))
     except service.OverQuota:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"You may have {limit} tasks waiting; this request would "
                                    "pass that. Submit more when some have finished.",
                             headers={"Retry-After": "5"}) from None
+    except service.OverStorage as over:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                            detail=f"Your stored images take {_mb(over.stored)} of your "
+                                   f"{_mb(over.limit)}; these {_mb(over.adding)} would pass "
+                                   "that. Delete tasks you no longer need to make room.") \
+            from None
     except service.KeyReused:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail="This Idempotency-Key was already used with a different "

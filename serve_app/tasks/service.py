@@ -48,8 +48,9 @@ def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
         [{"user_id": user_id, "detection_model_id": new.detection_model_id,
           "classification_model_id": new.classification_model_id,
           "status": TaskStatus.queued.value, "input_media_type": media_type,
-          "webhook_url": new.webhook_url, "created_at": now, "attempts": 0}
-         for _, media_type in new.images]))
+          "input_bytes": len(data), "webhook_url": new.webhook_url, "created_at": now,
+          "attempts": 0}
+         for data, media_type in new.images]))
     db.execute(insert(TaskInput), [{"task_id": task_id, "data": data}
                                    for task_id, (data, _) in zip(ids, new.images, strict=True)])
     return ids
@@ -67,6 +68,15 @@ class OverQuota(Exception):
     """The user would have more tasks waiting than allowed."""
 
 
+@dataclass(frozen=True)
+class OverStorage(Exception):
+    """The user's stored images would pass their storage quota."""
+
+    stored: int
+    adding: int
+    limit: int
+
+
 class KeyReused(Exception):
     """The idempotency key was first used with a different request."""
 
@@ -82,9 +92,10 @@ class Created:
 
 def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_active: int,
                               idempotency_key: str | None = None,
-                              key_hours: float = 24.0) -> Created:
+                              key_hours: float = 24.0, max_stored_bytes: int = 0) -> Created:
     """Store the tasks unless the user would then have more than ``max_active`` waiting
-    (OverQuota). With an idempotency key, a request seen before within ``key_hours`` gets the
+    (OverQuota) or their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
+    limit). With an idempotency key, a request seen before within ``key_hours`` gets the
     first one's ids and stores nothing (KeyReused when its body or parameters differ); the
     key's row is taken first in the same transaction, so racing retries wait for the first
     and then find its answer."""
@@ -97,6 +108,12 @@ def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_a
     if count_active(db=db, user_id=user_id) + len(new.images) > max_active:
         db.rollback()  # the key too: a retry after the quota frees may succeed
         raise OverQuota
+    if max_stored_bytes:
+        stored = stored_bytes(db=db, user_id=user_id)
+        adding = sum(len(data) for data, _ in new.images)
+        if stored + adding > max_stored_bytes:
+            db.rollback()
+            raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
     ids = _insert_tasks(db=db, user_id=user_id, new=new)
     if idempotency_key is not None:
         db.execute(update(IdempotencyKey)
@@ -135,6 +152,12 @@ def count_active(*, db: Session, user_id: int) -> int:
     return db.scalar(select(func.count()).select_from(Task).where(
         Task.user_id == user_id,
         Task.status.in_([TaskStatus.queued.value, TaskStatus.in_progress.value]))) or 0
+
+
+def stored_bytes(*, db: Session, user_id: int) -> int:
+    """The bytes the user's stored images take."""
+    return int(db.scalar(select(func.coalesce(func.sum(Task.input_bytes), 0))
+                         .where(Task.user_id == user_id)) or 0)
 
 
 def list_tasks(*, db: Session, user_id: int, status: TaskStatus | None = None,

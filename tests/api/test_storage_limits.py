@@ -1,0 +1,60 @@
+"""Per-user storage quota and retention."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from serve_app.main import create_app
+from storage.database import utcnow
+from storage.models import Task, TaskInput
+from tests.api.conftest import submit
+from tests.api.test_cli import cli  # noqa: F401  (the CLI fixture)
+
+
+@pytest.fixture
+def small_quota(settings, registry, sessions, read_sessions, sample_jpeg):
+    quota = len(sample_jpeg) * 2 + 10  # two images fit, a third does not
+    limited = settings.model_copy(update={"max_stored_bytes_per_user": quota})
+    with TestClient(create_app(settings=limited, registry=registry, session_factory=sessions,
+                               read_session_factory=read_sessions)) as client:
+        yield client
+
+
+def test_a_full_storage_quota_is_413_until_tasks_are_deleted(small_quota, make_user, login,
+                                                            sample_jpeg, sessions):
+    headers = login(*make_user())  # tokens from the other app: same secret
+    first = submit(small_quota, headers, sample_jpeg)
+    submit(small_quota, headers, sample_jpeg)
+    refused = small_quota.post("/api/tasks", content=sample_jpeg,
+                               headers={**headers, "Content-Type": "image/jpeg"})
+    assert refused.status_code == 413
+    assert refused.json()["detail"].startswith("Your stored images take ")
+    assert "Delete tasks you no longer need" in refused.json()["detail"]
+    with sessions() as db:
+        assert len(list(db.scalars(select(Task.id)))) == 2  # nothing stored for it
+    assert small_quota.delete(f"/api/tasks/{first}", headers=headers).status_code == 200
+    submit(small_quota, headers, sample_jpeg)
+
+
+def test_retention_purges_old_settled_tasks_only(client, alice, sample_jpeg, finish, sessions,
+                                                 cli):  # noqa: F811
+    old_done, recent_done = (submit(client, alice, sample_jpeg) for _ in range(2))
+    finish([])
+    old_queued = submit(client, alice, sample_jpeg)  # unsettled tasks are never purged
+    long_ago = utcnow() - timedelta(days=40)
+    with sessions() as db:
+        db.execute(update(Task).where(Task.id.in_([old_done, old_queued]))
+                   .values(created_at=long_ago))
+        db.execute(update(Task).where(Task.id == old_done).values(finished_at=long_ago))
+        db.commit()
+    assert cli("retention", "run", "--days", "30") == 0
+    with sessions() as db:
+        left = set(db.scalars(select(Task.id)))
+        inputs = set(db.scalars(select(TaskInput.task_id)))
+    assert left == {old_queued, recent_done} and inputs == left
+    assert client.get(f"/api/tasks/{old_done}/status", headers=alice).status_code == 404
+    assert cli("retention", "run") == 2  # no age configured: refuses rather than guess
