@@ -1,0 +1,72 @@
+"""The deployment manifests: the RayService carries serve_config.yaml (never a stale copy),
+validates against the RayService schema, and both clusters keep models off the head."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import yaml
+
+from config.serve_config import SERVE_CONFIG_PATH, read_config
+from config.settings import REPO_ROOT
+from deploy.render import CLUSTER_OVERLAY, MANIFEST, render
+
+KUBERAY = REPO_ROOT / "deploy" / "kuberay"
+
+
+def test_the_committed_manifest_is_what_serve_config_renders_to():
+    assert MANIFEST.read_text() == render(), \
+        "deploy/kuberay/rayservice.yaml is stale: run `python -m deploy.render`"
+
+
+def test_serve_config_v2_is_serve_config_yaml_with_the_cluster_overlay():
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    served = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    expected = read_config(SERVE_CONFIG_PATH, [CLUSTER_OVERLAY])
+    expected["http_options"]["host"] = "0.0.0.0"
+    assert served == expected
+    deployments = {d["name"]: d for d in served["applications"][0]["deployments"]}
+    for name in ("YOLO", "SSD", "model_v1"):
+        assert deployments[name]["ray_actor_options"]["resources"] == {"model_node": 1}
+        assert deployments[name]["autoscaling_config"]["policy"]["policy_function"] == \
+            "deployments.autoscaling:backlog_policy"
+
+
+def test_the_manifest_validates_against_the_rayservice_schema():
+    schema = json.loads((KUBERAY / "rayservice.schema.json").read_text())
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    jsonschema.validate(manifest, schema)
+    broken = yaml.safe_load(MANIFEST.read_text())
+    broken["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "many"
+    try:
+        jsonschema.validate(broken, schema)
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("the schema let a string replica count through")
+
+
+def test_the_cluster_has_a_cpu_and_a_gpu_group_autoscaled_with_secrets_from_a_secret():
+    cluster = yaml.safe_load(MANIFEST.read_text())["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    head = cluster["headGroupSpec"]
+    assert "model_node" not in head["rayStartParams"].get("resources", "")
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    assert json.loads(groups["cpu-workers"]["rayStartParams"]["resources"])["model_node"] >= 1
+    gpu = groups["gpu-workers"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert gpu["nvidia.com/gpu"] == 1
+    for spec in [head["template"]["spec"]] + [g["template"]["spec"] for g in groups.values()]:
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        for name in ("PRIMITIVES_JWT_SECRET", "PRIMITIVES_DATABASE_URL"):
+            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "primitives-secrets"
+            assert "value" not in env[name]
+
+
+def test_the_vm_cluster_keeps_models_on_workers():
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "cluster.yaml").read_text())
+    types = config["available_node_types"]
+    assert "model_node" not in types[config["head_node_type"]]["resources"]
+    assert all(types[t]["resources"]["model_node"] >= 1 for t in ("cpu_worker", "gpu_worker"))
+    assert types["gpu_worker"]["resources"]["GPU"] == 1
+    assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
