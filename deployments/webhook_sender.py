@@ -25,7 +25,7 @@ class WebhookSenderActor:
     def __init__(self) -> None:
         from deployments.logs import json_logging
 
-        json_logging(__name__, "webhooks.sender")
+        json_logging(__name__, "webhooks.sender", file_name="webhook_sender.log")
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         self.sender = WebhookSender(
