@@ -9,11 +9,21 @@ from pathlib import Path
 from typing import Any
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: all held open together, so none is handed out twice
+    (ports taken one at a time, each released at once, can repeat)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | None = None,
@@ -21,15 +31,15 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
                          extra_apps: dict[str, Any] | None = None,
                          port: int | None = None, config: Path | None = None,
                          ray_env: dict[str, str] | None = None,
-                         metrics_port: int | None = None, dashboard: bool = False,
+                         metrics_port: int | None = None, dashboard_port: int | None = None,
                          address: str | None = None,
                          overlays: list[Path] | None = None) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
     of ``config`` (serve_config.yaml by default; ``models`` replaces its registry), deploy any
     ``extra_apps`` by route prefix, and return the HTTP base URL. ``ray_env`` (default:
     config/ray.env) goes to Ray's processes only, not to this driver. ``metrics_port``: where
-    the node exports Prometheus metrics (Ray picks one when not given). ``dashboard``: start
-    Ray's dashboard on loopback (it writes the Prometheus service-discovery file).
+    the node exports Prometheus metrics (Ray picks one when not given). ``dashboard_port``:
+    start Ray's dashboard there, on loopback (it writes the Prometheus service-discovery file).
     ``address``: join a running cluster instead of starting one. ``overlays``: config files
     laid over ``config`` (config/cluster.yaml, config/gpu.yaml...)."""
     import ray
@@ -50,8 +60,8 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
         # Logical CPUs: at least 4, so that the fractional replicas of serve_config.yaml fit
         # on a 2-core machine; all of a bigger one (the GPU profile asks for more).
         ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-                 include_dashboard=dashboard, dashboard_host="127.0.0.1",
-                 dashboard_port=free_port() if dashboard else None, namespace=namespace,
+                 include_dashboard=dashboard_port is not None, dashboard_host="127.0.0.1",
+                 dashboard_port=dashboard_port, namespace=namespace,
                  _metrics_export_port=metrics_port, runtime_env=runtime_env)
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

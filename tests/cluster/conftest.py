@@ -42,6 +42,28 @@ def timings(request) -> Iterator[dict[str, float]]:
     print(f"\n{request.node.name}: {measured}")
 
 
+def add_backlog(sessions, *, username: str, count: int, seed: int) -> list[int]:
+    """A new user's ``count`` queued tasks, stored in one transaction (they land at once)."""
+    from serve_app.auth.service import create_user
+    from serve_app.tasks.service import NewTasks, create_tasks
+    from training.render import render_jpeg
+
+    images = [render_jpeg(seed + i)[0] for i in range(8)]
+    with sessions() as db:
+        user = create_user(db=db, username=username, password=f"{username}-pw")
+        return create_tasks(db=db, user_id=user.id, new=NewTasks(
+            detection_model_id=1, classification_model_id=3,
+            images=[(images[i % 8], "image/jpeg") for i in range(count)]))
+
+
+def running(deployment: str) -> int:
+    """The deployment's replicas running now."""
+    from ray import serve
+
+    states = serve.status().applications["primitives"].deployments[deployment].replica_states
+    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
+
+
 def write_overlay(folder: Path, deployments: list[dict]) -> Path:
     import yaml
 

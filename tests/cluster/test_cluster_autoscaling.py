@@ -10,9 +10,9 @@ import time
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
-from tests.cluster.conftest import write_overlay
+from tests.cluster.conftest import add_backlog, running, write_overlay
 from tests.cluster.fake_cluster import alive_workers, start_head, stop_cluster, wait_for
-from tests.local_platform import free_port, start_local_platform, stop_local_platform
+from tests.local_platform import free_ports, start_local_platform, stop_local_platform
 
 FAST_SCALING = {"upscale_delay_s": 2, "downscale_delay_s": 5, "metrics_interval_s": 1,
                 "look_back_period_s": 2}
@@ -26,22 +26,12 @@ def _replica_nodes(deployment: str, dashboard: str) -> set[str]:
             if a.class_name == f"ServeReplica:primitives:{deployment}"}
 
 
-def _yolo_running() -> int:
-    from ray import serve
-
-    states = serve.status().applications["primitives"].deployments["YOLO"].replica_states
-    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
-
-
 def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
         tmp_path, platform_env, database_url, timings):
     import ray
 
-    from serve_app.auth.service import create_user
-    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.database import make_engine, make_session_factory
     from storage.models import Task, TaskResult
-    from training.render import render_jpeg
 
     overlay = write_overlay(tmp_path, [
         {"name": "YOLO", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2,
@@ -52,9 +42,9 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
     sessions = make_session_factory(engine)
     try:
         started = time.monotonic()
-        dashboard_port = free_port()
+        gcs_port, dashboard_port = free_ports(2)
         dashboard = f"http://127.0.0.1:{dashboard_port}"
-        address = start_head(tmp_path, free_port(), platform_env, cpu_workers=4,
+        address = start_head(tmp_path, gcs_port, platform_env, cpu_workers=4,
                              dashboard_port=dashboard_port)
         start_local_platform(platform_env, namespace="primitives-cluster", address=address,
                              overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay])
@@ -65,17 +55,12 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
         workers = set(alive_workers())
         assert head not in workers
 
-        images = [render_jpeg(900 + i)[0] for i in range(8)]
-        with sessions() as db:
-            user = create_user(db=db, username="cluster", password="cluster-pw")
-            ids = create_tasks(db=db, user_id=user.id, new=NewTasks(
-                detection_model_id=1, classification_model_id=3,
-                images=[(images[i % 8], "image/jpeg") for i in range(400)]))
+        ids = add_backlog(sessions, username="cluster", count=400, seed=900)
         backlog_at = time.monotonic()
         timings["fourth_node_up_s"] = wait_for(lambda: len(alive_workers()) == 4, 120,
                                                "a fourth worker node for YOLO's second replica")
         timings["second_yolo_replica_running_s"] = round(
-            wait_for(lambda: _yolo_running() == 2, 180, "YOLO's second replica running")
+            wait_for(lambda: running("YOLO") == 2, 180, "YOLO's second replica running")
             + timings["fourth_node_up_s"], 1)
         yolo_nodes = _replica_nodes("YOLO", dashboard)
         assert len(yolo_nodes) == 2 and yolo_nodes <= set(alive_workers())
@@ -95,7 +80,7 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
         assert statuses == {"done": 400} and results == 400
 
         drained = time.monotonic()
-        wait_for(lambda: _yolo_running() == 1, 120, "YOLO back to one replica")
+        wait_for(lambda: running("YOLO") == 1, 120, "YOLO back to one replica")
         timings["idle_node_removed_after_drain_s"] = wait_for(
             lambda: len(alive_workers()) == 3, 180, "the idle worker node removed")
         timings["idle_node_removed_after_drain_s"] = round(time.monotonic() - drained, 1)

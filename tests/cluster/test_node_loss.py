@@ -10,7 +10,7 @@ import time
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
-from tests.cluster.conftest import write_overlay
+from tests.cluster.conftest import add_backlog, running, write_overlay
 from tests.cluster.fake_cluster import wait_for
 from tests.local_platform import start_local_platform, stop_local_platform
 
@@ -18,23 +18,13 @@ from tests.local_platform import start_local_platform, stop_local_platform
 WORKER = {"num_cpus": 2, "resources": {"model_node": 4}}
 
 
-def _running(deployment: str) -> int:
-    from ray import serve
-
-    states = serve.status().applications["primitives"].deployments[deployment].replica_states
-    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
-
-
 def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         tmp_path, platform_env, database_url, timings):
     import ray
     from ray.cluster_utils import Cluster
 
-    from serve_app.auth.service import create_user
-    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.database import make_engine, make_session_factory
     from storage.models import Task, TaskResult
-    from training.render import render_jpeg
 
     os.environ["PYTHONPATH"] = str(REPO_ROOT)  # the nodes' workers import the platform
     overlay = write_overlay(tmp_path, [
@@ -50,13 +40,8 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         start_local_platform(platform_env, namespace="primitives-node-loss",
                              address=cluster.address,
                              overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay])
-        assert _running("YOLO") == 2
-        images = [render_jpeg(950 + i)[0] for i in range(8)]
-        with sessions() as db:
-            user = create_user(db=db, username="node-loss", password="node-loss-pw")
-            ids = create_tasks(db=db, user_id=user.id, new=NewTasks(
-                detection_model_id=1, classification_model_id=3,
-                images=[(images[i % 8], "image/jpeg") for i in range(300)]))
+        assert running("YOLO") == 2
+        ids = add_backlog(sessions, username="node-loss", count=300, seed=950)
 
         def count(*statuses: str) -> int:
             with sessions() as db:
@@ -76,8 +61,8 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         wait_for(lambda: count("queued", "in progress") == 0, 400, "every task settled",
                  step=1)
         timings["all_300_settled_after_kill_s"] = round(time.monotonic() - killed, 1)
-        wait_for(lambda: _running("YOLO") == 2 and _running("SSD") == 1
-                 and _running("model_v1") == 1, 180, "the replicas back on the other node")
+        wait_for(lambda: running("YOLO") == 2 and running("SSD") == 1
+                 and running("model_v1") == 1, 180, "the replicas back on the other node")
         timings["replicas_back_after_kill_s"] = round(time.monotonic() - killed, 1)
 
         with sessions() as db:
