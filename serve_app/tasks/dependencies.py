@@ -93,7 +93,7 @@ async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
     return Uploads(images=uploads, batch=multipart and len(uploads) > 1)
 
 
-def idempotency_key(
+async def idempotency_key(  # async: no thread-pool hop for a string check
     key: Annotated[str | None, Header(
         alias="Idempotency-Key",
         description="Retries with the same key (within 24 hours) get the first answer and "

@@ -105,15 +105,14 @@ def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_a
         if replay is not None:
             db.rollback()
             return Created(ids=replay, replayed=True)
-    if count_active(db=db, user_id=user_id) + len(new.images) > max_active:
+    active, stored = usage(db=db, user_id=user_id)  # one query for both limits
+    if active + len(new.images) > max_active:
         db.rollback()  # the key too: a retry after the quota frees may succeed
         raise OverQuota
-    if max_stored_bytes:
-        stored = stored_bytes(db=db, user_id=user_id)
-        adding = sum(len(data) for data, _ in new.images)
-        if stored + adding > max_stored_bytes:
-            db.rollback()
-            raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
+    adding = sum(len(data) for data, _ in new.images)
+    if max_stored_bytes and stored + adding > max_stored_bytes:
+        db.rollback()
+        raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
     ids = _insert_tasks(db=db, user_id=user_id, new=new)
     if idempotency_key is not None:
         db.execute(update(IdempotencyKey)
@@ -147,17 +146,14 @@ def _take_key(*, db: Session, user_id: int, key: str, digest: str,
     return list(first.response["ids"])
 
 
-def count_active(*, db: Session, user_id: int) -> int:
-    """How many of the user's tasks are queued or in progress."""
-    return db.scalar(select(func.count()).select_from(Task).where(
-        Task.user_id == user_id,
-        Task.status.in_([TaskStatus.queued.value, TaskStatus.in_progress.value]))) or 0
-
-
-def stored_bytes(*, db: Session, user_id: int) -> int:
-    """The bytes the user's stored images take."""
-    return int(db.scalar(select(func.coalesce(func.sum(Task.input_bytes), 0))
-                         .where(Task.user_id == user_id)) or 0)
+def usage(*, db: Session, user_id: int) -> tuple[int, int]:
+    """How many of the user's tasks wait (queued or in progress), and the bytes their
+    stored images take."""
+    waiting = Task.status.in_([TaskStatus.queued.value, TaskStatus.in_progress.value])
+    row = db.execute(select(func.count().filter(waiting),
+                            func.coalesce(func.sum(Task.input_bytes), 0))
+                     .where(Task.user_id == user_id)).one()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def list_tasks(*, db: Session, user_id: int, status: TaskStatus | None = None,
