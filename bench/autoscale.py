@@ -34,23 +34,6 @@ POLICIES = {"backlog": "deployments.autoscaling:backlog_policy",
             "default": "ray.serve.autoscaling_policy:replica_queue_length_autoscaling_policy"}
 
 
-def yolo_replicas() -> int:
-    """YOLO's replicas running or starting."""
-    from ray import serve
-
-    status = serve.status().applications["primitives"].deployments[MODEL]
-    return sum(n for state, n in status.replica_states.items()
-               if str(getattr(state, "value", state)) in ("RUNNING", "STARTING"))
-
-
-def yolo_running() -> int:
-    from ray import serve
-
-    status = serve.status().applications["primitives"].deployments[MODEL]
-    return sum(n for state, n in status.replica_states.items()
-               if str(getattr(state, "value", state)) == "RUNNING")
-
-
 def counts(sessions: Any) -> tuple[int, int]:
     """(tasks queued or in progress, tasks done)."""
     from sqlalchemy import func, select
@@ -66,7 +49,7 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
     from serve_app.auth.service import create_user
     from serve_app.tasks.service import NewTasks, create_tasks
     from storage.database import make_engine, make_session_factory
-    from tests.local_platform import start_local_platform, stop_local_platform
+    from tests.local_platform import replicas, start_local_platform, stop_local_platform
     from tests.scratch_db import create_scratch_database, drop_scratch_database
     from training.render import render_jpeg
 
@@ -100,8 +83,9 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
         while time.monotonic() - started < seconds_max:
             waiting, done = counts(sessions)
             samples.append({"t": round(time.monotonic() - started, 2), "waiting": waiting,
-                            "done": done, "replicas": yolo_replicas(),
-                            "running": yolo_running()})
+                            "done": done,
+                            "replicas": replicas(MODEL, ("RUNNING", "STARTING")),
+                            "running": replicas(MODEL)})
             if waiting == 0 and drained_at is None:
                 drained_at = samples[-1]["t"]
             if drained_at is not None and samples[-1]["replicas"] <= scaling["min_replicas"]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event, exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -25,6 +26,14 @@ class Base(DeclarativeBase):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def upsert_insert(db: Session, entity: Any) -> Any:
+    """An INSERT for ``entity`` that takes ``on_conflict_do_update``/``_do_nothing``: the
+    PostgreSQL or the SQLite form, whichever the session is bound to."""
+    if db.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(entity)
+    return sqlite.insert(entity)
 
 
 # A pooled connection idle longer than this is pinged before use (a restarted PostgreSQL

@@ -6,21 +6,19 @@ from datetime import datetime
 from typing import cast
 
 from sqlalchemy import CursorResult, delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from storage.database import upsert_insert
 from storage.models import RateCounter
 
 
 def add(*, db: Session, key: str, window_start: datetime) -> int:
     """Count one event for ``key`` in the window; the window's count with it (the caller
     commits)."""
-    postgres = db.get_bind().dialect.name == "postgresql"
-    if postgres:
+    if db.get_bind().dialect.name == "postgresql":
         # A lost count after a crash costs nothing: no waiting for the WAL flush.
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    dialect = postgresql if postgres else sqlite
-    statement = dialect.insert(RateCounter).values(key=key, window_start=window_start, count=1)
+    statement = upsert_insert(db, RateCounter).values(key=key, window_start=window_start, count=1)
     count = db.scalar(statement.on_conflict_do_update(
         index_elements=[RateCounter.key, RateCounter.window_start],
         set_={"count": RateCounter.count + 1}).returning(RateCounter.count))

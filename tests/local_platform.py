@@ -73,6 +73,16 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     return f"http://127.0.0.1:{port}"
 
 
+def replicas(deployment: str, states: tuple[str, ...] = ("RUNNING",),
+             app: str = "primitives") -> int:
+    """How many of the deployment's replicas are in one of ``states`` now."""
+    from ray import serve
+
+    status = serve.status().applications[app].deployments[deployment]
+    return sum(n for state, n in status.replica_states.items()
+               if str(getattr(state, "value", state)) in states)
+
+
 def stop_local_platform(env: dict[str, str]) -> None:
     import ray
     from ray import serve

@@ -9,11 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from storage import webhooks
-from storage.database import utcnow
+from storage.database import upsert_insert, utcnow
 from storage.models import IdempotencyKey, Task, TaskInput, TaskResult, TaskStatus
 from storage.results import result_body
 
@@ -130,11 +129,10 @@ def _take_key(*, db: Session, user_id: int, key: str, digest: str,
     db.execute(delete(IdempotencyKey).where(
         IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
         IdempotencyKey.created_at < now - timedelta(hours=key_hours)))
-    dialect = postgresql if db.get_bind().dialect.name == "postgresql" else sqlite
     values: dict[str, Any] = {"user_id": user_id, "key": key, "request_digest": digest,
                               "response": {}, "created_at": now}
     # On PostgreSQL this waits for a concurrent transaction holding the same key to end.
-    taken = db.execute(dialect.insert(IdempotencyKey).values(**values)
+    taken = db.execute(upsert_insert(db, IdempotencyKey).values(**values)
                        .on_conflict_do_nothing().returning(IdempotencyKey.key)).first()
     if taken is not None:
         return None

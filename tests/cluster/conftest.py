@@ -56,14 +56,6 @@ def add_backlog(sessions, *, username: str, count: int, seed: int) -> list[int]:
             images=[(images[i % 8], "image/jpeg") for i in range(count)]))
 
 
-def running(deployment: str) -> int:
-    """The deployment's replicas running now."""
-    from ray import serve
-
-    states = serve.status().applications["primitives"].deployments[deployment].replica_states
-    return sum(n for s, n in states.items() if str(getattr(s, "value", s)) == "RUNNING")
-
-
 def write_overlay(folder: Path, deployments: list[dict]) -> Path:
     import yaml
 

@@ -10,9 +10,9 @@ import time
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
-from tests.cluster.conftest import add_backlog, running, write_overlay
+from tests.cluster.conftest import add_backlog, write_overlay
 from tests.cluster.fake_cluster import alive_workers, start_head, stop_cluster, wait_for
-from tests.local_platform import free_ports, start_local_platform, stop_local_platform
+from tests.local_platform import free_ports, replicas, start_local_platform, stop_local_platform
 
 FAST_SCALING = {"upscale_delay_s": 2, "downscale_delay_s": 5, "metrics_interval_s": 1,
                 "look_back_period_s": 2}
@@ -60,7 +60,7 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
         timings["fourth_node_up_s"] = wait_for(lambda: len(alive_workers()) == 4, 120,
                                                "a fourth worker node for YOLO's second replica")
         timings["second_yolo_replica_running_s"] = round(
-            wait_for(lambda: running("YOLO") == 2, 180, "YOLO's second replica running")
+            wait_for(lambda: replicas("YOLO") == 2, 180, "YOLO's second replica running")
             + timings["fourth_node_up_s"], 1)
         yolo_nodes = _replica_nodes("YOLO", dashboard)
         assert len(yolo_nodes) == 2 and yolo_nodes <= set(alive_workers())
@@ -80,7 +80,7 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
         assert statuses == {"done": 400} and results == 400
 
         drained = time.monotonic()
-        wait_for(lambda: running("YOLO") == 1, 120, "YOLO back to one replica")
+        wait_for(lambda: replicas("YOLO") == 1, 120, "YOLO back to one replica")
         timings["idle_node_removed_after_drain_s"] = wait_for(
             lambda: len(alive_workers()) == 3, 180, "the idle worker node removed")
         timings["idle_node_removed_after_drain_s"] = round(time.monotonic() - drained, 1)

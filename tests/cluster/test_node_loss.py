@@ -10,9 +10,9 @@ import time
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
-from tests.cluster.conftest import add_backlog, running, write_overlay
+from tests.cluster.conftest import add_backlog, write_overlay
 from tests.cluster.fake_cluster import wait_for
-from tests.local_platform import start_local_platform, stop_local_platform
+from tests.local_platform import replicas, start_local_platform, stop_local_platform
 
 # Room for every model replica on either worker node alone.
 WORKER = {"num_cpus": 2, "resources": {"model_node": 4}}
@@ -40,7 +40,7 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         start_local_platform(platform_env, namespace="primitives-node-loss",
                              address=cluster.address,
                              overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay])
-        assert running("YOLO") == 2
+        assert replicas("YOLO") == 2
         ids = add_backlog(sessions, username="node-loss", count=300, seed=950)
 
         def count(*statuses: str) -> int:
@@ -61,8 +61,8 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         wait_for(lambda: count("queued", "in progress") == 0, 400, "every task settled",
                  step=1)
         timings["all_300_settled_after_kill_s"] = round(time.monotonic() - killed, 1)
-        wait_for(lambda: running("YOLO") == 2 and running("SSD") == 1
-                 and running("model_v1") == 1, 180, "the replicas back on the other node")
+        wait_for(lambda: replicas("YOLO") == 2 and replicas("SSD") == 1
+                 and replicas("model_v1") == 1, 180, "the replicas back on the other node")
         timings["replicas_back_after_kill_s"] = round(time.monotonic() - killed, 1)
 
         with sessions() as db:
