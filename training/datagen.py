@@ -1,13 +1,19 @@
-"""Generate the synthetic primitives data set (deterministic for a given seed).
+"""Generate the primitives data set from every source (deterministic for a given seed).
 
 Layout, as ultralytics expects for oriented boxes::
 
-    OUT/images/{train,val,test}/000123.jpg
-    OUT/labels/{train,val,test}/000123.txt   class x1 y1 x2 y2 x3 y3 x4 y4 (normalised)
-    OUT/scenes.csv                            split,file,scene
-    OUT/dataset.yaml                          the ultralytics data file
+    OUT/images/<split>/<source>-000123.jpg
+    OUT/labels/<split>/<source>-000123.txt   class x1 y1 x2 y2 x3 y3 x4 y4 (normalised)
+    OUT/scenes.csv                            split,file,source,scene ("none": no scene class)
+    OUT/dataset.yaml                          the ultralytics data file (train, val)
 
-Usage: ``python -m training.datagen --out data/primitives --train 3000 --val 400 --test 400``
+The splits and what each holds are ``PLAN`` (``--scale`` multiplies every count). ``test`` is
+exactly the original generator's held-out split (the same 400 images as before domain
+randomization); ``test_randomized``, ``test_raycast`` (the independent renderer) and
+``test_background`` (distractors only) are the other evaluation splits. Each (source, split)
+draws from its own seed stream, so growing one never changes another.
+
+Usage: ``python -m training.datagen --out data/primitives``
 """
 
 from __future__ import annotations
@@ -21,43 +27,68 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_scene
+from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES
+from training.sources import SOURCES, render_source
 
 log = logging.getLogger(__name__)
 
-# Each split draws from its own seed stream, so growing one split never changes another.
-SPLIT_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
+PLAN: dict[str, dict[str, int]] = {
+    "train": {"classic": 1500, "randomized": 2200, "raycast": 1100, "distractors": 300,
+              "photo": 250, "noise": 100},
+    "val": {"classic": 100, "randomized": 150, "raycast": 100, "distractors": 30, "photo": 20,
+            "noise": 20},
+    "test": {"classic": 400},
+    "test_randomized": {"randomized": 300},
+    "test_raycast": {"raycast": 200},
+    "test_background": {"distractors": 150},
+}
+# The original generator's seed streams, kept so that its splits stay the same images.
+CLASSIC_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 
 
-def _write_one(job: tuple[Path, str, int, int]) -> tuple[str, str, int]:
-    out, split, index, seed = job
-    sample = render_scene(np.random.default_rng([seed, SPLIT_OFFSETS[split] + index]))
-    name = f"{index:06d}"
-    w, h = sample.image.size
-    sample.image.save(out / "images" / split / f"{name}.jpg", quality=95)
+def _rng(seed: int, source: str, split: str, index: int) -> np.random.Generator:
+    if source == "classic":
+        return np.random.default_rng([seed, CLASSIC_OFFSETS[split] + index])
+    return np.random.default_rng([seed, SOURCES.index(source) + 1, sorted(PLAN).index(split),
+                                  index])
+
+
+def _write_one(job: tuple[Path, str, str, int, int]) -> tuple[str, str, str, int]:
+    out, split, source, index, seed = job
+    image, classes, corners, scene = render_source(source, _rng(seed, source, split, index))
+    name = f"{source}-{index:06d}"
+    w, h = image.size
+    image.save(out / "images" / split / f"{name}.jpg", quality=95)
     lines = []
-    for box in sample.boxes:
-        corners = box.corners() / [w, h]
-        coords = " ".join(f"{v:.6f}" for v in np.clip(corners, 0, 1).ravel())
-        lines.append(f"{box.class_id} {coords}")
+    for c, quad in zip(classes, corners, strict=True):
+        coords = " ".join(f"{v:.6f}" for v in np.clip(quad / [w, h], 0, 1).ravel())
+        lines.append(f"{int(c)} {coords}")
     (out / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
-    return split, f"{name}.jpg", sample.scene
+    return split, f"{name}.jpg", source, scene
 
 
-def generate(out: Path, counts: dict[str, int], seed: int, workers: int) -> None:
-    """Render every split into ``out`` and write the ultralytics data file."""
-    for split in counts:
+def generate(out: Path, plan: dict[str, dict[str, int]], seed: int, workers: int) -> None:
+    """Render every split of ``plan`` into ``out`` and write the ultralytics data file."""
+    for split in plan:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(out, split, i, seed) for split, n in counts.items() for i in range(n)]
+    jobs = [(out, split, source, i, seed) for split, sources in plan.items()
+            for source, n in sources.items() for i in range(n)]
+    # Slow sources first, so the pool does not end on a straggler.
+    jobs.sort(key=lambda j: j[2] != "raycast")
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        rows = list(tqdm(pool.map(_write_one, jobs, chunksize=16), total=len(jobs),
+        rows = list(tqdm(pool.map(_write_one, jobs, chunksize=8), total=len(jobs),
                          desc="rendering", unit="img"))
+    table = [[split, file, source, SCENE_CLASSES[scene] if scene >= 0 else "none"]
+             for split, file, source, scene in rows]
+    if (out / "scenes.csv").exists():  # keep the splits not rendered this time
+        with (out / "scenes.csv").open() as fh:
+            table += [r for r in csv.reader(fh) if r[0] != "split" and r[0] not in plan]
+    table.sort()
     with (out / "scenes.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["split", "file", "scene"])
-        for split, file, scene in rows:
-            writer.writerow([split, file, SCENE_CLASSES[scene]])
+        writer.writerow(["split", "file", "source", "scene"])
+        writer.writerows(table)
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(PRIMITIVE_CLASSES))
     (out / "dataset.yaml").write_text(
         f"path: {out.resolve()}\ntrain: images/train\nval: images/val\ntest: images/test\n"
@@ -69,15 +100,15 @@ def generate(out: Path, counts: dict[str, int], seed: int, workers: int) -> None
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("data/primitives"))
-    parser.add_argument("--train", type=int, default=3000)
-    parser.add_argument("--val", type=int, default=400)
-    parser.add_argument("--test", type=int, default=400)
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every count")
+    parser.add_argument("--splits", nargs="*", default=list(PLAN), help="splits to render")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    counts = {"train": args.train, "val": args.val, "test": args.test}
-    generate(args.out, {k: v for k, v in counts.items() if v > 0}, args.seed, args.workers)
+    plan = {split: {source: max(1, round(n * args.scale)) for source, n in PLAN[split].items()}
+            for split in args.splits}
+    generate(args.out, plan, args.seed, args.workers)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from training.render import SCENE_CLASSES
 @dataclass(frozen=True)
 class Item:
     image: Path
-    scene: int
+    scene: int  # index in SCENE_CLASSES, or -1: no scene class (rooms, photos, noise...)
     classes: np.ndarray  # (N,) int
     corners: np.ndarray  # (N, 4, 2) normalised to [0, 1]
 
@@ -24,7 +24,8 @@ def read_split(root: Path, split: str) -> list[Item]:
     with (root / "scenes.csv").open() as fh:
         for row in csv.DictReader(fh):
             if row["split"] == split:
-                scenes[row["file"]] = SCENE_CLASSES.index(row["scene"])
+                scene = row["scene"]
+                scenes[row["file"]] = SCENE_CLASSES.index(scene) if scene != "none" else -1
     items = []
     for image in sorted((root / "images" / split).glob("*.jpg")):
         label = root / "labels" / split / (image.stem + ".txt")

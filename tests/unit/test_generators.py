@@ -1,0 +1,110 @@
+"""The randomized renderer, the independent ray-caster, the data set plan and calibration."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from training import calibrate
+from training.datagen import generate
+from training.dataset import read_split
+from training.randomize import NO_SCENE, render_randomized
+from training.raycast import CLASS_NAMES, raycast_scene
+from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_scene
+from training.sources import SOURCES, render_source
+
+pytestmark = pytest.mark.unit
+
+
+def _well_formed(image: Image.Image, classes: np.ndarray, corners: np.ndarray) -> None:
+    w, h = image.size
+    assert len(classes) == len(corners)
+    for c, quad in zip(classes, corners, strict=True):
+        assert 0 <= c < len(PRIMITIVE_CLASSES)
+        # The rectangle's centre is in the frame and its sides are at least 8 pixels.
+        cx, cy = quad.mean(axis=0)
+        assert -1 <= cx <= w + 1 and -1 <= cy <= h + 1
+        sides = np.linalg.norm(np.roll(quad, -1, axis=0) - quad, axis=1)
+        assert sides.min() >= 7.5
+        assert np.allclose(sides[0], sides[2], atol=1e-3) and np.allclose(sides[1], sides[3],
+                                                                          atol=1e-3)
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_source_is_deterministic_and_labels_are_rectangles_in_the_frame(source):
+    for i in range(4):
+        a = render_source(source, np.random.default_rng([5, i]))
+        b = render_source(source, np.random.default_rng([5, i]))
+        assert np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+        assert np.array_equal(a[2], b[2])
+        _well_formed(a[0], a[1], a[2])
+        assert a[3] == NO_SCENE or 0 <= a[3] < len(SCENE_CLASSES)
+
+
+def test_randomized_scenes_hold_primitives_and_empty_ones_exist():
+    counts = [len(render_randomized(np.random.default_rng([1, i])).boxes) for i in range(40)]
+    assert sum(counts) / len(counts) >= 2  # occlusion and the border drop some, not most
+    assert 0 in counts  # empty scenes happen
+    assert all(not render_randomized(np.random.default_rng([2, i]), distractors_only=True).boxes
+               for i in range(10))
+
+
+def test_a_sphere_is_labelled_axis_aligned_and_a_cylinder_along_its_axis():
+    found = {0: 0, 2: 0}
+    for i in range(12):
+        sample = raycast_scene(np.random.default_rng([11, i]))
+        for box in sample.boxes:
+            if box.class_id == 0:
+                assert box.angle == 0.0
+                found[0] += 1
+            if box.class_id == 2:
+                found[2] += 1
+    assert found[0] and found[2]
+
+
+def test_the_ray_caster_shares_no_code_with_the_first_renderer():
+    source = Path("training/raycast.py").read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source))
+                if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(ast.parse(source))
+                 if isinstance(node, ast.Import) for alias in node.names}
+    assert not any(name and name.startswith("training") for name in imported), imported
+    assert CLASS_NAMES == PRIMITIVE_CLASSES  # the same label order, written down twice
+
+
+def test_the_data_set_keeps_the_original_held_out_split(tmp_path):
+    generate(tmp_path, {"test": {"classic": 3}, "test_raycast": {"raycast": 1},
+                        "train": {"photo": 1, "classic": 1}}, seed=0, workers=1)
+    items = read_split(tmp_path, "test")
+    assert [i.image.name for i in items] == [f"classic-{i:06d}.jpg" for i in range(3)]
+    # Exactly the images the original generator's test split held (seed 0, its offsets).
+    original = render_scene(np.random.default_rng([0, 20_000_000 + 1]))
+    assert items[1].scene == original.scene
+    assert len(items[1].classes) == len(original.boxes)
+    assert [i.scene for i in read_split(tmp_path, "test_raycast")] == [-1]
+    photo = [i for i in read_split(tmp_path, "train") if i.image.name.startswith("photo")]
+    assert photo and len(photo[0].classes) == 0 and photo[0].scene == -1
+
+
+def test_temperature_scaling_recovers_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, size=(4000, 6))
+    p = calibrate.softmax(true_logits)
+    labels = np.array([rng.choice(6, p=row) for row in p])
+    overconfident = true_logits * 3
+    t = calibrate.fit_temperature(overconfident, labels)
+    assert 2.6 < t < 3.4
+    before = calibrate.expected_calibration_error(calibrate.softmax(overconfident), labels)
+    after = calibrate.expected_calibration_error(calibrate.softmax(overconfident, t), labels)
+    assert after < 0.03 < before
+
+
+def test_the_unknown_threshold_keeps_the_asked_share():
+    probs = calibrate.softmax(np.random.default_rng(1).normal(0, 3, size=(1000, 6)))
+    threshold = calibrate.unknown_threshold(probs, keep=0.9)
+    kept = (probs.max(axis=1) >= threshold).mean()
+    assert 0.9 <= kept <= 0.93
