@@ -52,6 +52,11 @@ class ModelSpec(BaseModel):
     confidence_threshold: float = Field(default=0.25, ge=0.0, le=1.0)
     iou_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     max_detections: int = Field(default=100, ge=1, le=1000)
+    # Classification models: logits are divided by ``temperature`` (fitted on the validation
+    # split by ``make evaluate``) and a calibrated top probability under
+    # ``unknown_threshold`` answers "unknown" (CONTRACT.md E7). None: never "unknown".
+    temperature: float = Field(default=1.0, gt=0.0, le=100.0)
+    unknown_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -60,6 +65,10 @@ class ModelSpec(BaseModel):
                              f"not {self.type}")
         if self.backend is not Backend.ultralytics and not self.classes:
             raise ValueError(f"model {self.name}: torchvision models need `classes`")
+        if self.type is not ModelType.classification and (
+                self.unknown_threshold is not None or self.temperature != 1.0):
+            raise ValueError(f"model {self.name}: `temperature` and `unknown_threshold` are "
+                             "for classification models")
         if self.backend is not Backend.ultralytics and not self.arch:
             raise ValueError(f"model {self.name}: torchvision models need `arch`")
         return self

@@ -270,6 +270,7 @@ class Dispatcher:
                 "detection_model": detection.model,
                 "classification_model": classification.model,
                 "class_probability": classification.prediction.probability,
+                "class_probabilities": classification.prediction.probabilities,
                 "timings_ms": timings,
             }
             stored = await self._db(

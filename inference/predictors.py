@@ -185,16 +185,20 @@ class ClassifierPredictor(Predictor[Classification]):
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         return np.stack([classifier_input(a, self.spec.image_size) for a in images])
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Classification]:
+    def logits(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The raw (uncalibrated) logits, (N, classes): what calibration is fitted on."""
         import torch
 
         batch = torch.from_numpy(self.preprocess(images)).to(self.device)
         with torch.inference_mode():
-            logits = self.model(batch).float().cpu().numpy()
-        return self.postprocess(logits)
+            return self.model(batch).float().cpu().numpy()
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Classification]:
+        return self.postprocess(self.logits(images))
 
     def postprocess(self, logits: np.ndarray) -> list[Classification]:
-        return softmax_top(logits, self.classes)
+        return softmax_top(logits, self.classes, temperature=self.spec.temperature,
+                           unknown_below=self.spec.unknown_threshold)
 
 
 PREDICTORS: dict[Backend, type[Predictor[Any]]] = {

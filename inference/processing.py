@@ -60,15 +60,29 @@ def xyxy_to_xywhr(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def softmax_top(logits: np.ndarray, classes: Sequence[str]) -> list[Classification]:
-    """Per row: the top class and its probability, plus every class's probability."""
-    z = logits - logits.max(axis=1, keepdims=True)
+UNKNOWN_CLASS = "unknown"
+
+
+def softmax_top(logits: np.ndarray, classes: Sequence[str], *, temperature: float = 1.0,
+                unknown_below: float | None = None) -> list[Classification]:
+    """Per row: the top class and its probability, plus every class's probability.
+
+    ``temperature`` divides the logits first (the calibration fitted on the validation
+    split); a top probability under ``unknown_below`` answers ``"unknown"`` (CONTRACT.md E7),
+    still with the top probability and every class's."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
-    return [Classification(
-        image_class=classes[int(row.argmax())], probability=float(row.max()),
-        probabilities={c: round(float(v), 6) for c, v in zip(classes, row, strict=True)})
-        for row in p]
+    out = []
+    for row in p:
+        top = float(row.max())
+        unknown = unknown_below is not None and top < unknown_below
+        out.append(Classification(
+            image_class=UNKNOWN_CLASS if unknown else classes[int(row.argmax())],
+            probability=top,
+            probabilities={c: round(float(v), 6) for c, v in zip(classes, row, strict=True)}))
+    return out
 
 
 def classifier_input(arr: np.ndarray, size: int) -> np.ndarray:

@@ -1,7 +1,14 @@
-"""Train the scene classifier (``model_v1``): a torchvision MobileNetV3-Small from scratch.
+"""Train the scene classifier (``model_v1``): a torchvision MobileNetV3-Small.
+
+Images with a scene class are learnt with cross-entropy; images without one (rooms,
+photographs, noise, the other renderer: ``scene`` -1) with outlier exposure (Hendrycks et
+al., 2019): their target is the uniform distribution, so the model learns to spread its
+probability on what is none of the six scenes, which the served ``unknown_threshold`` then
+turns into ``"unknown"``.
 
 Usage: ``python -m training.train_classifier --data data/primitives --epochs 8``
-Resumes from ``runs/classifier/last.pt`` unless ``--fresh``; uses CUDA when present.
+(``--init weights/scene_classifier.pt`` fine-tunes the shipped weights). Resumes from
+``runs/classifier/last.pt`` unless ``--fresh``; uses CUDA when present.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from inference.processing import classifier_input
+from inference.weights import load_torchvision_checkpoint
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, read_split
 from training.render import SCENE_CLASSES
@@ -37,7 +45,23 @@ class Scenes(Dataset):
         arr = np.asarray(Image.open(item.image).convert("RGB"))
         if self.train and np.random.rand() < 0.5:
             arr = arr[:, ::-1]
+        if self.train and np.random.rand() < 0.5:  # exposure and white balance
+            gain = np.random.uniform(0.8, 1.2, size=3) * np.random.uniform(0.8, 1.2)
+            arr = np.clip(arr * gain, 0, 255).astype(np.uint8)
         return torch.from_numpy(classifier_input(np.ascontiguousarray(arr), self.size)), item.scene
+
+
+def scene_loss(logits: torch.Tensor, scene: torch.Tensor, outlier_weight: float
+               ) -> torch.Tensor:
+    """Cross-entropy on images with a scene; uniform-target cross-entropy on the rest."""
+    known = scene >= 0
+    loss = logits.new_zeros(())
+    if known.any():
+        loss = loss + torch.nn.functional.cross_entropy(logits[known], scene[known],
+                                                        label_smoothing=0.05)
+    if (~known).any():
+        loss = loss - outlier_weight * torch.log_softmax(logits[~known], dim=1).mean()
+    return loss
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,6 +74,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
     parser.add_argument("--run", type=Path, default=Path("runs/classifier"))
     parser.add_argument("--out", type=Path, default=Path("weights/scene_classifier.pt"))
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these shipped weights instead of from scratch")
+    parser.add_argument("--outlier-weight", type=float, default=0.5,
+                        help="weight of the outlier-exposure term")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -63,6 +91,8 @@ def main(argv: list[str] | None = None) -> None:
                         shuffle=True, num_workers=2, drop_last=True)
     model = torchvision.models.mobilenet_v3_small(weights=None,
                                                   num_classes=len(SCENE_CLASSES)).to(device)
+    if args.init is not None:
+        model.load_state_dict(load_torchvision_checkpoint(args.init))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
                                                 steps_per_epoch=len(loader))
@@ -72,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         bar = tqdm(loader, desc=f"classifier epoch {epoch + 1}/{args.epochs}", unit="batch")
         for x, y in bar:
             x, y = x.to(device), y.to(device)
-            loss = torch.nn.functional.cross_entropy(model(x), y, label_smoothing=0.05)
+            loss = scene_loss(model(x), y, args.outlier_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()

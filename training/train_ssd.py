@@ -1,9 +1,12 @@
-"""Train the SSD detector: torchvision SSDlite320 (MobileNetV3-Large, reduced tail) from scratch.
+"""Train the SSD detector: torchvision SSDlite320 (MobileNetV3-Large, reduced tail).
 
 SSD predicts axis-aligned boxes, so the served SSD reports rotation 0; its targets are the
 axis-aligned hulls of the oriented labels.
 
-Usage: ``python -m training.train_ssd --data data/primitives --epochs 8``
+Images without labels (photographs, distractor-only scenes) teach it the background.
+
+Usage: ``python -m training.train_ssd --data data/primitives --epochs 8`` (``--init
+weights/ssdlite.pt`` fine-tunes the shipped weights)
 Resumes from ``runs/ssd/last.pt`` unless ``--fresh``; uses CUDA when present.
 """
 
@@ -21,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from inference.processing import set_ssd_input_size
+from inference.weights import load_torchvision_checkpoint
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
 from training.render import PRIMITIVE_CLASSES
@@ -48,6 +52,11 @@ class Boxes(Dataset):
             arr = arr[:, ::-1]
             boxes = boxes.copy()
             boxes[:, [0, 2]] = self.size - boxes[:, [2, 0]]
+        if self.train and np.random.rand() < 0.5:  # exposure, white balance, saturation
+            grey = arr.mean(axis=2, keepdims=True)
+            arr = grey + (arr - grey) * np.random.uniform(0.5, 1.4)
+            arr = np.clip(arr * np.random.uniform(0.8, 1.2, size=3) * np.random.uniform(0.75, 1.25),
+                          0, 1).astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
         target = {"boxes": torch.from_numpy(boxes).reshape(-1, 4),
                   "labels": torch.from_numpy(item.classes + 1)}  # 0 is the background
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
     parser.add_argument("--run", type=Path, default=Path("runs/ssd"))
     parser.add_argument("--out", type=Path, default=Path("weights/ssdlite.pt"))
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from these shipped weights instead of from scratch")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -84,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
                         shuffle=True, num_workers=2, drop_last=True,
                         collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
     model = build_model(len(PRIMITIVE_CLASSES), args.size).to(device)
+    if args.init is not None:
+        model.load_state_dict(load_torchvision_checkpoint(args.init))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
                                                 steps_per_epoch=len(loader), pct_start=0.15)

@@ -60,7 +60,9 @@ class Primitive(BaseModel):
 class Prediction(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    image_class: str = Field(examples=["office"])
+    image_class: str = Field(examples=["office"], description=(
+        'the scene class, or "unknown" when the classifier\'s calibrated top probability '
+        "is under its configured threshold (class_probabilities still says what it saw)"))
     primitives: list[Primitive]
 
 

@@ -54,6 +54,28 @@ def test_softmax_top():
                                                  abs=1e-3)
 
 
+def test_a_low_calibrated_probability_answers_unknown_with_the_probabilities():
+    logits = np.array([[0.0, 2.0, 0.0], [0.0, 9.0, 0.0]])
+    plain = softmax_top(logits, ["a", "b", "c"])
+    assert [c.image_class for c in plain] == ["b", "b"]
+    hotter = softmax_top(logits, ["a", "b", "c"], temperature=2.0, unknown_below=0.6)
+    first, second = hotter
+    assert first.image_class == "unknown"
+    assert first.probability == pytest.approx(first.probabilities["b"], abs=1e-5)
+    assert first.probability < 0.6
+    assert first.probability < plain[0].probability  # a temperature above 1 softens
+    assert sum(first.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert second.image_class == "b" and second.probability >= 0.6
+
+
+def test_only_classification_models_take_a_temperature_or_threshold(registry):
+    from config.registry import ModelSpec
+
+    yolo = registry.by_name("YOLO").model_dump()
+    with pytest.raises(ValueError, match="for classification models"):
+        ModelSpec(**{**yolo, "unknown_threshold": 0.5})
+
+
 def test_exif_orientation_is_applied_before_inference():
     img = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = Image.Exif()
