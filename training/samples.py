@@ -39,7 +39,8 @@ def contact_sheet(source: str, count: int, seed: int, cell: int = 256, columns: 
     rows = (count + columns - 1) // columns
     sheet = Image.new("RGB", (columns * cell, rows * cell), (255, 255, 255))
     for i in range(count):
-        image, classes, corners, _ = render_source(source, np.random.default_rng([seed, i]))
+        image, classes, corners, _ = render_source(source, np.random.default_rng([seed, i]),
+                                                   photos=False)
         drawn = draw_labels(image, classes, corners)
         drawn.thumbnail((cell - 4, cell - 4))
         sheet.paste(drawn, ((i % columns) * cell + 2, (i // columns) * cell + 2))
@@ -74,16 +75,18 @@ def convention_sheet(cell: int = 220) -> Image.Image:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"))
-    parser.add_argument("--count", type=int, default=12)
+    parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--sources", nargs="*", default=list(SOURCES))
+    # Photographs belong to the packages that ship them: no sheet of them is published.
+    parser.add_argument("--sources", nargs="*",
+                        default=[s for s in SOURCES if s not in ("photo", "noise")])
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for source in args.sources:
         path = args.out / f"samples-{source}.png"
-        contact_sheet(source, args.count, args.seed).save(path)
+        contact_sheet(source, args.count, args.seed).quantize(256).save(path, optimize=True)
         print(f"wrote {path}")
-    convention_sheet().save(args.out / "box-convention.png")
+    convention_sheet().quantize(256).save(args.out / "box-convention.png", optimize=True)
     print(f"wrote {args.out / 'box-convention.png'}")
 
 

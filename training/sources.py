@@ -112,16 +112,19 @@ def _boxes(boxes) -> tuple[np.ndarray, np.ndarray]:
             np.stack([b.corners() for b in boxes]).astype(np.float32))
 
 
-def render_source(name: str, rng: np.random.Generator
+def render_source(name: str, rng: np.random.Generator, *, photos: bool = True
                   ) -> tuple[Image.Image, np.ndarray, np.ndarray, int]:
+    """One image of ``name``; ``photos=False`` keeps photographs out of the randomized
+    backgrounds (pictures we publish show only what we drew)."""
+    backgrounds = _photos(TRAIN_PHOTOS) if photos else ()
     if name == "classic":
         s = render_scene(rng)
         return (s.image, *_boxes(s.boxes), s.scene)
     if name == "randomized":
-        s = render_randomized(rng, photo_backgrounds=_photos(TRAIN_PHOTOS))
+        s = render_randomized(rng, photo_backgrounds=backgrounds)
         return (s.image, *_boxes(s.boxes), s.scene)
     if name == "distractors":
-        s = render_randomized(rng, distractors_only=True, photo_backgrounds=_photos(TRAIN_PHOTOS))
+        s = render_randomized(rng, distractors_only=True, photo_backgrounds=backgrounds)
         return (s.image, *_boxes(s.boxes), NO_SCENE)
     if name == "raycast":
         r = raycast_scene(rng)
