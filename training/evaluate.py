@@ -268,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="*", default=None,
                         help="model names to evaluate (default: every registered model)")
     parser.add_argument("--out", type=Path, default=Path("weights/metrics.json"))
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only re-measure CPU ms per image into the existing entries")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
@@ -285,6 +287,12 @@ def main(argv: list[str] | None = None) -> None:
         if spec.type is ModelType.detection:
             spec = spec.model_copy(update={"confidence_threshold": EVAL_CONFIDENCE})
         model: Predictor = build_predictor(spec)
+        if args.timing_only:
+            section[spec.name]["cpu_ms_per_image_median_of_50"] = median_ms(model.predict,
+                                                                             timing_items)
+            print(f"{spec.name}: {section[spec.name]['cpu_ms_per_image_median_of_50']} ms",
+                  flush=True)
+            continue
         entry: dict[str, Any] = {"weights": str(spec.weights),
                                  "weights_sha256": file_sha256(spec.weights_path),
                                  "weights_mb": round(spec.weights_path.stat().st_size / 2**20, 2),

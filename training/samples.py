@@ -57,7 +57,7 @@ def convention_sheet(cell: int = 220) -> Image.Image:
         for seed in range(200):
             sample = raycast_scene(np.random.default_rng([31, class_id, seed]))
             w, h = sample.image.size
-            boxes = [b for b in sample.boxes if b.class_id == class_id and 40 < max(b.w, b.h)
+            boxes = [b for b in sample.boxes if b.class_id == class_id and max(b.w, b.h) > 40
                      and b.w * b.h > 0.02 * w * h and 0 < b.cx - b.w < b.cx + b.w < w
                      and 0 < b.cy - b.h < b.cy + b.h < h]
             if boxes:
