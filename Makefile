@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: autoscale observe run test test-cluster test-unit install migrate lint data train evaluate bench profile load clean
+.PHONY: autoscale observe run test test-cluster test-unit install migrate lint data samples train evaluate bench profile load clean
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV) || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
 	  apt-get install -y -qq python3.11-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,training]'
 	touch $(STAMP)
 
 migrate: install
@@ -43,16 +43,25 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-data: install  ## Render the synthetic data set into data/primitives
-	$(BIN)/python -m training.datagen --out data/primitives --train 3000 --val 300 --test 400
+data: install  ## Render the data set from every source into data/primitives (~20 min)
+	$(BIN)/python -m training.datagen --out data/primitives
 
-train: data  ## Train the three shipped models (resumable; CUDA when present)
-	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml --fraction 0.67
-	$(BIN)/python -m training.train_classifier --data data/primitives
-	$(BIN)/python -m training.train_ssd --data data/primitives --epochs 7
+samples: install  ## Contact sheets with the labels drawn, and the box convention (docs/)
+	$(BIN)/python -m training.samples --out docs
 
-evaluate: install  ## mAP@0.5 and accuracy on the held-out split -> weights/metrics.json
-	$(BIN)/python -m training.evaluate --data data/primitives --split test --out weights/metrics.json
+# The shipped weights are fine-tuned from the previous ones (renderer A only; see
+# weights/README.md for that first stage). Each step resumes from its last checkpoint.
+train: data  ## Fine-tune the three shipped models on the mixed data; calibrate model_v1
+	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml \
+	  --model weights/yolo_obb.pt --name yolo_mixed --epochs 4 --close-mosaic 1
+	$(BIN)/python -m training.train_ssd --data data/primitives --init weights/ssdlite.pt \
+	  --run runs/ssd_mixed --epochs 2 --lr 1e-3
+	$(BIN)/python -m training.train_classifier --data data/primitives \
+	  --init weights/scene_classifier.pt --run runs/classifier_mixed --epochs 3 --lr 1e-3
+	$(BIN)/python -m training.calibrate --data data/primitives --model model_v1
+
+evaluate: install  ## Per model: own split, other renderer, background-only images, calibration
+	$(BIN)/python -m training.evaluate --data data/primitives --out weights/metrics.json
 	$(BIN)/python -m training.model_card
 
 bench: install  ## Platform vs floor, LitServe and minimal Ray Serve; CPU per task (< 10 min)

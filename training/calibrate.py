@@ -1,11 +1,15 @@
 """Calibration of a scene classifier: temperature scaling and the ``unknown`` threshold.
 
 ``fit_temperature`` picks the temperature that minimises the negative log-likelihood of the
-validation split's labels (Guo et al., 2017: one scalar dividing the logits; it changes no
-prediction, only the confidence). ``expected_calibration_error`` bins the top probability
-(15 equal-width bins) and averages |accuracy - confidence| weighted by each bin's share.
-``unknown_threshold`` is the highest threshold that still keeps ``keep`` of the validation
-split's in-domain images classified (the rest would answer ``"unknown"``).
+validation split (Guo et al., 2017: one scalar dividing the logits; it changes no prediction,
+only the confidence); images without a scene class (label -1: photographs, noise, rooms, the
+other renderer) count with the uniform target, as in training, so the temperature is fitted
+on what the model will meet, not only on the six scenes. ``expected_calibration_error`` bins
+the top probability (15 equal-width bins) and averages |accuracy - confidence| weighted by
+each bin's share. ``separating_threshold`` is the ``unknown`` threshold that best separates
+the validation split's in-domain images from its out-of-domain ones (the most in-domain kept
+plus out-of-domain refused, Youden's J); ``unknown_threshold`` the one that keeps a given
+share of in-domain images.
 
 Usage (prints what to put in ``serve_config.yaml``)::
 
@@ -33,8 +37,11 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    p = softmax(logits, temperature)
-    return float(-np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+    """Mean NLL; rows labelled -1 are scored against the uniform distribution."""
+    logp = np.log(np.clip(softmax(logits, temperature), 1e-12, 1))
+    known = labels >= 0
+    terms = np.concatenate([-logp[known, labels[known]], -logp[~known].mean(axis=1)])
+    return float(terms.mean())
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -66,6 +73,12 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray) -> float:
     return reliability(probs, labels)[0]
+
+
+def separating_threshold(top: np.ndarray, known: np.ndarray) -> float:
+    """The threshold (0.01 steps) maximising in-domain kept + out-of-domain refused."""
+    grid = np.round(np.arange(0.05, 1.0, 0.01), 2)
+    return float(max(grid, key=lambda th: (top[known] >= th).mean() + (top[~known] < th).mean()))
 
 
 def unknown_threshold(probs: np.ndarray, keep: float = 0.99) -> float:
@@ -122,23 +135,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
     parser.add_argument("--model", default="model_v1")
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--keep", type=float, default=0.99,
-                        help="share of in-domain validation images that must stay classified")
+    parser.add_argument("--keep", type=float, default=None,
+                        help="instead of separating: the share of in-domain validation images "
+                             "that must stay classified")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = load_app_config(args.config).registry.by_name(args.model)
     model = build_predictor(spec.model_copy(update={"temperature": 1.0,
                                                     "unknown_threshold": None}))
-    items = [i for i in read_split(args.data, "val") if i.scene >= 0]
+    items = read_split(args.data, "val")
     logits, labels = classifier_logits(model, items)
+    known = labels >= 0
     t = fit_temperature(logits, labels)
     probs = softmax(logits, t)
-    print(f"validation: {len(items)} images; NLL {nll(logits, labels, 1.0):.4f} at T=1, "
-          f"{nll(logits, labels, t):.4f} at T={t:.3f}; "
-          f"ECE {expected_calibration_error(softmax(logits), labels):.4f} "
-          f"-> {expected_calibration_error(probs, labels):.4f}")
+    top = probs.max(axis=1)
+    threshold = (unknown_threshold(probs[known], args.keep) if args.keep is not None
+                 else separating_threshold(top, known))
+    print(f"validation: {known.sum()} images with a scene, {(~known).sum()} without; NLL "
+          f"{nll(logits, labels, 1.0):.4f} at T=1, {nll(logits, labels, t):.4f} at T={t:.3f}; "
+          f"ECE (scenes) {expected_calibration_error(softmax(logits[known]), labels[known]):.4f}"
+          f" -> {expected_calibration_error(probs[known], labels[known]):.4f}; below "
+          f"{threshold:.2f}: {(top[known] < threshold).mean():.3f} of the scenes, "
+          f"{(top[~known] < threshold).mean():.3f} of the rest")
     print(f"serve_config.yaml, model {args.model}:\n  temperature: {t:.3f}\n"
-          f"  unknown_threshold: {unknown_threshold(probs, args.keep):.2f}")
+          f"  unknown_threshold: {threshold:.2f}")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,7 @@ def render_source(name: str, rng: np.random.Generator, *, photos: bool = True
         return (s.image, *_boxes(s.boxes), s.scene)
     if name == "distractors":
         s = render_randomized(rng, distractors_only=True, photo_backgrounds=backgrounds)
-        return (s.image, *_boxes(s.boxes), NO_SCENE)
+        return (s.image, *_boxes(s.boxes), s.scene)  # its background may be a scene
     if name == "raycast":
         r = raycast_scene(rng)
         return (r.image, *_boxes(r.boxes), NO_SCENE)

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("weights/scene_classifier.pt"))
     parser.add_argument("--init", type=Path, default=None,
                         help="start from these shipped weights instead of from scratch")
-    parser.add_argument("--outlier-weight", type=float, default=0.5,
+    parser.add_argument("--outlier-weight", type=float, default=1.0,
                         help="weight of the outlier-exposure term")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)

@@ -108,3 +108,13 @@ def test_the_unknown_threshold_keeps_the_asked_share():
     threshold = calibrate.unknown_threshold(probs, keep=0.9)
     kept = (probs.max(axis=1) >= threshold).mean()
     assert 0.9 <= kept <= 0.93
+
+
+def test_the_separating_threshold_refuses_what_is_out_of_domain():
+    top = np.array([0.95, 0.9, 0.92, 0.4, 0.3, 0.88, 0.5, 0.35])
+    known = np.array([True, True, True, False, False, True, False, False])
+    threshold = calibrate.separating_threshold(top, known)
+    assert 0.5 < threshold <= 0.88
+    # Out-of-domain images are scored against the uniform distribution by the NLL.
+    logits = np.zeros((2, 6))
+    assert calibrate.nll(logits, np.array([-1, -1]), 1.0) == pytest.approx(np.log(6))

@@ -74,6 +74,8 @@ def test_only_classification_models_take_a_temperature_or_threshold(registry):
     yolo = registry.by_name("YOLO").model_dump()
     with pytest.raises(ValueError, match="for classification models"):
         ModelSpec(**{**yolo, "unknown_threshold": 0.5})
+    classifier = registry.by_name("model_v1")
+    assert classifier.unknown_threshold is not None  # the shipped config sets one
 
 
 def test_exif_orientation_is_applied_before_inference():
