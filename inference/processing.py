@@ -63,6 +63,14 @@ def xyxy_to_xywhr(boxes: np.ndarray) -> np.ndarray:
 UNKNOWN_CLASS = "unknown"
 
 
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` (what serving and calibration share)."""
+    z = logits / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    return p / p.sum(axis=1, keepdims=True)
+
+
 def softmax_top(logits: np.ndarray, classes: Sequence[str], *, temperature: float = 1.0,
                 unknown_below: float | None = None) -> list[Classification]:
     """Per row: the top class and its probability, plus every class's probability.
@@ -70,12 +78,8 @@ def softmax_top(logits: np.ndarray, classes: Sequence[str], *, temperature: floa
     ``temperature`` divides the logits first (the calibration fitted on the validation
     split); a top probability under ``unknown_below`` answers ``"unknown"`` (CONTRACT.md E7),
     still with the top probability and every class's."""
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
     out = []
-    for row in p:
+    for row in softmax(logits, temperature):
         top = float(row.max())
         unknown = unknown_below is not None and top < unknown_below
         out.append(Classification(

@@ -25,15 +25,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from inference.processing import softmax
+
 log = logging.getLogger(__name__)
 BINS = 15
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    return p / p.sum(axis=1, keepdims=True)
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
