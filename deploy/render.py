@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from config.serve_config import SERVE_CONFIG_PATH, load_app_config, read_config
+from config.serve_config import SERVE_CONFIG_PATH, load_app_config, load_ray_env, read_config
 from config.settings import REPO_ROOT
 
 CLUSTER_OVERLAY = REPO_ROOT / "config" / "cluster.yaml"
@@ -45,9 +45,12 @@ def _env() -> list[dict[str, Any]]:
     def secret(name: str, key: str) -> dict[str, Any]:
         return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
 
+    # config/ray.env on every node: Ray Serve's fast path (HAProxy, direct ingress) and the
+    # switches the benchmark measured.
+    ray_env = [{"name": k, "value": v} for k, v in load_ray_env().items()]
     return [{"name": "PRIMITIVES_ENVIRONMENT", "value": "production"},
             secret("PRIMITIVES_JWT_SECRET", "jwt-secret"),
-            secret("PRIMITIVES_DATABASE_URL", "database-url")]
+            secret("PRIMITIVES_DATABASE_URL", "database-url"), *ray_env]
 
 
 def _container(name: str, cpu: str, memory: str, gpus: int = 0,

@@ -8,6 +8,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+# config/ray.env's variables as they were in this process before a local platform started.
+_RAY_VARS_SET: dict[str, str | None] = {}
+
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free ports: all held open together, so none is handed out twice
@@ -53,7 +56,13 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
 
     get_settings.cache_clear()
     app_config = load_app_config(config, overlays=overlays or [])
-    runtime_env = {"env_vars": {**env, **(load_ray_env() if ray_env is None else ray_env)}}
+    ray_vars = load_ray_env() if ray_env is None else ray_env
+    runtime_env = {"env_vars": {**env, **ray_vars}}
+    # Serve's controller and HAProxy read their switches (the fast path) from the environment
+    # of the processes the raylet starts, which is this driver's when it starts Ray: set them
+    # here for the start, then take them back so that the driver itself stays as it was.
+    _RAY_VARS_SET.update({k: os.environ.get(k) for k in ray_vars})
+    os.environ.update(ray_vars)
     if address is not None:
         ray.init(address=address, namespace=namespace, runtime_env=runtime_env)
     else:
@@ -93,4 +102,10 @@ def stop_local_platform(env: dict[str, str]) -> None:
     ray.shutdown()
     for key in env:
         os.environ.pop(key, None)
+    for key, value in _RAY_VARS_SET.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _RAY_VARS_SET.clear()
     get_settings.cache_clear()
