@@ -48,9 +48,10 @@ class RayQueueLink:
         return (self.detectors, self.classifiers, self.input_sides, self.concurrency,
                 self.model_names)
 
-    async def wait_finished(self, task_id: int, timeout: float) -> None:
+    async def wait_finished(self, task_id: int, timeout: float, *,
+                            notify: bool = False) -> None:
         try:
-            await self.actor.wait_finished.remote(task_id, timeout)
+            await self.actor.wait_finished.remote(task_id, timeout, notify)
         except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
             log.info("long poll for task %d ended early: the queue did not answer", task_id)
 

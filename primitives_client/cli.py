@@ -114,8 +114,12 @@ def run(args: argparse.Namespace) -> int:
                        "classification_model_id": args.classification_model,
                        "webhook": args.webhook}
             many = len(args.images) > 1
-            with tqdm(total=len(args.images) * (2 if args.wait else 1), unit="step",
+            with tqdm(total=len(args.images) * (2 if args.wait and many else 1), unit="step",
                       disable=not many or not sys.stderr.isatty(), file=sys.stderr) as bar:
+                if args.wait and not many:  # one request answers with the result
+                    _print(client.submit(args.images[0], wait=True, timeout=args.timeout,
+                                         **options))
+                    return 0
                 created = [client.submit(p, **options) for p in args.images
                            if bar.update(1) is None]
                 for task in created:

@@ -13,6 +13,7 @@ import httpx
 
 SETTLED = frozenset({"done", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+PREFER_WAIT_MAX_S = 60  # the longest ``Prefer: wait`` the platform honours
 MEDIA_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 
 
@@ -105,7 +106,10 @@ class Client:
                idempotency_key: str | None = None, wait: bool = False,
                timeout: float = 600.0) -> dict[str, Any]:
         """Submit one image (a path or its bytes). Without ``wait``: ``{"id": ...}``; with
-        it, the result route's body once the task is done, failed or canceled."""
+        it, the result route's body once the task is done, failed or canceled: one request
+        (``Prefer: wait``) answers most tasks, long polls of the result route the rest;
+        TimeoutError after ``timeout`` seconds. A retry of the POST (same idempotency key)
+        never makes a second task."""
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         params: dict[str, Any] = {}
         if detection_model_id is not None:
@@ -114,10 +118,20 @@ class Client:
             params["classification_model_id"] = classification_model_id
         if webhook is not None:
             params["webhook"] = webhook
-        created = self._json("POST", "/api/tasks", params=params, content=data, headers={
-            "Content-Type": _media_type(data),
-            "Idempotency-Key": idempotency_key or str(uuid.uuid4())})
-        return self.wait(created["id"], timeout=timeout) if wait else dict(created)
+        headers = {"Content-Type": _media_type(data),
+                   "Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        if not wait:
+            return dict(self._json("POST", "/api/tasks", params=params, content=data,
+                                   headers=headers))
+        started = time.monotonic()
+        seconds = max(1, min(PREFER_WAIT_MAX_S, int(timeout)))
+        body = self._json("POST", "/api/tasks", params=params, content=data,
+                          headers={**headers, "Prefer": f"wait={seconds}"},
+                          timeout=self.http.timeout.read + seconds
+                          if self.http.timeout.read is not None else None)
+        if body["status"] in SETTLED:
+            return dict(body)
+        return self.wait(body["id"], timeout=max(0.0, timeout - (time.monotonic() - started)))
 
     def submit_many(self, images: Iterable[str | Path | bytes], *, wait: bool = False,
                     timeout: float = 600.0,

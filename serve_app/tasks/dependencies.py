@@ -31,7 +31,7 @@ def _parse_model_id(raw: str | None, default: int, model_type: ModelType,
     return model_id
 
 
-def detection_model_id(
+async def detection_model_id(
     registry: RegistryDep,
     settings: SettingsDep,
     detection_model_id: Annotated[_ModelIdText, Query(
@@ -43,7 +43,7 @@ def detection_model_id(
                            ModelType.detection, registry)
 
 
-def classification_model_id(
+async def classification_model_id(
     registry: RegistryDep,
     settings: SettingsDep,
     classification_model_id: Annotated[_ModelIdText, Query(
@@ -128,8 +128,33 @@ async def webhook_url(
     return webhook
 
 
+PREFER_MAX_WAIT_S = 60
+
+
+def prefer_wait(
+    prefer: Annotated[str | None, Header(
+        alias="Prefer",
+        description="`wait=N` (RFC 7240): answer when the task settles or after N seconds "
+                    "(1 to 60; more is taken as 60), with the result route's body")] = None,
+) -> int | None:
+    """The seconds a ``Prefer: wait=N`` header asks to wait (capped at 60), or None when it
+    asks for none. Preferences this server does not know, or a malformed ``wait``, are
+    ignored, as RFC 7240 says."""
+    if prefer is None:
+        return None
+    for preference in prefer.split(","):
+        name, _, value = preference.split(";")[0].partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if value.isascii() and value.isdecimal() and len(value) < 10 and int(value) > 0:
+            return min(int(value), PREFER_MAX_WAIT_S)
+    return None
+
+
 DetectionModelId = Annotated[int, Depends(detection_model_id)]
 ClassificationModelId = Annotated[int, Depends(classification_model_id)]
 UploadedImages = Annotated[Uploads, Depends(uploaded_images)]
 IdempotencyKeyHeader = Annotated[str | None, Depends(idempotency_key)]
 WebhookUrl = Annotated[str | None, Depends(webhook_url)]
+PreferWait = Annotated[int | None, Depends(prefer_wait)]

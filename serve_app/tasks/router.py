@@ -8,6 +8,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.dependencies import CurrentUser
@@ -17,6 +18,7 @@ from serve_app.tasks.dependencies import (
     ClassificationModelId,
     DetectionModelId,
     IdempotencyKeyHeader,
+    PreferWait,
     UploadedImages,
     WebhookUrl,
 )
@@ -90,8 +92,10 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
 
 @router.post(
     "/api/tasks",
-    response_model=TaskCreated | TasksCreated,
+    response_model=TaskCreated | TasksCreated | TaskResultOut,
     summary="Submit an image (or several, multipart); stored as queued before the answer",
+    description="With `Prefer: wait=N` (one image) the answer comes when the task settles "
+                "or after N seconds, with the result route's body and `Preference-Applied`.",
     # The body is read by the UploadedImage dependency (raw or multipart): described here.
     openapi_extra={"requestBody": _IMAGE_BODY},
     responses={
@@ -107,9 +111,9 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
 )
 async def create_task(user: CurrentUser, detection_id: DetectionModelId,
                       classification_id: ClassificationModelId, webhook: WebhookUrl,
-                      key: IdempotencyKeyHeader, uploads: UploadedImages,
+                      key: IdempotencyKeyHeader, uploads: UploadedImages, prefer: PreferWait,
                       settings: SettingsDep, db: AsyncDb,
-                      queue: Queue) -> TaskCreated | TasksCreated:
+                      queue: Queue) -> TaskCreated | TasksCreated | Response:
     limit = settings.max_active_tasks_per_user
     new = service.NewTasks(detection_model_id=detection_id,
                            classification_model_id=classification_id,
@@ -136,11 +140,22 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
                             detail="This Idempotency-Key was already used with a different "
                                    "image, model ids or webhook; use a new key for a new "
                                    "request.") from None
-    if not created.replayed:
-        queue.notify()
     for task_id in created.ids:
         log.info("task %d accepted%s", task_id, " (a replay)" if created.replayed else "",
                  extra={"task": task_id, "user": user.id})
+    if prefer is not None and not uploads.batch:
+        # Stored and committed above: a client that goes away now loses nothing. One call
+        # to the queue both wakes it and waits for the task.
+        task_id = created.ids[0]
+        await queue.wait_finished(task_id, prefer, notify=not created.replayed)
+        found = await db.read(lambda s: service.get_task_and_result(
+            db=s, user_id=user.id, task_id=task_id))
+        if found is None:  # deleted while it was waited for
+            raise not_found(task_id)
+        body = _result_out(*found).model_dump(mode="json", exclude_unset=True)
+        return JSONResponse(body, headers={"Preference-Applied": f"wait={prefer}"})
+    if not created.replayed:
+        queue.notify()
     return TasksCreated(ids=created.ids) if uploads.batch else TaskCreated(id=created.ids[0])
 
 
@@ -185,7 +200,11 @@ def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response
 
 async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue,
                   wait: float) -> TaskResultOut:
-    task, stored = await _settled_task(db, queue, user_id, task_id, wait)
+    return _result_out(*await _settled_task(db, queue, user_id, task_id, wait))
+
+
+def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
+    """The result route's body for a task and its stored result (None until done)."""
     status_ = TaskStatus(task.status)
     if status_ is TaskStatus.failed:
         return TaskResultOut(id=task.id, status=status_, result=None,

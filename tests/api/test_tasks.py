@@ -240,7 +240,7 @@ def test_openapi_documents_every_route(client):
         set(schema["paths"])
     post = schema["paths"]["/api/tasks"]["post"]
     assert {p["name"] for p in post["parameters"]} == {
-        "detection_model_id", "classification_model_id", "webhook", "Idempotency-Key"}
+        "detection_model_id", "classification_model_id", "webhook", "Idempotency-Key", "Prefer"}
     assert {"400", "401", "409", "413", "415"} <= set(post["responses"])
     assert {"/api/tasks/{task_id}/cancel", "/api/tasks/{task_id}/visualization",
             "/api/tasks/{task_id}/webhooks", "/api/me", "/api/me/webhook-secret"} <= \

@@ -82,4 +82,14 @@ def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(page, platform, ac
     token = page.evaluate("sessionStorage.getItem('token')")
     gone = http.get(f"/api/tasks/{first_id}/status", headers={"Authorization": f"Bearer {token}"})
     assert gone.status_code == 404
+
+    # One image: the upload itself waits for the result (Prefer: wait) and shows it.
+    with page.expect_response(lambda r: r.url.startswith(platform.url + "/api/tasks?")
+                              and r.request.method == "POST") as posted:
+        page.set_input_files("#files", [str(images[1])])
+    answer = posted.value
+    assert answer.headers.get("preference-applied") == "wait=30"
+    assert answer.json()["status"] == "done"
+    expect(page.locator("#submit-message")).to_have_text("Submitted 1 image.")
+    expect(page.locator("#detail-title")).to_have_text(f"Task {answer.json()['id']}: done")
     assert page.evaluate("document.cookie") == ""

@@ -40,6 +40,23 @@ def result_rows(database_url: str, task_ids: list[int]) -> dict[int, int]:
     return dict(rows)
 
 
+def test_prefer_wait_answers_the_result_in_one_request(http, user_headers):
+    headers = user_headers()
+    image, sample = render_jpeg(12)
+    started = time.monotonic()
+    response = http.post("/api/tasks", content=image, headers={
+        **headers, "Content-Type": "image/jpeg", "Prefer": "wait=30"}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.headers["Preference-Applied"] == "wait=30"
+    body = response.json()
+    assert body["status"] == "done", body
+    assert body["result"]["image_class"] == SCENE_CLASSES[sample.scene]
+    assert body["result"]["primitives"]
+    # Woken by the finish, not by the end of the wait.
+    assert time.monotonic() - started < 20
+    assert http.get(f"/tasks/{body['id']}/result", headers=headers).json() == body
+
+
 @pytest.mark.parametrize("detection", [1, 2], ids=["YOLO", "SSD"])
 def test_a_task_runs_to_done_with_a_result_of_the_contracts_shape(http, user_headers, detection):
     headers = user_headers()

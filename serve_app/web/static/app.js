@@ -5,6 +5,7 @@
 const PAGE = 20;
 const POLL_MS = 1000;
 const SETTLED = new Set(["done", "failed", "canceled"]);
+const SUBMIT_WAIT_S = 30;  // how long one upload waits for its result before the list takes over
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -111,14 +112,21 @@ async function submitFiles(files) {
   });
   const ids = [];
   const errors = [];
+  // One image: the answer waits for its result (Prefer: wait), so it is shown at once.
+  const single = images.length === 1;
+  let settled = null;
   for (const [n, file] of images.entries()) {
-    message.textContent = `Uploading ${n + 1} of ${images.length}…`;
+    message.textContent = single ? "Uploading; waiting for the result…"
+      : `Uploading ${n + 1} of ${images.length}…`;
     const key = crypto.randomUUID();  // a retry of this upload can never make a second task
-    const response = await api(`/api/tasks?${query}`, {
-      method: "POST", body: file, headers: { "Content-Type": file.type, "Idempotency-Key": key },
-    });
-    if (response.ok) ids.push((await response.json()).id);
-    else errors.push(`${file.name}: ${await detailOf(response)}`);
+    const headers = { "Content-Type": file.type, "Idempotency-Key": key };
+    if (single) headers.Prefer = `wait=${SUBMIT_WAIT_S}`;
+    const response = await api(`/api/tasks?${query}`, { method: "POST", body: file, headers });
+    if (response.ok) {
+      const body = await response.json();
+      ids.push(body.id);
+      if (SETTLED.has(body.status)) settled = body.id;
+    } else errors.push(`${file.name}: ${await detailOf(response)}`);
   }
   message.textContent = [
     ids.length ? `Submitted ${ids.length} image${ids.length > 1 ? "s" : ""}.` : "",
@@ -129,6 +137,7 @@ async function submitFiles(files) {
     $("status-filter").value = "";
     state.cursors.push(Math.min(...ids) - 1);  // show the new tasks
     await refresh();
+    if (settled !== null) await showTask(settled);
   }
 }
 
