@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret"})
@@ -53,6 +53,14 @@ class Settings(BaseSettings):
     # "memory" (each replica counts alone: no database write per request). The waiting tasks
     # are always counted in the database.
     limits_storage: Literal["database", "memory"] = "database"
+    # The request rate is counted in each replica's memory and added to the shared count in
+    # the database every this many seconds (0: a database write per request). Other replicas'
+    # requests are seen up to this late: with R replicas a user may pass the limit by at
+    # most (R - 1) x the requests one replica accepts in this time.
+    limits_flush_seconds: float = Field(default=0.25, ge=0, le=10)
+    # A token's user is looked up in the database at most once per this many seconds per
+    # ingress replica (0: on every request); a deleted user's token works this long.
+    auth_cache_seconds: float = Field(default=2.0, ge=0, le=60)
     login_failures_per_minute: int = 10
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200

@@ -32,7 +32,7 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import Settings, get_settings
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from inference.images import decode_image
-from storage.claims import Claim, ClaimedTask, ClaimStore
+from storage.claims import Claim, ClaimedTask, ClaimStore, Completion
 from storage.database import make_engine, make_session_factory, utcnow
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ class Store(Protocol):
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]: ...
     def is_settled(self, *, task_id: int) -> bool: ...
     def waiting_by_model(self) -> dict[int, int]: ...
-    def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
-                 details: dict[str, Any]) -> bool: ...
+    def complete_many(self, *, items: list[Completion]) -> list[bool]: ...
     def fail(self, *, claim: Claim, error: str) -> bool: ...
     def release(self, *, claim: Claim) -> bool: ...
 
@@ -83,6 +82,9 @@ def _seconds_since(moment: datetime | None) -> float | None:
 RunModels = Callable[[Claim, bytes], Awaitable[tuple[ModelAnswer, ModelAnswer]]]
 
 
+RECENTLY_ENDED = 4096
+
+
 def retry_delay(attempts: int) -> float:
     """Seconds to wait before giving a transiently failed task back: 1, 2, 4 ... 10."""
     return min(10.0, 0.5 * 2 ** attempts)
@@ -116,7 +118,14 @@ class Dispatcher:
         self.depths: dict[str, int] = {}  # the last backlog count, by model name
         self.running: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self.waiters: dict[int, asyncio.Event] = {}
+        # Tasks whose run here ended (oldest first): a wait that comes after the end
+        # returns at once, without a look in the database.
+        self.recently_ended: dict[int, None] = {}
         self.wake = asyncio.Event()
+        # Results waiting to be stored: whatever finishes while one write is under way goes
+        # in the next, in one transaction (a commit for many tasks under load).
+        self._completions: list[tuple[Completion, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     # -- control ------------------------------------------------------------------------------
 
@@ -132,9 +141,16 @@ class Dispatcher:
         self.paused = False
         self.wake.set()
 
+    def _ended(self, task_id: int) -> None:
+        """The task is settled for good (done, failed, canceled or deleted)."""
+        self.recently_ended[task_id] = None
+        if len(self.recently_ended) > RECENTLY_ENDED:
+            del self.recently_ended[next(iter(self.recently_ended))]
+
     def abandon(self, task_id: int) -> None:
         """The task was canceled or deleted: stop its run now (its claim could not write
         anyway) and wake whoever waits for it."""
+        self._ended(task_id)
         entry = self.running.get(task_id)
         if entry is not None:
             self.stats.discarded += 1
@@ -144,13 +160,22 @@ class Dispatcher:
             if event is not None:
                 event.set()
 
-    async def wait_finished(self, task_id: int, timeout: float) -> None:
+    async def wait_finished(self, task_id: int, timeout: float, *,
+                            notify: bool = False) -> None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
-        seconds."""
+        seconds. ``notify``: the task was just stored; look for work now as well."""
+        if notify:
+            self.notify()
+        if task_id in self.recently_ended:
+            return
         event = self.waiters.setdefault(task_id, asyncio.Event())
         try:
-            # Registered first, then checked: a finish in between still sets the event.
-            if await self._db(self.store.is_settled, task_id=task_id):
+            # Registered first, then checked: a finish in between still sets the event. A
+            # task this dispatcher runs, or one just stored and not yet claimed, needs no
+            # look in the database: its end here sets the event. Anything else might have
+            # ended before this process started, so the database answers for it.
+            if task_id not in self.running and not notify and \
+                    await self._db(self.store.is_settled, task_id=task_id):
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=timeout)
@@ -173,6 +198,7 @@ class Dispatcher:
         for item in claimed:
             claim = item.claim
             self.stats.claimed += 1
+            self.recently_ended.pop(claim.task_id, None)  # claimed again: not settled
             task = asyncio.create_task(self.run(claim, item.image))
             self.running[claim.task_id] = (claim, task)
             task.add_done_callback(functools.partial(self._finished, claim.task_id))
@@ -240,6 +266,30 @@ class Dispatcher:
             except Exception:  # noqa: BLE001
                 log.exception("lease renewal failed; retrying")
 
+    async def _store(self, completion: Completion) -> bool:
+        """Store a result under its claim (with others that finish meanwhile); whether the
+        claim still held."""
+        stored = asyncio.get_running_loop().create_future()
+        self._completions.append((completion, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_results())
+        return await stored
+
+    async def _write_results(self) -> None:
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                outcomes = await self._db(self.store.complete_many,
+                                          items=[item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each run handles it as transient
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # a run canceled meanwhile no longer waits
+                    future.set_result(outcome)
+
     # -- one task -----------------------------------------------------------------------------
 
     async def run(self, claim: Claim, image: bytes | None) -> None:
@@ -248,6 +298,7 @@ class Dispatcher:
         if claim.attempts > self.max_attempts:
             if await self._db(self.store.fail, claim=claim, error=f"gave up after "
                               f"{claim.attempts - 1} attempts that crashed"):
+                self._ended(claim.task_id)
                 self.observer.ended("failed")
             self.stats.failed += 1
             return
@@ -273,12 +324,12 @@ class Dispatcher:
                 "class_probabilities": classification.prediction.probabilities,
                 "timings_ms": timings,
             }
-            stored = await self._db(
-                self.store.complete, claim=claim,
-                image_class=classification.prediction.image_class,
+            stored = await self._store(Completion(
+                claim, image_class=classification.prediction.image_class,
                 primitives=[p.as_dict() for p in detection.prediction.primitives],
-                details=details)
+                details=details))
             if stored:
+                self._ended(claim.task_id)
                 self.stats.done += 1
                 self.observer.ended("done")
                 log.info("task %d done in %.0f ms", claim.task_id, timings["total"],
@@ -292,6 +343,7 @@ class Dispatcher:
             raise
         except ModelRefused as exc:
             if await self._db(self.store.fail, claim=claim, error=exc.reason):
+                self._ended(claim.task_id)
                 self.observer.ended("failed")
                 log.info("task %d failed: %s", claim.task_id, exc.reason,
                          extra={**claim.log_extra(), "outcome": "failed"})
@@ -390,8 +442,8 @@ class TaskQueue:
         d = self.dispatcher
         return {**vars(d.stats), "running": sorted(d.running), "paused": d.paused}
 
-    async def wait_finished(self, task_id: int, timeout: float) -> None:
-        await self.dispatcher.wait_finished(task_id, timeout)
+    async def wait_finished(self, task_id: int, timeout: float, notify: bool = False) -> None:
+        await self.dispatcher.wait_finished(task_id, timeout, notify=notify)
 
     def abandon(self, task_id: int) -> None:
         self.dispatcher.abandon(task_id)

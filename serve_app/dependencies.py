@@ -4,6 +4,7 @@ so route code declares what it needs (``settings: SettingsDep``) and tests can s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
@@ -14,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.registry import Registry
 from config.settings import Settings
-from serve_app.ratelimit import Limiter, SharedWindow, SlidingWindow
+from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow
 
 T = TypeVar("T")
 
@@ -34,9 +35,11 @@ class QueueLink(Protocol):
     async def ready(self) -> bool:
         """Whether the queue answers."""
 
-    async def wait_finished(self, task_id: int, timeout: float) -> None:
+    async def wait_finished(self, task_id: int, timeout: float, *,
+                            notify: bool = False) -> None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
-        seconds."""
+        seconds; ``notify``: the task was just stored, so look for work first (one call
+        where ``notify()`` and this would be two)."""
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         """What each model deployment reports about itself, by model id."""
@@ -57,7 +60,8 @@ class NoQueue:
     async def ready(self) -> bool:
         return False  # nothing runs the stored tasks
 
-    async def wait_finished(self, task_id: int, timeout: float) -> None:
+    async def wait_finished(self, task_id: int, timeout: float, *,
+                            notify: bool = False) -> None:
         return None
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
@@ -84,6 +88,44 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """The authenticated user, as routes see it."""
+
+    id: int
+    username: str
+
+
+class KnownUsers:
+    """Users read from the database in the last ``ttl`` seconds, by id (and ids found
+    missing): a token's user is looked up once per ``ttl``, not on every request."""
+
+    def __init__(self, sessions: sessionmaker[Session], ttl: float, max_entries: int = 50_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.sessions, self.ttl, self.max_entries, self.clock = sessions, ttl, max_entries, clock
+        self._seen: dict[int, tuple[float, Caller | None]] = {}
+
+    def cached(self, user_id: int) -> tuple[bool, Caller | None]:
+        """(True, the user or None when missing) if known and fresh; else (False, None)."""
+        entry = self._seen.get(user_id)
+        if entry is None or self.clock() - entry[0] >= self.ttl:
+            return False, None
+        return True, entry[1]
+
+    def load(self, user_id: int) -> Caller | None:
+        """Read the user from the database (blocking) and remember the answer."""
+        from serve_app.auth.service import get_user
+
+        with self.sessions() as db:
+            user = get_user(db=db, user_id=user_id)
+            caller = Caller(id=user.id, username=user.username) if user is not None else None
+        if self.ttl > 0:
+            if len(self._seen) >= self.max_entries:
+                self._seen.clear()
+            self._seen[user_id] = (self.clock(), caller)
+        return caller
+
+
+@dataclass(frozen=True)
 class AppServices:
     settings: Settings
     registry: Registry
@@ -92,6 +134,7 @@ class AppServices:
     queue: QueueLink
     login_failures: Limiter
     request_rate: Limiter
+    users: KnownUsers
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
@@ -100,16 +143,23 @@ class AppServices:
         request_rate: Limiter
         if settings.limits_storage == "database":
             login_failures = SharedWindow(sessions, settings.login_failures_per_minute, "login")
-            request_rate = SharedWindow(sessions, settings.requests_per_minute, "requests")
+            request_rate = BatchedWindow(
+                sessions, settings.requests_per_minute, "requests",
+                flush_seconds=settings.limits_flush_seconds) \
+                if settings.limits_flush_seconds > 0 else \
+                SharedWindow(sessions, settings.requests_per_minute, "requests")
         else:
             login_failures = SlidingWindow(settings.login_failures_per_minute)
             request_rate = SlidingWindow(settings.requests_per_minute)
         return cls(settings=settings, registry=registry, sessions=sessions,
                    read_sessions=read_sessions, queue=queue, login_failures=login_failures,
-                   request_rate=request_rate)
+                   request_rate=request_rate,
+                   users=KnownUsers(read_sessions, settings.auth_cache_seconds))
 
 
-def get_services(request: Request) -> AppServices:
+# The dependencies that only hand out a part are ``async``: FastAPI runs a plain ``def``
+# dependency in its thread pool, a hand-off per dependency per request.
+async def get_services(request: Request) -> AppServices:
     services: AppServices = request.app.state.services
     return services
 
@@ -117,15 +167,15 @@ def get_services(request: Request) -> AppServices:
 Services = Annotated[AppServices, Depends(get_services)]
 
 
-def get_settings(services: Services) -> Settings:
+async def get_settings(services: Services) -> Settings:
     return services.settings
 
 
-def get_registry(services: Services) -> Registry:
+async def get_registry(services: Services) -> Registry:
     return services.registry
 
 
-def get_read_session_factory(services: Services) -> sessionmaker[Session]:
+async def get_read_session_factory(services: Services) -> sessionmaker[Session]:
     return services.read_sessions
 
 
@@ -141,19 +191,19 @@ def get_read_db(services: Services) -> Iterator[Session]:
         yield session
 
 
-def get_database(services: Services) -> Database:
+async def get_database(services: Services) -> Database:
     return Database(services.sessions, services.read_sessions)
 
 
-def get_queue(services: Services) -> QueueLink:
+async def get_queue(services: Services) -> QueueLink:
     return services.queue
 
 
-def get_login_failures(services: Services) -> Limiter:
+async def get_login_failures(services: Services) -> Limiter:
     return services.login_failures
 
 
-def get_request_rate(services: Services) -> Limiter:
+async def get_request_rate(services: Services) -> Limiter:
     return services.request_rate
 
 

@@ -1,15 +1,18 @@
 """Abuse limits: at most N events per key per minute. ``SharedWindow`` counts in the
-database, so every ingress replica shares one count (the default); ``SlidingWindow`` counts in
-the replica's memory (one replica, or no database round trip per request)."""
+database, so every ingress replica shares one count (failed logins); ``BatchedWindow`` counts
+in the replica's memory and adds its counts to the shared ones in the database a few times a
+second (the request rate: no database round trip per request); ``SlidingWindow`` counts in the
+replica's memory alone."""
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -17,8 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import limits
 
+log = logging.getLogger(__name__)
+
 
 class Limiter(Protocol):
+    # Whether ``take`` may wait on I/O (then it runs off the event loop).
+    blocking: bool
+
     def retry_after(self, key: Hashable) -> int:
         """Seconds until ``key`` may act again; 0 when it may act now."""
 
@@ -34,6 +42,8 @@ class Limiter(Protocol):
 
 class SlidingWindow:
     """At most ``limit`` events per ``window`` seconds for each key."""
+
+    blocking = False
 
     def __init__(self, limit: int, window: float = 60.0, max_keys: int = 100_000):
         self.limit, self.window, self.max_keys = limit, window, max_keys
@@ -82,6 +92,8 @@ class SharedWindow:
     kept per fixed window; the rate is the sliding-window estimate — this window's count plus
     the previous one's weighted by how much of it the sliding window still covers — so it
     does not reset at a window's edge. ``prefix`` keeps different limits' keys apart."""
+
+    blocking = True
 
     def __init__(self, sessions: sessionmaker[Session], limit: int, prefix: str,
                  window: float = 60.0):
@@ -133,3 +145,123 @@ class SharedWindow:
     def clear(self, key: Hashable) -> None:
         with self.sessions() as db:
             limits.clear(db=db, key=self._key(key))
+
+
+class BatchedWindow:
+    """``SharedWindow``'s count (the same rows, the same sliding estimate), kept in this
+    replica's memory and written in batches: each ``take`` decides from the counts the
+    database held at the last flush plus this replica's events since, and a flusher thread
+    adds those events to the database at most every ``flush_seconds`` (one transaction for
+    every key) and reads the shared counts back. No request waits on the database.
+
+    What it allows beyond the limit: the events other replicas accepted in their last
+    unflushed ``flush_seconds``; with R replicas at most (R - 1) x the events one replica
+    takes in ``flush_seconds`` (none with one replica)."""
+
+    blocking = False
+
+    def __init__(self, sessions: sessionmaker[Session], limit: int, prefix: str,
+                 window: float = 60.0, flush_seconds: float = 0.25,
+                 clock: Callable[[], float] = time.time):
+        self.shared = SharedWindow(sessions, limit, prefix, window)
+        self.sessions, self.window, self.flush_seconds = sessions, window, flush_seconds
+        self.clock = clock
+        # Events not yet written, by (key, window start).
+        self._pending: dict[tuple[str, float], int] = defaultdict(int)
+        # By key: (window start, its count, the previous window's count) at the last flush.
+        self._known: dict[str, tuple[float, int, int]] = {}
+        self._lock = threading.Lock()
+        self._due = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def _counts(self, name: str, start: float) -> tuple[int, int]:
+        """This window's and the previous one's counts as this replica knows them."""
+        known_start, current, previous = self._known.get(name, (start, 0, 0))
+        if known_start != start:  # the window turned since the last flush
+            current, previous = 0, current if known_start == start - self.window else 0
+        return current + self._pending.get((name, start), 0), \
+            previous + self._pending.get((name, start - self.window), 0)
+
+    def _window(self) -> tuple[float, float]:
+        now = self.clock()
+        elapsed = now % self.window
+        return now - elapsed, elapsed
+
+    def retry_after(self, key: Hashable) -> int:
+        start, elapsed = self._window()
+        with self._lock:
+            current, previous = self._counts(self.shared._key(key), start)
+        return self.shared._wait(current, previous, elapsed)
+
+    def hit(self, key: Hashable) -> None:
+        self.take(key)
+
+    def take(self, key: Hashable) -> int:
+        """Counts the event whether or not it is allowed, as ``SharedWindow.take`` does."""
+        start, elapsed = self._window()
+        name = self.shared._key(key)
+        with self._lock:
+            current, previous = self._counts(name, start)
+            self._pending[(name, start)] += 1
+            self._start_flusher()
+        self._due.set()
+        return self.shared._wait(current, previous, elapsed)
+
+    def clear(self, key: Hashable) -> None:
+        name = self.shared._key(key)
+        with self._lock:
+            self._known.pop(name, None)
+            for pending in [k for k in self._pending if k[0] == name]:
+                del self._pending[pending]
+        self.shared.clear(key)
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(target=self._flush_forever, daemon=True,
+                                             name=f"limits-{self.shared.prefix}")
+            self._flusher.start()
+
+    def _flush_forever(self) -> None:
+        pause = self.flush_seconds
+        while True:
+            self._due.wait()  # idle: no wake-ups at rest
+            time.sleep(pause)
+            self._due.clear()
+            try:
+                self.flush()
+                pause = self.flush_seconds
+            except Exception as exc:  # noqa: BLE001 - the database may be restarting
+                log.warning("could not write the request counts (%s); retrying", type(exc))
+                pause = min(10.0, pause * 2)
+                self._due.set()
+
+    def flush(self) -> None:
+        """Add the pending events to the database and read the shared counts back."""
+        with self._lock:
+            batch, self._pending = dict(self._pending), defaultdict(int)
+        if not batch:
+            return
+        try:
+            with self.sessions() as db:
+                for (name, start), count in batch.items():
+                    limits.add(db=db, key=name, window_start=_moment(start), count=count)
+                names = {name for name, _ in batch}
+                start, _ = self._window()
+                counts = limits.counts(db=db, keys=names, window_starts=[
+                    _moment(start), _moment(start - self.window)])
+                db.commit()
+        except Exception:
+            with self._lock:  # keep them for the next round, while they still count
+                oldest = self._window()[0] - self.window
+                for item, count in batch.items():
+                    if item[1] >= oldest:
+                        self._pending[item] += count
+            raise
+        with self._lock:
+            for name in names:
+                self._known[name] = (start, counts.get((name, _moment(start)), 0),
+                                     counts.get((name, _moment(start - self.window)), 0))
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

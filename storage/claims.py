@@ -136,10 +136,36 @@ def load_input(*, db: Session, task_id: int) -> bytes | None:
     return db.scalar(select(TaskInput.data).where(TaskInput.task_id == task_id))
 
 
+@dataclass(frozen=True)
+class Completion:
+    """A run's result, to be stored under its claim."""
+
+    claim: Claim
+    image_class: str
+    primitives: list[dict[str, Any]]
+    details: dict[str, Any]
+
+
 def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
              details: dict[str, Any]) -> bool:
     """Store the result and mark the task done (queueing its webhook), in one transaction,
     if the claim still holds."""
+    stored = _complete(db=db, item=Completion(claim, image_class, primitives, details))
+    db.commit()
+    return stored
+
+
+def complete_many(*, db: Session, items: list[Completion]) -> list[bool]:
+    """``complete`` for several runs in one transaction (one commit for all): whether each
+    was stored (its claim still held)."""
+    stored = [_complete(db=db, item=item) for item in items]
+    db.commit()
+    return stored
+
+
+def _complete(*, db: Session, item: Completion) -> bool:
+    claim, image_class, primitives, details = (item.claim, item.image_class, item.primitives,
+                                               item.details)
     done = db.execute(
         update(Task)
         .where(Task.id == claim.task_id, Task.claim_token == claim.token,
@@ -149,8 +175,7 @@ def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[di
         .returning(Task.user_id, Task.webhook_url)
         .execution_options(synchronize_session=False)
     ).first()
-    if done is None:
-        db.rollback()
+    if done is None:  # the claim was lost: nothing was changed
         return False
     db.add(TaskResult(task_id=claim.task_id, image_class=image_class, primitives=primitives,
                       details=details))
@@ -159,7 +184,6 @@ def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[di
                          url=done.webhook_url, body=result_body(
                              task_id=claim.task_id, status=TaskStatus.done,
                              result=result_payload(image_class, primitives, details)))
-    db.commit()
     return True
 
 
@@ -222,11 +246,9 @@ class ClaimStore:
         with self.read_sessions() as db:
             return waiting_by_model(db=db)
 
-    def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
-                 details: dict[str, Any]) -> bool:
+    def complete_many(self, *, items: list[Completion]) -> list[bool]:
         with self.sessions() as db:
-            return complete(db=db, claim=claim, image_class=image_class, primitives=primitives,
-                            details=details)
+            return complete_many(db=db, items=items)
 
     def fail(self, *, claim: Claim, error: str) -> bool:
         with self.sessions() as db:

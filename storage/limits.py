@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import cast
 
 from sqlalchemy import CursorResult, delete, select, text
@@ -12,17 +13,31 @@ from storage.database import upsert_insert
 from storage.models import RateCounter
 
 
-def add(*, db: Session, key: str, window_start: datetime) -> int:
-    """Count one event for ``key`` in the window; the window's count with it (the caller
-    commits)."""
+def add(*, db: Session, key: str, window_start: datetime, count: int = 1) -> int:
+    """Count ``count`` events for ``key`` in the window; the window's count with them (the
+    caller commits)."""
     if db.get_bind().dialect.name == "postgresql":
         # A lost count after a crash costs nothing: no waiting for the WAL flush.
         db.execute(text("SET LOCAL synchronous_commit TO OFF"))
-    statement = upsert_insert(db, RateCounter).values(key=key, window_start=window_start, count=1)
-    count = db.scalar(statement.on_conflict_do_update(
+    statement = upsert_insert(db, RateCounter).values(key=key, window_start=window_start,
+                                                      count=count)
+    total = db.scalar(statement.on_conflict_do_update(
         index_elements=[RateCounter.key, RateCounter.window_start],
-        set_={"count": RateCounter.count + 1}).returning(RateCounter.count))
-    return int(count or 0)
+        set_={"count": RateCounter.count + count}).returning(RateCounter.count))
+    return int(total or 0)
+
+
+def counts(*, db: Session, keys: Collection[str],
+           window_starts: Collection[datetime]) -> dict[tuple[str, datetime], int]:
+    """The counts of these keys in these windows, by (key, window start), in one query."""
+    rows = db.execute(select(RateCounter.key, RateCounter.window_start, RateCounter.count)
+                      .where(RateCounter.key.in_(list(keys)),
+                             RateCounter.window_start.in_(list(window_starts))))
+    return {(key, _utc(start)): int(count) for key, start, count in rows}
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def count(*, db: Session, key: str, window_start: datetime) -> int:

@@ -7,11 +7,10 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.security import decode_access_token
-from serve_app.auth.service import get_user
-from serve_app.dependencies import ReadSessionFactory, RequestRate, SettingsDep
-from storage.models import User
+from serve_app.dependencies import Caller, RequestRate, Services, SettingsDep
 
 # auto_error=False: every failure below answers the contract's one 401 body.
 bearer = HTTPBearer(auto_error=False, description="A token from POST /oauth/login")
@@ -23,12 +22,14 @@ NOT_AUTHENTICATED = HTTPException(
 )
 
 
-def authenticated_user(
+async def authenticated_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: SettingsDep,
-    sessions: ReadSessionFactory,
-) -> User:
-    """The user the bearer token names; 401 for anything else."""
+    services: Services,
+) -> Caller:
+    """The user the bearer token names; 401 for anything else. The user's row is read at
+    most once per ``auth_cache_seconds`` per replica, in the thread pool, in a session of its
+    own closed at once (a long-polling request must not hold a pooled connection)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NOT_AUTHENTICATED
     user_id = decode_access_token(
@@ -38,19 +39,19 @@ def authenticated_user(
     )
     if user_id is None or not 0 < user_id < 2**31:  # the column is a 32-bit integer
         raise NOT_AUTHENTICATED
-    # A session of its own, closed at once: a long-polling request must not hold a pooled
-    # connection while it waits. The loaded user stays usable, detached.
-    with sessions() as db:
-        user = get_user(db=db, user_id=user_id)
+    known, user = services.users.cached(user_id)
+    if not known:
+        user = await run_in_threadpool(services.users.load, user_id)
     if user is None:
         raise NOT_AUTHENTICATED
     return user
 
 
-def rate_limited_user(user: Annotated[User, Depends(authenticated_user)],
-                      request_rate: RequestRate) -> User:
+async def rate_limited_user(user: Annotated[Caller, Depends(authenticated_user)],
+                            request_rate: RequestRate) -> Caller:
     """The authenticated user, counted against their request rate; 429 past it."""
-    wait = request_rate.take(user.id)
+    wait = await run_in_threadpool(request_rate.take, user.id) if request_rate.blocking \
+        else request_rate.take(user.id)
     if wait:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"Too many requests; try again in {wait} s.",
@@ -58,4 +59,4 @@ def rate_limited_user(user: Annotated[User, Depends(authenticated_user)],
     return user
 
 
-CurrentUser = Annotated[User, Depends(rate_limited_user)]
+CurrentUser = Annotated[Caller, Depends(rate_limited_user)]

@@ -9,16 +9,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from serve_app.main import create_app
-from serve_app.ratelimit import SharedWindow
+from serve_app.ratelimit import BatchedWindow, SharedWindow
 from storage.models import RateCounter
 
 
 @pytest.fixture
 def replicas(settings, registry, sessions, read_sessions):
+    # A write per request (no batching): the replicas see each other's counts at once.
     strict = settings.model_copy(update={"login_failures_per_minute": 3,
-                                         "requests_per_minute": 6, "limits_storage": "database"})
+                                         "requests_per_minute": 6, "limits_storage": "database",
+                                         "limits_flush_seconds": 0})
     clients = [TestClient(create_app(settings=strict, registry=registry,
                                      session_factory=sessions,
                                      read_session_factory=read_sessions)) for _ in range(2)]
@@ -81,3 +84,49 @@ def test_the_count_does_not_reset_at_a_windows_edge(sessions):
         db.commit()
     assert window.retry_after("k") == 0
     assert [window.take("k") for _ in range(6)][-1] >= 1
+
+
+class FixedClock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_batched_counts_are_shared_after_a_flush_and_overshoot_at_most_one_batch(sessions):
+    clock = FixedClock(1_800_000_000.0 + 10)  # 10 s into a minute
+    replicas = [BatchedWindow(sessions, limit=4, prefix="batched", flush_seconds=60,
+                              clock=clock) for _ in range(2)]
+    # Unflushed, each replica sees only its own requests: 3 + 3 pass a limit of 4.
+    assert [replicas[0].take("u") for _ in range(3)] == [0, 0, 0]
+    assert [replicas[1].take("u") for _ in range(3)] == [0, 0, 0]
+    for replica in replicas:
+        replica.flush()
+    with sessions() as db:
+        stored = db.scalars(select(RateCounter.count).where(RateCounter.key == "batched:u"))
+        assert list(stored) == [6]
+    # A flush reads the shared count back: the replica that flushed last knows all 6; the
+    # other one learns them at its next flush (one more request passes meanwhile).
+    assert replicas[1].take("u") >= 1
+    assert replicas[0].take("u") == 0
+    replicas[0].flush()
+    assert replicas[0].take("u") >= 1
+    # The next window still weighs this one (sliding estimate), then it is free again.
+    clock.now += 60
+    assert replicas[1].retry_after("u") >= 1
+    clock.now += 60
+    assert replicas[0].retry_after("u") == 0
+
+
+def test_the_flusher_writes_the_counts_without_a_request_waiting(sessions):
+    window = BatchedWindow(sessions, limit=100, prefix="flusher", flush_seconds=0.1)
+    for _ in range(5):
+        assert window.take("v") == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        with sessions() as db:
+            if db.scalar(select(RateCounter.count).where(RateCounter.key == "flusher:v")) == 5:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the counts never reached the database")
