@@ -379,10 +379,9 @@ class ServeModels:
                    self.input_sides.get(claim.classification_model_id, 0))
         # ImageUnreadable (a ModelRefused) fails the task with its reason.
         array = await asyncio.to_thread(decode_image, image, min_side=side or None)
-        ref = ray.put(array)
         try:
             detection, classification = await asyncio.gather(
-                detector.predict.remote(ref), classifier.predict.remote(ref))
+                detector.predict.remote(array), classifier.predict.remote(array))
         except RayTaskError as exc:
             # ``cause`` is the replica's own exception (Ray may raise a class derived from
             # both RayTaskError and it, whose constructor never ran).

@@ -6,9 +6,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage import webhooks
@@ -40,18 +40,23 @@ class NewTasks:
         return h.hexdigest()
 
 
+# Written against the tables (Core): SQLAlchemy's ORM bulk-insert path costs more CPU than
+# the statements on every submit.
+TASKS, INPUTS = cast(Table, Task.__table__), cast(Table, TaskInput.__table__)
+
+
 def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
     now = utcnow()
     ids = list(db.scalars(
-        insert(Task).returning(Task.id, sort_by_parameter_order=True),
+        insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
         [{"user_id": user_id, "detection_model_id": new.detection_model_id,
           "classification_model_id": new.classification_model_id,
           "status": TaskStatus.queued.value, "input_media_type": media_type,
           "input_bytes": len(data), "webhook_url": new.webhook_url, "created_at": now,
           "attempts": 0}
          for data, media_type in new.images]))
-    db.execute(insert(TaskInput), [{"task_id": task_id, "data": data}
-                                   for task_id, (data, _) in zip(ids, new.images, strict=True)])
+    db.execute(insert(INPUTS), [{"task_id": task_id, "data": data}
+                                for task_id, (data, _) in zip(ids, new.images, strict=True)])
     return ids
 
 
