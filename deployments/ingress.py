@@ -49,11 +49,14 @@ class RayQueueLink:
                 self.model_names)
 
     async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> None:
+                            notify: bool = False) -> dict[str, Any] | None:
         try:
-            await self.actor.wait_finished.remote(task_id, timeout, notify)
+            body: dict[str, Any] | None = await self.actor.wait_finished.remote(
+                task_id, timeout, notify)
+            return body
         except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
             log.info("long poll for task %d ended early: the queue did not answer", task_id)
+            return None
 
     def _get_or_create(self) -> ActorHandle:
         from deployments.task_queue import TaskQueue

@@ -32,8 +32,10 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import Settings, get_settings
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from inference.images import decode_image
-from storage.claims import Claim, ClaimedTask, ClaimStore, Completion
+from storage.claims import MAX_ERROR, Claim, ClaimedTask, ClaimStore, Completion
 from storage.database import make_engine, make_session_factory, utcnow
+from storage.models import TaskStatus
+from storage.results import result_body, result_payload
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,11 @@ RunModels = Callable[[Claim, bytes], Awaitable[tuple[ModelAnswer, ModelAnswer]]]
 RECENTLY_ENDED = 4096
 
 
+def failed_body(task_id: int, error: str) -> dict[str, Any]:
+    """The result route's body of a task failed with ``error`` (stored cut to its column)."""
+    return result_body(task_id=task_id, status=TaskStatus.failed, error=error[:MAX_ERROR])
+
+
 def retry_delay(attempts: int) -> float:
     """Seconds to wait before giving a transiently failed task back: 1, 2, 4 ... 10."""
     return min(10.0, 0.5 * 2 ** attempts)
@@ -120,7 +127,8 @@ class Dispatcher:
         self.waiters: dict[int, asyncio.Event] = {}
         # Tasks whose run here ended (oldest first): a wait that comes after the end
         # returns at once, without a look in the database.
-        self.recently_ended: dict[int, None] = {}
+        # The result route's body of each, when this dispatcher ended it.
+        self.recently_ended: dict[int, dict[str, Any] | None] = {}
         self.wake = asyncio.Event()
         # Results waiting to be stored: whatever finishes while one write is under way goes
         # in the next, in one transaction (a commit for many tasks under load).
@@ -141,9 +149,10 @@ class Dispatcher:
         self.paused = False
         self.wake.set()
 
-    def _ended(self, task_id: int) -> None:
-        """The task is settled for good (done, failed, canceled or deleted)."""
-        self.recently_ended[task_id] = None
+    def _ended(self, task_id: int, body: dict[str, Any] | None = None) -> None:
+        """The task is settled for good (done, failed, canceled or deleted); ``body``: its
+        result route's body, as stored."""
+        self.recently_ended[task_id] = body
         if len(self.recently_ended) > RECENTLY_ENDED:
             del self.recently_ended[next(iter(self.recently_ended))]
 
@@ -161,13 +170,15 @@ class Dispatcher:
                 event.set()
 
     async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> None:
+                            notify: bool = False) -> dict[str, Any] | None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
-        seconds. ``notify``: the task was just stored; look for work now as well."""
+        seconds: the result route's body when this dispatcher ended the task (done or
+        failed), else None (read the task). ``notify``: the task was just stored; look for
+        work now as well."""
         if notify:
             self.notify()
         if task_id in self.recently_ended:
-            return
+            return self.recently_ended[task_id]
         event = self.waiters.setdefault(task_id, asyncio.Event())
         try:
             # Registered first, then checked: a finish in between still sets the event. A
@@ -176,9 +187,10 @@ class Dispatcher:
             # ended before this process started, so the database answers for it.
             if task_id not in self.running and not notify and \
                     await self._db(self.store.is_settled, task_id=task_id):
-                return
+                return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=timeout)
+            return self.recently_ended.get(task_id)
         finally:
             if not event.is_set() and self.waiters.get(task_id) is event:
                 self.waiters.pop(task_id, None)
@@ -296,9 +308,9 @@ class Dispatcher:
         """Run one claimed task (its image read with the claim) to done, failed or back to
         the queue."""
         if claim.attempts > self.max_attempts:
-            if await self._db(self.store.fail, claim=claim, error=f"gave up after "
-                              f"{claim.attempts - 1} attempts that crashed"):
-                self._ended(claim.task_id)
+            error = f"gave up after {claim.attempts - 1} attempts that crashed"
+            if await self._db(self.store.fail, claim=claim, error=error):
+                self._ended(claim.task_id, failed_body(claim.task_id, error))
                 self.observer.ended("failed")
             self.stats.failed += 1
             return
@@ -324,12 +336,14 @@ class Dispatcher:
                 "class_probabilities": classification.prediction.probabilities,
                 "timings_ms": timings,
             }
-            stored = await self._store(Completion(
+            completion = Completion(
                 claim, image_class=classification.prediction.image_class,
                 primitives=[p.as_dict() for p in detection.prediction.primitives],
-                details=details))
-            if stored:
-                self._ended(claim.task_id)
+                details=details)
+            if await self._store(completion):
+                self._ended(claim.task_id, result_body(
+                    task_id=claim.task_id, status=TaskStatus.done, result=result_payload(
+                        completion.image_class, completion.primitives, details)))
                 self.stats.done += 1
                 self.observer.ended("done")
                 log.info("task %d done in %.0f ms", claim.task_id, timings["total"],
@@ -343,7 +357,7 @@ class Dispatcher:
             raise
         except ModelRefused as exc:
             if await self._db(self.store.fail, claim=claim, error=exc.reason):
-                self._ended(claim.task_id)
+                self._ended(claim.task_id, failed_body(claim.task_id, exc.reason))
                 self.observer.ended("failed")
                 log.info("task %d failed: %s", claim.task_id, exc.reason,
                          extra={**claim.log_extra(), "outcome": "failed"})
@@ -441,8 +455,9 @@ class TaskQueue:
         d = self.dispatcher
         return {**vars(d.stats), "running": sorted(d.running), "paused": d.paused}
 
-    async def wait_finished(self, task_id: int, timeout: float, notify: bool = False) -> None:
-        await self.dispatcher.wait_finished(task_id, timeout, notify=notify)
+    async def wait_finished(self, task_id: int, timeout: float,
+                            notify: bool = False) -> dict[str, Any] | None:
+        return await self.dispatcher.wait_finished(task_id, timeout, notify=notify)
 
     def abandon(self, task_id: int) -> None:
         self.dispatcher.abandon(task_id)

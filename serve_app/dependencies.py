@@ -36,10 +36,12 @@ class QueueLink(Protocol):
         """Whether the queue answers."""
 
     async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> None:
+                            notify: bool = False) -> dict[str, Any] | None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
-        seconds; ``notify``: the task was just stored, so look for work first (one call
-        where ``notify()`` and this would be two)."""
+        seconds: the task's result route body when the queue ended it itself (the caller
+        answers it without reading the task again), else None. ``notify``: the task was
+        just stored, so look for work first (one call where ``notify()`` and this would be
+        two)."""
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         """What each model deployment reports about itself, by model id."""
@@ -61,7 +63,7 @@ class NoQueue:
         return False  # nothing runs the stored tasks
 
     async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> None:
+                            notify: bool = False) -> dict[str, Any] | None:
         return None
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:

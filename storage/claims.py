@@ -21,6 +21,8 @@ from storage.database import utcnow
 from storage.models import SETTLED_STATUSES, Task, TaskInput, TaskResult, TaskStatus
 from storage.results import result_body, result_payload
 
+MAX_ERROR = 4000  # characters of a failure's message kept
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -193,7 +195,7 @@ def _complete(*, db: Session, item: Completion) -> bool:
 
 def fail(*, db: Session, claim: Claim, error: str) -> bool:
     """Mark the task failed with ``error`` (queueing its webhook) if the claim still holds."""
-    error = error[:4000]
+    error = error[:MAX_ERROR]
     row = db.execute(
         update(Task)
         .where(Task.id == claim.task_id, Task.claim_token == claim.token,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import JSONResponse
@@ -71,9 +71,10 @@ def not_found(task_id: int) -> HTTPException:
 
 
 async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
-                        wait: float) -> tuple[Task, TaskResult | None]:
-    """The caller's task and its result, in one query; with ``wait``, read again once the
-    task settles or the wait runs out."""
+                        wait: float) -> tuple[Task, TaskResult | None] | dict[str, Any]:
+    """The caller's task and its result, in one query; with ``wait``, once the task settles
+    or the wait runs out: the result route's body when the queue that ended it sends it
+    (the task is the caller's: the first read found it), else the task read again."""
 
     def read():
         return db.read(lambda s: service.get_task_and_result(db=s, user_id=user_id,
@@ -83,7 +84,9 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
     if found is not None and wait > 0 and found[0].status in UNSETTLED:
         # The queue registers the wait before it looks at the task itself, so a finish
         # between this read and the wait is still seen.
-        await queue.wait_finished(task_id, wait)
+        body = await queue.wait_finished(task_id, wait)
+        if body is not None and body.get("id") == task_id:
+            return body
         found = await read()
     if found is None:
         raise not_found(task_id)
@@ -147,12 +150,13 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
         # Stored and committed above: a client that goes away now loses nothing. One call
         # to the queue both wakes it and waits for the task.
         task_id = created.ids[0]
-        await queue.wait_finished(task_id, prefer, notify=not created.replayed)
-        found = await db.read(lambda s: service.get_task_and_result(
-            db=s, user_id=user.id, task_id=task_id))
-        if found is None:  # deleted while it was waited for
-            raise not_found(task_id)
-        body = _result_out(*found).model_dump(mode="json", exclude_unset=True)
+        body = await queue.wait_finished(task_id, prefer, notify=not created.replayed)
+        if body is None or body.get("id") != task_id:  # not ended by the queue: read it
+            found = await db.read(lambda s: service.get_task_and_result(
+                db=s, user_id=user.id, task_id=task_id))
+            if found is None:  # deleted while it was waited for
+                raise not_found(task_id)
+            body = _result_out(*found).model_dump(mode="json", exclude_unset=True)
         return JSONResponse(body, headers={"Preference-Applied": f"wait={prefer}"})
     if not created.replayed:
         queue.notify()
@@ -179,8 +183,10 @@ def list_tasks(
             responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
                      wait: WaitSeconds = 0) -> TaskStatusOut:
-    task, _ = await _settled_task(db, queue, user.id, task_id, wait)
-    return TaskStatusOut(id=task.id, status=TaskStatus(task.status))
+    found = await _settled_task(db, queue, user.id, task_id, wait)
+    if isinstance(found, dict):
+        return TaskStatusOut(id=task_id, status=TaskStatus(found["status"]))
+    return TaskStatusOut(id=found[0].id, status=TaskStatus(found[0].status))
 
 
 @router.get(
@@ -199,8 +205,11 @@ def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response
 
 
 async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue,
-                  wait: float) -> TaskResultOut:
-    return _result_out(*await _settled_task(db, queue, user_id, task_id, wait))
+                  wait: float) -> TaskResultOut | Response:
+    found = await _settled_task(db, queue, user_id, task_id, wait)
+    if isinstance(found, dict):  # the body as the queue stored it
+        return JSONResponse(found)
+    return _result_out(*found)
 
 
 def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
@@ -226,13 +235,13 @@ def _result_route(path: str):
 
 @_result_route("/tasks/{task_id}/result")
 async def get_result(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                     wait: WaitSeconds = 0) -> TaskResultOut:
+                     wait: WaitSeconds = 0) -> TaskResultOut | Response:
     return await _result(task_id, user.id, db, queue, wait)
 
 
 @_result_route("/api/tasks/{task_id}/result")
 async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                         wait: WaitSeconds = 0) -> TaskResultOut:
+                         wait: WaitSeconds = 0) -> TaskResultOut | Response:
     return await _result(task_id, user.id, db, queue, wait)
 
 

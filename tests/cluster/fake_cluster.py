@@ -66,7 +66,10 @@ def start_head(folder: Path, port: int, env: dict[str, str], *, dashboard_port: 
     address = f"{get_node_ip_address()}:{port}"
     config = folder / "cluster.yaml"
     config.write_text(yaml.safe_dump(cluster_config(address, **options)))
-    head_env = {**os.environ, **env, "RAY_FAKE_CLUSTER": "1",
+    from config.serve_config import load_ray_env
+
+    # config/ray.env (the fast path) for every node's processes, as deploy/cluster.yaml does.
+    head_env = {**os.environ, **load_ray_env(), **env, "RAY_FAKE_CLUSTER": "1",
                 "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                 # Worker nodes' processes import the platform from this checkout.
                 "PYTHONPATH": str(REPO_ROOT)}

@@ -316,3 +316,27 @@ def test_results_that_finish_together_are_stored_in_one_transaction():
     assert {r.status for r in store.rows.values()} == {"done"}
     # The eight runs end in the same moment: the first write takes one, the next the rest.
     assert sum(store.writes) == 8 and len(store.writes) <= 2, store.writes
+
+
+def test_a_wait_answers_the_result_body_of_a_task_this_dispatcher_ended():
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        done, refused = store.add(b"image", b"refuse")
+        dispatcher = make_dispatcher(store, models)
+        waiting = asyncio.create_task(dispatcher.wait_finished(done, timeout=5, notify=True))
+        await dispatcher.dispatch_once()
+        async with asyncio.timeout(2):
+            body = await waiting
+        assert body is not None
+        assert (body["id"], body["status"]) == (done, "done")
+        assert body["result"]["image_class"] == "office"
+        assert body["result"]["primitives"] == [CUBE.as_dict()]
+        assert "error" not in body
+        failed = await dispatcher.wait_finished(refused, timeout=5)
+        assert failed == {"id": refused, "status": "failed", "result": None,
+                          "error": "could not decode the image: bad bytes"}
+        # Canceled or deleted: no body (the caller reads the task).
+        dispatcher.abandon(99)
+        assert await dispatcher.wait_finished(99, timeout=5) is None
+
+    asyncio.run(scenario())
