@@ -25,6 +25,8 @@ def group_of(cmdline: str, name: str) -> str | None:
         return "controller"
     if "TaskQueue" in cmdline:
         return "queue"
+    if "WebhookSender" in cmdline:
+        return "webhooks"
     replica = re.search(r"ServeReplica:[^:\s]+:(\S+)", cmdline)
     if replica:
         deployment = replica.group(1)

@@ -83,7 +83,11 @@ def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: i
     @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
     class Front:
         def __init__(self, models) -> None:
-            self.models = models
+            # The transport of this replica's environment (gRPC on the fast path), not of the
+            # driver that built the application, as the platform's queue does.
+            from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
+
+            self.models = models.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)
 
         async def __call__(self, request: Request) -> dict:
             result: dict = await self.models.predict.remote(await request.body())

@@ -374,6 +374,17 @@ class Dispatcher:
                               extra=claim.log_extra())
 
 
+def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, DeploymentHandle]:
+    """The handles, calling over gRPC when this process runs on Serve's throughput-optimized
+    path (config/ray.env). A handle keeps the transport of the process that built the
+    application, which need not have that environment (a test's or the benchmark's driver);
+    this process has it."""
+    from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
+
+    return {model_id: handle.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)
+            for model_id, handle in handles.items()}
+
+
 class ServeModels:
     """``RunModels`` over Serve deployment handles, by model id. The image is decoded once,
     here, at the scale the larger of the two models needs (``input_sides``: model id -> input
@@ -381,7 +392,7 @@ class ServeModels:
 
     def __init__(self, detectors: dict[int, DeploymentHandle],
                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]):
-        self.detectors, self.classifiers = dict(detectors), dict(classifiers)
+        self.detectors, self.classifiers = serve_transport(detectors), serve_transport(classifiers)
         self.input_sides = dict(input_sides)
 
     async def __call__(self, claim: Claim, image: bytes) -> tuple[ModelAnswer, ModelAnswer]:
@@ -408,6 +419,9 @@ class ServeModels:
         return detection, classification
 
 
+# The methods called per task (and the backlog, per replica and second) report no task events
+# to Ray's GCS: at tens of calls a second, that record-keeping cost the daemons more CPU than
+# the calls themselves.
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,  # type: ignore[call-overload]
             max_concurrency=1000)
 class TaskQueue:
@@ -438,6 +452,7 @@ class TaskQueue:
         log.info("task queue started (concurrency %d, lease %.0fs)",
                  concurrency, settings.queue_lease_seconds)
 
+    @ray.method(enable_task_events=False)
     def notify(self) -> None:
         self.dispatcher.notify()
 
@@ -445,7 +460,8 @@ class TaskQueue:
                   classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
                   concurrency: int, model_names: dict[int, str] | None = None) -> None:
         """Point at the current application's deployments and scaling (after a redeploy)."""
-        self.models.detectors, self.models.classifiers = dict(detectors), dict(classifiers)
+        self.models.detectors = serve_transport(detectors)
+        self.models.classifiers = serve_transport(classifiers)
         self.models.input_sides = dict(input_sides)
         self.dispatcher.concurrency = concurrency
         self.dispatcher.model_names = dict(model_names or {})
@@ -455,13 +471,16 @@ class TaskQueue:
         d = self.dispatcher
         return {**vars(d.stats), "running": sorted(d.running), "paused": d.paused}
 
+    @ray.method(enable_task_events=False)
     async def wait_finished(self, task_id: int, timeout: float,
                             notify: bool = False) -> dict[str, Any] | None:
         return await self.dispatcher.wait_finished(task_id, timeout, notify=notify)
 
+    @ray.method(enable_task_events=False)
     def abandon(self, task_id: int) -> None:
         self.dispatcher.abandon(task_id)
 
+    @ray.method(enable_task_events=False)
     def backlog(self, model_name: str) -> int:
         """Tasks queued for this model at the last count (every poll interval)."""
         return self.dispatcher.depths.get(model_name, 0)
