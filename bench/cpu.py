@@ -27,7 +27,8 @@ def group_of(cmdline: str, name: str) -> str | None:
         return "queue"
     if "WebhookSender" in cmdline:
         return "webhooks"
-    replica = re.search(r"ServeReplica:[^:\s]+:(\S+)", cmdline)
+    # The title names the replica's running method too: "...:YOLO.check_health".
+    replica = re.search(r"ServeReplica:[^:\s]+:([^\s.]+)", cmdline)
     if replica:
         deployment = replica.group(1)
         return "ingress" if deployment in ("Ingress", "Front") else f"model {deployment}"
