@@ -58,10 +58,6 @@ class Settings(BaseSettings):
     # requests are seen up to this late: with R replicas a user may pass the limit by at
     # most (R - 1) x the requests one replica accepts in this time.
     limits_flush_seconds: float = Field(default=0.25, ge=0, le=10)
-    # A token's user is looked up in the database at most once per this many seconds per
-    # ingress replica (0: on every request); a deleted user's token works this long. Off by
-    # default: `make bench` measured no clear gain (bench/RESULTS.md).
-    auth_cache_seconds: float = Field(default=0.0, ge=0, le=60)
     login_failures_per_minute: int = 10
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200

@@ -125,9 +125,8 @@ class Dispatcher:
         self.depths: dict[str, int] = {}  # the last backlog count, by model name
         self.running: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
         self.waiters: dict[int, asyncio.Event] = {}
-        # Tasks whose run here ended (oldest first): a wait that comes after the end
-        # returns at once, without a look in the database.
-        # The result route's body of each, when this dispatcher ended it.
+        # Tasks that ended here (oldest first), with their result route's body when known: a
+        # wait that comes after the end returns at once, without a look in the database.
         self.recently_ended: dict[int, dict[str, Any] | None] = {}
         self.wake = asyncio.Event()
         # Results waiting to be stored: whatever finishes while one write is under way goes

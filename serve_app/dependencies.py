@@ -4,7 +4,6 @@ so route code declares what it needs (``settings: SettingsDep``) and tests can s
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
@@ -97,34 +96,13 @@ class Caller:
     username: str
 
 
-class KnownUsers:
-    """Users read from the database in the last ``ttl`` seconds, by id (and ids found
-    missing): a token's user is looked up once per ``ttl``, not on every request."""
+def load_caller(sessions: sessionmaker[Session], user_id: int) -> Caller | None:
+    """The user with this id, read in a session of its own (blocking), or None."""
+    from serve_app.auth.service import get_user
 
-    def __init__(self, sessions: sessionmaker[Session], ttl: float, max_entries: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic):
-        self.sessions, self.ttl, self.max_entries, self.clock = sessions, ttl, max_entries, clock
-        self._seen: dict[int, tuple[float, Caller | None]] = {}
-
-    def cached(self, user_id: int) -> tuple[bool, Caller | None]:
-        """(True, the user or None when missing) if known and fresh; else (False, None)."""
-        entry = self._seen.get(user_id)
-        if entry is None or self.clock() - entry[0] >= self.ttl:
-            return False, None
-        return True, entry[1]
-
-    def load(self, user_id: int) -> Caller | None:
-        """Read the user from the database (blocking) and remember the answer."""
-        from serve_app.auth.service import get_user
-
-        with self.sessions() as db:
-            user = get_user(db=db, user_id=user_id)
-            caller = Caller(id=user.id, username=user.username) if user is not None else None
-        if self.ttl > 0:
-            if len(self._seen) >= self.max_entries:
-                self._seen.clear()
-            self._seen[user_id] = (self.clock(), caller)
-        return caller
+    with sessions() as db:
+        user = get_user(db=db, user_id=user_id)
+        return Caller(id=user.id, username=user.username) if user is not None else None
 
 
 @dataclass(frozen=True)
@@ -136,7 +114,6 @@ class AppServices:
     queue: QueueLink
     login_failures: Limiter
     request_rate: Limiter
-    users: KnownUsers
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
@@ -155,8 +132,7 @@ class AppServices:
             request_rate = SlidingWindow(settings.requests_per_minute)
         return cls(settings=settings, registry=registry, sessions=sessions,
                    read_sessions=read_sessions, queue=queue, login_failures=login_failures,
-                   request_rate=request_rate,
-                   users=KnownUsers(read_sessions, settings.auth_cache_seconds))
+                   request_rate=request_rate)
 
 
 # The dependencies that only hand out a part are ``async``: FastAPI runs a plain ``def``

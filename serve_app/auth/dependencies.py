@@ -10,7 +10,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.security import decode_access_token
-from serve_app.dependencies import Caller, RequestRate, Services, SettingsDep
+from serve_app.dependencies import (
+    Caller,
+    ReadSessionFactory,
+    RequestRate,
+    SettingsDep,
+    load_caller,
+)
 
 # auto_error=False: every failure below answers the contract's one 401 body.
 bearer = HTTPBearer(auto_error=False, description="A token from POST /oauth/login")
@@ -25,11 +31,9 @@ NOT_AUTHENTICATED = HTTPException(
 async def authenticated_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: SettingsDep,
-    services: Services,
+    sessions: ReadSessionFactory,
 ) -> Caller:
-    """The user the bearer token names; 401 for anything else. The user's row is read at
-    most once per ``auth_cache_seconds`` per replica, in the thread pool, in a session of its
-    own closed at once (a long-polling request must not hold a pooled connection)."""
+    """The user the bearer token names; 401 for anything else."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NOT_AUTHENTICATED
     user_id = decode_access_token(
@@ -39,9 +43,9 @@ async def authenticated_user(
     )
     if user_id is None or not 0 < user_id < 2**31:  # the column is a 32-bit integer
         raise NOT_AUTHENTICATED
-    known, user = services.users.cached(user_id)
-    if not known:
-        user = await run_in_threadpool(services.users.load, user_id)
+    # A session of its own, closed at once: a long-polling request must not hold a pooled
+    # connection while it waits.
+    user = await run_in_threadpool(load_caller, sessions, user_id)
     if user is None:
         raise NOT_AUTHENTICATED
     return user

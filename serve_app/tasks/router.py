@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Awaitable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
@@ -73,24 +74,34 @@ def not_found(task_id: int) -> HTTPException:
 async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
                         wait: float) -> tuple[Task, TaskResult | None] | dict[str, Any]:
     """The caller's task and its result, in one query; with ``wait``, once the task settles
-    or the wait runs out: the result route's body when the queue that ended it sends it
-    (the task is the caller's: the first read found it), else the task read again."""
-
-    def read():
-        return db.read(lambda s: service.get_task_and_result(db=s, user_id=user_id,
-                                                             task_id=task_id))
-
-    found = await read()
-    if found is not None and wait > 0 and found[0].status in UNSETTLED:
-        # The queue registers the wait before it looks at the task itself, so a finish
-        # between this read and the wait is still seen.
-        body = await queue.wait_finished(task_id, wait)
-        if body is not None and body.get("id") == task_id:
-            return body
-        found = await read()
+    or the wait runs out (``_waited_task``)."""
+    found = await _read_task(db, user_id, task_id)
     if found is None:
         raise not_found(task_id)
+    if wait > 0 and found[0].status in UNSETTLED:
+        # The queue registers the wait before it looks at the task itself, so a finish
+        # between this read and the wait is still seen.
+        return await _waited_task(db, queue, user_id, task_id, wait)
     return found
+
+
+async def _waited_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int, wait: float, *,
+                       notify: bool = False) -> tuple[Task, TaskResult | None] | dict[str, Any]:
+    """Wait for the caller's task (known to be theirs) to settle, up to ``wait`` seconds: the
+    result route's body when the queue that ended it sends it, else the task read again."""
+    body = await queue.wait_finished(task_id, wait, notify=notify)
+    if body is not None and body.get("id") == task_id:
+        return body
+    found = await _read_task(db, user_id, task_id)
+    if found is None:  # deleted while it was waited for
+        raise not_found(task_id)
+    return found
+
+
+def _read_task(db: AsyncDb, user_id: int,
+               task_id: int) -> Awaitable[tuple[Task, TaskResult | None] | None]:
+    return db.read(lambda s: service.get_task_and_result(db=s, user_id=user_id,
+                                                         task_id=task_id))
 
 
 @router.post(
@@ -149,15 +160,10 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
     if prefer is not None and not uploads.batch:
         # Stored and committed above: a client that goes away now loses nothing. One call
         # to the queue both wakes it and waits for the task.
-        task_id = created.ids[0]
-        body = await queue.wait_finished(task_id, prefer, notify=not created.replayed)
-        if body is None or body.get("id") != task_id:  # not ended by the queue: read it
-            found = await db.read(lambda s: service.get_task_and_result(
-                db=s, user_id=user.id, task_id=task_id))
-            if found is None:  # deleted while it was waited for
-                raise not_found(task_id)
-            body = _result_out(*found).model_dump(mode="json", exclude_unset=True)
-        return JSONResponse(body, headers={"Preference-Applied": f"wait={prefer}"})
+        found = await _waited_task(db, queue, user.id, created.ids[0], prefer,
+                                   notify=not created.replayed)
+        return JSONResponse(_result_body(found),
+                            headers={"Preference-Applied": f"wait={prefer}"})
     if not created.replayed:
         queue.notify()
     return TasksCreated(ids=created.ids) if uploads.batch else TaskCreated(id=created.ids[0])
@@ -210,6 +216,13 @@ async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue,
     if isinstance(found, dict):  # the body as the queue stored it
         return JSONResponse(found)
     return _result_out(*found)
+
+
+def _result_body(found: tuple[Task, TaskResult | None] | dict[str, Any]) -> dict[str, Any]:
+    """The result route's body, as JSON values, from the queue's body or the task read."""
+    if isinstance(found, dict):
+        return found
+    return _result_out(*found).model_dump(mode="json", exclude_unset=True)
 
 
 def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
