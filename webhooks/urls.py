@@ -17,6 +17,14 @@ MAX_URL_LENGTH = 2048
 METADATA_ADDRESSES = frozenset({ipaddress.ip_address("100.100.100.200"),
                                 ipaddress.ip_address("fd00:ec2::254")})
 
+# IPv6 forms that carry an IPv4 address, which is what the packet reaches in the end: NAT64's
+# well-known prefix (RFC 6052), 6to4 (2002::/16), Teredo, IPv4-mapped and IPv4-compatible
+# (::a.b.c.d). NAT64 prefixes of local use (RFC 8215) embed as the operator chooses, and
+# site-local (fec0::/10, deprecated, still routed by some networks) is private: both refused.
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -65,10 +73,28 @@ def parse(url: str) -> tuple[str, str, int]:
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches through, or None for a native one."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in NAT64_WELL_KNOWN or (int(address) >> 32 == 0 and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _refusal(address: IPAddress, allow_loopback: bool) -> str | None:
-    mapped = getattr(address, "ipv4_mapped", None)
-    if mapped is not None:
-        address = mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in NAT64_LOCAL_USE:
+            return "an address that is not publicly routable"
+        if address in SITE_LOCAL:
+            return "a private address"
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            address = embedded
     if address.is_loopback:
         return None if allow_loopback else "a loopback address"
     if address in METADATA_ADDRESSES or address.is_link_local:

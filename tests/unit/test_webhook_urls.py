@@ -30,10 +30,26 @@ from webhooks.urls import UnsafeUrl, resolve
     ("http://100.64.0.1/", "not publicly routable"),
     ("http://224.0.0.1/", "not publicly routable"),
     ("http://" + "a" * 2100 + ".com/", "longer than"),
+    # IPv6 forms that carry an IPv4 address are judged by the address they reach.
+    ("http://[64:ff9b::a9fe:a9fe]/", "link-local or metadata"),   # NAT64 of 169.254.169.254
+    ("http://[64:ff9b::a00:1]/", "private"),                     # NAT64 of 10.0.0.1
+    ("http://[64:ff9b:1::a9fe:a9fe]/", "not publicly routable"),  # NAT64, local use
+    ("http://[2002:7f00:1::]/", "loopback"),                     # 6to4 of 127.0.0.1
+    ("http://[2002:a9fe:a9fe::1]/", "link-local or metadata"),   # 6to4 of 169.254.169.254
+    ("http://[::127.0.0.1]/", "loopback"),                       # IPv4-compatible
+    ("http://[::a9fe:a9fe]/", "link-local or metadata"),
+    ("http://[fec0::1]/", "private"),                            # site-local
+    ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "private"),  # Teredo
 ])
 def test_unsafe_urls_are_refused_with_the_reason(url, reason):
     with pytest.raises(UnsafeUrl, match=reason):
         resolve(url, allow_loopback=False)
+
+
+@pytest.mark.parametrize("address", ["64:ff9b::808:808", "2002:808:808::1"])
+def test_an_ipv6_form_of_a_public_ipv4_address_is_allowed(address):
+    target = resolve(f"http://[{address}]/hook", allow_loopback=False)
+    assert str(target.address) == address
 
 
 def test_loopback_is_allowed_only_when_asked_and_the_target_is_pinned():
