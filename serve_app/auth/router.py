@@ -12,20 +12,24 @@ from pydantic import ValidationError
 from serve_app.auth.schemas import LoginForm, Token
 from serve_app.auth.security import create_access_token
 from serve_app.auth.service import authenticate
+from serve_app.bodies import read_capped, too_large
 from serve_app.dependencies import DbSession, LoginFailures, SettingsDep
 
 router = APIRouter(tags=["auth"])
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _LOGIN_BODY_SCHEMA = LoginForm.model_json_schema()
+# A login form is a few hundred bytes; no body over this is ever held (CONTRACT.md section 1).
+MAX_LOGIN_BODY = 16 * 1024
 
 
 async def read_login_form(request: Request) -> LoginForm:
     """Accept the OAuth2 password form, or the same fields as a JSON object (as the seed shows)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_capped(request, MAX_LOGIN_BODY, too_large(MAX_LOGIN_BODY, "The login body"))
     if content_type == "application/json":
         try:
-            data = json.loads(await request.body() or b"null")
+            data = json.loads(body or b"null")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestValidationError([{
                 "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
@@ -55,6 +59,7 @@ async def read_login_form(request: Request) -> LoginForm:
         "application/json": {"schema": _LOGIN_BODY_SCHEMA},
     }}},
     responses={400: {"description": "A malformed form body (e.g. more than 16 fields)"},
+               413: {"description": "A body over 16 KiB (refused while it streams in)"},
                429: {"description": "Too many failed logins from this client for this user"},
                422: {"description": "Incorrect username or password, or missing fields",
                      "content": {"application/json": {"example": {

@@ -7,12 +7,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from serve_app.bodies import read_capped, too_large
+
 MULTIPART_OVERHEAD = 64 * 1024
-
-
-def _too_large(limit: int, what: str = "The image") -> HTTPException:
-    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                         detail=f"{what} is larger than the limit of {limit} bytes.")
 
 
 async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
@@ -24,24 +21,14 @@ async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
     multipart = content_type == "multipart/form-data"
     if not multipart or body_limit <= file_limit:
         cap = file_limit + (MULTIPART_OVERHEAD if multipart else 0)
-        too_large = _too_large(file_limit)
+        refusal = too_large(file_limit, "The image")
     else:
         cap = body_limit
-        too_large = _too_large(body_limit, "The request body")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdecimal() and int(declared) > cap:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise too_large
-        chunks.append(chunk)
-    body = b"".join(chunks)
+        refusal = too_large(body_limit, "The request body")
+    body = await read_capped(request, cap, refusal)
     if not multipart:
         return [body], False
-    request._body = body  # starlette parses the form from the cached body
-    try:
+    try:  # starlette parses the form from the body cached on the request
         form = await request.form(max_files=max_files, max_fields=max_files + 8)
     except (MultiPartException, StarletteHTTPException) as exc:
         reason = exc.message if isinstance(exc, MultiPartException) else exc.detail
@@ -57,5 +44,5 @@ async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
     finally:
         await form.close()
     if any(len(data) > file_limit for data in images):
-        raise _too_large(file_limit)
+        raise too_large(file_limit, "The image")
     return images, True

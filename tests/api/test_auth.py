@@ -60,6 +60,26 @@ def test_login_without_fields_is_a_validation_error(client):
                        headers={"Content-Type": "application/json"}).status_code == 422
 
 
+@pytest.mark.parametrize("content_type", ["application/json",
+                                          "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "text/plain"])
+def test_a_login_body_over_16_kib_is_refused_with_413(client, make_user, content_type):
+    """CONTRACT.md section 1: whatever its type; the fields inside would be valid."""
+    make_user("first", "111")
+    padding = "x" * (16 * 1024)
+    body = (f'{{"username": "first", "password": "111", "scope": "{padding}"}}'
+            if content_type == "application/json" else
+            f"username=first&password=111&scope={padding}")
+    response = client.post("/oauth/login", content=body.encode(),
+                           headers={"Content-Type": content_type})
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "The login body is larger than the limit of 16384 bytes."}
+    small = client.post("/oauth/login", data={"username": "first", "password": "111",
+                                              "scope": "x" * 15_000})
+    assert small.status_code == 200
+
+
 @pytest.mark.parametrize("field", ["username", "password"])
 def test_a_nul_character_is_a_validation_error_not_a_server_error(client, make_user, field):
     """Found by the schema fuzzer: PostgreSQL text cannot hold NUL, and the query failed."""
