@@ -25,9 +25,15 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from storage.database import Base, utcnow
 
+# Ids are never reused, on any database: a token names a user id, a webhook log a task id.
+# PostgreSQL's sequences never go back; SQLite reuses the largest id after its row is deleted
+# unless the table is declared AUTOINCREMENT.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
 
 class User(Base):
     __tablename__ = "user_account"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -70,6 +76,7 @@ class Task(Base):
         Index("ix_task_user_id_id", "user_id", "id"),
         Index("ix_task_status_id", "status", "id"),
         Index("ix_task_finished_at", "finished_at"),
+        NEVER_REUSE_IDS,
     )
 
     # BIGINT on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
@@ -154,6 +161,7 @@ class WebhookDelivery(Base):
     __table_args__ = (
         Index("ix_webhook_delivery_due", "state", "next_attempt_at"),
         Index("ix_webhook_delivery_task_id", "task_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),

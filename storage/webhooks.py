@@ -110,11 +110,13 @@ def record_attempt(*, db: Session, delivery: DueDelivery, started_at: datetime,
     db.commit()
 
 
-def deliveries_for_task(*, db: Session,
+def deliveries_for_task(*, db: Session, user_id: int,
                         task_id: int) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
-    """A task's deliveries with their attempt logs, oldest first."""
+    """The user's task's deliveries with their attempt logs, oldest first. A delivery outlives
+    its task: the owner is part of the query, so a task id never shows another's rows."""
     deliveries = list(db.scalars(select(WebhookDelivery)
-                                 .where(WebhookDelivery.task_id == task_id)
+                                 .where(WebhookDelivery.task_id == task_id,
+                                        WebhookDelivery.user_id == user_id)
                                  .order_by(WebhookDelivery.id)))
     if not deliveries:
         return []

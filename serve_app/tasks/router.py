@@ -348,4 +348,5 @@ def get_webhook_log(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> We
             webhook_id=d.event_id, url=d.url, state=d.state,
             next_attempt_at=d.next_attempt_at if d.state == webhooks.PENDING else None,
             attempts=[WebhookAttemptOut.model_validate(a) for a in attempts])
-        for d, attempts in webhooks.deliveries_for_task(db=db, task_id=task_id)])
+        for d, attempts in webhooks.deliveries_for_task(db=db, user_id=user.id,
+                                                                   task_id=task_id)])

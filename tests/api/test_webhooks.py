@@ -188,3 +188,20 @@ def test_me_shows_a_stable_secret_and_needs_a_token(client, alice):
     for call in (client.get("/api/me"), client.post("/api/me/webhook-secret")):
         assert call.status_code == 401
         assert call.json() == {"detail": "Not authenticated"}
+
+
+def test_a_webhook_log_is_read_by_owner_as_well_as_task_id(client, alice, bob, sample_jpeg,
+                                                           finish, sessions):
+    """A delivery outlives its task; were a task id ever given again, the log must still show
+    only the owner's rows (found by the outside review on SQLite, where ids came back)."""
+    from serve_app.auth.service import get_user_by_username
+    from storage import webhooks
+    from storage.models import Task
+
+    task_id = submit(client, alice, sample_jpeg, webhook="http://127.0.0.1:9/hook")
+    finish([], image_class="office")
+    with sessions() as db:
+        owner = db.get(Task, task_id).user_id
+        other = get_user_by_username(db=db, username="bob").id
+        assert len(webhooks.deliveries_for_task(db=db, user_id=owner, task_id=task_id)) == 1
+        assert webhooks.deliveries_for_task(db=db, user_id=other, task_id=task_id) == []
