@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import tempfile
 import time
@@ -63,7 +64,7 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
         yaml.safe_dump(read_config(SERVE_CONFIG_PATH, overlays), merged, sort_keys=False)
     url = create_scratch_database("primitives_autoscale")
     env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-           "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
+           "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
            "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
            "PRIMITIVES_QUEUE_ACTOR_NAME": f"autoscale_queue_{uuid.uuid4().hex[:6]}"}
     samples: list[dict[str, float]] = []

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import sys
 import time
 import uuid
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
             url = create_scratch_database("primitives_load")
             env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-                   "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
+                   "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
                    "PRIMITIVES_QUEUE_ACTOR_NAME": f"load_queue_{uuid.uuid4().hex[:6]}"}
             base = start_local_platform(env, namespace="primitives-load")
             engine = make_engine(url)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 import statistics
 import subprocess
@@ -296,7 +297,7 @@ def _platform_on(name: str, url: str, config: Path | None, ray_env: Path | None
     # PRIMITIVES_* settings of this shell reach the platform too.
     env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},
            "PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-           "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
+           "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
            "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
            "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
            "PRIMITIVES_QUEUE_ACTOR_NAME": f"{name}_queue_{uuid.uuid4().hex[:6]}"}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import secrets
+from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -11,7 +13,14 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "secret"})
+# A JWT secret must be random, not merely long: judged by the entropy its characters show, not
+# by a list of known placeholders. secrets.token_urlsafe(48) shows about 340 bits, token_hex(32)
+# about 240; a sentence or a repeated word shows far less, and spaces never come from a
+# generator.
+MIN_SECRET_LENGTH = 32
+MIN_SECRET_BITS = 160
+REPEAT_LENGTH = 8  # a run of this many characters seen twice: a pattern, not chance
+SECRET_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,8 +32,13 @@ class Environment(StrEnum):
 class Settings(BaseSettings):
     """Everything that differs between deployments and is not scaling (that is serve_config)."""
 
-    model_config = SettingsConfigDict(env_prefix="PRIMITIVES_", env_file=".env", extra="ignore")
+    # hide_input_in_errors: a refused secret is never echoed in the start-up error.
+    model_config = SettingsConfigDict(env_prefix="PRIMITIVES_", env_file=".env", extra="ignore",
+                                      hide_input_in_errors=True)
 
+    # Development (demo user, loopback webhooks) only where nothing says otherwise: with a
+    # PostgreSQL URL it must be set explicitly, and the container image and the manifests set
+    # production.
     environment: Environment = Environment.development
     # SQLite file in var/ is the embedded default for the quick start; production sets a
     # postgresql+psycopg2:// URL.
@@ -94,15 +108,23 @@ class Settings(BaseSettings):
     ray_namespace: str = "primitives"
 
     @model_validator(mode="after")
+    def _environment_is_chosen(self) -> Settings:
+        if "environment" not in self.model_fields_set and not self.database_url.startswith(
+                "sqlite"):
+            raise ValueError(
+                "PRIMITIVES_ENVIRONMENT is not set and the database is not the embedded SQLite "
+                "file: set PRIMITIVES_ENVIRONMENT=production (or =development, explicitly, for "
+                "a development database; it creates the demo user there)")
+        return self
+
+    @model_validator(mode="after")
     def _secret_is_real(self) -> Settings:
         secret = self.jwt_secret.get_secret_value()
         if self.environment is Environment.production:
-            if secret.lower() in PLACEHOLDER_SECRETS or len(secret) < 32:
-                raise ValueError(
-                    "PRIMITIVES_JWT_SECRET must be set to a random value of at least 32 "
-                    "characters in production (python -c 'import secrets; "
-                    "print(secrets.token_urlsafe(48))')"
-                )
+            weakness = secret_weakness(secret)
+            if weakness is not None:
+                raise ValueError(f"PRIMITIVES_JWT_SECRET {weakness}; production needs a random "
+                                 f"value ({SECRET_HINT})")
         elif not secret:
             # Development only: a per-machine secret kept in var/ so tokens survive restarts
             # and every replica on this machine agrees.
@@ -118,6 +140,41 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def environment_is_explicit(self) -> bool:
+        return "environment" in self.model_fields_set
+
+
+def secret_bits(secret: str) -> float:
+    """The entropy the secret's characters show: its length times the Shannon entropy of their
+    distribution (a lower bound's estimate for a random string, far above it for text)."""
+    if not secret:
+        return 0.0
+    counts = Counter(secret).values()
+    per_char = -sum(n / len(secret) * math.log2(n / len(secret)) for n in counts)
+    return per_char * len(secret)
+
+
+def _repeats(secret: str) -> bool:
+    runs = [secret[i:i + REPEAT_LENGTH] for i in range(len(secret) - REPEAT_LENGTH + 1)]
+    return len(set(runs)) < len(runs)
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why ``secret`` may not sign tokens in production, or None. It is never named."""
+    if not secret:
+        return "is not set"
+    if len(secret) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if any(c.isspace() for c in secret):
+        return "holds whitespace (a sentence, not a generated secret)"
+    if secret_bits(secret) < MIN_SECRET_BITS:
+        return (f"shows about {secret_bits(secret):.0f} bits of entropy, fewer than "
+                f"{MIN_SECRET_BITS} (a word, a pattern or a placeholder)")
+    if _repeats(secret):
+        return f"repeats a run of {REPEAT_LENGTH} characters (a pattern, not random)"
+    return None
 
 
 def _development_secret() -> str:

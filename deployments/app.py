@@ -22,6 +22,32 @@ from storage.database import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 INGRESS = "Ingress"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def serve_http_host() -> str | None:
+    """The address Serve's HTTP proxies listen on, asked of the running controller; None
+    when there is none to ask."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+        config: Any = ray.get(controller.get_http_config.remote(), timeout=30)
+        return str(config.host)
+    except Exception:  # noqa: BLE001 - no controller, or one of another version: nothing to judge
+        return None
+
+
+def check_exposure(settings: Settings, host: str | None) -> None:
+    """Refuse to serve the network in development mode that nobody chose: the demo user's
+    password is published and loopback webhooks are allowed there."""
+    if host is None or host in LOOPBACK_HOSTS or settings.environment_is_explicit:
+        return
+    raise RuntimeError(
+        f"Serve listens on {host}, beyond loopback, and PRIMITIVES_ENVIRONMENT is not set: "
+        "set PRIMITIVES_ENVIRONMENT=production (with a random PRIMITIVES_JWT_SECRET), or "
+        "=development explicitly to serve a development platform to the network")
 
 
 def prepare_database(settings: Settings, registry: Registry) -> None:
@@ -53,7 +79,9 @@ def compose_app(args: AppArgs, *,
     """The application for ``args``. ``deployment_options`` (by deployment name) are for
     callers that deploy without the config file, such as the tests' local platform."""
     registry = args.registry
-    prepare_database(get_settings(), registry)
+    settings = get_settings()
+    check_exposure(settings, serve_http_host())
+    prepare_database(settings, registry)
     options = deployment_options or {}
     # mypy does not apply class decorators: these are the Deployments serve.deployment made.
     model_deployment, ingress = cast(Deployment, ModelDeployment), cast(Deployment, Ingress)

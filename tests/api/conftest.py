@@ -21,7 +21,7 @@ JWT_SECRET = "test-secret-" + "x" * 40
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, jwt_secret=JWT_SECRET,
+    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, environment="development",
                     max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
 
 

@@ -14,6 +14,7 @@ from serve_app.cli import main
 @pytest.fixture
 def cli(monkeypatch, settings):
     monkeypatch.setenv("PRIMITIVES_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("PRIMITIVES_ENVIRONMENT", "development")
     monkeypatch.setenv("PRIMITIVES_JWT_SECRET", settings.jwt_secret.get_secret_value())
     from config.settings import get_settings
 

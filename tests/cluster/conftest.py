@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ os.environ["RAY_AUTH_MODE"] = "token"
 @pytest.fixture
 def platform_env(database_url: str) -> dict[str, str]:
     return {"PRIMITIVES_DATABASE_URL": database_url, "PRIMITIVES_ENVIRONMENT": "production",
-            "PRIMITIVES_JWT_SECRET": uuid.uuid4().hex * 2,
+            "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
             "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5", "PRIMITIVES_QUEUE_LEASE_SECONDS": "6",
             "PRIMITIVES_QUEUE_ACTOR_NAME": f"cluster_queue_{uuid.uuid4().hex[:6]}",
             "PRIMITIVES_WEBHOOK_ACTOR_NAME": f"cluster_hooks_{uuid.uuid4().hex[:6]}"}

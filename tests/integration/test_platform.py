@@ -285,3 +285,10 @@ def test_a_portrait_is_no_known_scene(http, user_headers, name):
     assert result["class_probability"] == pytest.approx(
         max(result["class_probabilities"].values()), abs=1e-5)
     assert result["image_class"] == "unknown", result["class_probabilities"]
+
+
+def test_the_builder_knows_the_address_serve_listens_on(platform):
+    """What the builder's refusal to serve the network in unchosen development mode reads."""
+    from deployments.app import serve_http_host
+
+    assert serve_http_host() == "127.0.0.1"

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 from jose import jwt
 from pydantic import ValidationError
 
 from config.registry import ModelSpec, Registry
-from config.settings import Settings
+from config.settings import REPO_ROOT, Settings
 from serve_app.auth.security import create_access_token, decode_access_token
 
 
@@ -32,15 +35,57 @@ def test_registry_refuses_duplicates_and_inconsistent_specs(registry):
                   arch="ssdlite320_mobilenet_v3_large", weights="x.pt")
 
 
-@pytest.mark.parametrize("secret", ["", "changethis", "short"])
-def test_production_refuses_a_placeholder_secret(secret):
-    with pytest.raises(ValidationError, match="PRIMITIVES_JWT_SECRET"):
+@pytest.mark.parametrize(("secret", "reason"), [
+    ("", "is not set"),
+    ("abc123", "shorter than 32"),
+    ("set me: 48 random characters or more", "whitespace"),  # the old example's words
+    ("k" * 48, "bits of entropy"),
+    ("test-secret-" + "x" * 40, "bits of entropy"),
+    ("changethis" * 4, "bits of entropy"),
+    ("Tr0ub4dor&3-Tr0ub4dor&3-Tr0ub4dor&3", "bits of entropy"),
+    ("correct-horse-battery-staple-" * 2, "repeats"),
+    ("integration-" + "0123456789abcdef" * 4, "repeats"),
+])
+def test_production_refuses_a_secret_that_is_not_random(secret, reason, monkeypatch):
+    monkeypatch.delenv("PRIMITIVES_JWT_SECRET", raising=False)
+    with pytest.raises(ValidationError, match="PRIMITIVES_JWT_SECRET") as caught:
         Settings(environment="production", jwt_secret=secret)
+    message = str(caught.value)
+    assert reason in message
+    if secret:
+        assert secret not in message  # a refused secret is never echoed
 
 
-def test_production_accepts_a_real_secret():
-    assert Settings(environment="production", jwt_secret="k" * 48).jwt_secret \
-        .get_secret_value() == "k" * 48
+@pytest.mark.parametrize("make", [lambda: secrets.token_urlsafe(48),
+                                  lambda: secrets.token_urlsafe(32),
+                                  lambda: secrets.token_hex(32),
+                                  lambda: base64.b64encode(secrets.token_bytes(32)).decode()],
+                         ids=["token_urlsafe(48)", "token_urlsafe(32)", "token_hex(32)",
+                              "openssl rand -base64 32"])
+def test_production_accepts_generated_secrets(make):
+    for _ in range(200):
+        secret = make()
+        assert Settings(environment="production",
+                        jwt_secret=secret).jwt_secret.get_secret_value() == secret
+
+
+def test_the_example_kubernetes_secret_ships_without_a_value():
+    example = yaml.safe_load((REPO_ROOT / "deploy/kuberay/secret.example.yaml").read_text())
+    assert example["stringData"]["jwt-secret"] == ""
+    with pytest.raises(ValidationError):
+        Settings(environment="production", jwt_secret=example["stringData"]["jwt-secret"])
+
+
+def test_a_postgresql_url_without_an_explicit_environment_refuses_to_start(monkeypatch):
+    monkeypatch.delenv("PRIMITIVES_ENVIRONMENT", raising=False)
+    url = "postgresql+psycopg2://u@127.0.0.1/db"
+    with pytest.raises(ValidationError, match="PRIMITIVES_ENVIRONMENT is not set"):
+        Settings(database_url=url)
+    assert Settings(database_url=url, environment="development").environment == "development"
+    monkeypatch.setenv("PRIMITIVES_ENVIRONMENT", "development")
+    assert Settings(database_url=url).environment == "development"  # set in the environment
+    monkeypatch.delenv("PRIMITIVES_ENVIRONMENT")
+    assert Settings().environment == "development"  # the embedded SQLite default
 
 
 def test_tokens_round_trip_and_refuse_tampering():
@@ -83,3 +128,25 @@ def test_ray_env_is_read_as_key_value_lines(tmp_path):
     path.write_text("# comment\n\nA=1\n B = two \n")
     assert load_ray_env(path) == {"A": "1", "B": "two"}
     assert load_ray_env()["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
+
+
+@pytest.mark.parametrize(("host", "environment", "refused"), [
+    ("0.0.0.0", None, True),
+    ("10.0.0.5", None, True),
+    ("0.0.0.0", "production", False),
+    ("0.0.0.0", "development", False),  # chosen explicitly
+    ("127.0.0.1", None, False),
+    (None, None, False),                # no controller to ask
+])
+def test_development_that_nobody_chose_never_serves_the_network(host, environment, refused,
+                                                               monkeypatch):
+    from deployments.app import check_exposure
+
+    monkeypatch.delenv("PRIMITIVES_ENVIRONMENT", raising=False)
+    settings = Settings(**({"environment": environment, "jwt_secret": secrets.token_urlsafe(48)}
+                           if environment else {}))
+    if refused:
+        with pytest.raises(RuntimeError, match="PRIMITIVES_ENVIRONMENT is not set"):
+            check_exposure(settings, host)
+    else:
+        check_exposure(settings, host)
