@@ -9,7 +9,9 @@ cluster: a head group (no models), a CPU worker group and a GPU worker group
 (`nvidia.com/gpu`), each worker carrying the `model_node` resource the replicas ask for; Ray's
 in-tree autoscaler adds and removes workers as replicas are pending or idle. Secrets come from
 the Kubernetes Secret `primitives-secrets` (keys `jwt-secret`, `database-url`): PostgreSQL
-lives outside the cluster.
+lives outside the cluster. Ray's own ports (GCS, dashboard and its job API) answer only with
+Ray's token (`authOptions`): the operator makes the token and hands it to every Ray container,
+so no other pod can run code on the cluster.
 """
 
 from __future__ import annotations
@@ -90,12 +92,14 @@ def manifest(overlays: list[Path] | None = None) -> dict[str, Any]:
             "serveConfigV2": yaml.safe_dump(serve_config(overlays or []), sort_keys=False),
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
+                "authOptions": {"mode": "token"},
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 120},
                 "headGroupSpec": {
                     # The head runs Serve's controller, the API, the task queue and the
-                    # webhook sender; no model (it has no model_node). The dashboard stays
-                    # inside the cluster: reach it with kubectl port-forward.
+                    # webhook sender; no model (it has no model_node). The dashboard listens
+                    # on the pod's address because the operator deploys through it; Ray's
+                    # token guards it. Reach it with kubectl port-forward.
                     "rayStartParams": {"num-cpus": "2", "dashboard-host": "0.0.0.0"},
                     "template": {"spec": {"containers": [
                         _container("ray-head", "2", "6Gi", ports=head_ports)]}},

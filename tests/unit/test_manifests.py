@@ -70,3 +70,26 @@ def test_the_vm_cluster_keeps_models_on_workers():
     assert all(types[t]["resources"]["model_node"] >= 1 for t in ("cpu_worker", "gpu_worker"))
     assert types["gpu_worker"]["resources"]["GPU"] == 1
     assert "--dashboard-host=127.0.0.1" in " ".join(config["head_start_ray_commands"])
+
+
+def test_ray_on_kubernetes_answers_only_with_its_token():
+    """Any pod could otherwise submit a job to the dashboard that reads the secrets."""
+    cluster = yaml.safe_load(MANIFEST.read_text())["spec"]["rayClusterConfig"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    major, minor, _ = (int(p) for p in cluster["rayVersion"].split("."))
+    assert (major, minor) >= (2, 52)  # the first Ray with token authentication
+
+
+def test_the_vm_cluster_keeps_its_secrets_in_a_file_and_ray_behind_its_token():
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "cluster.yaml").read_text())
+    commands = [c for key in ("setup_commands", "head_setup_commands",
+                              "head_start_ray_commands", "worker_start_ray_commands")
+                for c in config[key]]
+    text = (REPO_ROOT / "deploy" / "cluster.yaml").read_text()
+    assert "bashrc" not in " ".join(commands) and "${PRIMITIVES_" not in text
+    assert config["file_mounts"]["/home/ubuntu/primitives.env"] == "~/.primitives/cluster.env"
+    assert "chmod 600 ~/primitives.env" in config["setup_commands"]
+    for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        if "ray start" in command:
+            assert command.startswith("set -a && . ~/primitives.env && ")
+    assert "RAY_AUTH_MODE=token" in text
