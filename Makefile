@@ -15,7 +15,7 @@ test: install  ## Type check, then unit, API, integration and browser tests (sta
 	$(BIN)/mypy
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-test-tools.sh
-	$(BIN)/python -m pytest --ignore=tests/cluster
+	PYTHONFAULTHANDLER=1 $(BIN)/python -m pytest --ignore=tests/cluster
 
 test-cluster: install  ## Multi-node tests: cluster autoscaling (fake provider), node loss
 	bash scripts/ensure-postgres.sh

@@ -11,3 +11,18 @@ def _no_ray(monkeypatch):
         raise RuntimeError("unit tests must not start Ray")
 
     monkeypatch.setattr(ray, "init", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _no_platform_settings(monkeypatch):
+    """Settings read in a unit test come from the test alone, not from variables a running
+    platform of the same session (the integration tests') put in the environment."""
+    import os
+
+    from config.settings import get_settings
+
+    for name in [n for n in os.environ if n.startswith("PRIMITIVES_")]:
+        monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
