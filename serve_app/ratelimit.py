@@ -39,6 +39,9 @@ class Limiter(Protocol):
     def clear(self, key: Hashable) -> None:
         """Forget ``key``'s events."""
 
+    def give_back(self, key: Hashable) -> None:
+        """Take back the latest event counted for ``key`` (it turned out not to count)."""
+
 
 class SlidingWindow:
     """At most ``limit`` events per ``window`` seconds for each key."""
@@ -85,6 +88,12 @@ class SlidingWindow:
         with self._lock:
             self._events.pop(key, None)
 
+    def give_back(self, key: Hashable) -> None:
+        with self._lock:
+            events = self._events.get(key)
+            if events:
+                events.pop()
+
 
 class SharedWindow:
     """At most ``limit`` events per ``window`` seconds for each key, counted in the database
@@ -103,15 +112,17 @@ class SharedWindow:
         return f"{self.prefix}:{key}"[:200]
 
     def _wait(self, current: int, previous: int, elapsed: float) -> int:
-        """Seconds until the estimate is under the limit (0: it is now)."""
+        """Seconds until the estimate is under the limit (0: it is now). The previous
+        window's share counts as whole events (rounded up): 3 failures a moment before the
+        window turned still count as 3 for a limit of 3, not 2.97."""
         covered = 1 - elapsed / self.window  # of the previous window, still in the slide
-        if previous * covered + current < self.limit:
+        if math.ceil(previous * covered - 1e-9) + current < self.limit:
             return 0
         if current >= self.limit:  # only the next window helps, and its own slide
             left = self.window - elapsed
             return max(1, math.ceil(left + self.window * (1 - (self.limit - 1) / current)))
-        # The previous window's share must fall to (limit - current) / previous.
-        needed = 1 - (self.limit - current) / previous
+        # The previous window's share must fall to (limit - current - 1) / previous.
+        needed = 1 - (self.limit - current - 1) / previous
         return max(1, math.ceil((needed - elapsed / self.window) * self.window) + 1)
 
     def _counts(self, key: Hashable, add: bool) -> int:
@@ -145,6 +156,13 @@ class SharedWindow:
     def clear(self, key: Hashable) -> None:
         with self.sessions() as db:
             limits.clear(db=db, key=self._key(key))
+
+    def give_back(self, key: Hashable) -> None:
+        now = time.time()
+        with self.sessions() as db:
+            limits.add(db=db, key=self._key(key), count=-1,
+                       window_start=datetime.fromtimestamp(now - now % self.window, UTC))
+            db.commit()
 
 
 class BatchedWindow:
@@ -214,6 +232,11 @@ class BatchedWindow:
             for pending in [k for k in self._pending if k[0] == name]:
                 del self._pending[pending]
         self.shared.clear(key)
+
+    def give_back(self, key: Hashable) -> None:
+        start, _ = self._window()
+        with self._lock:
+            self._pending[(self.shared._key(key), start)] -= 1
 
     def _start_flusher(self) -> None:
         if self._flusher is None or not self._flusher.is_alive():

@@ -44,3 +44,17 @@ def test_a_flood_of_keys_is_bounded(clock):
     clock[0] += 61
     window.hit("late")  # past max_keys: keys with no recent event are dropped
     assert len(window._events) <= 2
+
+
+def test_the_shared_estimate_counts_the_previous_windows_events_whole():
+    """3 failures just before the window turned still spend a limit of 3 (the estimate
+    2.97 let a 4th guess through at every minute's edge)."""
+    from serve_app.ratelimit import SharedWindow
+
+    window = SharedWindow(sessions=None, limit=3, prefix="t")  # type: ignore[arg-type]
+    assert window._wait(current=0, previous=3, elapsed=0.6) >= 1
+    assert window._wait(current=0, previous=3, elapsed=20.5) == 0  # 3 x 0.66 -> 2 events
+    assert window._wait(current=2, previous=0, elapsed=59.0) == 0
+    assert window._wait(current=3, previous=0, elapsed=1.0) >= 1
+    wait = window._wait(current=1, previous=3, elapsed=5.0)  # needs 3 x share <= 1
+    assert window._wait(current=1, previous=3, elapsed=5.0 + wait) == 0
