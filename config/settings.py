@@ -72,7 +72,14 @@ class Settings(BaseSettings):
     # requests are seen up to this late: with R replicas a user may pass the limit by at
     # most (R - 1) x the requests one replica accepts in this time.
     limits_flush_seconds: float = Field(default=0.25, ge=0, le=10)
+    # Failed logins per (client address, user name), and per account from every address
+    # together (many addresses guessing one password); password verifies at once per ingress
+    # replica (argon2id takes 64 MiB each); the proxies whose X-Forwarded-For names the client
+    # (comma-separated addresses or CIDR blocks; none by default, so the peer's address counts).
     login_failures_per_minute: int = 10
+    login_failures_per_account_per_minute: int = 50
+    login_concurrency: int = Field(default=4, ge=1)
+    trusted_proxies: str = ""
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.registry import Registry
 from config.settings import Settings
+from serve_app.auth.guard import LoginGuard, parse_networks
 from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow
 
 T = TypeVar("T")
@@ -112,16 +113,19 @@ class AppServices:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]  # autocommit: reads only
     queue: QueueLink
-    login_failures: Limiter
+    login_guard: LoginGuard
     request_rate: Limiter
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
                read_sessions: sessionmaker[Session], queue: QueueLink) -> AppServices:
         login_failures: Limiter
+        account_failures: Limiter
         request_rate: Limiter
         if settings.limits_storage == "database":
             login_failures = SharedWindow(sessions, settings.login_failures_per_minute, "login")
+            account_failures = SharedWindow(
+                sessions, settings.login_failures_per_account_per_minute, "login-account")
             request_rate = BatchedWindow(
                 sessions, settings.requests_per_minute, "requests",
                 flush_seconds=settings.limits_flush_seconds) \
@@ -129,9 +133,13 @@ class AppServices:
                 SharedWindow(sessions, settings.requests_per_minute, "requests")
         else:
             login_failures = SlidingWindow(settings.login_failures_per_minute)
+            account_failures = SlidingWindow(settings.login_failures_per_account_per_minute)
             request_rate = SlidingWindow(settings.requests_per_minute)
+        guard = LoginGuard(failures=login_failures, account_failures=account_failures,
+                           concurrency=settings.login_concurrency,
+                           trusted_proxies=parse_networks(settings.trusted_proxies))
         return cls(settings=settings, registry=registry, sessions=sessions,
-                   read_sessions=read_sessions, queue=queue, login_failures=login_failures,
+                   read_sessions=read_sessions, queue=queue, login_guard=guard,
                    request_rate=request_rate)
 
 
@@ -177,8 +185,8 @@ async def get_queue(services: Services) -> QueueLink:
     return services.queue
 
 
-async def get_login_failures(services: Services) -> Limiter:
-    return services.login_failures
+async def get_login_guard(services: Services) -> LoginGuard:
+    return services.login_guard
 
 
 async def get_request_rate(services: Services) -> Limiter:
@@ -192,5 +200,5 @@ DbSession = Annotated[Session, Depends(get_db)]
 ReadDbSession = Annotated[Session, Depends(get_read_db)]
 AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
-LoginFailures = Annotated[Limiter, Depends(get_login_failures)]
+LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
 RequestRate = Annotated[Limiter, Depends(get_request_rate)]

@@ -13,7 +13,7 @@ from serve_app.auth.schemas import LoginForm, Token
 from serve_app.auth.security import create_access_token
 from serve_app.auth.service import authenticate
 from serve_app.bodies import read_capped, too_large
-from serve_app.dependencies import DbSession, LoginFailures, SettingsDep
+from serve_app.dependencies import DbSession, LoginGuardDep, SettingsDep
 
 router = APIRouter(tags=["auth"])
 
@@ -60,25 +60,23 @@ async def read_login_form(request: Request) -> LoginForm:
     }}},
     responses={400: {"description": "A malformed form body (e.g. more than 16 fields)"},
                413: {"description": "A body over 16 KiB (refused while it streams in)"},
-               429: {"description": "Too many failed logins from this client for this user"},
+               429: {"description": "Too many failed logins from this client for this user, "
+                                     "or for this user from every client"},
+               503: {"description": "Too many password checks at once; retry after a moment"},
                422: {"description": "Incorrect username or password, or missing fields",
                      "content": {"application/json": {"example": {
                          "detail": "Incorrect username or password"}}}}},
 )
-def login(request: Request, db: DbSession, settings: SettingsDep, failures: LoginFailures,
+def login(request: Request, db: DbSession, settings: SettingsDep, guard: LoginGuardDep,
           form: Annotated[LoginForm, Depends(read_login_form)]) -> Token:
-    key = (request.client.host if request.client else "", form.username)
-    wait = failures.retry_after(key)
-    if wait:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            detail=f"Too many failed logins; try again in {wait} s.",
-                            headers={"Retry-After": str(wait)})
-    user = authenticate(db=db, username=form.username, password=form.password)
+    keys = guard.keys(request, form.username)
+    guard.admit(keys)  # counted before the verify: parallel guesses cannot overshoot
+    with guard.verify_slot():
+        user = authenticate(db=db, username=form.username, password=form.password)
     if user is None:
-        failures.hit(key)
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail="Incorrect username or password")
-    failures.clear(key)
+    guard.succeeded(keys)
     token = create_access_token(
         user_id=user.id,
         secret=settings.jwt_secret.get_secret_value(),

@@ -93,7 +93,8 @@ def test_a_nul_character_is_a_validation_error_not_a_server_error(client, make_u
 def test_unknown_user_costs_about_as_much_as_a_wrong_password(settings, registry, sessions,
                                                              make_user):
     make_user("first", "111")
-    unthrottled = settings.model_copy(update={"login_failures_per_minute": 10**6})
+    unthrottled = settings.model_copy(update={"login_failures_per_minute": 10**6,
+                                              "login_failures_per_account_per_minute": 10**6})
     app = create_app(settings=unthrottled, registry=registry,
                      session_factory=sessions)
     client = TestClient(app)
