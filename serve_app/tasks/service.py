@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from storage import webhooks
 from storage.database import upsert_insert, utcnow
-from storage.models import IdempotencyKey, Task, TaskInput, TaskResult, TaskStatus
+from storage.models import IdempotencyKey, Task, TaskInput, TaskResult, TaskStatus, User
 from storage.results import result_body
 
 # Ids a database column can hold; anything else cannot name a task.
@@ -109,6 +109,7 @@ def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_a
         if replay is not None:
             db.rollback()
             return Created(ids=replay, replayed=True)
+    lock_user(db=db, user_id=user_id)  # the check and the insert as one step per user
     active, stored = usage(db=db, user_id=user_id)  # one query for both limits
     if active + len(new.images) > max_active:
         db.rollback()  # the key too: a retry after the quota frees may succeed
@@ -147,6 +148,17 @@ def _take_key(*, db: Session, user_id: int, key: str, digest: str,
     if first.request_digest != digest:
         raise KeyReused
     return list(first.response["ids"])
+
+
+def lock_user(*, db: Session, user_id: int) -> None:
+    """Hold the user's row until the transaction ends, so that one user's quota checks and
+    inserts run one after another (parallel submissions each passed an unlocked count)."""
+    if db.get_bind().dialect.name == "sqlite":
+        # SQLite's reads take no lock and its writes lock the whole file: a write that
+        # changes nothing takes that lock now, before the count.
+        db.execute(update(User).where(User.id == user_id).values(id=User.id))
+    else:
+        db.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
 def usage(*, db: Session, user_id: int) -> tuple[int, int]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -49,3 +51,23 @@ def test_tasks_waiting_and_request_rate_are_capped(strict_client, make_user, sam
     assert statuses[-1] == 429 and 200 in statuses
     assert "Too many requests" in strict_client.get("/api/tasks", headers=headers) \
         .json()["detail"]
+
+
+def test_parallel_submissions_cannot_overrun_the_waiting_quota(settings, registry, sessions,
+                                                               make_user, sample_jpeg):
+    """Found by the outside review: the quota was an unlocked count, so parallel requests
+    each passed it."""
+    limited = settings.model_copy(update={"max_active_tasks_per_user": 4,
+                                          "requests_per_minute": 10**6})
+    name, password = make_user()
+    with TestClient(create_app(settings=limited, registry=registry,
+                               session_factory=sessions)) as client:
+        token = client.post("/oauth/login", data={"username": name, "password": password})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}",
+                   "Content-Type": "image/jpeg"}
+        with ThreadPoolExecutor(16) as pool:
+            codes = list(pool.map(lambda _: client.post(
+                "/api/tasks", content=sample_jpeg, headers=headers).status_code, range(32)))
+        assert codes.count(200) == 4 and codes.count(429) == 28
+        listed = client.get("/api/tasks", headers=headers).json()["tasks"]
+    assert len(listed) == 4
