@@ -2,7 +2,10 @@
 (checked, pinned) address, logs the attempt and schedules a retry with exponential back-off
 and jitter. Deliveries run concurrently and each is bounded by a time-out, so a slow or dead
 receiver holds one slot for at most that long and never the task queue, which only stores
-the delivery. Knows nothing of Ray: the ``WebhookSender`` actor runs it."""
+the delivery. The time-out bounds the whole attempt (resolving, connecting, the answer's head),
+not each read: a receiver that sends a byte every few seconds is cut off all the same, long
+before the delivery's lock lapses, so no delivery is ever taken twice at once. Knows nothing
+of Ray: the ``WebhookSender`` actor runs it."""
 
 from __future__ import annotations
 
@@ -83,6 +86,10 @@ class WebhookSender:
                                         trust_env=False,
                                         limits=httpx.Limits(max_connections=self.concurrency))
 
+    @property
+    def lock_seconds(self) -> float:
+        return self.timeout_s * 3 + 30
+
     def notify(self) -> None:
         self.wake.set()
 
@@ -96,9 +103,10 @@ class WebhookSender:
         free = self.concurrency - len(self.running)
         if free <= 0:
             return 0
-        # Locked for longer than one attempt can take, so no other sender takes it meanwhile.
+        # Locked for far longer than an attempt may take (its deadline), so no other sender
+        # takes it meanwhile.
         due = await asyncio.to_thread(self.store.take_due, limit=free,
-                                      lock_seconds=self.timeout_s * 3 + 30)
+                                      lock_seconds=self.lock_seconds)
         for delivery in due:
             task = asyncio.create_task(self.deliver(delivery))
             self.running.add(task)
@@ -140,13 +148,14 @@ class WebhookSender:
         status_code: int | None = None
         error: str | None = None
         try:
-            status_code = await self.post(delivery)
+            async with asyncio.timeout(self.timeout_s):  # the whole attempt, not each read
+                status_code = await self.post(delivery)
             if not 200 <= status_code < 300:
                 error = (f"answered {status_code}; redirects are not followed"
                          if 300 <= status_code < 400 else f"answered {status_code}")
         except UnsafeUrl as exc:
             error = str(exc)
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             error = f"no answer within {self.timeout_s:g} s"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

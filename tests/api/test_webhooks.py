@@ -4,8 +4,10 @@ the URL, settling a task stores the delivery, the sender signs, retries and logs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -205,3 +207,63 @@ def test_a_webhook_log_is_read_by_owner_as_well_as_task_id(client, alice, bob, s
         other = get_user_by_username(db=db, username="bob").id
         assert len(webhooks.deliveries_for_task(db=db, user_id=owner, task_id=task_id)) == 1
         assert webhooks.deliveries_for_task(db=db, user_id=other, task_id=task_id) == []
+
+
+class Dribbler:
+    """A receiver that reads the request, then sends its answer's head one byte every
+    ``every_s``: each read returns in time, the answer never ends (a slowloris)."""
+
+    def __init__(self, every_s: float = 0.3, for_s: float = 15.0):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.connections = 0
+        self.every_s, self.for_s = every_s, for_s
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.server.accept()
+                self.connections += 1
+                threading.Thread(target=self._dribble, args=(connection,), daemon=True).start()
+
+    def _dribble(self, connection: socket.socket) -> None:
+        with connection, contextlib.suppress(OSError):
+            connection.recv(65536)
+            deadline = time.monotonic() + self.for_s
+            while time.monotonic() < deadline:
+                connection.sendall(b"H")
+                time.sleep(self.every_s)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_slowloris_receiver_is_cut_off_at_the_attempts_deadline(client, alice, sample_jpeg,
+                                                                  finish, sessions):
+    """Found by the outside review: httpx's time-outs are per read, so a receiver sending a
+    byte every few seconds held a delivery slot without end, and after the lock lapsed the
+    same delivery was taken into a second slot."""
+    dribbler = Dribbler()
+    try:
+        task_id = submit(client, alice, sample_jpeg, webhook=dribbler.url)
+        finish([])
+        sender = _sender(sessions, timeout_s=1.0, max_attempts=1)
+        started = time.monotonic()
+
+        def given_up() -> bool:
+            log = client.get(f"/api/tasks/{task_id}/webhooks", headers=alice).json()
+            return log["deliveries"][0]["state"] == "gave_up"
+
+        _run(sender, given_up, timeout=10)
+        assert time.monotonic() - started < 5  # on ec95f26: not before the dribble ends
+        attempt = client.get(f"/api/tasks/{task_id}/webhooks", headers=alice) \
+            .json()["deliveries"][0]["attempts"]
+        assert [a["error"] for a in attempt] == ["no answer within 1 s"]
+        assert attempt[0]["duration_ms"] < 2500
+        assert dribbler.connections == 1
+        # A delivery in flight keeps its lock for far longer than an attempt may last.
+        assert sender.lock_seconds > 3 * sender.timeout_s
+    finally:
+        dribbler.close()
