@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200
+    # Pictures (GET .../visualization) one user may have drawn at once per ingress replica;
+    # each decodes and encodes the whole input.
+    drawings_per_user: int = Field(default=2, ge=1)
 
     # Storage: a user's stored images may take this many bytes (0: no limit); settled tasks
     # (done, failed, canceled) older than this many days are purged with their inputs and

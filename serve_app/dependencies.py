@@ -16,6 +16,7 @@ from config.registry import Registry
 from config.settings import Settings
 from serve_app.auth.guard import LoginGuard, parse_networks
 from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow
+from serve_app.tasks.visualize import DrawingSlots, PictureCache
 
 T = TypeVar("T")
 
@@ -115,6 +116,8 @@ class AppServices:
     queue: QueueLink
     login_guard: LoginGuard
     request_rate: Limiter
+    pictures: PictureCache
+    drawing: DrawingSlots
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
@@ -140,7 +143,8 @@ class AppServices:
                            trusted_proxies=parse_networks(settings.trusted_proxies))
         return cls(settings=settings, registry=registry, sessions=sessions,
                    read_sessions=read_sessions, queue=queue, login_guard=guard,
-                   request_rate=request_rate)
+                   request_rate=request_rate, pictures=PictureCache(),
+                   drawing=DrawingSlots(per_user=settings.drawings_per_user))
 
 
 # The dependencies that only hand out a part are ``async``: FastAPI runs a plain ``def``
@@ -185,6 +189,14 @@ async def get_queue(services: Services) -> QueueLink:
     return services.queue
 
 
+async def get_pictures(services: Services) -> PictureCache:
+    return services.pictures
+
+
+async def get_drawing(services: Services) -> DrawingSlots:
+    return services.drawing
+
+
 async def get_login_guard(services: Services) -> LoginGuard:
     return services.login_guard
 
@@ -201,4 +213,6 @@ ReadDbSession = Annotated[Session, Depends(get_read_db)]
 AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
 LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
+Pictures = Annotated[PictureCache, Depends(get_pictures)]
+Drawing = Annotated[DrawingSlots, Depends(get_drawing)]
 RequestRate = Annotated[Limiter, Depends(get_request_rate)]

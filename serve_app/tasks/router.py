@@ -13,7 +13,15 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.dependencies import CurrentUser
-from serve_app.dependencies import AsyncDb, DbSession, Queue, ReadDbSession, SettingsDep
+from serve_app.dependencies import (
+    AsyncDb,
+    DbSession,
+    Drawing,
+    Pictures,
+    Queue,
+    ReadDbSession,
+    SettingsDep,
+)
 from serve_app.tasks import service
 from serve_app.tasks.dependencies import (
     ClassificationModelId,
@@ -37,7 +45,7 @@ from serve_app.tasks.schemas import (
     WebhookDeliveryOut,
     WebhookLog,
 )
-from serve_app.tasks.visualize import draw_result
+from serve_app.tasks.visualize import Busy, draw_result
 from storage import webhooks
 from storage.models import Task, TaskResult, TaskStatus
 from storage.results import result_payload
@@ -304,10 +312,12 @@ def _picture_type(accept: str | None) -> str:
     summary="The input with the detected primitives and scene class drawn on it",
     response_class=Response,
     responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 401: UNAUTHORIZED,
-               404: NOT_FOUND, 409: {"model": Message, "description": "The task is not done"}},
+               404: NOT_FOUND, 409: {"model": Message, "description": "The task is not done"},
+               429: {"model": Message, "description": "Too many of your pictures are being "
+                                                      "drawn at once"}},
 )
 async def get_visualization(
-    task_id: TaskId, user: CurrentUser, db: AsyncDb,
+    task_id: TaskId, user: CurrentUser, db: AsyncDb, pictures: Pictures, drawing: Drawing,
     min_probability: Annotated[float, Query(ge=0, le=1, description="hide weaker boxes")] = 0,
     accept: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
@@ -327,14 +337,29 @@ async def get_visualization(
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400", "Vary": "Accept"}
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    found_input = await db.read(lambda s: service.get_input(db=s, user_id=user.id,
+    picture = pictures.get(etag)
+    if picture is None:
+        try:
+            async with drawing.slot(user.id):
+                picture = await _draw(db, user.id, task_id, stored, min_probability, media_type)
+        except Busy:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
+                                detail="Too many of your pictures are being drawn at once; "
+                                       "try again in a moment.",
+                                headers={"Retry-After": "1"}) from None
+        pictures.put(etag, picture)
+    return Response(content=picture, media_type=media_type, headers=headers)
+
+
+async def _draw(db: AsyncDb, user_id: int, task_id: int, stored: TaskResult,
+                min_probability: float, media_type: str) -> bytes:
+    found_input = await db.read(lambda s: service.get_input(db=s, user_id=user_id,
                                                             task_id=task_id))
     if found_input is None:  # deleted in between
         raise not_found(task_id)
-    picture = await run_in_threadpool(
+    return await run_in_threadpool(
         draw_result, found_input[1], image_class=stored.image_class,
         primitives=stored.primitives, min_probability=min_probability, media_type=media_type)
-    return Response(content=picture, media_type=media_type, headers=headers)
 
 
 @router.get("/api/tasks/{task_id}/webhooks", response_model=WebhookLog,

@@ -4,9 +4,12 @@ corner. Pillow only; nothing runs a model."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -67,3 +70,55 @@ def draw_result(image: bytes, *, image_class: str, primitives: Sequence[dict[str
     fmt = FORMATS[media_type]
     picture.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 3}))
     return out.getvalue()
+
+
+class PictureCache:
+    """Drawn pictures by ETag, least recently used first out, within ``max_bytes``: a result
+    never changes, so a picture asked for again is sent without decoding or drawing again."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024):
+        self.max_bytes, self.size = max_bytes, 0
+        self._pictures: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, etag: str) -> bytes | None:
+        picture = self._pictures.get(etag)
+        if picture is not None:
+            self._pictures.move_to_end(etag)
+        return picture
+
+    def put(self, etag: str, picture: bytes) -> None:
+        if len(picture) > self.max_bytes // 4 or etag in self._pictures:
+            return
+        self._pictures[etag] = picture
+        self.size += len(picture)
+        while self.size > self.max_bytes:
+            _, dropped = self._pictures.popitem(last=False)
+            self.size -= len(dropped)
+
+
+class Busy(Exception):
+    """The user already has as many pictures being drawn as allowed."""
+
+
+class DrawingSlots:
+    """Drawing decodes and encodes the whole input (up to the pixel limit, 120 MB of RGB at
+    40 MP): at most ``per_user`` at once for one user (Busy beyond) and ``total`` at once in
+    this replica (the rest wait their turn)."""
+
+    def __init__(self, *, per_user: int = 2, total: int = 2):
+        self.per_user = per_user
+        self._running: Counter[int] = Counter()
+        self._total = asyncio.Semaphore(total)
+
+    @asynccontextmanager
+    async def slot(self, user_id: int) -> AsyncIterator[None]:
+        if self._running[user_id] >= self.per_user:
+            raise Busy
+        self._running[user_id] += 1
+        try:
+            async with self._total:
+                yield
+        finally:
+            self._running[user_id] -= 1
+            if not self._running[user_id]:
+                del self._running[user_id]

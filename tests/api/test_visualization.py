@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
@@ -104,3 +106,50 @@ def test_a_task_not_done_is_409_and_others_tasks_404(client, alice, bob, sample_
     assert theirs.status_code == 404
     assert theirs.json() == {"detail": f"Task with id {task_id} does not exist."}
     assert client.get(f"/api/tasks/{task_id}/visualization").status_code == 401
+
+
+def test_a_picture_asked_for_again_is_not_drawn_again(client, alice, finish, monkeypatch):
+    """Found by the outside review: every GET decoded and encoded the whole input again."""
+    from serve_app.tasks import router
+
+    drawn: list[int] = []
+    real = router.draw_result
+    monkeypatch.setattr(router, "draw_result",
+                        lambda *a, **k: drawn.append(1) or real(*a, **k))
+    task_id = submit(client, alice, _photo(320, 200))
+    finish([CUBE, SPHERE])
+    first = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
+    again = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
+    assert first.status_code == again.status_code == 200 and first.content == again.content
+    assert len(drawn) == 1
+    other = client.get(f"/api/tasks/{task_id}/visualization?min_probability=0.5", headers=alice)
+    assert other.status_code == 200 and other.content != first.content and len(drawn) == 2
+
+
+def test_one_user_gets_at_most_two_pictures_drawn_at_once(client, alice, bob, finish,
+                                                         monkeypatch):
+    from serve_app.tasks import router
+
+    release, started = threading.Event(), threading.Semaphore(0)
+    real = router.draw_result
+
+    def slow(*args, **kwargs):
+        started.release()
+        release.wait(10)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(router, "draw_result", slow)
+    mine = [submit(client, alice, _photo(320, 200 + i)) for i in range(3)]
+    theirs = submit(client, bob, _photo(300, 200))
+    finish([CUBE])
+    with ThreadPoolExecutor(4) as pool:
+        first_two = [pool.submit(client.get, f"/api/tasks/{t}/visualization", headers=alice)
+                     for t in mine[:2]]
+        assert started.acquire(timeout=10) and started.acquire(timeout=10)
+        third = client.get(f"/api/tasks/{mine[2]}/visualization", headers=alice)
+        assert third.status_code == 429 and third.headers["retry-after"] == "1"
+        assert "drawn at once" in third.json()["detail"]
+        bobs = pool.submit(client.get, f"/api/tasks/{theirs}/visualization", headers=bob)
+        release.set()
+        assert [f.result().status_code for f in first_two] == [200, 200]
+        assert bobs.result().status_code == 200  # another user waited its turn, not refused
