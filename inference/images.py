@@ -10,15 +10,28 @@ from PIL import Image, ImageOps
 
 from inference.types import ImageUnreadable
 
+ORIENTATION = 0x0112  # the EXIF tag
+# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
+_TRANSPOSES = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+               4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+               6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+               8: Image.Transpose.ROTATE_90}
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    transpose = _TRANSPOSES.get(orientation)
+    return image.transpose(transpose) if transpose is not None else image
+
 
 def decode_image(data: bytes, *, min_side: int | None = None) -> np.ndarray:
     """RGB uint8 array (H, W, 3) of the image as displayed (EXIF orientation applied).
 
     With ``min_side``, a JPEG is decoded at the smallest of its DCT scales (1/2, 1/4, 1/8)
     whose longer side is still at least ``min_side``: the models resize to their input size
-    anyway, and a scaled decode costs a fraction of a full one. Boxes are reported relative
-    to the image size, so they do not change. Raises ImageUnreadable when the bytes are not a
-    decodable image.
+    anyway, and a scaled decode costs a fraction of a full one. Other formats decode whole
+    and are reduced at once by the largest whole factor that keeps that side. Boxes are
+    reported relative to the image size, so they do not change. Raises ImageUnreadable when
+    the bytes are not a decodable image.
     """
     try:
         with Image.open(io.BytesIO(data)) as img:
@@ -26,6 +39,13 @@ def decode_image(data: bytes, *, min_side: int | None = None) -> np.ndarray:
             if min_side and img.format == "JPEG" and max(width, height) > min_side:
                 scale = min_side / max(width, height)
                 img.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            factor = max(width, height) // min_side if min_side else 1
+            if img.format != "JPEG" and factor >= 2:
+                # A PNG decodes whole; reduced at once (box filter, by a whole factor that
+                # keeps the longer side at least min_side), the copies after it (upright,
+                # RGB, array) are small.
+                orientation = img.getexif().get(ORIENTATION, 1)
+                return np.asarray(_upright(img.reduce(factor), orientation).convert("RGB"))
             upright = ImageOps.exif_transpose(img)
             return np.asarray(upright.convert("RGB"))
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes

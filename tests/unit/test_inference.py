@@ -108,3 +108,25 @@ def test_a_scaled_decode_keeps_the_longer_side_at_least_the_asked_size():
     assert decode_image(buf.getvalue(), min_side=1000).shape == (480, 640, 3)
     assert np.abs(decode_image(buf.getvalue(), min_side=256).astype(int).mean(axis=(0, 1))
                   - [10, 200, 30]).max() < 3
+
+
+@pytest.mark.parametrize("orientation", [None, 6, 3])
+def test_a_large_png_is_reduced_at_once_and_still_shown_upright(orientation):
+    """Found by the outside review: the queue kept a 40 MP PNG at full size through every copy;
+    it is reduced right after decoding, by a whole factor that keeps the asked side."""
+    img = Image.new("RGB", (3000, 1000), (10, 200, 30))
+    img.paste((255, 0, 0), (0, 0, 300, 100))  # a red corner to tell the orientation
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    img.save(buf, format="PNG", exif=exif.tobytes())
+    full = decode_image(buf.getvalue())
+    reduced = decode_image(buf.getvalue(), min_side=640)  # 3000 // 640: by 4
+    assert full.shape[:2] == ((1000, 3000) if orientation in (None, 3) else (3000, 1000))
+    assert reduced.shape == (full.shape[0] // 4, full.shape[1] // 4, 3)
+    assert max(reduced.shape[:2]) >= 640
+    red = np.argwhere((full[..., 0] > 200) & (full[..., 1] < 50)).mean(axis=0) / full.shape[:2]
+    red_small = np.argwhere((reduced[..., 0] > 200) & (reduced[..., 1] < 50)).mean(axis=0) \
+        / reduced.shape[:2]
+    assert np.abs(red - red_small).max() < 0.02  # the same corner, the same way up
