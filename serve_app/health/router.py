@@ -4,9 +4,10 @@ nothing about versions, paths or secrets."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -16,6 +17,22 @@ from serve_app.dependencies import Queue, ReadSessionFactory, RegistryDep
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0
+# /readyz answers from the last check this young: anyone may call it, and each check asks the
+# database, the queue and every model deployment.
+READY_CACHE_S = 2.0
+clock = time.monotonic
+
+
+class ReadyCache:
+    """The last readiness answer and when it was taken; one check at a time per replica."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.taken_at = -1e9
+        self.failing: list[str] = []
+
+    def fresh(self) -> bool:
+        return clock() - self.taken_at < READY_CACHE_S
 
 
 class Alive(BaseModel):
@@ -39,8 +56,20 @@ def healthz() -> Alive:
 @router.get("/readyz", response_model=Ready,
             summary="The database, the task queue and every model's replicas answer",
             responses={503: {"model": NotReady, "description": "What is not ready"}})
-async def readyz(sessions: ReadSessionFactory, queue: Queue,
+async def readyz(request: Request, sessions: ReadSessionFactory, queue: Queue,
                  registry: RegistryDep) -> Ready | JSONResponse:
+    cache: ReadyCache = request.app.state.__dict__.setdefault("ready_cache", ReadyCache())
+    if not cache.fresh():
+        async with cache.lock:  # callers that arrive meanwhile take this check's answer
+            if not cache.fresh():
+                cache.failing = await _failing(sessions, queue, registry)
+                cache.taken_at = clock()
+    if cache.failing:
+        return JSONResponse(NotReady(failing=cache.failing).model_dump(), status_code=503)
+    return Ready()
+
+
+async def _failing(sessions, queue, registry) -> list[str]:
     def database_answers() -> bool:
         with sessions() as db:
             return db.execute(text("SELECT 1")).scalar() == 1
@@ -58,6 +87,4 @@ async def readyz(sessions: ReadSessionFactory, queue: Queue,
     if not queue_ready:
         failing.append("queue")
     failing += [m.name for m in registry.models if not models.get(m.id, {}).get("ready")]
-    if failing:
-        return JSONResponse(NotReady(failing=failing).model_dump(), status_code=503)
-    return Ready()
+    return failing

@@ -62,3 +62,28 @@ def test_no_queue_and_no_database_are_named(settings, registry):
     assert response.status_code == 503
     assert response.json() == {"status": "not ready",
                                "failing": ["database", "queue", "YOLO", "SSD", "model_v1"]}
+
+
+class Counting(Running):
+    def __init__(self, registry):
+        super().__init__(registry)
+        self.asked = 0
+
+    async def describe_models(self) -> dict[int, dict[str, Any]]:
+        self.asked += 1
+        return await super().describe_models()
+
+
+def test_readiness_is_checked_at_most_every_two_seconds(settings, registry, sessions,
+                                                        read_sessions, monkeypatch):
+    """Found by the outside review: every unauthenticated call asked every model."""
+    from serve_app.health import router as health
+
+    queue = Counting(registry)
+    now = [1000.0]
+    monkeypatch.setattr(health, "clock", lambda: now[0])
+    with _client(settings, registry, sessions, read_sessions, queue) as client:
+        assert all(client.get("/readyz").status_code == 200 for _ in range(20))
+        assert queue.asked == 1
+        now[0] += health.READY_CACHE_S
+        assert client.get("/readyz").status_code == 200 and queue.asked == 2
