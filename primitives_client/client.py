@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import builtins
+import ipaddress
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,19 @@ SETTLED = frozenset({"done", "failed", "canceled"})
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 PREFER_WAIT_MAX_S = 60  # the longest ``Prefer: wait`` the platform honours
 MEDIA_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
+
+
+class InsecureTransportWarning(UserWarning):
+    """Passwords and tokens would cross the network in plain text."""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class PrimitivesError(Exception):
@@ -40,6 +55,10 @@ class Client:
                  transport: httpx.BaseTransport | None = None):
         self.url, self.token, self.retries = url.rstrip("/"), token, retries
         self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        if self.http.base_url.scheme == "http" and not _is_loopback(self.http.base_url.host):
+            warnings.warn(f"{self.url} is plain http: the password and the token cross the "
+                          "network unencrypted; use https beyond this machine",
+                          InsecureTransportWarning, stacklevel=2)
 
     def close(self) -> None:
         self.http.close()

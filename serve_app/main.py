@@ -11,7 +11,7 @@ from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.registry import Registry
-from config.settings import Settings
+from config.settings import Environment, Settings
 from serve_app.account.router import router as account_router
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
@@ -41,6 +41,10 @@ def create_app(
                     "the scene class in images, asynchronously. Log in at /oauth/login, "
                     "submit at POST /api/tasks, poll the status (or pass a webhook), read "
                     "the result or its picture. The web page is at /.",
+        # The interactive docs load their scripts from a CDN onto this origin: development
+        # only. Production serves the schema alone (/openapi.json).
+        docs_url=None if settings.environment is Environment.production else "/docs",
+        redoc_url=None if settings.environment is Environment.production else "/redoc",
     )
     app.state.services = AppServices.create(settings=settings, registry=registry,
                                             sessions=session_factory,

@@ -59,6 +59,8 @@ def parse(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of an http(s) URL; UnsafeUrl when it is not one."""
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeUrl(f"The webhook URL is longer than {MAX_URL_LENGTH} characters.")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise UnsafeUrl("The webhook URL holds a control character.")
     try:
         parts = urlsplit(url)
         port = parts.port

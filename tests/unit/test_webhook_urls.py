@@ -30,6 +30,8 @@ from webhooks.urls import UnsafeUrl, resolve
     ("http://100.64.0.1/", "not publicly routable"),
     ("http://224.0.0.1/", "not publicly routable"),
     ("http://" + "a" * 2100 + ".com/", "longer than"),
+    ("http://93.184.216.34/ho\x00ok", "control character"),  # a 500 on PostgreSQL before
+    ("http://93.184.216.34/\r\nX-Injected: 1", "control character"),
     # IPv6 forms that carry an IPv4 address are judged by the address they reach.
     ("http://[64:ff9b::a9fe:a9fe]/", "link-local or metadata"),   # NAT64 of 169.254.169.254
     ("http://[64:ff9b::a00:1]/", "private"),                     # NAT64 of 10.0.0.1
