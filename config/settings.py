@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Pictures (GET .../visualization) one user may have drawn at once per ingress replica;
     # each decodes and encodes the whole input.
     drawings_per_user: int = Field(default=2, ge=1)
+    # Requests one user may hold open per ingress replica waiting for a task (?wait=,
+    # Prefer: wait); beyond them a request is answered at once with the task as it is.
+    waits_per_user: int = Field(default=64, ge=1)
 
     # Storage: a user's stored images may take this many bytes (0: no limit); settled tasks
     # (done, failed, canceled) older than this many days are purged with their inputs and

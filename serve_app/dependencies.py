@@ -4,7 +4,9 @@ so route code declares what it needs (``settings: SettingsDep``) and tests can s
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -19,6 +21,30 @@ from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWin
 from serve_app.tasks.visualize import DrawingSlots, PictureCache
 
 T = TypeVar("T")
+
+
+class WaitSlots:
+    """Requests of one user held open at once, waiting for a task (long polls, Prefer: wait),
+    in this replica: each holds a connection and a waiter in the queue. Beyond ``per_user``
+    a request is answered at once with the task as it is."""
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self._waiting: Counter[int] = Counter()
+
+    @contextmanager
+    def slot(self, user_id: int) -> Iterator[bool]:
+        """Whether this request may wait (the event loop's thread only: no lock)."""
+        if self._waiting[user_id] >= self.per_user:
+            yield False
+            return
+        self._waiting[user_id] += 1
+        try:
+            yield True
+        finally:
+            self._waiting[user_id] -= 1
+            if not self._waiting[user_id]:
+                del self._waiting[user_id]
 
 
 class QueueLink(Protocol):
@@ -118,6 +144,7 @@ class AppServices:
     request_rate: Limiter
     pictures: PictureCache
     drawing: DrawingSlots
+    waits: WaitSlots
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
@@ -144,7 +171,8 @@ class AppServices:
         return cls(settings=settings, registry=registry, sessions=sessions,
                    read_sessions=read_sessions, queue=queue, login_guard=guard,
                    request_rate=request_rate, pictures=PictureCache(),
-                   drawing=DrawingSlots(per_user=settings.drawings_per_user))
+                   drawing=DrawingSlots(per_user=settings.drawings_per_user),
+                   waits=WaitSlots(per_user=settings.waits_per_user))
 
 
 # The dependencies that only hand out a part are ``async``: FastAPI runs a plain ``def``
@@ -189,6 +217,10 @@ async def get_queue(services: Services) -> QueueLink:
     return services.queue
 
 
+async def get_waits(services: Services) -> WaitSlots:
+    return services.waits
+
+
 async def get_pictures(services: Services) -> PictureCache:
     return services.pictures
 
@@ -214,5 +246,6 @@ AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
 LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
 Pictures = Annotated[PictureCache, Depends(get_pictures)]
+Waits = Annotated[WaitSlots, Depends(get_waits)]
 Drawing = Annotated[DrawingSlots, Depends(get_drawing)]
 RequestRate = Annotated[Limiter, Depends(get_request_rate)]

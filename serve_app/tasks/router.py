@@ -21,6 +21,7 @@ from serve_app.dependencies import (
     Queue,
     ReadDbSession,
     SettingsDep,
+    Waits,
 )
 from serve_app.tasks import service
 from serve_app.tasks.dependencies import (
@@ -79,7 +80,7 @@ def not_found(task_id: int) -> HTTPException:
                          detail=f"Task with id {task_id} does not exist.")
 
 
-async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
+async def _settled_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, task_id: int,
                         wait: float) -> tuple[Task, TaskResult | None] | dict[str, Any]:
     """The caller's task and its result, in one query; with ``wait``, once the task settles
     or the wait runs out (``_waited_task``)."""
@@ -89,17 +90,23 @@ async def _settled_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int,
     if wait > 0 and found[0].status in UNSETTLED:
         # The queue registers the wait before it looks at the task itself, so a finish
         # between this read and the wait is still seen.
-        return await _waited_task(db, queue, user_id, task_id, wait)
+        return await _waited_task(db, queue, waits, user_id, task_id, wait)
     return found
 
 
-async def _waited_task(db: AsyncDb, queue: Queue, user_id: int, task_id: int, wait: float, *,
-                       notify: bool = False) -> tuple[Task, TaskResult | None] | dict[str, Any]:
+async def _waited_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, task_id: int,
+                       wait: float, *, notify: bool = False
+                       ) -> tuple[Task, TaskResult | None] | dict[str, Any]:
     """Wait for the caller's task (known to be theirs) to settle, up to ``wait`` seconds: the
-    result route's body when the queue that ended it sends it, else the task read again."""
-    body = await queue.wait_finished(task_id, wait, notify=notify)
-    if body is not None and body.get("id") == task_id:
-        return body
+    result route's body when the queue that ended it sends it, else the task read again.
+    A user already waiting on as many requests as allowed is answered at once instead."""
+    with waits.slot(user_id) as granted:
+        if granted:
+            body = await queue.wait_finished(task_id, wait, notify=notify)
+            if body is not None and body.get("id") == task_id:
+                return body
+        elif notify:
+            queue.notify()
     found = await _read_task(db, user_id, task_id)
     if found is None:  # deleted while it was waited for
         raise not_found(task_id)
@@ -134,8 +141,8 @@ def _read_task(db: AsyncDb, user_id: int,
 async def create_task(user: CurrentUser, detection_id: DetectionModelId,
                       classification_id: ClassificationModelId, webhook: WebhookUrl,
                       key: IdempotencyKeyHeader, uploads: UploadedImages, prefer: PreferWait,
-                      settings: SettingsDep, db: AsyncDb,
-                      queue: Queue) -> TaskCreated | TasksCreated | Response:
+                      settings: SettingsDep, db: AsyncDb, queue: Queue,
+                      waits: Waits) -> TaskCreated | TasksCreated | Response:
     limit = settings.max_active_tasks_per_user
     new = service.NewTasks(detection_model_id=detection_id,
                            classification_model_id=classification_id,
@@ -168,7 +175,7 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
     if prefer is not None and not uploads.batch:
         # Stored and committed above: a client that goes away now loses nothing. One call
         # to the queue both wakes it and waits for the task.
-        found = await _waited_task(db, queue, user.id, created.ids[0], prefer,
+        found = await _waited_task(db, queue, waits, user.id, created.ids[0], prefer,
                                    notify=not created.replayed)
         return JSONResponse(_result_body(found),
                             headers={"Preference-Applied": f"wait={prefer}"})
@@ -196,8 +203,8 @@ def list_tasks(
             summary="A task's status (optionally held until it finishes)",
             responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                     wait: WaitSeconds = 0) -> TaskStatusOut:
-    found = await _settled_task(db, queue, user.id, task_id, wait)
+                     waits: Waits, wait: WaitSeconds = 0) -> TaskStatusOut:
+    found = await _settled_task(db, queue, waits, user.id, task_id, wait)
     if isinstance(found, dict):
         return TaskStatusOut(id=task_id, status=TaskStatus(found["status"]))
     return TaskStatusOut(id=found[0].id, status=TaskStatus(found[0].status))
@@ -218,9 +225,9 @@ def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response
     return Response(content=data, media_type=media_type)
 
 
-async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue,
+async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue, waits: Waits,
                   wait: float) -> TaskResultOut | Response:
-    found = await _settled_task(db, queue, user_id, task_id, wait)
+    found = await _settled_task(db, queue, waits, user_id, task_id, wait)
     if isinstance(found, dict):  # the body as the queue stored it
         return JSONResponse(found)
     return _result_out(*found)
@@ -256,14 +263,14 @@ def _result_route(path: str):
 
 @_result_route("/tasks/{task_id}/result")
 async def get_result(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                     wait: WaitSeconds = 0) -> TaskResultOut | Response:
-    return await _result(task_id, user.id, db, queue, wait)
+                     waits: Waits, wait: WaitSeconds = 0) -> TaskResultOut | Response:
+    return await _result(task_id, user.id, db, queue, waits, wait)
 
 
 @_result_route("/api/tasks/{task_id}/result")
 async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                         wait: WaitSeconds = 0) -> TaskResultOut | Response:
-    return await _result(task_id, user.id, db, queue, wait)
+                         waits: Waits, wait: WaitSeconds = 0) -> TaskResultOut | Response:
+    return await _result(task_id, user.id, db, queue, waits, wait)
 
 
 @router.delete("/api/tasks/{task_id}", response_model=TaskCreated,

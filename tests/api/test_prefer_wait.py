@@ -4,7 +4,11 @@ finishes the task while the request waits, as the real queue would."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
@@ -137,3 +141,40 @@ def test_errors_come_before_any_wait(client, alice, sample_jpeg, queue):
     assert response.status_code == 400
     assert "Preference-Applied" not in response.headers
     assert queue.waits == []
+
+
+class HoldingQueue(NoQueue):
+    """Holds every wait until ``release`` is set (a task that takes long)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.waiting = 0
+
+    async def wait_finished(self, task_id: int, timeout: float, *,
+                            notify: bool = False) -> None:
+        self.waiting += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.release.wait(), timeout)
+
+
+def test_one_users_waiting_requests_are_capped_and_the_rest_answered_at_once(
+        settings, registry, sessions, read_sessions, alice, sample_jpeg):
+    """Found by the outside review: long polls per user were unbounded (each holds a
+    connection and a waiter in the queue)."""
+    queue = HoldingQueue()
+    capped = settings.model_copy(update={"waits_per_user": 2})
+    app = create_app(settings=capped, registry=registry, session_factory=sessions,
+                     read_session_factory=read_sessions, queue=queue)
+    with TestClient(app) as client, ThreadPoolExecutor(4) as pool:
+        task_id = post(client, alice, sample_jpeg).json()["id"]
+        held = [pool.submit(client.get, f"/api/tasks/{task_id}/status?wait=30", headers=alice)
+                for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while queue.waiting < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        third = client.get(f"/api/tasks/{task_id}/result?wait=30", headers=alice)
+        assert third.status_code == 200 and third.json()["status"] == "queued"
+        assert time.monotonic() - started < 5 and queue.waiting == 2
+        client.portal.call(queue.release.set)
+        assert [f.result().json()["status"] for f in held] == ["queued", "queued"]
