@@ -114,6 +114,11 @@ class Client:
         self.token = str(body["access_token"])
         return self.token
 
+    def logout(self) -> None:
+        """Log out everywhere: every token of this user issued until now stops working."""
+        self.request("POST", "/oauth/logout")
+        self.token = None
+
     def me(self) -> dict[str, Any]:
         return dict(self._json("GET", "/api/me"))
 

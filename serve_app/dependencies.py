@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Annotated, Any, Protocol, TypeVar
 
 from fastapi import Depends, Request
@@ -124,13 +125,24 @@ class Caller:
     username: str
 
 
-def load_caller(sessions: sessionmaker[Session], user_id: int) -> Caller | None:
-    """The user with this id, read in a session of its own (blocking), or None."""
+def load_caller(sessions: sessionmaker[Session], user_id: int,
+                issued_at: float | None = None) -> Caller | None:
+    """The user with this id, read in a session of its own (blocking); None when there is
+    none, or when a token issued at ``issued_at`` predates the user's last password change
+    or logout."""
     from serve_app.auth.service import get_user
 
     with sessions() as db:
         user = get_user(db=db, user_id=user_id)
-        return Caller(id=user.id, username=user.username) if user is not None else None
+        if user is None:
+            return None
+        revoked = user.tokens_valid_after
+        if revoked is not None and issued_at is not None:
+            if revoked.tzinfo is None:  # SQLite hands back naive UTC
+                revoked = revoked.replace(tzinfo=UTC)
+            if issued_at < revoked.timestamp():
+                return None
+        return Caller(id=user.id, username=user.username)
 
 
 @dataclass(frozen=True)

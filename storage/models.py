@@ -40,6 +40,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     # Signs the user's webhooks ("whsec_" + base64 of 24 random bytes); made on first use.
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
+    # Tokens issued before this moment are refused: set by a password change and by logout.
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

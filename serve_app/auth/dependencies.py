@@ -9,7 +9,7 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from serve_app.auth.security import decode_access_token
+from serve_app.auth.security import read_access_token
 from serve_app.dependencies import (
     Caller,
     ReadSessionFactory,
@@ -36,16 +36,16 @@ async def authenticated_user(
     """The user the bearer token names; 401 for anything else."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NOT_AUTHENTICATED
-    user_id = decode_access_token(
+    token = read_access_token(
         credentials.credentials,
         secret=settings.jwt_secret.get_secret_value(),
         algorithm=settings.jwt_algorithm,
     )
-    if user_id is None or not 0 < user_id < 2**31:  # the column is a 32-bit integer
+    if token is None or not 0 < token[0] < 2**31:  # the column is a 32-bit integer
         raise NOT_AUTHENTICATED
     # A session of its own, closed at once: a long-polling request must not hold a pooled
     # connection while it waits.
-    user = await run_in_threadpool(load_caller, sessions, user_id)
+    user = await run_in_threadpool(load_caller, sessions, *token)
     if user is None:
         raise NOT_AUTHENTICATED
     return user

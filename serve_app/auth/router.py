@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from serve_app.auth.dependencies import CurrentUser
 from serve_app.auth.schemas import LoginForm, Token
 from serve_app.auth.security import create_access_token
-from serve_app.auth.service import authenticate
+from serve_app.auth.service import authenticate, revoke_tokens
 from serve_app.bodies import read_capped, too_large
 from serve_app.dependencies import DbSession, LoginGuardDep, SettingsDep
 
@@ -84,3 +85,10 @@ def login(request: Request, db: DbSession, settings: SettingsDep, guard: LoginGu
         expires_minutes=settings.access_token_expire_minutes,
     )
     return Token(access_token=token)
+
+
+@router.post("/oauth/logout", status_code=status.HTTP_204_NO_CONTENT,
+             summary="Log out everywhere: every token issued until now is refused",
+             responses={401: {"description": "Not authenticated"}})
+def logout(user: CurrentUser, db: DbSession) -> None:
+    revoke_tokens(db=db, user_id=user.id)

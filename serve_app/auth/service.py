@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from serve_app.auth.security import hash_password, verify_password
+from storage.database import utcnow
 from storage.models import User
 
 
@@ -54,8 +55,15 @@ def set_password(*, db: Session, username: str, password: str) -> bool:
     if user is None:
         return False
     user.password_hash = hash_password(password)
+    user.tokens_valid_after = utcnow()  # every token issued before is refused from now
     db.commit()
     return True
+
+
+def revoke_tokens(*, db: Session, user_id: int) -> None:
+    """Log out everywhere: every token issued until now is refused."""
+    db.execute(update(User).where(User.id == user_id).values(tokens_valid_after=utcnow()))
+    db.commit()
 
 
 def delete_user(*, db: Session, username: str) -> bool:

@@ -168,3 +168,29 @@ def test_token_of_a_deleted_user_is_refused(client, make_user, login, sessions):
     response = client.get("/api/tasks", headers=headers)
     assert response.status_code == 401
     assert response.json() == NOT_AUTHENTICATED
+
+
+def test_a_password_change_refuses_every_token_issued_before(client, make_user, login,
+                                                              sessions):
+    """Found by the outside review: tokens stayed valid after a password change."""
+    from serve_app.auth.service import set_password
+
+    old = login(*make_user("changer", "pw-old-123"))
+    with sessions() as db:
+        assert set_password(db=db, username="changer", password="pw-new-456")
+    assert client.get("/api/me", headers=old).status_code == 401
+    assert client.post("/oauth/login", data={"username": "changer",
+                                             "password": "pw-old-123"}).status_code == 422
+    new = login("changer", "pw-new-456")
+    assert client.get("/api/me", headers=new).status_code == 200
+
+
+def test_logout_refuses_the_callers_tokens_everywhere(client, make_user, login):
+    name, password = make_user()
+    first, second = login(name, password), login(name, password)
+    assert client.post("/oauth/logout").status_code == 401
+    assert client.post("/oauth/logout", headers=first).status_code == 204
+    assert client.get("/api/tasks", headers=first).status_code == 401
+    assert client.get("/api/tasks", headers=second).status_code == 401  # every device
+    again = login(name, password)
+    assert client.get("/api/tasks", headers=again).status_code == 200

@@ -119,6 +119,11 @@ def test_the_python_client_submits_waits_draws_lists_cancels_and_deletes(platfor
             client.result(task_id)
         assert gone.value.status_code == 404
         assert gone.value.detail == f"Task with id {task_id} does not exist."
+        token = client.token
+        client.logout()
+    with Client(platform.url, token) as stale, pytest.raises(PrimitivesError) as refused:
+        stale.me()
+    assert refused.value.status_code == 401
 
 
 def test_the_cli_logs_in_keeps_its_token_private_and_runs_tasks(platform, account, tmp_path):
