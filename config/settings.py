@@ -116,8 +116,10 @@ class Settings(BaseSettings):
     webhook_concurrency: int = 32
     webhook_allow_loopback: bool | None = None
 
-    # Idempotency keys are remembered this long (CONTRACT.md E3).
+    # Idempotency keys are remembered this long (CONTRACT.md E3), delivered or given-up
+    # webhook deliveries and their attempt logs this many days; both are purged hourly.
     idempotency_hours: float = 24.0
+    webhook_log_days: float = Field(default=7.0, gt=0)
     ray_namespace: str = "primitives"
 
     @model_validator(mode="after")

@@ -445,9 +445,8 @@ class TaskQueue:
         self._loops = [loop.create_task(self.dispatcher.dispatch_loop()),
                        loop.create_task(self.dispatcher.lease_loop()),
                        loop.create_task(self.dispatcher.depth_loop())]
-        if settings.retention_days > 0:
-            self._loops.append(loop.create_task(
-                retention_loop(make_session_factory(engine), settings.retention_days)))
+        self._loops.append(loop.create_task(retention_loop(make_session_factory(engine),
+                                                           settings)))
         log.info("task queue started (concurrency %d, lease %.0fs)",
                  concurrency, settings.queue_lease_seconds)
 
@@ -502,21 +501,31 @@ class TaskQueue:
 RETENTION_EVERY_S = 3600.0
 
 
-async def retention_loop(sessions: Any, days: float) -> None:
-    """Hourly: purge settled tasks older than ``days`` (storage.retention)."""
+async def retention_loop(sessions: Any, settings: Settings) -> None:
+    """Hourly: purge settled tasks older than ``retention_days`` (when set), idempotency keys
+    past their hours and webhook deliveries finished over ``webhook_log_days`` ago."""
     from datetime import timedelta
 
-    from storage.retention import purge_settled_before
+    from storage import retention
 
-    def purge() -> int:
+    def purge() -> tuple[int, int, int]:
+        now = utcnow()
         with sessions() as db:
-            return purge_settled_before(db=db, moment=utcnow() - timedelta(days=days))
+            tasks = retention.purge_settled_before(
+                db=db, moment=now - timedelta(days=settings.retention_days)) \
+                if settings.retention_days > 0 else 0
+            keys = retention.purge_expired_keys(
+                db=db, moment=now - timedelta(hours=settings.idempotency_hours))
+            hooks = retention.purge_finished_deliveries(
+                db=db, moment=now - timedelta(days=settings.webhook_log_days))
+            return tasks, keys, hooks
 
     while True:
         try:
-            purged = await asyncio.to_thread(purge)
-            if purged:
-                log.info("retention: purged %d tasks settled over %g days ago", purged, days)
+            tasks, keys, hooks = await asyncio.to_thread(purge)
+            if tasks or keys or hooks:
+                log.info("retention: purged %d settled tasks, %d idempotency keys, %d webhook "
+                         "deliveries", tasks, keys, hooks)
         except Exception:  # noqa: BLE001 - the database may be restarting: next round
             log.exception("retention: purge failed; trying again in an hour")
         await asyncio.sleep(RETENTION_EVERY_S)

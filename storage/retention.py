@@ -1,4 +1,5 @@
-"""Retention: settled tasks older than the configured age go, with their inputs and results."""
+"""Retention: settled tasks older than the configured age go, with their inputs and results;
+expired idempotency keys and finished webhook deliveries (with their attempt logs) go too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import cast
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
-from storage.models import SETTLED_STATUSES, Task
+from storage.models import SETTLED_STATUSES, IdempotencyKey, Task, WebhookDelivery
+from storage.webhooks import DELIVERED, GAVE_UP
 
 
 def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> int:
@@ -20,6 +22,31 @@ def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> 
                                     Task.finished_at < moment).limit(batch)
         result = cast(CursorResult, db.execute(
             delete(Task).where(Task.id.in_(ids.scalar_subquery()))
+            .execution_options(synchronize_session=False)))
+        db.commit()
+        purged += int(result.rowcount or 0)
+        if (result.rowcount or 0) < batch:
+            return purged
+
+
+def purge_expired_keys(*, db: Session, moment: datetime) -> int:
+    """Delete idempotency keys taken before ``moment`` (no retry is answered from them any
+    more); how many went."""
+    result = cast(CursorResult, db.execute(delete(IdempotencyKey).where(
+        IdempotencyKey.created_at < moment)))
+    db.commit()
+    return int(result.rowcount or 0)
+
+
+def purge_finished_deliveries(*, db: Session, moment: datetime, batch: int = 500) -> int:
+    """Delete webhook deliveries delivered or given up and made before ``moment``, with their
+    attempt logs, ``batch`` at a time; how many went. Pending ones stay, whatever their age."""
+    purged = 0
+    while True:
+        ids = select(WebhookDelivery.id).where(WebhookDelivery.state.in_((DELIVERED, GAVE_UP)),
+                                               WebhookDelivery.created_at < moment).limit(batch)
+        result = cast(CursorResult, db.execute(
+            delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids.scalar_subquery()))
             .execution_options(synchronize_session=False)))
         db.commit()
         purged += int(result.rowcount or 0)

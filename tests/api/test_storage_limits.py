@@ -58,3 +58,35 @@ def test_retention_purges_old_settled_tasks_only(client, alice, sample_jpeg, fin
     assert left == {old_queued, recent_done} and inputs == left
     assert client.get(f"/api/tasks/{old_done}/status", headers=alice).status_code == 404
     assert cli("retention", "run") == 2  # no age configured: refuses rather than guess
+
+
+def test_expired_keys_and_finished_webhook_logs_are_purged(client, alice, sample_jpeg, finish,
+                                                           sessions):
+    """Found by the outside review: idempotency rows and webhook bodies were never purged
+    and outlived deleted tasks."""
+    from storage import retention
+    from storage.models import IdempotencyKey, WebhookDelivery
+
+    old_key, new_key = "key-old", "key-new"
+    submit(client, {**alice, "Idempotency-Key": old_key}, sample_jpeg)
+    submit(client, {**alice, "Idempotency-Key": new_key}, sample_jpeg)
+    hooks = [submit(client, alice, sample_jpeg, webhook="http://127.0.0.1:9/hook")
+             for _ in range(3)]
+    finish([])
+    long_ago = utcnow() - timedelta(days=30)
+    with sessions() as db:
+        db.execute(update(IdempotencyKey).where(IdempotencyKey.key == old_key)
+                   .values(created_at=long_ago))
+        by_task = {d.task_id: d.id for d in db.scalars(select(WebhookDelivery))}
+        db.execute(update(WebhookDelivery).where(WebhookDelivery.id == by_task[hooks[0]])
+                   .values(state="delivered", created_at=long_ago))
+        db.execute(update(WebhookDelivery).where(WebhookDelivery.id == by_task[hooks[1]])
+                   .values(created_at=long_ago))  # still pending: kept, however old
+        db.execute(update(WebhookDelivery).where(WebhookDelivery.id == by_task[hooks[2]])
+                   .values(state="gave_up"))  # finished but recent: kept
+        db.commit()
+        now = utcnow()
+        assert retention.purge_expired_keys(db=db, moment=now - timedelta(hours=24)) == 1
+        assert retention.purge_finished_deliveries(db=db, moment=now - timedelta(days=7)) == 1
+        assert set(db.scalars(select(IdempotencyKey.key))) == {new_key}
+        assert set(db.scalars(select(WebhookDelivery.task_id))) == set(hooks[1:])
