@@ -31,7 +31,9 @@ async def read_login_form(request: Request) -> LoginForm:
     if content_type == "application/json":
         try:
             data = json.loads(body or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # ValueError: a number of over 4300 digits; RecursionError: arrays nested thousands
+        # deep (both fit in 16 KiB; both were a 500).
+        except (ValueError, RecursionError) as exc:
             raise RequestValidationError([{
                 "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
                 "input": {}, "ctx": {"error": str(exc)}}]) from exc

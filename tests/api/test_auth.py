@@ -194,3 +194,18 @@ def test_logout_refuses_the_callers_tokens_everywhere(client, make_user, login):
     assert client.get("/api/tasks", headers=second).status_code == 401  # every device
     again = login(name, password)
     assert client.get("/api/tasks", headers=again).status_code == 200
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 16_000,                                   # nested past the decoder's recursion
+    b'{"username": ' + b"1" * 5_000 + b"}",          # past Python's 4300-digit int limit
+    b'{"username": "\xff\xfe", "password": "x"}',    # not UTF-8
+    b'{"username": "a", "password": "b"' ,            # cut off
+    b"\x00" * 1000,
+    b'{"username": {"$ne": null}, "password": []}',  # wrong types
+], ids=["deep nesting", "huge number", "bad utf-8", "truncated", "nul bytes", "wrong types"])
+def test_hostile_json_login_bodies_are_4xx_never_5xx(client, body):
+    response = client.post("/oauth/login", content=body,
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
