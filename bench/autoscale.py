@@ -9,13 +9,16 @@ Starts its own local platform (serve_config.yaml with config/autoscale-step.yaml
 the backlog policy with short delays) on a scratch PostgreSQL database. ``--check`` (make
 autoscale, CI) fails unless YOLO reached its maximum within the upscale delay plus
 ``--load-allowance`` seconds of replica start-up, and returned to its minimum within the
-downscale delay plus that allowance after the backlog drained.
+downscale delay plus that allowance after the backlog drained; and it checks that reaching the
+maximum proves the backlog policy: Serve's default policy, which sees only the requests in
+flight (never more than the queue's width), could not have asked for that many replicas.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import secrets
 import sys
 import tempfile
@@ -98,7 +101,14 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
         drop_scratch_database(url)
         Path(merged.name).unlink(missing_ok=True)
         Path(chosen.name).unlink(missing_ok=True)
-    return {"policy": policy, **summarize(samples, scaling, tasks, drained_at)}
+    # Serve's default policy sees only the requests in flight, and the queue never has more
+    # than its width in flight: the most replicas it could ask for, whatever the backlog.
+    width = app.args.queue.concurrency
+    default_most = math.ceil(width / scaling["target_ongoing_requests"])
+    return {"policy": policy, "queue_width": width,
+            "target_ongoing_requests": scaling["target_ongoing_requests"],
+            "default_policy_most_replicas": default_most,
+            **summarize(samples, scaling, tasks, drained_at)}
 
 
 def summarize(samples: list[dict[str, float]], scaling: dict[str, Any], tasks: int,
@@ -182,6 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     up_limit = report["upscale_delay_s"] + args.load_allowance
     down_limit = report["downscale_delay_s"] + args.load_allowance
     problems = []
+    if report["default_policy_most_replicas"] >= report["max_replicas"]:
+        problems.append(
+            f"inconclusive: with the queue's width {report['queue_width']} and a target of "
+            f"{report['target_ongoing_requests']} ongoing requests, Serve's default policy "
+            f"alone could reach {report['max_replicas']} replicas; raise the target or the "
+            "maximum so that only the backlog can")
     if report["max_running_at_s"] is None or report["max_running_at_s"] > up_limit:
         problems.append(f"YOLO did not reach {report['max_replicas']} running replicas "
                         f"within {up_limit:g} s")

@@ -1,7 +1,11 @@
 """Cluster autoscaling, for real: Ray's autoscaler over the fake multi-node provider. A
 backlog makes YOLO want another replica, the replica is pending (only worker nodes carry
 `model_node`), the autoscaler launches a worker node, tasks complete on the workers, and idle
-worker nodes are removed."""
+worker nodes are removed.
+
+YOLO's target of ongoing requests is set above the queue's whole width (the most requests the
+queue ever has in flight), so Serve's default policy could never ask for a second replica:
+only the backlog policy, which also counts the tasks waiting in the database, can."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from tests.local_platform import free_ports, replicas, start_local_platform, sto
 
 FAST_SCALING = {"upscale_delay_s": 2, "downscale_delay_s": 5, "metrics_interval_s": 1,
                 "look_back_period_s": 2}
+MODELS = ("YOLO", "SSD", "model_v1")
 
 
 def _replica_nodes(deployment: str, dashboard: str) -> set[str]:
@@ -26,15 +31,26 @@ def _replica_nodes(deployment: str, dashboard: str) -> set[str]:
             if a.class_name == f"ServeReplica:primitives:{deployment}"}
 
 
+def _actor_node(name: str, dashboard: str) -> str:
+    from ray.util.state import list_actors
+
+    (actor,) = list_actors(address=dashboard, filters=[("state", "=", "ALIVE"),
+                                                       ("name", "=", name)])
+    return str(actor.node_id)
+
+
 def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
-        tmp_path, platform_env, database_url, timings):
+        tmp_path, platform_env, database_url, timings, app_config):
     import ray
 
     from storage.database import make_engine, make_session_factory
     from storage.models import Task, TaskResult
 
+    queue_width = app_config.args.queue.concurrency
+    above_the_width = queue_width + 4
     overlay = write_overlay(tmp_path, [
         {"name": "YOLO", "autoscaling_config": {"min_replicas": 1, "max_replicas": 2,
+                                                "target_ongoing_requests": above_the_width,
                                                 **FAST_SCALING}},
         {"name": "SSD", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
         {"name": "model_v1", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}])
@@ -53,7 +69,12 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
         assert len(alive_workers()) == 3
         head = ray.get_runtime_context().get_node_id()
         workers = set(alive_workers())
-        assert head not in workers
+        for model in MODELS:  # models on workers only (they need model_node)
+            nodes = _replica_nodes(model, dashboard)
+            assert nodes and nodes <= workers and head not in nodes, (model, nodes)
+        # The queue and the webhook sender stay on the head, beside the API.
+        assert _actor_node(platform_env["PRIMITIVES_QUEUE_ACTOR_NAME"], dashboard) == head
+        assert _actor_node(platform_env["PRIMITIVES_WEBHOOK_ACTOR_NAME"], dashboard) == head
 
         ids = add_backlog(sessions, username="cluster", count=400, seed=900)
         backlog_at = time.monotonic()

@@ -1,6 +1,8 @@
 """Node loss: a head and two worker nodes on this machine (Ray's own `cluster_utils`); one
-worker node, its raylet and every worker process on it, is killed with tasks in flight. No
-task is lost, none is done twice, and the lost replicas come back on the remaining node."""
+worker node, its raylet and every worker process on it, is killed with tasks in flight. The
+test first makes sure the kill hurts (model replicas on the doomed node, tasks running), then
+that it did (tasks cut off and claimed again), then that no task is lost, none is done twice,
+and the lost replicas come back on the remaining node."""
 
 from __future__ import annotations
 
@@ -16,6 +18,15 @@ from tests.local_platform import replicas, start_local_platform, stop_local_plat
 
 # Room for every model replica on either worker node alone.
 WORKER = {"num_cpus": 2, "resources": {"model_node": 4}}
+MODELS = ("YOLO", "SSD", "model_v1")
+
+
+def replicas_on(node_id: str) -> int:
+    """Model replicas alive on the node."""
+    from ray.util.state import list_actors
+
+    return sum(1 for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+               if a.node_id == node_id and a.class_name.rsplit(":", 1)[-1] in MODELS)
 
 
 def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
@@ -41,6 +52,11 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
                              address=cluster.address,
                              overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay])
         assert replicas("YOLO") == 2
+        # The kill must hurt: model replicas live on the doomed node (two YOLO replicas and
+        # room for everything on either node: Serve spreads them).
+        wait_for(lambda: replicas_on(doomed.node_id) > 0, 60,
+                 "a model replica on the node to be killed")
+        timings["replicas_on_the_killed_node"] = replicas_on(doomed.node_id)
         ids = add_backlog(sessions, username="node-loss", count=300, seed=950)
 
         def count(*statuses: str) -> int:
@@ -70,8 +86,16 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
                 Task.id.in_(ids)).group_by(Task.status)).all())
             per_task = db.execute(select(TaskResult.task_id, func.count()).where(
                 TaskResult.task_id.in_(ids)).group_by(TaskResult.task_id)).all()
+            attempts = dict(db.execute(select(Task.id, Task.attempts).where(
+                Task.id.in_(ids))).all())
         assert statuses == {"done": 300}
         assert len(per_task) == 300 and {n for _, n in per_task} == {1}
+        # It did hurt: runs were cut off with the node and their tasks claimed again (a task
+        # is claimed once per run: attempts counts the runs it took to finish once).
+        retried = sum(1 for n in attempts.values() if n > 1)
+        timings["tasks_claimed_again_after_the_kill"] = retried
+        assert retried >= 1, "no task was cut off by the kill: the test proved nothing"
+        assert max(attempts.values()) <= 3  # within the queue's attempts
         assert survivor.node_id in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
         engine.dispose()

@@ -19,7 +19,7 @@ SCREENSHOTS = REPO_ROOT / "var" / "screenshots"
 
 def _chromium() -> str:
     path = os.environ.get("PRIMITIVES_CHROMIUM") or shutil.which("chromium")
-    assert path, "chromium is not installed: `make test` installs it (scripts/ensure-chromium.sh)"
+    assert path, "chromium is not installed: `make test` installs it (scripts/ensure-test-tools.sh)"
     return path
 
 

@@ -29,8 +29,26 @@ def _total(samples, **labels: str) -> float:
     return sum(v for got, v in samples if all(got.get(k) == w for k, w in labels.items()))
 
 
+def _page(platform) -> str:
+    return httpx.get(f"http://127.0.0.1:{platform.metrics_port}/metrics", timeout=10).text
+
+
+def _counts(page: str) -> dict[str, float]:
+    """The counters this test moves, as totals: the platform is shared by the whole session,
+    so the test reads them before and asserts the difference."""
+    tasks = _samples(page, "ray_primitives_tasks_total")
+    stages = _samples(page, "ray_primitives_task_seconds_count")
+    batches = _samples(page, "ray_primitives_batch_size_count")
+    return {"done": _total(tasks, outcome="done"),
+            "canceled": _total(tasks, outcome="canceled"),
+            **{f"stage {s}": _total(stages, stage=s) for s in ("wait", "inference", "total")},
+            "batches YOLO": _total(batches, model="YOLO"),
+            "batches model_v1": _total(batches, model="model_v1")}
+
+
 def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, user_headers):
     headers = user_headers()
+    before = _counts(_page(platform))
     ray.get(queue_actor().pause.remote())
     try:
         canceled = submit(http, headers, render_jpeg(69)[0])
@@ -39,23 +57,19 @@ def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, use
         ray.get(queue_actor().resume.remote())
     done = [submit(http, headers, render_jpeg(70 + i)[0]) for i in range(3)]
     assert set(wait_finished(http, headers, done).values()) == {"done"}
-    endpoint = f"http://127.0.0.1:{platform.metrics_port}/metrics"
+    expected = {"done": 3, "canceled": 1, "stage wait": 3, "stage inference": 3,
+                "stage total": 3, "batches YOLO": 1, "batches model_v1": 1}
     deadline = time.monotonic() + 60
     while True:
-        page = httpx.get(endpoint, timeout=10).text
-        tasks = _samples(page, "ray_primitives_tasks_total")
-        if (_total(tasks, outcome="done") >= 3 and _total(tasks, outcome="canceled") >= 1) \
-                or time.monotonic() > deadline:
+        page = _page(platform)
+        grown = {k: v - before[k] for k, v in _counts(page).items()}
+        if all(grown[k] >= n for k, n in expected.items()) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert _total(tasks, outcome="done") >= 3
-    assert _total(tasks, outcome="canceled") >= 1
-    for stage in ("wait", "inference", "total"):
-        assert _total(_samples(page, "ray_primitives_task_seconds_count"), stage=stage) >= 3
+    assert grown["done"] == 3 and grown["canceled"] == 1, grown
+    assert all(grown[k] >= n for k, n in expected.items()), grown
     depth = _samples(page, "ray_primitives_queue_depth")
     assert {labels["model"] for labels, _ in depth} >= {"YOLO", "SSD", "model_v1"}
-    batches = _samples(page, "ray_primitives_batch_size_count")
-    assert _total(batches, model="YOLO") >= 1 and _total(batches, model="model_v1") >= 1
 
 
 def test_prometheus_finds_the_nodes_through_rays_discovery_file(platform, tmp_path,
