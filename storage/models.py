@@ -110,7 +110,11 @@ class Task(Base):
     @property
     def input_path(self) -> str:
         """The name the input is stored under, as the contract shows it (``img_1.jpeg``)."""
-        return f"img_{self.id}.{MEDIA_EXTENSIONS.get(self.input_media_type, 'bin')}"
+        return input_path(self.id, self.input_media_type)
+
+
+def input_path(task_id: int, media_type: str) -> str:
+    return f"img_{task_id}.{MEDIA_EXTENSIONS.get(media_type, 'bin')}"
 
 
 class TaskInput(Base):

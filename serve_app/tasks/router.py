@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.dependencies import CurrentUser
@@ -20,6 +21,7 @@ from serve_app.dependencies import (
     Pictures,
     Queue,
     ReadDbSession,
+    ReadSessionFactory,
     SettingsDep,
     Waits,
 )
@@ -48,7 +50,7 @@ from serve_app.tasks.schemas import (
 )
 from serve_app.tasks.visualize import Busy, draw_result
 from storage import webhooks
-from storage.models import Task, TaskResult, TaskStatus
+from storage.models import Task, TaskResult, TaskStatus, input_path
 from storage.results import result_payload
 
 router = APIRouter(tags=["tasks"])
@@ -187,16 +189,49 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
 @router.get("/api/tasks", response_model=TaskList, summary="The caller's tasks, by id",
             responses={401: UNAUTHORIZED})
 def list_tasks(
-    db: ReadDbSession,
+    sessions: ReadSessionFactory,
     user: CurrentUser,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
     after_id: Annotated[int, Query(ge=0, le=service.MAX_TASK_ID,
                                    description="only tasks with a larger id")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
-) -> TaskList:
-    tasks = service.list_tasks(db=db, user_id=user.id, status=status_filter, after_id=after_id,
-                               limit=limit)
-    return TaskList(tasks=[TaskSummary.model_validate(t) for t in tasks])
+) -> TaskList | StreamingResponse:
+    if limit is not None:
+        with sessions() as db:
+            rows = service.task_summaries(db=db, user_id=user.id, status=status_filter,
+                                          after_id=after_id, limit=limit)
+        return TaskList(tasks=[_summary(row) for row in rows])
+    # The whole list (what a seed client asks for) is streamed a page at a time, each page
+    # read in a session of its own: however many tasks a user has, the replica holds one page.
+    return StreamingResponse(_stream_tasks(sessions, user.id, status_filter, after_id),
+                             media_type="application/json")
+
+
+LIST_PAGE = 1000
+
+
+def _summary(row: tuple[int, str, Any, str]) -> TaskSummary:
+    task_id, status_, created_at, media_type = row
+    return TaskSummary(id=task_id, status=TaskStatus(status_), created_at=created_at,
+                       input_path=input_path(task_id, media_type))
+
+
+def _stream_tasks(sessions: sessionmaker[Session], user_id: int, status_filter: TaskStatus | None,
+                  after_id: int) -> Iterator[bytes]:
+    """``{"tasks":[...]}`` as FastAPI would write it, byte for byte, a page at a time."""
+    yield b'{"tasks":['
+    first = True
+    while True:
+        with sessions() as db:
+            rows = service.task_summaries(db=db, user_id=user_id, status=status_filter,
+                                          after_id=after_id, limit=LIST_PAGE)
+        for row in rows:
+            yield (b"" if first else b",") + _summary(row).model_dump_json().encode()
+            first = False
+        if len(rows) < LIST_PAGE:
+            break
+        after_id = rows[-1][0]
+    yield b"]}"
 
 
 @router.get("/api/tasks/{task_id}/status", response_model=TaskStatusOut,

@@ -171,15 +171,15 @@ def usage(*, db: Session, user_id: int) -> tuple[int, int]:
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def list_tasks(*, db: Session, user_id: int, status: TaskStatus | None = None,
-               after_id: int = 0, limit: int | None = None) -> list[Task]:
-    """The user's tasks by id ascending, optionally filtered and paged."""
-    query = select(Task).where(Task.user_id == user_id, Task.id > after_id).order_by(Task.id)
+def task_summaries(*, db: Session, user_id: int, status: TaskStatus | None, after_id: int,
+                   limit: int) -> list[tuple[int, str, Any, str]]:
+    """(id, status, created_at, input media type) of up to ``limit`` of the user's tasks
+    after ``after_id``, by id: the columns a listing shows, no objects."""
+    query = select(Task.id, Task.status, Task.created_at, Task.input_media_type).where(
+        Task.user_id == user_id, Task.id > after_id).order_by(Task.id).limit(limit)
     if status is not None:
         query = query.where(Task.status == status.value)
-    if limit is not None:
-        query = query.limit(limit)
-    return list(db.scalars(query))
+    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
 
 
 def get_task(*, db: Session, user_id: int, task_id: int) -> Task | None:

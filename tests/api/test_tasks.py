@@ -321,3 +321,35 @@ def test_a_batch_that_would_pass_the_waiting_limit_is_refused_whole(settings, re
                    .json()["ids"]) == 3
     with sessions() as db:
         assert len(db.scalars(select(Task.id)).all()) == 3
+
+
+def test_the_whole_list_is_streamed_a_page_at_a_time_as_fastapi_would_write_it(
+        client, alice, bob, sample_jpeg, sessions, monkeypatch):
+    """Found by the outside review: the list without a limit built every task in memory at
+    once. It is streamed; a seed client still gets its full list, byte for byte the body
+    FastAPI would have written."""
+    from serve_app.auth.service import get_user_by_username
+    from serve_app.tasks import router, service
+    from serve_app.tasks.schemas import TaskList, TaskSummary
+
+    with sessions() as db:
+        owner = get_user_by_username(db=db, username="alice").id
+        service.create_tasks(db=db, user_id=owner, new=service.NewTasks(
+            detection_model_id=1, classification_model_id=3,
+            images=[(sample_jpeg, "image/jpeg")] * 23, webhook_url=None))
+    submit(client, bob, sample_jpeg)
+    read: list[int] = []
+    real = service.task_summaries
+    monkeypatch.setattr(router, "LIST_PAGE", 5)
+    monkeypatch.setattr(service, "task_summaries",
+                        lambda **kw: read.append(kw["limit"]) or real(**kw))
+    response = client.get("/api/tasks", headers=alice)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    with sessions() as db:
+        mine = db.scalars(select(Task).where(Task.user_id == owner).order_by(Task.id)).all()
+    expected = TaskList(tasks=[TaskSummary.model_validate(t) for t in mine])
+    assert response.content == expected.model_dump_json().encode()
+    assert len(mine) == 23 and read == [5] * 5  # five pages of at most five rows
+    filtered = client.get("/api/tasks?status=done", headers=alice)
+    assert filtered.content == b'{"tasks":[]}'
