@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: autoscale observe run test test-cluster test-unit install migrate lint data samples train evaluate bench profile load clean
+.PHONY: help autoscale observe run test test-cluster test-unit install migrate lint data samples train evaluate bench profile load clean
+
+help:  ## This list: every target that carries a description
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' | \
+	  awk -F'\t' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
@@ -24,7 +28,7 @@ test-cluster: install  ## Multi-node tests: cluster autoscaling (fake provider),
 observe:  ## Prometheus on 127.0.0.1:9090 over the running platform's Ray nodes (after make run)
 	bash scripts/observe.sh
 
-test-unit: install
+test-unit: install  ## Unit tests only (no Ray, no database; seconds)
 	$(BIN)/python -m pytest tests/unit
 
 install: $(STAMP)
@@ -36,10 +40,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,training]'
 	touch $(STAMP)
 
-migrate: install
+migrate: install  ## Apply the database migrations (PRIMITIVES_DATABASE_URL, else SQLite in var/)
 	$(BIN)/primitives-admin db upgrade
 
-lint: install
+lint: install  ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
@@ -82,5 +86,5 @@ load: install  ## 20 users submit for 2 minutes; fails if an accepted task is lo
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m bench.load --users 20 --seconds 120
 
-clean:
+clean:  ## Remove the virtual environment, var/ (the SQLite database) and runs/
 	rm -rf $(VENV) var runs

@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return run(args)
+    except BrokenPipeError:
+        # The reader left (`primitives list | head`): not an error. Python would complain
+        # again when it flushes stdout at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except PrimitivesError as exc:
         print(f"error {exc.status_code}: {exc.detail}", file=sys.stderr)
         return 1
