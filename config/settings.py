@@ -153,10 +153,6 @@ class Settings(BaseSettings):
         return self.environment is Environment.development
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
     def environment_is_explicit(self) -> bool:
         return "environment" in self.model_fields_set
 

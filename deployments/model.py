@@ -105,10 +105,6 @@ class ModelDeployment:
         """The replica's process id (the fault tests kill it)."""
         return os.getpid()
 
-    def check_health(self) -> None:
-        if self.predictor is None:
-            raise RuntimeError(f"{self.spec.name}: model not loaded")
-
 
 def _queue_actor() -> Any:
     import ray

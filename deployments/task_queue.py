@@ -92,7 +92,7 @@ def failed_body(task_id: int, error: str) -> dict[str, Any]:
     return result_body(task_id=task_id, status=TaskStatus.failed, error=error[:MAX_ERROR])
 
 
-def retry_delay(attempts: int) -> float:
+def requeue_delay(attempts: int) -> float:
     """Seconds to wait before giving a transiently failed task back: 1, 2, 4 ... 10."""
     return min(10.0, 0.5 * 2 ** attempts)
 
@@ -114,7 +114,7 @@ class Dispatcher:
     lease_seconds: float
     poll_seconds: float
     max_attempts: int
-    backoff: Callable[[int], float] = retry_delay
+    backoff: Callable[[int], float] = requeue_delay
     stats: QueueStats = field(default_factory=QueueStats)
     observer: QueueObserver = field(default_factory=NoObserver)
     # Model names by id: the backlog is reported per model name.

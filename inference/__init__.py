@@ -5,13 +5,13 @@ deployments all use these classes through their public methods."""
 from inference.predictors import Predictor, build_predictor
 from inference.types import (
     Classification,
+    DetectedPrimitive,
     Detection,
     ImageUnreadable,
     ModelAnswer,
+    ModelOutput,
     ModelRefused,
-    Prediction,
     PredictorInfo,
-    Primitive,
 )
 
 __all__ = [
@@ -20,9 +20,9 @@ __all__ = [
     "ImageUnreadable",
     "ModelAnswer",
     "ModelRefused",
-    "Prediction",
+    "ModelOutput",
     "Predictor",
     "PredictorInfo",
-    "Primitive",
+    "DetectedPrimitive",
     "build_predictor",
 ]

@@ -1,8 +1,9 @@
 """Predictors: one class per backend, built from a model spec, knowing nothing of Ray.
 
-Each separates ``preprocess`` (arrays to the model's input) → ``forward`` (the model) →
-``postprocess`` (model output to typed results); ``predict`` runs the three on a batch and
-``predict_encoded`` does the same from image bytes, refusing undecodable images one by one.
+Each turns a batch of arrays into typed results in ``predict`` (the model's own input
+preparation, the model, then the backend's output turned into ``Detection`` or
+``Classification``); ``predict_encoded`` does the same from image bytes, refusing undecodable
+images one by one.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from inference.processing import (
 from inference.types import (
     Classification,
     Detection,
+    ModelOutput,
     ModelRefused,
-    Prediction,
     PredictorInfo,
 )
 from inference.weights import (
@@ -213,5 +214,5 @@ def build_predictor(spec: ModelSpec, *, device: str | None = None) -> Predictor[
     return PREDICTORS[spec.backend](spec, device=device)
 
 
-__all__ = ["ClassifierPredictor", "Prediction", "Predictor", "SsdPredictor",
+__all__ = ["ClassifierPredictor", "ModelOutput", "Predictor", "SsdPredictor",
            "UltralyticsPredictor", "build_predictor"]

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from inference.types import Classification, Primitive
+from inference.types import Classification, DetectedPrimitive
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -19,7 +19,7 @@ def _unit(value: float) -> float:
 
 
 def primitive(*, class_name: str, cx: float, cy: float, w: float, h: float, angle: float,
-              confidence: float, image_w: int, image_h: int) -> Primitive:
+              confidence: float, image_w: int, image_h: int) -> DetectedPrimitive:
     """One primitive in the contract's normalised form, from a pixel ``xywhr`` box.
 
     The angle is folded into [0, pi): a rectangle turned by pi is the same rectangle.
@@ -30,14 +30,15 @@ def primitive(*, class_name: str, cx: float, cy: float, w: float, h: float, angl
     rotation = theta / math.pi
     if rotation >= 1.0:  # fmod can land a hair under pi
         rotation = 0.0
-    return Primitive(primitive_class=class_name, x=_unit(cx / image_w), y=_unit(cy / image_h),
-                     width=_unit(w / image_w), height=_unit(h / image_h), rotation=rotation,
-                     probability=_unit(confidence))
+    return DetectedPrimitive(primitive_class=class_name, x=_unit(cx / image_w),
+                             y=_unit(cy / image_h), width=_unit(w / image_w),
+                             height=_unit(h / image_h), rotation=rotation,
+                             probability=_unit(confidence))
 
 
 def primitives_from_xywhr(boxes: np.ndarray, confidences: np.ndarray, classes: np.ndarray,
                           names: Sequence[str] | Mapping[int, str], image_w: int,
-                          image_h: int) -> tuple[Primitive, ...]:
+                          image_h: int) -> tuple[DetectedPrimitive, ...]:
     """Rows of pixel ``(cx, cy, w, h, angle)`` to primitives, most confident first."""
     order = np.argsort(-confidences, kind="stable")
     return tuple(

@@ -8,7 +8,7 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
-class Primitive:
+class DetectedPrimitive:
     """One detected primitive in the contract's normalised form (see CONTRACT.md §6)."""
 
     primitive_class: str
@@ -27,7 +27,7 @@ class Primitive:
 class Detection:
     """A detector's answer for one image, most confident primitive first."""
 
-    primitives: tuple[Primitive, ...]
+    primitives: tuple[DetectedPrimitive, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +39,14 @@ class Classification:
     probabilities: dict[str, float] = field(default_factory=dict)
 
 
-Prediction = Detection | Classification
+ModelOutput = Detection | Classification
 
 
 @dataclass(frozen=True, slots=True)
 class ModelAnswer:
     """A prediction with what produced it: the deployment's reply for one request."""
 
-    prediction: Prediction
+    prediction: ModelOutput
     model: str
     batch_size: int
     inference_ms: float

@@ -48,17 +48,11 @@ class ClaimedTask:
     image: bytes | None
 
 
-def claim_tasks(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
-    """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease)."""
-    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
-    db.commit()
-    return claims
-
-
 def claim_tasks_with_inputs(*, db: Session, limit: int,
                             lease_seconds: float) -> list[ClaimedTask]:
-    """``claim_tasks``, and the claimed tasks' images read in the same transaction (one
-    query for the whole batch, not one per task)."""
+    """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease),
+    their images read in the same transaction (one query for the whole batch, not one per
+    task; None for a task deleted meanwhile)."""
     claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
     images: dict[int, bytes] = {}
     if claims:
@@ -136,11 +130,6 @@ def waiting_by_model(*, db: Session) -> dict[int, int]:
                 .group_by(column)):
             waiting[model_id] = waiting.get(model_id, 0) + count
     return waiting
-
-
-def load_input(*, db: Session, task_id: int) -> bytes | None:
-    """The image bytes of a task, or None when it was deleted."""
-    return db.scalar(select(TaskInput.data).where(TaskInput.task_id == task_id))
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ receiver holds one slot for at most that long and never the task queue, which on
 the delivery. The time-out bounds the whole attempt (resolving, connecting, the answer's head),
 not each read: a receiver that sends a byte every few seconds is cut off all the same, long
 before the delivery's lock lapses, so no delivery is ever taken twice at once. Knows nothing
-of Ray: the ``WebhookSender`` actor runs it."""
+of Ray: the ``WebhookSenderActor`` (deployments/webhook_sender.py) runs it."""
 
 from __future__ import annotations
 

@@ -36,9 +36,9 @@ from serve_app.tasks.dependencies import (
 )
 from serve_app.tasks.schemas import (
     Message,
-    Prediction,
     TaskCanceled,
     TaskCreated,
+    TaskDeleted,
     TaskList,
     TaskResultOut,
     TasksCreated,
@@ -51,7 +51,7 @@ from serve_app.tasks.schemas import (
 from serve_app.tasks.visualize import Busy, draw_result
 from storage import webhooks
 from storage.models import Task, TaskResult, TaskStatus, input_path
-from storage.results import result_payload
+from storage.results import result_body, result_payload
 
 router = APIRouter(tags=["tasks"])
 log = logging.getLogger("ray.serve")
@@ -276,16 +276,13 @@ def _result_body(found: tuple[Task, TaskResult | None] | dict[str, Any]) -> dict
 
 
 def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
-    """The result route's body for a task and its stored result (None until done)."""
+    """The result route's body for a task and its stored result (None until done), built by
+    storage.results as the queue and the webhooks build it."""
     status_ = TaskStatus(task.status)
-    if status_ is TaskStatus.failed:
-        return TaskResultOut(id=task.id, status=status_, result=None,
-                             error=task.error or "the task failed")
-    prediction = None
-    if status_ is TaskStatus.done and stored is not None:
-        prediction = Prediction.model_validate(
-            result_payload(stored.image_class, stored.primitives, stored.details))
-    return TaskResultOut(id=task.id, status=status_, result=prediction)
+    result = result_payload(stored.image_class, stored.primitives, stored.details) \
+        if status_ is TaskStatus.done and stored is not None else None
+    return TaskResultOut.model_validate(result_body(task_id=task.id, status=status_,
+                                                    result=result, error=task.error))
 
 
 def _result_route(path: str):
@@ -308,16 +305,16 @@ async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue:
     return await _result(task_id, user.id, db, queue, waits, wait)
 
 
-@router.delete("/api/tasks/{task_id}", response_model=TaskCreated,
+@router.delete("/api/tasks/{task_id}", response_model=TaskDeleted,
                summary="Delete a task, its input and its result; a queued one never runs",
                responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
-                queue: Queue) -> TaskCreated:
+                queue: Queue) -> TaskDeleted:
     if not service.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
     queue.forget(task_id)
     log.info("task %d deleted", task_id, extra={"task": task_id, "user": user.id})
-    return TaskCreated(id=task_id)
+    return TaskDeleted(id=task_id)
 
 
 @router.post("/api/tasks/{task_id}/cancel", response_model=TaskCanceled,

@@ -22,6 +22,10 @@ class TaskCreated(BaseModel):
     id: int
 
 
+class TaskDeleted(BaseModel):
+    id: int
+
+
 class TasksCreated(BaseModel):
     """A batch submission: the ids of its tasks, in the order of the files."""
 

@@ -126,6 +126,14 @@ def submit(client, headers, image: bytes, **params) -> int:
     return int(response.json()["id"])
 
 
+def claim_batch(*, db, limit: int, lease_seconds: float) -> list:
+    """Claim as the queue does (storage.claims.claim_tasks_with_inputs), without the images."""
+    from storage import claims
+
+    return [c.claim for c in claims.claim_tasks_with_inputs(db=db, limit=limit,
+                                                            lease_seconds=lease_seconds)]
+
+
 @pytest.fixture
 def finish(sessions):
     """Run the queue's side by hand: claim the queued tasks and store ``primitives`` and the
@@ -134,7 +142,7 @@ def finish(sessions):
 
     def do(primitives: list[dict], image_class: str = "office") -> list[int]:
         with sessions() as db:
-            claimed = claims.claim_tasks(db=db, limit=100, lease_seconds=60)
+            claimed = claim_batch(db=db, limit=100, lease_seconds=60)
             for claim in claimed:
                 assert claims.complete(db=db, claim=claim, image_class=image_class,
                                        primitives=primitives, details={"detection_model": "t"})

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from storage import claims
 from storage.models import TaskResult
-from tests.api.conftest import submit
+from tests.api.conftest import claim_batch, submit
 
 
 def test_a_queued_task_is_canceled_and_never_runs(client, alice, sample_jpeg, sessions,
@@ -22,7 +22,7 @@ def test_a_queued_task_is_canceled_and_never_runs(client, alice, sample_jpeg, se
     assert client.get(f"/tasks/{task_id}/result", headers=alice).json() == \
         {"id": task_id, "status": "canceled", "result": None}
     with sessions() as db:
-        assert claims.claim_tasks(db=db, limit=10, lease_seconds=30) == []
+        assert claim_batch(db=db, limit=10, lease_seconds=30) == []
     listed = client.get("/api/tasks", params={"status": "canceled"}, headers=alice).json()
     assert [t["id"] for t in listed["tasks"]] == [task_id]
     assert client.get("/api/tasks", params={"status": "queued"},
@@ -33,7 +33,7 @@ def test_a_running_task_loses_its_claim_and_stores_no_result(client, alice, samp
                                                             sessions):
     task_id = submit(client, alice, sample_jpeg)
     with sessions() as db:
-        (claim,) = claims.claim_tasks(db=db, limit=10, lease_seconds=30)
+        (claim,) = claim_batch(db=db, limit=10, lease_seconds=30)
     assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json()["status"] == \
         "in progress"
     assert client.post(f"/api/tasks/{task_id}/cancel", headers=alice).status_code == 200

@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from serve_app.tasks.service import NewTasks, create_tasks
 from storage import claims
 from storage.models import Task, TaskResult
+from tests.api.conftest import claim_batch
 
 
 def _tasks(sessions, n: int, username="alice") -> list[int]:
@@ -29,7 +30,7 @@ def test_concurrent_claimers_never_share_a_task(sessions):
     def claimer(slot: int) -> None:
         while True:
             with sessions() as db:
-                batch = claims.claim_tasks(db=db, limit=3, lease_seconds=60)
+                batch = claim_batch(db=db, limit=3, lease_seconds=60)
             if not batch:
                 return
             got[slot].extend(c.task_id for c in batch)
@@ -46,11 +47,11 @@ def test_concurrent_claimers_never_share_a_task(sessions):
 def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
     (task_id,) = _tasks(sessions, 1)
     with sessions() as db:
-        (first,) = claims.claim_tasks(db=db, limit=5, lease_seconds=0.2)
-        assert claims.claim_tasks(db=db, limit=5, lease_seconds=30) == []  # lease still held
+        (first,) = claim_batch(db=db, limit=5, lease_seconds=0.2)
+        assert claim_batch(db=db, limit=5, lease_seconds=30) == []  # lease still held
     time.sleep(0.3)
     with sessions() as db:
-        (second,) = claims.claim_tasks(db=db, limit=5, lease_seconds=30)
+        (second,) = claim_batch(db=db, limit=5, lease_seconds=30)
         assert second.task_id == task_id and second.attempts == 2
         assert not claims.complete(db=db, claim=first, image_class="x", primitives=[],
                                    details={})
@@ -66,17 +67,16 @@ def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
 def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
     keep, gone = _tasks(sessions, 2)
     with sessions() as db:
-        first, second = claims.claim_tasks(db=db, limit=5, lease_seconds=30)
+        first, second = claim_batch(db=db, limit=5, lease_seconds=30)
         assert claims.release(db=db, claim=first)
         db.execute(update(Task).where(Task.id == gone).values(status="queued"))
         db.commit()
     with sessions() as db:
         db.delete(db.get(Task, gone))
         db.commit()
-        assert claims.load_input(db=db, task_id=gone) is None
         assert not claims.complete(db=db, claim=second, image_class="x", primitives=[],
                                    details={})
-        assert [c.task_id for c in claims.claim_tasks(db=db, limit=5, lease_seconds=30)] == [keep]
+        assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=30)] == [keep]
 
 
 def test_a_claim_brings_the_images_of_its_tasks(sessions):

@@ -18,6 +18,7 @@ from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage import claims
 from storage.models import Task
+from tests.api.conftest import claim_batch
 
 CUBE = {"primitive_class": "cube", "x": 0.5, "y": 0.4, "width": 0.2, "height": 0.1,
         "rotation": 0.25, "probability": 0.9}
@@ -41,7 +42,7 @@ class FinishingQueue(NoQueue):
         if not self.finish:
             return
         with self.sessions() as db:
-            for claim in claims.claim_tasks(db=db, limit=100, lease_seconds=60):
+            for claim in claim_batch(db=db, limit=100, lease_seconds=60):
                 claims.complete(db=db, claim=claim, image_class="office", primitives=[CUBE],
                                 details={"detection_model": "YOLO"})
 

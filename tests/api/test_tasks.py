@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from storage import claims
 from storage.models import Task
+from tests.api.conftest import claim_batch
 
 WRONG_MODEL = {"detail": "Model id was not correct. Choose from (id, name, type) "
                "[(1, 'YOLO', 'detection_model'), (2, 'SSD', 'detection_model'), "
@@ -170,7 +171,7 @@ def test_result_of_done_and_failed_tasks(client, alice, sample_jpeg, sessions):
     primitive = {"primitive_class": "sphere", "x": 0.26, "y": 0.3, "width": 0.1, "height": 0.2,
                  "rotation": 0.8, "probability": 0.26}
     with sessions() as db:
-        done_claim, failed_claim = claims.claim_tasks(db=db, limit=2, lease_seconds=30)
+        done_claim, failed_claim = claim_batch(db=db, limit=2, lease_seconds=30)
         assert claims.complete(db=db, claim=done_claim, image_class="office",
                                primitives=[primitive], details={"detection_model": "YOLO"})
         assert claims.fail(db=db, claim=failed_claim, error="model error: boom")
@@ -218,7 +219,7 @@ def test_delete_removes_task_input_and_result(client, alice, sample_jpeg, sessio
     assert client.delete(f"/api/tasks/{task_id}", headers=alice).status_code == 404
     assert [t["id"] for t in client.get("/api/tasks", headers=alice).json()["tasks"]] == [keep_id]
     with sessions() as db:  # a queued task that was deleted is never claimed
-        assert [c.task_id for c in claims.claim_tasks(db=db, limit=10, lease_seconds=30)] == \
+        assert [c.task_id for c in claim_batch(db=db, limit=10, lease_seconds=30)] == \
             [keep_id]
 
 

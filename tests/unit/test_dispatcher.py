@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from deployments.task_queue import Dispatcher, retry_delay
-from inference import Classification, Detection, ModelAnswer, ModelRefused, Primitive
+from deployments.task_queue import Dispatcher, requeue_delay
+from inference import Classification, DetectedPrimitive, Detection, ModelAnswer, ModelRefused
 from storage.claims import Claim, ClaimedTask, Completion
 from storage.database import utcnow
 
-CUBE = Primitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
+CUBE = DetectedPrimitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
 
 
 @dataclass
@@ -189,7 +189,7 @@ def test_a_task_that_keeps_crashing_fails_after_the_attempt_limit():
 
 
 def test_retry_delay_doubles_up_to_ten_seconds():
-    assert [retry_delay(n) for n in (1, 2, 3, 4, 5, 9)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert [requeue_delay(n) for n in (1, 2, 3, 4, 5, 9)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
 
 def test_a_lost_lease_cancels_the_running_task_and_nothing_is_stored():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inference import ImageUnreadable, Primitive
+from inference import DetectedPrimitive, ImageUnreadable
 from inference.images import decode_image
 from inference.processing import primitive, primitives_from_xywhr, softmax_top, xyxy_to_xywhr
 from inference.weights import WeightsError, require_weights
@@ -18,7 +18,7 @@ from inference.weights import WeightsError, require_weights
 def test_primitive_normalises_by_image_size_and_folds_the_angle():
     p = primitive(class_name="cube", cx=100, cy=50, w=40, h=20, angle=-math.pi / 4,
                   confidence=0.9, image_w=200, image_h=100)
-    assert isinstance(p, Primitive)
+    assert isinstance(p, DetectedPrimitive)
     assert p.as_dict() == pytest.approx({"primitive_class": "cube", "x": 0.5, "y": 0.5,
                                          "width": 0.2, "height": 0.2, "rotation": 0.75,
                                          "probability": 0.9})
