@@ -54,7 +54,7 @@ class ModelSpec(BaseModel):
     max_detections: int = Field(default=100, ge=1, le=1000)
     # Classification models: logits are divided by ``temperature`` (fitted on the validation
     # split by ``make evaluate``) and a calibrated top probability under
-    # ``unknown_threshold`` answers "unknown" (CONTRACT.md E7). None: never "unknown".
+    # ``unknown_threshold`` answers "unknown" (docs/api.md §E7). None: never "unknown".
     temperature: float = Field(default=1.0, gt=0.0, le=100.0)
     unknown_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     queue_actor_name: str = "primitives_task_queue"
     webhook_actor_name: str = "primitives_webhook_sender"
 
-    # Webhooks (CONTRACT.md E4): each attempt's time-out, how many attempts, the back-off
+    # Webhooks (docs/api.md §E4): each attempt's time-out, how many attempts, the back-off
     # between them (doubling from the first, capped), how many are sent at once. Loopback
     # receivers are allowed in development only unless set here.
     webhook_timeout_seconds: float = 10.0
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     webhook_concurrency: int = 32
     webhook_allow_loopback: bool | None = None
 
-    # Idempotency keys are remembered this long (CONTRACT.md E3), delivered or given-up
+    # Idempotency keys are remembered this long (docs/api.md §E3), delivered or given-up
     # webhook deliveries and their attempt logs this many days; both are purged hourly.
     idempotency_hours: float = 24.0
     webhook_log_days: float = Field(default=7.0, gt=0)

@@ -1,4 +1,4 @@
-"""The platform's own metrics (CONTRACT.md E6), as Ray custom metrics: each process that
+"""The platform's own metrics (docs/api.md §E6), as Ray custom metrics: each process that
 records one exports it on its node's Prometheus endpoint with the ``ray_`` prefix, next to
 Serve's own (replicas, requests, latencies), so Prometheus through Ray's service discovery
 and the Ray dashboard's metrics view pick them up with nothing more to run."""

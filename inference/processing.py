@@ -77,7 +77,7 @@ def softmax_top(logits: np.ndarray, classes: Sequence[str], *, temperature: floa
     """Per row: the top class and its probability, plus every class's probability.
 
     ``temperature`` divides the logits first (the calibration fitted on the validation
-    split); a top probability under ``unknown_below`` answers ``"unknown"`` (CONTRACT.md E7),
+    split); a top probability under ``unknown_below`` answers ``"unknown"`` (docs/api.md §E7),
     still with the top probability and every class's."""
     out = []
     for row in softmax(logits, temperature):

@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class DetectedPrimitive:
-    """One detected primitive in the contract's normalised form (see CONTRACT.md §6)."""
+    """One detected primitive in the contract's normalised form (see docs/api.md §6)."""
 
     primitive_class: str
     x: float

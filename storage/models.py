@@ -98,7 +98,7 @@ class Task(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
-    # Where to POST the result when the task settles (CONTRACT.md E4); None for no webhook.
+    # Where to POST the result when the task settles (docs/api.md §E4); None for no webhook.
     webhook_url: Mapped[str | None] = mapped_column(Text)
 
     input: Mapped[TaskInput] = relationship(back_populates="task", cascade="all, delete-orphan",

@@ -20,7 +20,7 @@ router = APIRouter(tags=["auth"])
 
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _LOGIN_BODY_SCHEMA = LoginForm.model_json_schema()
-# A login form is a few hundred bytes; no body over this is ever held (CONTRACT.md section 1).
+# A login form is a few hundred bytes; no body over this is ever held (docs/api.md §1).
 MAX_LOGIN_BODY = 16 * 1024
 
 

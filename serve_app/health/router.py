@@ -1,4 +1,4 @@
-"""Liveness and readiness (CONTRACT.md E5), for load balancers and orchestrators: no token,
+"""Liveness and readiness (docs/api.md §E5), for load balancers and orchestrators: no token,
 nothing about versions, paths or secrets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Results drawn onto their input (CONTRACT.md E1): the image as displayed (EXIF orientation
+"""Results drawn onto their input (docs/api.md §E1): the image as displayed (EXIF orientation
 applied), each primitive's rotated box with its class and probability, the scene class in a
 corner. Pillow only; nothing runs a model."""
 

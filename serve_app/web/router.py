@@ -1,4 +1,4 @@
-"""The web page (CONTRACT.md E8): one HTML file and its script and style, served by the
+"""The web page (docs/api.md §E8): one HTML file and its script and style, served by the
 ingress with nothing from elsewhere, so it works offline. It logs in through the API and
 keeps the token in session storage."""
 

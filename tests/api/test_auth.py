@@ -64,7 +64,7 @@ def test_login_without_fields_is_a_validation_error(client):
                                           "application/x-www-form-urlencoded",
                                           "multipart/form-data; boundary=x", "text/plain"])
 def test_a_login_body_over_16_kib_is_refused_with_413(client, make_user, content_type):
-    """CONTRACT.md section 1: whatever its type; the fields inside would be valid."""
+    """docs/api.md §1: whatever its type; the fields inside would be valid."""
     make_user("first", "111")
     padding = "x" * (16 * 1024)
     body = (f'{{"username": "first", "password": "111", "scope": "{padding}"}}'

@@ -1,4 +1,4 @@
-"""Cancel (CONTRACT.md E2): a queued or running task ends as canceled and never gets a
+"""Cancel (docs/api.md §E2): a queued or running task ends as canceled and never gets a
 result; an ended one answers 409."""
 
 from __future__ import annotations

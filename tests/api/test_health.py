@@ -1,4 +1,4 @@
-"""Health (CONTRACT.md E5): liveness needs nothing; readiness names what is not ready."""
+"""Health (docs/api.md §E5): liveness needs nothing; readiness names what is not ready."""
 
 from __future__ import annotations
 

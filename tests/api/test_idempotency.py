@@ -1,4 +1,4 @@
-"""Idempotency keys (CONTRACT.md E3): one task per key, however the retries race."""
+"""Idempotency keys (docs/api.md §E3): one task per key, however the retries race."""
 
 from __future__ import annotations
 

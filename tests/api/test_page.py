@@ -1,4 +1,4 @@
-"""The web page (CONTRACT.md E8) is served without a token, self-contained."""
+"""The web page (docs/api.md §E8) is served without a token, self-contained."""
 
 from __future__ import annotations
 

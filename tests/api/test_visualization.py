@@ -1,4 +1,4 @@
-"""The drawn result (CONTRACT.md E1): the input as displayed, boxes from the stored result."""
+"""The drawn result (docs/api.md §E1): the input as displayed, boxes from the stored result."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signed webhooks (CONTRACT.md E4) against real HTTP receivers on loopback: the API stores
+"""Signed webhooks (docs/api.md §E4) against real HTTP receivers on loopback: the API stores
 the URL, settling a task stores the delivery, the sender signs, retries and logs it."""
 
 from __future__ import annotations

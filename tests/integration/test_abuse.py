@@ -56,7 +56,7 @@ def stream_body(port: int, headers: str, total: int, chunk: bytes) -> tuple[byte
 
 @pytest.mark.parametrize("framing", ["content-length", "chunked"])
 def test_a_400_mb_login_body_is_refused_while_it_streams(platform, framing):
-    """CONTRACT.md section 1: 413, and the ingress holds no more than a small, fixed amount
+    """docs/api.md §1: 413, and the ingress holds no more than a small, fixed amount
     (measured on ec95f26: 400 MB of JSON took the replica from 184 to 779 MB)."""
     total = 400 * MB
     if framing == "content-length":

@@ -1,4 +1,4 @@
-"""The platform's metrics (CONTRACT.md E6) on the node's Prometheus endpoint, after a few
+"""The platform's metrics (docs/api.md §E6) on the node's Prometheus endpoint, after a few
 tasks: what a Prometheus scraping through Ray's service discovery would read."""
 
 from __future__ import annotations

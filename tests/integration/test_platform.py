@@ -279,7 +279,7 @@ def test_a_portrait_holds_at_most_one_primitive(http, user_headers, detection):
     "zidane.jpg"])
 def test_a_portrait_is_no_known_scene(http, user_headers, name):
     """The scene of a portrait is "unknown", and the result still carries the classifier's
-    probabilities (CONTRACT.md E7)."""
+    probabilities (docs/api.md §E7)."""
     result = _portrait_results(http, user_headers(), 1)[name]
     assert set(result["class_probabilities"]) == set(SCENE_CLASSES)
     assert result["class_probability"] == pytest.approx(
