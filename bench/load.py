@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.url:
             base = args.url
         else:
+            from harness.local_platform import start_local_platform
+            from harness.scratch_db import create_scratch_database
             from serve_app.auth.service import create_user
             from storage.database import make_engine, make_session_factory
-            from tests.local_platform import start_local_platform
-            from tests.scratch_db import create_scratch_database
 
             url = create_scratch_database("primitives_load")
             env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         report = asyncio.run(run_load(base, tokens, images, args.seconds))
     finally:
         if env:
-            from tests.local_platform import stop_local_platform
-            from tests.scratch_db import drop_scratch_database
+            from harness.local_platform import stop_local_platform
+            from harness.scratch_db import drop_scratch_database
 
             stop_local_platform(env)
             if url:

@@ -164,7 +164,7 @@ async def batch_submit_load(base: str, headers: dict[str, str], images: list[byt
 
 def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
                  threads: int) -> dict[str, Any]:
-    from tests.local_platform import free_port
+    from harness.local_platform import free_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -214,7 +214,7 @@ def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s:
     import torch
     from ray import serve
 
-    from tests.local_platform import free_port
+    from harness.local_platform import free_port
 
     with environment(ray_env):
         ray.init(num_cpus=4, include_dashboard=False, namespace="bench-minimal")
@@ -259,8 +259,8 @@ def scratch_database(name: str, database: str) -> Iterator[str]:
     embedded default of ``make run``); its URL, removed afterwards."""
     import tempfile
 
+    from harness.scratch_db import create_scratch_database, drop_scratch_database
     from serve_app.cli import upgrade_database
-    from tests.scratch_db import create_scratch_database, drop_scratch_database
 
     if database == "sqlite":
         with tempfile.TemporaryDirectory(prefix=f"{name}-") as folder:
@@ -290,9 +290,9 @@ def local_platform(name: str, config: Path | None = None, ray_env: Path | None =
 def _platform_on(name: str, url: str, config: Path | None, ray_env: Path | None
                  ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     from config.serve_config import load_ray_env
+    from harness.local_platform import start_local_platform, stop_local_platform
     from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
-    from tests.local_platform import start_local_platform, stop_local_platform
 
     # PRIMITIVES_* settings of this shell reach the platform too.
     env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},

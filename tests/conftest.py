@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, migrated to head, dropped after the run."""
-    from tests.scratch_db import create_scratch_database, drop_scratch_database
+    from harness.scratch_db import create_scratch_database, drop_scratch_database
 
     url = create_scratch_database("primitives_test")
     try:

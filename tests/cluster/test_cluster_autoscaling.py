@@ -14,9 +14,9 @@ import time
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
+from harness.local_platform import free_ports, replicas, start_local_platform, stop_local_platform
 from tests.cluster.conftest import add_backlog, write_overlay
 from tests.cluster.fake_cluster import alive_workers, start_head, stop_cluster, wait_for
-from tests.local_platform import free_ports, replicas, start_local_platform, stop_local_platform
 
 FAST_SCALING = {"upscale_delay_s": 2, "downscale_delay_s": 5, "metrics_interval_s": 1,
                 "look_back_period_s": 2}

@@ -12,9 +12,9 @@ import time
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
+from harness.local_platform import replicas, start_local_platform, stop_local_platform
 from tests.cluster.conftest import add_backlog, write_overlay
 from tests.cluster.fake_cluster import wait_for
-from tests.local_platform import replicas, start_local_platform, stop_local_platform
 
 # Room for every model replica on either worker node alone.
 WORKER = {"num_cpus": 2, "resources": {"model_node": 4}}

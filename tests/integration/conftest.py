@@ -38,27 +38,27 @@ class Platform:
     the same port and database."""
 
     def __init__(self, env: dict[str, str], models: list[dict]):
-        from tests.local_platform import free_ports
+        from harness.local_platform import free_ports
 
         self.env, self.models = env, models
         self.port, self.metrics_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        from tests.local_platform import start_local_platform
+        from harness.local_platform import start_local_platform
 
         start_local_platform(self.env, models=self.models, namespace="primitives-tests",
                              port=self.port, metrics_port=self.metrics_port,
                              dashboard_port=self._another_port())
 
     def stop(self) -> None:
-        from tests.local_platform import stop_local_platform
+        from harness.local_platform import stop_local_platform
 
         stop_local_platform(self.env)
 
     def _another_port(self) -> int:
         """A free port that is neither of ours (they are free too while Ray is down)."""
-        from tests.local_platform import free_ports
+        from harness.local_platform import free_ports
 
         while True:
             (port,) = free_ports(1)

@@ -80,7 +80,7 @@ def test_prometheus_finds_the_nodes_through_rays_discovery_file(platform, tmp_pa
     import subprocess
 
     from config.settings import REPO_ROOT
-    from tests.local_platform import free_port
+    from harness.local_platform import free_port
 
     binary = shutil.which("prometheus")
     assert binary, "prometheus is not installed: make test installs it"
