@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -62,6 +62,7 @@ def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: i
     """An ingress that reads the body and calls, by handle, one batched replica holding both
     models: the least a synchronous Ray Serve app can be."""
     from ray import serve
+    from ray.serve import Deployment
     from starlette.requests import Request
 
     @serve.deployment(ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
@@ -93,4 +94,6 @@ def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: i
             result: dict = await self.models.predict.remote(await request.body())
             return result
 
-    return Front.bind(BothModels.bind())
+    # mypy does not apply class decorators: these are the Deployments serve.deployment made.
+    front, models = cast(Deployment, Front), cast(Deployment, BothModels)
+    return front.bind(models.bind())

@@ -319,7 +319,7 @@ def measured_load(load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """Run one load on the running platform; its figures with the CPU it cost by process
     group, and how much of that ran outside the models' ``predict``."""
     stats_before, cpu_before = model_stats(), cpu.sample()
-    out = asyncio.run(load)  # type: ignore[arg-type]
+    out: dict[str, Any] = asyncio.run(load)  # type: ignore[arg-type]
     by_group = cpu.cpu_by_group(cpu_before, cpu.sample())
     inference = inference_cpu(stats_before, model_stats())
     tasks = max(1, out["images"] - out["errors"])

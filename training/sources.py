@@ -99,8 +99,8 @@ def _noise(rng: np.random.Generator) -> Image.Image:
     w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
     cells = int(rng.integers(2, 64))
     small = rng.uniform(0, 255, size=(cells, max(2, int(cells * w / h)), 3))
-    arr = np.asarray(Image.fromarray(small.astype(np.uint8)).resize((w, h), Image.BICUBIC),
-                     dtype=np.float32)
+    arr = np.asarray(Image.fromarray(small.astype(np.uint8)).resize(
+        (w, h), Image.Resampling.BICUBIC), dtype=np.float32)
     arr += rng.normal(0, rng.uniform(0, 40), size=arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 

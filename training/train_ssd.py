@@ -45,7 +45,7 @@ class Boxes(Dataset):
     def __getitem__(self, i: int):
         item = self.items[i]
         img = Image.open(item.image).convert("RGB").resize((self.size, self.size),
-                                                           Image.BILINEAR)
+                                                           Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.float32) / 255.0
         boxes = axis_aligned(item.corners, self.size, self.size)
         if self.train and np.random.rand() < 0.5:

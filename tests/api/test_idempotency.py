@@ -88,7 +88,9 @@ def test_racing_transactions_wait_for_the_first_and_replay_its_answer(sessions, 
 
     name, _ = make_user()
     with sessions() as db:
-        user_id = get_user_by_username(db=db, username=name).id
+        user = get_user_by_username(db=db, username=name)
+        assert user is not None
+        user_id = user.id
     new = NewTasks(detection_model_id=1, classification_model_id=3,
                    images=[(b"\xff\xd8\xff-bytes", "image/jpeg")])
     barrier = threading.Barrier(4)

@@ -106,6 +106,6 @@ def test_migrating_an_existing_sqlite_file_keeps_every_row(tmp_path, registry):
         assert connection.execute(text("SELECT id FROM task")).scalars().all() == [7]
         schema = connection.execute(text(
             "SELECT sql FROM sqlite_master WHERE name = 'task'")).scalar()
-        assert "AUTOINCREMENT" in schema
+        assert schema is not None and "AUTOINCREMENT" in schema
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()

@@ -29,7 +29,9 @@ def test_the_page_is_not_part_of_the_api_schema(client):
 def test_the_login_form_never_puts_a_password_in_a_url(client):
     """Without a method a form is sent by GET: had the script not loaded, the password
     would have gone into the address bar, the history and every access log."""
-    form = re.search(r'<form id="login-form"[^>]*>', client.get("/").text).group(0)
+    found = re.search(r'<form id="login-form"[^>]*>', client.get("/").text)
+    assert found is not None
+    form = found.group(0)
     assert 'method="post"' in form and 'action="/oauth/login"' in form
 
 

@@ -177,5 +177,6 @@ def test_one_users_waiting_requests_are_capped_and_the_rest_answered_at_once(
         third = client.get(f"/api/tasks/{task_id}/result?wait=30", headers=alice)
         assert third.status_code == 200 and third.json()["status"] == "queued"
         assert time.monotonic() - started < 5 and queue.waiting == 2
+        assert client.portal is not None
         client.portal.call(queue.release.set)
         assert [f.result().json()["status"] for f in held] == ["queued", "queued"]

@@ -334,7 +334,9 @@ def test_the_whole_list_is_streamed_a_page_at_a_time_as_fastapi_would_write_it(
     from serve_app.tasks.schemas import TaskList, TaskSummary
 
     with sessions() as db:
-        owner = get_user_by_username(db=db, username="alice").id
+        alice_user = get_user_by_username(db=db, username="alice")
+        assert alice_user is not None
+        owner = alice_user.id
         service.create_tasks(db=db, user_id=owner, new=service.NewTasks(
             detection_model_id=1, classification_model_id=3,
             images=[(sample_jpeg, "image/jpeg")] * 23, webhook_url=None))
@@ -342,8 +344,11 @@ def test_the_whole_list_is_streamed_a_page_at_a_time_as_fastapi_would_write_it(
     read: list[int] = []
     real = service.task_summaries
     monkeypatch.setattr(router, "LIST_PAGE", 5)
-    monkeypatch.setattr(service, "task_summaries",
-                        lambda **kw: read.append(kw["limit"]) or real(**kw))
+    def counted(**kw):
+        read.append(kw["limit"])
+        return real(**kw)
+
+    monkeypatch.setattr(service, "task_summaries", counted)
     response = client.get("/api/tasks", headers=alice)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"

@@ -114,8 +114,11 @@ def test_a_picture_asked_for_again_is_not_drawn_again(client, alice, finish, mon
 
     drawn: list[int] = []
     real = router.draw_result
-    monkeypatch.setattr(router, "draw_result",
-                        lambda *a, **k: drawn.append(1) or real(*a, **k))
+    def counted(*args, **kwargs):
+        drawn.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(router, "draw_result", counted)
     task_id = submit(client, alice, _photo(320, 200))
     finish([CUBE, SPHERE])
     first = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)

@@ -203,8 +203,9 @@ def test_a_webhook_log_is_read_by_owner_as_well_as_task_id(client, alice, bob, s
     task_id = submit(client, alice, sample_jpeg, webhook="http://127.0.0.1:9/hook")
     finish([], image_class="office")
     with sessions() as db:
-        owner = db.get(Task, task_id).user_id
-        other = get_user_by_username(db=db, username="bob").id
+        task, bob_user = db.get(Task, task_id), get_user_by_username(db=db, username="bob")
+        assert task is not None and bob_user is not None
+        owner, other = task.user_id, bob_user.id
         assert len(webhooks.deliveries_for_task(db=db, user_id=owner, task_id=task_id)) == 1
         assert webhooks.deliveries_for_task(db=db, user_id=other, task_id=task_id) == []
 

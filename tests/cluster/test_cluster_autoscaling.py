@@ -26,8 +26,8 @@ MODELS = ("YOLO", "SSD", "model_v1")
 def _replica_nodes(deployment: str, dashboard: str) -> set[str]:
     from ray.util.state import list_actors
 
-    return {a.node_id for a in list_actors(address=dashboard, filters=[("state", "=", "ALIVE")],
-                                           limit=1000)
+    alive = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], limit=1000)
+    return {str(a.node_id) for a in alive
             if a.class_name == f"ServeReplica:primitives:{deployment}"}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -17,7 +18,7 @@ from tests.cluster.conftest import add_backlog, write_overlay
 from tests.cluster.fake_cluster import wait_for
 
 # Room for every model replica on either worker node alone.
-WORKER = {"num_cpus": 2, "resources": {"model_node": 4}}
+WORKER: dict[str, Any] = {"num_cpus": 2, "resources": {"model_node": 4}}
 MODELS = ("YOLO", "SSD", "model_v1")
 
 

@@ -19,7 +19,7 @@ def test_model_runs_on_cuda_and_agrees_with_the_cpu(spec):
     image = decode_image(render_jpeg(1)[0])
     gpu = build_predictor(spec)
     assert gpu.device == "cuda"
-    assert next(gpu.model.parameters()).is_cuda
+    assert next(gpu.model.parameters()).is_cuda  # type: ignore[attr-defined]
     (on_gpu,) = gpu.predict([image])
     (on_cpu,) = build_predictor(spec, device="cpu").predict([image])
     if isinstance(on_cpu, Detection):

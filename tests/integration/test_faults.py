@@ -40,6 +40,7 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     engine = make_engine(database_url)
     with make_session_factory(engine)() as db:
         user_id = db.scalar(select(Task.user_id).where(Task.id == first))
+        assert user_id is not None
         ids = [first] + [create_tasks(db=db, user_id=user_id, new=NewTasks(
             detection_model_id=1 + i % 2, classification_model_id=3,
             images=[(IMAGES[i % len(IMAGES)], "image/jpeg")]))[0] for i in range(1, n)]

@@ -93,7 +93,7 @@ def test_prometheus_finds_the_nodes_through_rays_discovery_file(platform, tmp_pa
          f"--storage.tsdb.path={tmp_path}", f"--web.listen-address=127.0.0.1:{port}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline, result = time.monotonic() + 90, []
+        deadline, result = time.monotonic() + 90, list[dict]()
         while not result and time.monotonic() < deadline:
             time.sleep(2)
             try:

@@ -169,6 +169,7 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
         db.execute(insert(MlModel).values(id=50, name="Retired", type="detection_model")
                    .on_conflict_do_nothing())
         user = db.scalar(select(Task.user_id).where(Task.id == good))
+        assert user is not None
         (doomed,) = create_tasks(db=db, user_id=user, new=NewTasks(
             detection_model_id=50, classification_model_id=3,
             images=[(render_jpeg(17)[0], "image/jpeg")]))

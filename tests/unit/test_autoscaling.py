@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 from deployments.autoscaling import backlog_policy
 
 
 def _context(*, replicas: int, ongoing: float, backlog: dict[str, float] | None,
-             target: float = 8, target_replicas: int = 1) -> SimpleNamespace:
+             target: float = 8, target_replicas: int = 1) -> Any:
+    """A stand-in for Serve's AutoscalingContext with the fields the policy reads."""
     return SimpleNamespace(
         current_num_replicas=replicas, target_num_replicas=target_replicas,
         total_num_requests=ongoing,

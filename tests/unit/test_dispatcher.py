@@ -47,7 +47,7 @@ class MemoryStore:
 
     def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
         token = f"t{next(self.tokens)}"
-        out = []
+        out: list[ClaimedTask] = []
         for task_id, row in sorted(self.rows.items()):
             if row.status == "queued" and len(out) < limit:
                 row.status, row.token = "in progress", token
@@ -170,7 +170,11 @@ def test_a_transient_failure_backs_off_and_the_task_runs_again():
     store, models = MemoryStore(), StandInModels(crashes=2)
     store.add(b"crash")
     waits: list[int] = []
-    dispatcher = make_dispatcher(store, models, backoff=lambda n: waits.append(n) or 0.0)
+    def backoff(attempts: int) -> float:
+        waits.append(attempts)
+        return 0.0
+
+    dispatcher = make_dispatcher(store, models, backoff=backoff)
     asyncio.run(run_until(dispatcher, store, 1))
     assert store.rows[1].status == "done"
     assert store.rows[1].attempts == 3
@@ -295,7 +299,7 @@ def test_a_wait_after_the_end_returns_at_once_but_a_released_task_is_waited_for(
         while dispatcher.running:
             await asyncio.sleep(0.01)
         assert (store.rows[done].status, store.rows[crashing].status) == ("done", "queued")
-        store.is_settled = None  # type: ignore[method-assign] - a look would raise
+        store.is_settled = None  # type: ignore[method-assign,assignment]  # a look would raise
         async with asyncio.timeout(1):
             await dispatcher.wait_finished(done, timeout=30)
         # Released after a transient failure: back in the queue, not ended.
