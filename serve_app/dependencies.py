@@ -4,6 +4,7 @@ so route code declares what it needs (``settings: SettingsDep``) and tests can s
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,19 +161,23 @@ class AppServices:
 
     @classmethod
     def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
-               read_sessions: sessionmaker[Session], queue: QueueLink) -> AppServices:
+               read_sessions: sessionmaker[Session], queue: QueueLink,
+               clock: Callable[[], float] = time.time) -> AppServices:
+        """``clock``: the wall clock the shared rate windows count minutes by."""
         login_failures: Limiter
         account_failures: Limiter
         request_rate: Limiter
         if settings.limits_storage == "database":
-            login_failures = SharedWindow(sessions, settings.login_failures_per_minute, "login")
+            login_failures = SharedWindow(sessions, settings.login_failures_per_minute, "login",
+                                          clock=clock)
             account_failures = SharedWindow(
-                sessions, settings.login_failures_per_account_per_minute, "login-account")
+                sessions, settings.login_failures_per_account_per_minute, "login-account",
+                clock=clock)
             request_rate = BatchedWindow(
                 sessions, settings.requests_per_minute, "requests",
-                flush_seconds=settings.limits_flush_seconds) \
+                flush_seconds=settings.limits_flush_seconds, clock=clock) \
                 if settings.limits_flush_seconds > 0 else \
-                SharedWindow(sessions, settings.requests_per_minute, "requests")
+                SharedWindow(sessions, settings.requests_per_minute, "requests", clock=clock)
         else:
             login_failures = SlidingWindow(settings.login_failures_per_minute)
             account_failures = SlidingWindow(settings.login_failures_per_account_per_minute)

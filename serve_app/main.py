@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -30,6 +32,7 @@ def create_app(
     session_factory: sessionmaker[Session],
     read_session_factory: sessionmaker[Session] | None = None,
     queue: QueueLink | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Build the API over a database (``read_session_factory``: autocommit sessions for
     reads, the main factory when not given) and, in production, the task queue (``queue``:
@@ -50,7 +53,8 @@ def create_app(
                                             sessions=session_factory,
                                             read_sessions=read_session_factory
                                             or session_factory,
-                                            queue=queue if queue is not None else NoQueue())
+                                            queue=queue if queue is not None else NoQueue(),
+                                            clock=clock)
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(auth_router)

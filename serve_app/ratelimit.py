@@ -105,8 +105,9 @@ class SharedWindow:
     blocking = True
 
     def __init__(self, sessions: sessionmaker[Session], limit: int, prefix: str,
-                 window: float = 60.0):
+                 window: float = 60.0, clock: Callable[[], float] = time.time):
         self.sessions, self.limit, self.prefix, self.window = sessions, limit, prefix, window
+        self.clock = clock
 
     def _key(self, key: Hashable) -> str:
         return f"{self.prefix}:{key}"[:200]
@@ -126,7 +127,7 @@ class SharedWindow:
         return max(1, math.ceil((needed - elapsed / self.window) * self.window) + 1)
 
     def _counts(self, key: Hashable, add: bool) -> int:
-        now = time.time()
+        now = self.clock()
         elapsed = now % self.window
         start = datetime.fromtimestamp(now - elapsed, UTC)
         before = start - timedelta(seconds=self.window)
@@ -158,7 +159,7 @@ class SharedWindow:
             limits.clear(db=db, key=self._key(key))
 
     def give_back(self, key: Hashable) -> None:
-        now = time.time()
+        now = self.clock()
         with self.sessions() as db:
             limits.add(db=db, key=self._key(key), count=-1,
                        window_start=datetime.fromtimestamp(now - now % self.window, UTC))
@@ -181,7 +182,7 @@ class BatchedWindow:
     def __init__(self, sessions: sessionmaker[Session], limit: int, prefix: str,
                  window: float = 60.0, flush_seconds: float = 0.25,
                  clock: Callable[[], float] = time.time):
-        self.shared = SharedWindow(sessions, limit, prefix, window)
+        self.shared = SharedWindow(sessions, limit, prefix, window, clock)
         self.sessions, self.window, self.flush_seconds = sessions, window, flush_seconds
         self.clock = clock
         # Events not yet written, by (key, window start).

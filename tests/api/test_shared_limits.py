@@ -16,15 +16,30 @@ from serve_app.ratelimit import BatchedWindow, SharedWindow
 from storage.models import RateCounter
 
 
+class FixedClock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Ten seconds into a minute: the per-minute windows are read as a sliding estimate, and a
+# test's events must not straddle an edge (the edge has its own test).
+EARLY_IN_A_MINUTE = 1_800_000_000.0 + 10
+
+
 @pytest.fixture
 def replicas(settings, registry, sessions, read_sessions):
     # A write per request (no batching): the replicas see each other's counts at once.
     strict = settings.model_copy(update={"login_failures_per_minute": 3,
                                          "requests_per_minute": 6, "limits_storage": "database",
                                          "limits_flush_seconds": 0})
+    clock = FixedClock(EARLY_IN_A_MINUTE)
     clients = [TestClient(create_app(settings=strict, registry=registry,
                                      session_factory=sessions,
-                                     read_session_factory=read_sessions)) for _ in range(2)]
+                                     read_session_factory=read_sessions, clock=clock))
+               for _ in range(2)]
     for client in clients:
         client.__enter__()
     yield clients
@@ -32,17 +47,8 @@ def replicas(settings, registry, sessions, read_sessions):
         client.__exit__(None, None, None)
 
 
-def _clear_of_a_minute_edge(margin: float = 10.0) -> None:
-    """Start in the first 50 s of a minute: counts are per-minute windows read as a sliding
-    estimate, so events straddling an edge are weighed down (the edge has its own test)."""
-    into = time.time() % 60
-    if into > 60 - margin:
-        time.sleep(60 - into + 0.1)
-
-
 def test_two_replicas_share_one_request_count(replicas, make_user):
     name, password = make_user()
-    _clear_of_a_minute_edge()
     token = replicas[0].post("/oauth/login", data={"username": name, "password": password})
     headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
     turns = itertools.cycle(replicas)
@@ -56,7 +62,6 @@ def test_two_replicas_share_one_request_count(replicas, make_user):
 
 def test_two_replicas_share_one_count_of_failed_logins(replicas, make_user):
     make_user("carol", "right-pw")
-    _clear_of_a_minute_edge()
     for client in (replicas[0], replicas[0], replicas[1]):
         wrong = client.post("/oauth/login", data={"username": "carol", "password": "wrong"})
         assert wrong.status_code == 422
@@ -67,16 +72,18 @@ def test_two_replicas_share_one_count_of_failed_logins(replicas, make_user):
 
 
 def test_the_count_does_not_reset_at_a_windows_edge(sessions):
-    window = SharedWindow(sessions, limit=5, prefix="edge", window=60.0)
-    now = time.time()
+    clock = FixedClock(EARLY_IN_A_MINUTE)
+    window = SharedWindow(sessions, limit=5, prefix="edge", window=60.0, clock=clock)
+    now = clock()
     previous = datetime.fromtimestamp(now - now % 60 - 60, UTC)
     with sessions() as db:
         db.add(RateCounter(key="edge:k", window_start=previous, count=60))
         db.commit()
     # The previous window weighs by the share of it the last 60 s still cover: 60 events in
     # it keep the estimate over 5 until 55 s into this window (a fixed window would reset).
-    if now % 60 < 54:
-        assert window.retry_after("k") >= 1
+    assert window.retry_after("k") >= 1
+    clock.now += 44  # 54 s in: 60 x 6/60 = 6 events still weigh, over 5
+    assert window.retry_after("k") >= 1
     # ...and once the previous window is out of the slide, allowed.
     with sessions() as db:
         db.query(RateCounter).filter_by(key="edge:k").update(
@@ -86,16 +93,8 @@ def test_the_count_does_not_reset_at_a_windows_edge(sessions):
     assert [window.take("k") for _ in range(6)][-1] >= 1
 
 
-class FixedClock:
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_batched_counts_are_shared_after_a_flush_and_overshoot_at_most_one_batch(sessions):
-    clock = FixedClock(1_800_000_000.0 + 10)  # 10 s into a minute
+    clock = FixedClock(EARLY_IN_A_MINUTE)
     replicas = [BatchedWindow(sessions, limit=4, prefix="batched", flush_seconds=60,
                               clock=clock) for _ in range(2)]
     # Unflushed, each replica sees only its own requests: 3 + 3 pass a limit of 4.
