@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from deployments.task_queue import Dispatcher, requeue_delay
+from taskqueue import Dispatcher, requeue_delay
 from inference import Classification, DetectedPrimitive, Detection, ModelAnswer, ModelRefused
 from storage.claims import Claim, ClaimedTask, Completion
 from storage.database import utcnow

@@ -1,5 +1,6 @@
-"""Model code runs with Ray absent: every training module and the predictors import with
-``import ray`` made to fail, load the shipped weights and predict."""
+"""Model code and the queue's logic run with Ray absent: every training module, the
+predictors and the taskqueue package import with ``import ray`` made to fail; the predictors
+load the shipped weights and predict."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ SCRIPT = textwrap.dedent("""
     for module in pkgutil.iter_modules(training.__path__):
         importlib.import_module(f"training.{module.name}")
     import inference, inference.images, inference.processing, inference.predictors
+    import taskqueue, taskqueue.dispatcher, taskqueue.retention  # the queue's logic
     from config.serve_config import load_app_config
     from inference import Classification, Detection, build_predictor
     from inference.images import decode_image

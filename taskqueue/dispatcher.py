@@ -1,0 +1,370 @@
+"""The dispatcher: the task queue's logic, with no Ray in it.
+
+The database is the queue. The dispatcher holds nothing that matters: it claims runnable
+tasks (atomically, with a lease it keeps renewing), sends each image to its detection and
+classification models at once, and writes the result or the failure under its claim. Whoever
+runs it (the ``TaskQueue`` actor in deployments/task_queue.py) may die at any moment: a new
+one claims again whatever is queued or whose lease lapsed, so an accepted task is never lost
+and never finishes twice. It takes a claim store (``storage.claims.ClaimStore``) and a
+``run_models`` coroutine, so its loops are tested with stand-ins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from inference import Classification, Detection, ModelAnswer, ModelRefused
+from storage.claims import MAX_ERROR, Claim, ClaimedTask, Completion
+from storage.database import utcnow
+from storage.models import TaskStatus
+from storage.results import result_body, result_payload
+
+log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    """The claim operations the dispatcher needs (``storage.claims.ClaimStore``)."""
+
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]: ...
+    def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]: ...
+    def is_settled(self, *, task_id: int) -> bool: ...
+    def waiting_by_model(self) -> dict[int, int]: ...
+    def complete_many(self, *, items: list[Completion]) -> list[bool]: ...
+    def fail(self, *, claim: Claim, error: str) -> bool: ...
+    def release(self, *, claim: Claim) -> bool: ...
+
+
+class QueueObserver(Protocol):
+    """Where the dispatcher reports what it sees (Ray metrics in the actor)."""
+
+    def ended(self, outcome: str) -> None: ...
+    def stage(self, stage: str, seconds: float) -> None: ...
+    def depth(self, model: str, waiting: int) -> None: ...
+
+
+class NoObserver:
+    def ended(self, outcome: str) -> None:
+        return None
+
+    def stage(self, stage: str, seconds: float) -> None:
+        return None
+
+    def depth(self, model: str, waiting: int) -> None:
+        return None
+
+
+def _seconds_since(moment: datetime | None) -> float | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
+        moment = moment.replace(tzinfo=UTC)
+    return (utcnow() - moment).total_seconds()
+
+
+# (claim, image bytes) -> (detection answer, classification answer). Raises ModelRefused for
+# a permanent failure; anything else is transient and the task goes back to the queue.
+RunModels = Callable[[Claim, bytes], Awaitable[tuple[ModelAnswer, ModelAnswer]]]
+
+
+RECENTLY_ENDED = 4096
+
+
+def failed_body(task_id: int, error: str) -> dict[str, Any]:
+    """The result route's body of a task failed with ``error`` (stored cut to its column)."""
+    return result_body(task_id=task_id, status=TaskStatus.failed, error=error[:MAX_ERROR])
+
+
+def requeue_delay(attempts: int) -> float:
+    """Seconds to wait before giving a transiently failed task back: 1, 2, 4 ... 10."""
+    return min(10.0, 0.5 * 2 ** attempts)
+
+
+@dataclass
+class QueueStats:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    released: int = 0
+    discarded: int = 0
+
+
+@dataclass
+class Dispatcher:
+    store: Store
+    run_models: RunModels
+    concurrency: int
+    lease_seconds: float
+    poll_seconds: float
+    max_attempts: int
+    backoff: Callable[[int], float] = requeue_delay
+    stats: QueueStats = field(default_factory=QueueStats)
+    observer: QueueObserver = field(default_factory=NoObserver)
+    # Model names by id: the backlog is reported per model name.
+    model_names: dict[int, str] = field(default_factory=dict)
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        self.depths: dict[str, int] = {}  # the last backlog count, by model name
+        self.running: dict[int, tuple[Claim, asyncio.Task[None]]] = {}
+        self.waiters: dict[int, asyncio.Event] = {}
+        # Tasks that ended here (oldest first), with their result route's body when known: a
+        # wait that comes after the end returns at once, without a look in the database.
+        self.recently_ended: dict[int, dict[str, Any] | None] = {}
+        self.wake = asyncio.Event()
+        # Results waiting to be stored: whatever finishes while one write is under way goes
+        # in the next, in one transaction (a commit for many tasks under load).
+        self._completions: list[tuple[Completion, asyncio.Future[bool]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """A task was stored: look for work now rather than at the next poll."""
+        self.wake.set()
+
+    def pause(self) -> None:
+        """Stop claiming new tasks (running ones finish)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self.wake.set()
+
+    def _ended(self, task_id: int, body: dict[str, Any] | None = None) -> None:
+        """The task is settled for good (done, failed, canceled or deleted); ``body``: its
+        result route's body, as stored."""
+        self.recently_ended[task_id] = body
+        if len(self.recently_ended) > RECENTLY_ENDED:
+            del self.recently_ended[next(iter(self.recently_ended))]
+
+    def abandon(self, task_id: int) -> None:
+        """The task was canceled or deleted: stop its run now (its claim could not write
+        anyway) and wake whoever waits for it."""
+        self._ended(task_id)
+        entry = self.running.get(task_id)
+        if entry is not None:
+            self.stats.discarded += 1
+            entry[1].cancel()
+        else:
+            event = self.waiters.pop(task_id, None)
+            if event is not None:
+                event.set()
+
+    async def wait_finished(self, task_id: int, timeout: float, *,
+                            notify: bool = False) -> dict[str, Any] | None:
+        """Return once the task is done, failed, canceled or gone, or after ``timeout``
+        seconds: the result route's body when this dispatcher ended the task (done or
+        failed), else None (read the task). ``notify``: the task was just stored; look for
+        work now as well."""
+        if notify:
+            self.notify()
+        if task_id in self.recently_ended:
+            return self.recently_ended[task_id]
+        event = self.waiters.setdefault(task_id, asyncio.Event())
+        try:
+            # Registered first, then checked: a finish in between still sets the event. A
+            # task this dispatcher runs, or one just stored and not yet claimed, needs no
+            # look in the database: its end here sets the event. Anything else might have
+            # ended before this process started, so the database answers for it.
+            if task_id not in self.running and not notify and \
+                    await self._db(self.store.is_settled, task_id=task_id):
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=timeout)
+            return self.recently_ended.get(task_id)
+        finally:
+            if not event.is_set() and self.waiters.get(task_id) is event:
+                self.waiters.pop(task_id, None)
+
+    # -- the loops ----------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, **kwargs)
+
+    async def dispatch_once(self) -> int:
+        """Claim what fits in the free slots and start it; the number started."""
+        free = self.concurrency - len(self.running)
+        if free <= 0 or self.paused:
+            return 0
+        claimed = await self._db(self.store.claim_tasks, limit=free,
+                                 lease_seconds=self.lease_seconds)
+        for item in claimed:
+            claim = item.claim
+            self.stats.claimed += 1
+            self.recently_ended.pop(claim.task_id, None)  # claimed again: not settled
+            task = asyncio.create_task(self.run(claim, item.image))
+            self.running[claim.task_id] = (claim, task)
+            task.add_done_callback(functools.partial(self._finished, claim.task_id))
+        return len(claimed)
+
+    async def dispatch_loop(self) -> None:
+        while True:
+            self.wake.clear()  # before looking, so a notify during the claim is not lost
+            try:
+                if not await self.dispatch_once():
+                    # Nothing runnable or no free slot: sleep until told or the next poll.
+                    await self._sleep(self.poll_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be restarting: retry
+                log.exception("dispatch failed; retrying")
+                await asyncio.sleep(1.0)
+
+    def _finished(self, task_id: int, _task: asyncio.Task[None] | None = None) -> None:
+        self.running.pop(task_id, None)
+        event = self.waiters.pop(task_id, None)
+        if event is not None:
+            event.set()
+        self.wake.set()  # a slot is free
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+
+    async def renew_once(self) -> None:
+        """Renew the leases of running tasks; cancel those deleted (or reclaimed) meanwhile."""
+        current = [claim for claim, _ in self.running.values()]
+        held = await self._db(self.store.renew_leases, claims=current,
+                              lease_seconds=self.lease_seconds)
+        for claim in current:
+            entry = self.running.get(claim.task_id)
+            if claim.task_id not in held and entry is not None and entry[0] is claim:
+                log.info("task %d was canceled, deleted or reclaimed: abandoning its run",
+                         claim.task_id, extra=claim.log_extra())
+                self.stats.discarded += 1
+                entry[1].cancel()
+
+    async def report_depth_once(self) -> dict[str, int]:
+        """Report how many tasks wait for each known model (0 for none); returns it."""
+        waiting = await self._db(self.store.waiting_by_model)
+        depths = {name: waiting.get(model_id, 0) for model_id, name in self.model_names.items()}
+        for name, count in depths.items():
+            self.observer.depth(name, count)
+        self.depths = depths
+        return depths
+
+    async def depth_loop(self) -> None:
+        while True:
+            try:
+                await self.report_depth_once()
+            except Exception:  # noqa: BLE001 - the database may be restarting
+                log.warning("could not count the backlog; retrying")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                await self.renew_once()
+            except Exception:  # noqa: BLE001
+                log.exception("lease renewal failed; retrying")
+
+    async def _store(self, completion: Completion) -> bool:
+        """Store a result under its claim (with others that finish meanwhile); whether the
+        claim still held."""
+        stored = asyncio.get_running_loop().create_future()
+        self._completions.append((completion, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_results())
+        return await stored
+
+    async def _write_results(self) -> None:
+        while self._completions:
+            batch, self._completions = self._completions, []
+            try:
+                outcomes = await self._db(self.store.complete_many,
+                                          items=[item for item, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - each run handles it as transient
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():  # a run canceled meanwhile no longer waits
+                    future.set_result(outcome)
+
+    # -- one task -----------------------------------------------------------------------------
+
+    async def run(self, claim: Claim, image: bytes | None) -> None:
+        """Run one claimed task (its image read with the claim) to done, failed or back to
+        the queue."""
+        if claim.attempts > self.max_attempts:
+            error = f"gave up after {claim.attempts - 1} attempts that crashed"
+            if await self._db(self.store.fail, claim=claim, error=error):
+                self._ended(claim.task_id, failed_body(claim.task_id, error))
+                self.observer.ended("failed")
+            self.stats.failed += 1
+            return
+        waited = _seconds_since(claim.created_at)
+        if waited is not None and claim.attempts == 1:
+            self.observer.stage("wait", waited)
+        try:
+            if image is None:
+                return  # deleted since it was claimed
+            started = time.perf_counter()
+            detection, classification = await self.run_models(claim, image)
+            self.observer.stage("inference", time.perf_counter() - started)
+            if not isinstance(detection.prediction, Detection) or \
+                    not isinstance(classification.prediction, Classification):
+                raise ModelRefused("the configured models answered with the wrong kinds")
+            timings = {"detection": detection.inference_ms,
+                       "classification": classification.inference_ms,
+                       "total": round((time.perf_counter() - started) * 1000, 2)}
+            details = {
+                "detection_model": detection.model,
+                "classification_model": classification.model,
+                "class_probability": classification.prediction.probability,
+                "class_probabilities": classification.prediction.probabilities,
+                "timings_ms": timings,
+            }
+            completion = Completion(
+                claim, image_class=classification.prediction.image_class,
+                primitives=[p.as_dict() for p in detection.prediction.primitives],
+                details=details)
+            if await self._store(completion):
+                self._ended(claim.task_id, result_body(
+                    task_id=claim.task_id, status=TaskStatus.done, result=result_payload(
+                        completion.image_class, completion.primitives, details)))
+                self.stats.done += 1
+                self.observer.ended("done")
+                log.info("task %d done in %.0f ms", claim.task_id, timings["total"],
+                         extra={**claim.log_extra(), "outcome": "done", "timings_ms": timings})
+                total = _seconds_since(claim.created_at)
+                if total is not None:
+                    self.observer.stage("total", total)
+            else:
+                self.stats.discarded += 1
+        except asyncio.CancelledError:
+            raise
+        except ModelRefused as exc:
+            if await self._db(self.store.fail, claim=claim, error=exc.reason):
+                self._ended(claim.task_id, failed_body(claim.task_id, exc.reason))
+                self.observer.ended("failed")
+                log.info("task %d failed: %s", claim.task_id, exc.reason,
+                         extra={**claim.log_extra(), "outcome": "failed"})
+            self.stats.failed += 1
+        except Exception as exc:  # noqa: BLE001 - a replica died, the DB blinked...: retry
+            log.warning("task %d: transient failure, back to the queue: %r", claim.task_id, exc,
+                        extra=claim.log_extra())
+            self.stats.released += 1
+            await asyncio.sleep(self.backoff(claim.attempts))
+            try:
+                await self._db(self.store.release, claim=claim)
+            except Exception:  # noqa: BLE001 - the lease will lapse and it will be reclaimed
+                log.exception("task %d: could not release", claim.task_id,
+                              extra=claim.log_extra())
+
+
+def short_error(exc: BaseException) -> str:
+    """The last line of an exception's report, as a task's error (at most 1000 characters)."""
+    lines = traceback.format_exception_only(type(exc), exc)
+    return lines[-1].strip()[:1000] if lines else repr(exc)
