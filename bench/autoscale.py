@@ -52,9 +52,9 @@ def counts(sessions: Any) -> tuple[int, int]:
 def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, Any]:
     from harness.local_platform import replicas, start_local_platform, stop_local_platform
     from harness.scratch_db import create_scratch_database, drop_scratch_database
-    from serve_app.auth.service import create_user
-    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.database import make_engine, make_session_factory
+    from storage.tasks import NewTasks, create_tasks
+    from storage.users import create_user
     from training.render import render_jpeg
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as chosen:

@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from harness.local_platform import start_local_platform
             from harness.scratch_db import create_scratch_database
-            from serve_app.auth.service import create_user
             from storage.database import make_engine, make_session_factory
+            from storage.users import create_user
 
             url = create_scratch_database("primitives_load")
             env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",

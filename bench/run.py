@@ -291,8 +291,8 @@ def _platform_on(name: str, url: str, config: Path | None, ray_env: Path | None
                  ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     from config.serve_config import load_ray_env
     from harness.local_platform import start_local_platform, stop_local_platform
-    from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
+    from storage.users import create_user
 
     # PRIMITIVES_* settings of this shell reach the platform too.
     env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},

@@ -16,9 +16,9 @@ from config.serve_config import AppArgs, load_app_config
 from config.settings import Environment, Settings, get_settings
 from deployments.ingress import Ingress
 from deployments.model import FALLBACK_OPTIONS, ModelDeployment
-from serve_app.auth.service import ensure_user
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
+from storage.users import ensure_user
 
 log = logging.getLogger(__name__)
 INGRESS = "Ingress"

@@ -18,8 +18,8 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import Settings, get_settings
 from inference import ModelAnswer, ModelRefused
 from inference.images import decode_image
-from storage.claims import Claim, ClaimStore
 from storage.database import make_engine, make_session_factory
+from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher, retention_loop
 from taskqueue.dispatcher import short_error
 

@@ -17,7 +17,7 @@ import sys
 from datetime import timedelta
 
 from config.settings import get_settings
-from serve_app.auth import service
+from storage import users
 from storage.database import make_engine, make_session_factory, utcnow
 from storage.retention import purge_settled_before
 
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="area", required=True)
     db_parser = sub.add_parser("db", help="database schema")
     db_parser.add_argument("action", choices=["upgrade"])
-    users = sub.add_parser("users", help="user accounts")
-    actions = users.add_subparsers(dest="action", required=True)
+    accounts = sub.add_parser("users", help="user accounts")
+    actions = accounts.add_subparsers(dest="action", required=True)
     for name in ("create", "set-password"):
         p = actions.add_parser(name)
         p.add_argument("username")
@@ -88,22 +88,22 @@ def main(argv: list[str] | None = None) -> int:
     with make_session_factory(engine)() as db:
         if args.action == "create":
             try:
-                user = service.create_user(db=db, username=args.username,
-                                           password=_password(args))
-            except service.UserExistsError as exc:
+                user = users.create_user(db=db, username=args.username,
+                                         password=_password(args))
+            except users.UserExistsError as exc:
                 print(exc, file=sys.stderr)
                 return 1
             print(f"created user {user.username} (id {user.id})")
         elif args.action == "list":
-            for user in service.list_users(db=db):
+            for user in users.list_users(db=db):
                 print(f"{user.id}\t{user.username}\t{user.created_at:%Y-%m-%d %H:%M}")
         elif args.action == "set-password":
-            if not service.set_password(db=db, username=args.username, password=_password(args)):
+            if not users.set_password(db=db, username=args.username, password=_password(args)):
                 print(f"no user {args.username!r}", file=sys.stderr)
                 return 1
             print(f"password of {args.username} changed")
         elif args.action == "delete":
-            if not service.delete_user(db=db, username=args.username):
+            if not users.delete_user(db=db, username=args.username):
                 print(f"no user {args.username!r}", file=sys.stderr)
                 return 1
             print(f"deleted user {args.username} and their tasks")

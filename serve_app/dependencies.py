@@ -131,7 +131,7 @@ def load_caller(sessions: sessionmaker[Session], user_id: int,
     """The user with this id, read in a session of its own (blocking); None when there is
     none, or when a token issued at ``issued_at`` predates the user's last password change
     or logout."""
-    from serve_app.auth.service import get_user
+    from storage.users import get_user
 
     with sessions() as db:
         user = get_user(db=db, user_id=user_id)

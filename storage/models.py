@@ -67,6 +67,8 @@ class TaskStatus(StrEnum):
 
 # A task in one of these never changes again (it is only deleted).
 SETTLED_STATUSES = (TaskStatus.done.value, TaskStatus.failed.value, TaskStatus.canceled.value)
+# A task in one of these is waiting: it counts against the user's quota and may still run.
+UNSETTLED_STATUSES = (TaskStatus.queued.value, TaskStatus.in_progress.value)
 MEDIA_EXTENSIONS = {"image/jpeg": "jpeg", "image/png": "png"}
 STATUS_VALUES = ", ".join(f"'{s.value}'" for s in TaskStatus)
 

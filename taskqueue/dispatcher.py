@@ -5,7 +5,7 @@ tasks (atomically, with a lease it keeps renewing), sends each image to its dete
 classification models at once, and writes the result or the failure under its claim. Whoever
 runs it (the ``TaskQueue`` actor in deployments/task_queue.py) may die at any moment: a new
 one claims again whatever is queued or whose lease lapsed, so an accepted task is never lost
-and never finishes twice. It takes a claim store (``storage.claims.ClaimStore``) and a
+and never finishes twice. It takes a claim store (``storage.tasks.ClaimStore``) and a
 ``run_models`` coroutine, so its loops are tested with stand-ins.
 """
 
@@ -23,16 +23,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from inference import Classification, Detection, ModelAnswer, ModelRefused
-from storage.claims import MAX_ERROR, Claim, ClaimedTask, Completion
 from storage.database import utcnow
 from storage.models import TaskStatus
 from storage.results import result_body, result_payload
+from storage.tasks import MAX_ERROR, Claim, ClaimedTask, Completion
 
 log = logging.getLogger(__name__)
 
 
 class Store(Protocol):
-    """The claim operations the dispatcher needs (``storage.claims.ClaimStore``)."""
+    """The claim operations the dispatcher needs (``storage.tasks.ClaimStore``)."""
 
     def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]: ...
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]: ...

@@ -12,9 +12,9 @@ from pydantic import ValidationError
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.auth.schemas import LoginForm, Token
 from serve_app.auth.security import create_access_token
-from serve_app.auth.service import authenticate, revoke_tokens
 from serve_app.bodies import read_capped, too_large
 from serve_app.dependencies import DbSession, LoginGuardDep, SettingsDep
+from storage.users import authenticate, revoke_tokens
 
 router = APIRouter(tags=["auth"])
 

@@ -1,4 +1,4 @@
-"""Password hashing and access tokens."""
+"""Access tokens (JWT): made at login, read on every request."""
 
 from __future__ import annotations
 
@@ -6,28 +6,6 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from jose import JWTError, jwt
-from passlib.context import CryptContext
-
-# argon2: passlib's bcrypt backend breaks on bcrypt>=5 (its self-test hashes 73 bytes).
-password_context = CryptContext(schemes=["argon2"], deprecated="auto")
-
-# Verified against when a login names no user, so both failures cost one argon2 verify.
-_DUMMY_HASH = password_context.hash("not a password anyone has")
-
-
-def hash_password(password: str) -> str:
-    return password_context.hash(password)
-
-
-def verify_password(password: str, password_hash: str | None) -> bool:
-    """Check a password; with no hash, spend the same time and say no."""
-    if password_hash is None:
-        password_context.verify(password, _DUMMY_HASH)
-        return False
-    try:
-        return password_context.verify(password, password_hash)
-    except (ValueError, TypeError):
-        return False
 
 
 def create_access_token(*, user_id: int, secret: str, algorithm: str, expires_minutes: int) -> str:

@@ -25,7 +25,6 @@ from serve_app.dependencies import (
     SettingsDep,
     Waits,
 )
-from serve_app.tasks import service
 from serve_app.tasks.dependencies import (
     ClassificationModelId,
     DetectionModelId,
@@ -49,8 +48,8 @@ from serve_app.tasks.schemas import (
     WebhookLog,
 )
 from serve_app.tasks.visualize import Busy, draw_result
-from storage import webhooks
-from storage.models import Task, TaskResult, TaskStatus, input_path
+from storage import tasks, webhooks
+from storage.models import UNSETTLED_STATUSES, Task, TaskResult, TaskStatus, input_path
 from storage.results import result_body, result_payload
 
 router = APIRouter(tags=["tasks"])
@@ -62,7 +61,6 @@ TaskId = Annotated[int, Path(description="The task's id")]
 WaitSeconds = Annotated[float, Query(
     ge=0, le=30, description="Long poll: hold the answer up to this many seconds until the "
                              "task is done, failed or canceled (0 answers at once)")]
-UNSETTLED = (TaskStatus.queued.value, TaskStatus.in_progress.value)
 _IMAGE_BODY = {"required": True, "content": {
     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
     "image/png": {"schema": {"type": "string", "format": "binary"}},
@@ -89,7 +87,7 @@ async def _settled_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, t
     found = await _read_task(db, user_id, task_id)
     if found is None:
         raise not_found(task_id)
-    if wait > 0 and found[0].status in UNSETTLED:
+    if wait > 0 and found[0].status in UNSETTLED_STATUSES:
         # The queue registers the wait before it looks at the task itself, so a finish
         # between this read and the wait is still seen.
         return await _waited_task(db, queue, waits, user_id, task_id, wait)
@@ -117,7 +115,7 @@ async def _waited_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, ta
 
 def _read_task(db: AsyncDb, user_id: int,
                task_id: int) -> Awaitable[tuple[Task, TaskResult | None] | None]:
-    return db.read(lambda s: service.get_task_and_result(db=s, user_id=user_id,
+    return db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user_id,
                                                          task_id=task_id))
 
 
@@ -146,27 +144,27 @@ async def create_task(user: CurrentUser, detection_id: DetectionModelId,
                       settings: SettingsDep, db: AsyncDb, queue: Queue,
                       waits: Waits) -> TaskCreated | TasksCreated | Response:
     limit = settings.max_active_tasks_per_user
-    new = service.NewTasks(detection_model_id=detection_id,
+    new = tasks.NewTasks(detection_model_id=detection_id,
                            classification_model_id=classification_id,
                            images=[(u.data, u.media_type) for u in uploads.images],
                            webhook_url=webhook)
     try:
-        created = await db.run(lambda s: service.create_tasks_within_quota(
+        created = await db.run(lambda s: tasks.create_tasks_within_quota(
             db=s, user_id=user.id, new=new, max_active=limit, idempotency_key=key,
             key_hours=settings.idempotency_hours,
             max_stored_bytes=settings.max_stored_bytes_per_user))
-    except service.OverQuota:
+    except tasks.OverQuota:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
                             detail=f"You may have {limit} tasks waiting; this request would "
                                    "pass that. Submit more when some have finished.",
                             headers={"Retry-After": "5"}) from None
-    except service.OverStorage as over:
+    except tasks.OverStorage as over:
         raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                             detail=f"Your stored images take {_mb(over.stored)} of your "
                                    f"{_mb(over.limit)}; these {_mb(over.adding)} would pass "
                                    "that. Delete tasks you no longer need to make room.") \
             from None
-    except service.KeyReused:
+    except tasks.KeyReused:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail="This Idempotency-Key was already used with a different "
                                    "image, model ids or webhook; use a new key for a new "
@@ -192,13 +190,13 @@ def list_tasks(
     sessions: ReadSessionFactory,
     user: CurrentUser,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
-    after_id: Annotated[int, Query(ge=0, le=service.MAX_TASK_ID,
+    after_id: Annotated[int, Query(ge=0, le=tasks.MAX_TASK_ID,
                                    description="only tasks with a larger id")] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> TaskList | StreamingResponse:
     if limit is not None:
         with sessions() as db:
-            rows = service.task_summaries(db=db, user_id=user.id, status=status_filter,
+            rows = tasks.task_summaries(db=db, user_id=user.id, status=status_filter,
                                           after_id=after_id, limit=limit)
         return TaskList(tasks=[_summary(row) for row in rows])
     # The whole list (what a seed client asks for) is streamed a page at a time, each page
@@ -223,7 +221,7 @@ def _stream_tasks(sessions: sessionmaker[Session], user_id: int, status_filter: 
     first = True
     while True:
         with sessions() as db:
-            rows = service.task_summaries(db=db, user_id=user_id, status=status_filter,
+            rows = tasks.task_summaries(db=db, user_id=user_id, status=status_filter,
                                           after_id=after_id, limit=LIST_PAGE)
         for row in rows:
             yield (b"" if first else b",") + _summary(row).model_dump_json().encode()
@@ -253,7 +251,7 @@ async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Que
                404: NOT_FOUND},
 )
 def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response:
-    found = service.get_input(db=db, user_id=user.id, task_id=task_id)
+    found = tasks.get_input(db=db, user_id=user.id, task_id=task_id)
     if found is None:
         raise not_found(task_id)
     media_type, data = found
@@ -310,7 +308,7 @@ async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue:
                responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
                 queue: Queue) -> TaskDeleted:
-    if not service.delete_task(db=db, user_id=user.id, task_id=task_id):
+    if not tasks.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
     queue.forget(task_id)
     log.info("task %d deleted", task_id, extra={"task": task_id, "user": user.id})
@@ -324,9 +322,9 @@ def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
 def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser,
                 queue: Queue) -> TaskCanceled:
     try:
-        if not service.cancel_task(db=db, user_id=user.id, task_id=task_id):
+        if not tasks.cancel_task(db=db, user_id=user.id, task_id=task_id):
             raise not_found(task_id)
-    except service.TaskEnded as ended:
+    except tasks.TaskEnded as ended:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"Task {task_id} is already {ended.status.value}.") from None
     queue.cancel(task_id)
@@ -361,7 +359,7 @@ async def get_visualization(
     accept: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    found = await db.read(lambda s: service.get_task_and_result(db=s, user_id=user.id,
+    found = await db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user.id,
                                                                 task_id=task_id))
     if found is None:
         raise not_found(task_id)
@@ -392,7 +390,7 @@ async def get_visualization(
 
 async def _draw(db: AsyncDb, user_id: int, task_id: int, stored: TaskResult,
                 min_probability: float, media_type: str) -> bytes:
-    found_input = await db.read(lambda s: service.get_input(db=s, user_id=user_id,
+    found_input = await db.read(lambda s: tasks.get_input(db=s, user_id=user_id,
                                                             task_id=task_id))
     if found_input is None:  # deleted in between
         raise not_found(task_id)
@@ -405,7 +403,7 @@ async def _draw(db: AsyncDb, user_id: int, task_id: int, stored: TaskResult,
             summary="The task's webhook deliveries and every attempt made",
             responses={401: UNAUTHORIZED, 404: NOT_FOUND})
 def get_webhook_log(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> WebhookLog:
-    if service.get_task(db=db, user_id=user.id, task_id=task_id) is None:
+    if tasks.get_task(db=db, user_id=user.id, task_id=task_id) is None:
         raise not_found(task_id)
     return WebhookLog(deliveries=[
         WebhookDeliveryOut(

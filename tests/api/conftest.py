@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from config.settings import Settings
-from serve_app.auth.service import create_user
 from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
+from storage.users import create_user
 
 JWT_SECRET = secrets.token_urlsafe(48)  # random: the production checks judge it
 
@@ -127,10 +127,10 @@ def submit(client, headers, image: bytes, **params) -> int:
 
 
 def claim_batch(*, db, limit: int, lease_seconds: float) -> list:
-    """Claim as the queue does (storage.claims.claim_tasks_with_inputs), without the images."""
-    from storage import claims
+    """Claim as the queue does (storage.tasks.claim_tasks_with_inputs), without the images."""
+    from storage import tasks
 
-    return [c.claim for c in claims.claim_tasks_with_inputs(db=db, limit=limit,
+    return [c.claim for c in tasks.claim_tasks_with_inputs(db=db, limit=limit,
                                                             lease_seconds=lease_seconds)]
 
 
@@ -138,13 +138,13 @@ def claim_batch(*, db, limit: int, lease_seconds: float) -> list:
 def finish(sessions):
     """Run the queue's side by hand: claim the queued tasks and store ``primitives`` and the
     scene class for them, as the queue would after running the models."""
-    from storage import claims
+    from storage import tasks
 
     def do(primitives: list[dict], image_class: str = "office") -> list[int]:
         with sessions() as db:
             claimed = claim_batch(db=db, limit=100, lease_seconds=60)
             for claim in claimed:
-                assert claims.complete(db=db, claim=claim, image_class=image_class,
+                assert tasks.complete(db=db, claim=claim, image_class=image_class,
                                        primitives=primitives, details={"detection_model": "t"})
         return [c.task_id for c in claimed]
 

@@ -159,7 +159,7 @@ def test_protected_routes_answer_401(client, make_user, method, path, case):
 
 
 def test_token_of_a_deleted_user_is_refused(client, make_user, login, sessions):
-    from serve_app.auth.service import delete_user
+    from storage.users import delete_user
 
     headers = login(*make_user("gone"))
     assert client.get("/api/tasks", headers=headers).status_code == 200
@@ -173,7 +173,7 @@ def test_token_of_a_deleted_user_is_refused(client, make_user, login, sessions):
 def test_a_password_change_refuses_every_token_issued_before(client, make_user, login,
                                                               sessions):
     """Found by the outside review: tokens stayed valid after a password change."""
-    from serve_app.auth.service import set_password
+    from storage.users import set_password
 
     old = login(*make_user("changer", "pw-old-123"))
     with sessions() as db:

@@ -7,14 +7,14 @@ import time
 
 from sqlalchemy import func, select, update
 
-from serve_app.tasks.service import NewTasks, create_tasks
-from storage import claims
+from storage import tasks
 from storage.models import Task, TaskResult
+from storage.tasks import NewTasks, create_tasks
 from tests.api.conftest import claim_batch
 
 
 def _tasks(sessions, n: int, username="alice") -> list[int]:
-    from serve_app.auth.service import create_user
+    from storage.users import create_user
 
     with sessions() as db:
         user = create_user(db=db, username=username, password="pw")
@@ -53,12 +53,12 @@ def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
     with sessions() as db:
         (second,) = claim_batch(db=db, limit=5, lease_seconds=30)
         assert second.task_id == task_id and second.attempts == 2
-        assert not claims.complete(db=db, claim=first, image_class="x", primitives=[],
+        assert not tasks.complete(db=db, claim=first, image_class="x", primitives=[],
                                    details={})
-        assert not claims.renew_leases(db=db, claims=[first], lease_seconds=30)
-        assert claims.complete(db=db, claim=second, image_class="office", primitives=[],
+        assert not tasks.renew_leases(db=db, claims=[first], lease_seconds=30)
+        assert tasks.complete(db=db, claim=second, image_class="office", primitives=[],
                                details={})
-        assert not claims.complete(db=db, claim=second, image_class="office", primitives=[],
+        assert not tasks.complete(db=db, claim=second, image_class="office", primitives=[],
                                    details={})
         assert db.scalar(select(func.count()).select_from(TaskResult)) == 1
         assert db.get(Task, task_id).status == "done"
@@ -68,13 +68,13 @@ def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
     keep, gone = _tasks(sessions, 2)
     with sessions() as db:
         first, second = claim_batch(db=db, limit=5, lease_seconds=30)
-        assert claims.release(db=db, claim=first)
+        assert tasks.release(db=db, claim=first)
         db.execute(update(Task).where(Task.id == gone).values(status="queued"))
         db.commit()
     with sessions() as db:
         db.delete(db.get(Task, gone))
         db.commit()
-        assert not claims.complete(db=db, claim=second, image_class="x", primitives=[],
+        assert not tasks.complete(db=db, claim=second, image_class="x", primitives=[],
                                    details={})
         assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=30)] == [keep]
 
@@ -84,7 +84,7 @@ def test_a_claim_brings_the_images_of_its_tasks(sessions):
     with sessions() as db:
         db.delete(db.get(Task, ids[1]).input)
         db.commit()
-        claimed = claims.claim_tasks_with_inputs(db=db, limit=5, lease_seconds=30)
+        claimed = tasks.claim_tasks_with_inputs(db=db, limit=5, lease_seconds=30)
     assert [(c.claim.task_id, c.image) for c in claimed] == \
         [(ids[0], b"\xff\xd8\xff"), (ids[1], None), (ids[2], b"\xff\xd8\xff")]
     assert {c.claim.token for c in claimed} == {claimed[0].claim.token}

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from serve_app.auth.service import authenticate, get_user_by_username
 from serve_app.cli import main
+from storage.users import authenticate, get_user_by_username
 
 
 @pytest.fixture

@@ -83,8 +83,8 @@ def test_racing_transactions_wait_for_the_first_and_replay_its_answer(sessions, 
     replica's memory, makes three of them wait and then answer the first one's id."""
     import threading
 
-    from serve_app.auth.service import get_user_by_username
-    from serve_app.tasks.service import NewTasks, create_tasks_within_quota
+    from storage.tasks import NewTasks, create_tasks_within_quota
+    from storage.users import get_user_by_username
 
     name, _ = make_user()
     with sessions() as db:

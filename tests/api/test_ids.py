@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from config.settings import REPO_ROOT, Settings
-from serve_app.auth.service import create_user, delete_user
 from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
+from storage.users import create_user, delete_user
 from tests.api.conftest import JWT_SECRET, submit
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
-from storage import claims
+from storage import tasks
 from storage.models import Task
 from tests.api.conftest import claim_batch
 
@@ -43,7 +43,7 @@ class FinishingQueue(NoQueue):
             return
         with self.sessions() as db:
             for claim in claim_batch(db=db, limit=100, lease_seconds=60):
-                claims.complete(db=db, claim=claim, image_class="office", primitives=[CUBE],
+                tasks.complete(db=db, claim=claim, image_class="office", primitives=[CUBE],
                                 details={"detection_model": "YOLO"})
 
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from storage import claims
+from storage import tasks
 from storage.models import Task
 from tests.api.conftest import claim_batch
 
@@ -172,9 +172,9 @@ def test_result_of_done_and_failed_tasks(client, alice, sample_jpeg, sessions):
                  "rotation": 0.8, "probability": 0.26}
     with sessions() as db:
         done_claim, failed_claim = claim_batch(db=db, limit=2, lease_seconds=30)
-        assert claims.complete(db=db, claim=done_claim, image_class="office",
+        assert tasks.complete(db=db, claim=done_claim, image_class="office",
                                primitives=[primitive], details={"detection_model": "YOLO"})
-        assert claims.fail(db=db, claim=failed_claim, error="model error: boom")
+        assert tasks.fail(db=db, claim=failed_claim, error="model error: boom")
     assert client.get(f"/api/tasks/{done_id}/status", headers=alice).json()["status"] == "done"
     body = client.get(f"/tasks/{done_id}/result", headers=alice).json()
     assert body == {"id": done_id, "status": "done", "result": {
@@ -329,26 +329,28 @@ def test_the_whole_list_is_streamed_a_page_at_a_time_as_fastapi_would_write_it(
     """Found by the outside review: the list without a limit built every task in memory at
     once. It is streamed; a seed client still gets its full list, byte for byte the body
     FastAPI would have written."""
-    from serve_app.auth.service import get_user_by_username
-    from serve_app.tasks import router, service
+    from serve_app.tasks import router
     from serve_app.tasks.schemas import TaskList, TaskSummary
+    from storage import tasks as task_storage
+    from storage.users import get_user_by_username
 
     with sessions() as db:
         alice_user = get_user_by_username(db=db, username="alice")
         assert alice_user is not None
         owner = alice_user.id
-        service.create_tasks(db=db, user_id=owner, new=service.NewTasks(
+        task_storage.create_tasks(db=db, user_id=owner, new=task_storage.NewTasks(
             detection_model_id=1, classification_model_id=3,
             images=[(sample_jpeg, "image/jpeg")] * 23, webhook_url=None))
     submit(client, bob, sample_jpeg)
     read: list[int] = []
-    real = service.task_summaries
+    real = task_storage.task_summaries
     monkeypatch.setattr(router, "LIST_PAGE", 5)
+
     def counted(**kw):
         read.append(kw["limit"])
         return real(**kw)
 
-    monkeypatch.setattr(service, "task_summaries", counted)
+    monkeypatch.setattr(task_storage, "task_summaries", counted)
     response = client.get("/api/tasks", headers=alice)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"

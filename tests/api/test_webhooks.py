@@ -196,9 +196,9 @@ def test_a_webhook_log_is_read_by_owner_as_well_as_task_id(client, alice, bob, s
                                                            finish, sessions):
     """A delivery outlives its task; were a task id ever given again, the log must still show
     only the owner's rows (found by the outside review on SQLite, where ids came back)."""
-    from serve_app.auth.service import get_user_by_username
     from storage import webhooks
     from storage.models import Task
+    from storage.users import get_user_by_username
 
     task_id = submit(client, alice, sample_jpeg, webhook="http://127.0.0.1:9/hook")
     finish([], image_class="office")

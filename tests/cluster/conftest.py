@@ -45,8 +45,8 @@ def timings(request) -> Iterator[dict[str, float]]:
 
 def add_backlog(sessions, *, username: str, count: int, seed: int) -> list[int]:
     """A new user's ``count`` queued tasks, stored in one transaction (they land at once)."""
-    from serve_app.auth.service import create_user
-    from serve_app.tasks.service import NewTasks, create_tasks
+    from storage.tasks import NewTasks, create_tasks
+    from storage.users import create_user
     from training.render import render_jpeg
 
     images = [render_jpeg(seed + i)[0] for i in range(8)]

@@ -108,8 +108,8 @@ def http(platform: Platform) -> Iterator[httpx.Client]:
 @pytest.fixture(scope="session")
 def user_headers(database_url: str, http: httpx.Client):
     """Create a user with the CLI's service and log in through the real endpoint."""
-    from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
+    from storage.users import create_user
 
     engine = make_engine(database_url)
 
@@ -129,8 +129,8 @@ def user_headers(database_url: str, http: httpx.Client):
 @pytest.fixture
 def account(database_url, http):
     """A fresh user: (username, password)."""
-    from serve_app.auth.service import create_user
     from storage.database import make_engine, make_session_factory
+    from storage.users import create_user
 
     name, password = f"c_{uuid.uuid4().hex[:8]}", "pw-client-1"
     engine = make_engine(database_url)

@@ -32,9 +32,9 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     go (the API would let the queue keep pace, and the point is a deep queue)."""
     from sqlalchemy import select
 
-    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.database import make_engine, make_session_factory
     from storage.models import Task
+    from storage.tasks import NewTasks, create_tasks
 
     first = submit(http, headers, IMAGES[0])
     engine = make_engine(database_url)

@@ -159,8 +159,8 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
     with the reason, and the tasks after it still run."""
     from sqlalchemy.dialects.postgresql import insert
 
-    from serve_app.tasks.service import NewTasks, create_tasks
     from storage.models import MlModel
+    from storage.tasks import NewTasks, create_tasks
 
     headers = user_headers()
     good = submit(http, headers, render_jpeg(17)[0])

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from taskqueue import Dispatcher, requeue_delay
 from inference import Classification, DetectedPrimitive, Detection, ModelAnswer, ModelRefused
-from storage.claims import Claim, ClaimedTask, Completion
 from storage.database import utcnow
+from storage.tasks import Claim, ClaimedTask, Completion
+from taskqueue import Dispatcher, requeue_delay
 
 CUBE = DetectedPrimitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
 

@@ -1,0 +1,515 @@
+"""Every change of a task's state, in one place: the API's side (create, idempotently and
+within the user's quotas; list, read, cancel, delete) and the queue's side (atomic claims,
+leases, completions and failures under the claim). A task that ends queues its webhook
+delivery in the same transaction.
+
+A claim moves a task to ``in progress`` with a fresh token and a lease. Every later write
+names the token, so a dispatcher that lost its claim (lease expired, task deleted or canceled,
+task claimed again) can change nothing. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``;
+SQLite serialises writers, which gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage import webhooks
+from storage.database import upsert_insert, utcnow
+from storage.models import (
+    SETTLED_STATUSES,
+    UNSETTLED_STATUSES,
+    IdempotencyKey,
+    Task,
+    TaskInput,
+    TaskResult,
+    TaskStatus,
+    User,
+)
+from storage.results import result_body, result_payload
+
+# -- the API's side ------------------------------------------------------------------------
+
+# Ids a database column can hold; anything else cannot name a task.
+MAX_TASK_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class NewTasks:
+    """What a submission asks for: the images (bytes, media type) and how to run them."""
+
+    detection_model_id: int
+    classification_model_id: int
+    images: list[tuple[bytes, str]]
+    webhook_url: str | None = None
+
+    def digest(self) -> str:
+        """What makes two submissions the same request (for idempotency keys)."""
+        h = hashlib.sha256()
+        h.update(f"{self.detection_model_id}:{self.classification_model_id}:"
+                 f"{self.webhook_url or ''}:{len(self.images)}".encode())
+        for data, media_type in self.images:
+            h.update(f"|{media_type}:{len(data)}:".encode())
+            h.update(data)
+        return h.hexdigest()
+
+
+# Written against the tables (Core): SQLAlchemy's ORM bulk-insert path costs more CPU than
+# the statements on every submit.
+TASKS, INPUTS = cast(Table, Task.__table__), cast(Table, TaskInput.__table__)
+
+
+def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
+    now = utcnow()
+    ids = list(db.scalars(
+        insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
+        [{"user_id": user_id, "detection_model_id": new.detection_model_id,
+          "classification_model_id": new.classification_model_id,
+          "status": TaskStatus.queued.value, "input_media_type": media_type,
+          "input_bytes": len(data), "webhook_url": new.webhook_url, "created_at": now,
+          "attempts": 0}
+         for data, media_type in new.images]))
+    db.execute(insert(INPUTS), [{"task_id": task_id, "data": data}
+                                for task_id, (data, _) in zip(ids, new.images, strict=True)])
+    return ids
+
+
+def create_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
+    """Store one queued task per image, all in one transaction; their ids in order,
+    committed when this returns."""
+    ids = _insert_tasks(db=db, user_id=user_id, new=new)
+    db.commit()
+    return ids
+
+
+class OverQuota(Exception):
+    """The user would have more tasks waiting than allowed."""
+
+
+@dataclass(frozen=True)
+class OverStorage(Exception):
+    """The user's stored images would pass their storage quota."""
+
+    stored: int
+    adding: int
+    limit: int
+
+
+class KeyReused(Exception):
+    """The idempotency key was first used with a different request."""
+
+
+@dataclass(frozen=True)
+class Created:
+    """The ids of the tasks a submission made (``replayed``: made by an earlier request with
+    the same idempotency key)."""
+
+    ids: list[int]
+    replayed: bool = False
+
+
+def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_active: int,
+                              idempotency_key: str | None = None,
+                              key_hours: float = 24.0, max_stored_bytes: int = 0) -> Created:
+    """Store the tasks unless the user would then have more than ``max_active`` waiting
+    (OverQuota) or their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
+    limit). With an idempotency key, a request seen before within ``key_hours`` gets the
+    first one's ids and stores nothing (KeyReused when its body or parameters differ); the
+    key's row is taken first in the same transaction, so racing retries wait for the first
+    and then find its answer."""
+    if idempotency_key is not None:
+        replay = _take_key(db=db, user_id=user_id, key=idempotency_key, digest=new.digest(),
+                           key_hours=key_hours)
+        if replay is not None:
+            db.rollback()
+            return Created(ids=replay, replayed=True)
+    lock_user(db=db, user_id=user_id)  # the check and the insert as one step per user
+    active, stored = usage(db=db, user_id=user_id)  # one query for both limits
+    if active + len(new.images) > max_active:
+        db.rollback()  # the key too: a retry after the quota frees may succeed
+        raise OverQuota
+    adding = sum(len(data) for data, _ in new.images)
+    if max_stored_bytes and stored + adding > max_stored_bytes:
+        db.rollback()
+        raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
+    ids = _insert_tasks(db=db, user_id=user_id, new=new)
+    if idempotency_key is not None:
+        db.execute(update(IdempotencyKey)
+                   .where(IdempotencyKey.user_id == user_id,
+                          IdempotencyKey.key == idempotency_key)
+                   .values(response={"ids": ids}))
+    db.commit()
+    return Created(ids=ids)
+
+
+def _take_key(*, db: Session, user_id: int, key: str, digest: str,
+              key_hours: float) -> list[int] | None:
+    """Claim the key for this request (None), or the ids an earlier request got with it."""
+    now = utcnow()
+    db.execute(delete(IdempotencyKey).where(
+        IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
+        IdempotencyKey.created_at < now - timedelta(hours=key_hours)))
+    values: dict[str, Any] = {"user_id": user_id, "key": key, "request_digest": digest,
+                              "response": {}, "created_at": now}
+    # On PostgreSQL this waits for a concurrent transaction holding the same key to end.
+    taken = db.execute(upsert_insert(db, IdempotencyKey).values(**values)
+                       .on_conflict_do_nothing().returning(IdempotencyKey.key)).first()
+    if taken is not None:
+        return None
+    first = db.execute(select(IdempotencyKey.request_digest, IdempotencyKey.response)
+                       .where(IdempotencyKey.user_id == user_id,
+                              IdempotencyKey.key == key)).one()
+    if first.request_digest != digest:
+        raise KeyReused
+    return list(first.response["ids"])
+
+
+def lock_user(*, db: Session, user_id: int) -> None:
+    """Hold the user's row until the transaction ends, so that one user's quota checks and
+    inserts run one after another (parallel submissions each passed an unlocked count)."""
+    if db.get_bind().dialect.name == "sqlite":
+        # SQLite's reads take no lock and its writes lock the whole file: a write that
+        # changes nothing takes that lock now, before the count.
+        db.execute(update(User).where(User.id == user_id).values(id=User.id))
+    else:
+        db.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
+def usage(*, db: Session, user_id: int) -> tuple[int, int]:
+    """How many of the user's tasks wait (queued or in progress), and the bytes their
+    stored images take."""
+    waiting = Task.status.in_(UNSETTLED_STATUSES)
+    row = db.execute(select(func.count().filter(waiting),
+                            func.coalesce(func.sum(Task.input_bytes), 0))
+                     .where(Task.user_id == user_id)).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def task_summaries(*, db: Session, user_id: int, status: TaskStatus | None, after_id: int,
+                   limit: int) -> list[tuple[int, str, Any, str]]:
+    """(id, status, created_at, input media type) of up to ``limit`` of the user's tasks
+    after ``after_id``, by id: the columns a listing shows, no objects."""
+    query = select(Task.id, Task.status, Task.created_at, Task.input_media_type).where(
+        Task.user_id == user_id, Task.id > after_id).order_by(Task.id).limit(limit)
+    if status is not None:
+        query = query.where(Task.status == status.value)
+    return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
+
+
+def get_task(*, db: Session, user_id: int, task_id: int) -> Task | None:
+    """The user's task with this id; None when missing or someone else's."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    return db.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
+
+
+def get_task_and_result(*, db: Session, user_id: int,
+                        task_id: int) -> tuple[Task, TaskResult | None] | None:
+    """The user's task and its result (None until done), in one query."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    row = db.execute(select(Task, TaskResult)
+                     .outerjoin(TaskResult, TaskResult.task_id == Task.id)
+                     .where(Task.id == task_id, Task.user_id == user_id)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] | None:
+    """The media type and bytes of the user's task input."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    row = db.execute(
+        select(Task.input_media_type, TaskInput.data)
+        .join(TaskInput, TaskInput.task_id == Task.id)
+        .where(Task.id == task_id, Task.user_id == user_id)
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+class TaskEnded(Exception):
+    """The task is already done, failed or canceled."""
+
+    def __init__(self, status: TaskStatus):
+        super().__init__(status.value)
+        self.status = status
+
+
+def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
+    """Cancel the user's task if it is queued or in progress (its webhook, if any, is queued
+    in the same transaction); False when there is no such task, TaskEnded when it already
+    ended. A run under way loses its claim, so it can store nothing."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return False
+    row = db.execute(
+        update(Task)
+        .where(Task.id == task_id, Task.user_id == user_id,
+               Task.status.in_(UNSETTLED_STATUSES))
+        .values(status=TaskStatus.canceled.value, claim_token=None, lease_expires_at=None,
+                finished_at=utcnow())
+        .returning(Task.webhook_url)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        db.rollback()
+        current = db.scalar(select(Task.status).where(Task.id == task_id,
+                                                      Task.user_id == user_id))
+        if current is None:
+            return False
+        raise TaskEnded(TaskStatus(current))
+    if row.webhook_url:
+        webhooks.enqueue(db=db, task_id=task_id, user_id=user_id, url=row.webhook_url,
+                         body=result_body(task_id=task_id, status=TaskStatus.canceled))
+    db.commit()
+    return True
+
+
+def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:
+    """Delete the user's task with its input and result; False when there is none."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return False
+    deleted = db.execute(
+        delete(Task).where(Task.id == task_id, Task.user_id == user_id).returning(Task.id)
+    ).first()
+    db.commit()
+    return deleted is not None
+
+
+# -- the queue's side ----------------------------------------------------------------------
+
+MAX_ERROR = 4000  # characters of a failure's message kept
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: int
+    token: str
+    attempts: int
+    detection_model_id: int
+    classification_model_id: int
+    created_at: datetime | None = None  # when the task was accepted
+    user_id: int | None = None
+
+    def log_extra(self) -> dict[str, int | None]:
+        """What every log line about this task carries (not ``task_id``: Ray's JSON log
+        lines use that key for the Ray task)."""
+        return {"task": self.task_id, "user": self.user_id}
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    """A claim with the task's image (None when the task was deleted meanwhile)."""
+
+    claim: Claim
+    image: bytes | None
+
+
+def claim_tasks_with_inputs(*, db: Session, limit: int,
+                            lease_seconds: float) -> list[ClaimedTask]:
+    """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease),
+    their images read in the same transaction (one query for the whole batch, not one per
+    task; None for a task deleted meanwhile)."""
+    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
+    images: dict[int, bytes] = {}
+    if claims:
+        rows = db.execute(select(TaskInput.task_id, TaskInput.data)
+                          .where(TaskInput.task_id.in_([c.task_id for c in claims])))
+        images = {task_id: data for task_id, data in rows}
+    db.commit()
+    return [ClaimedTask(c, images.get(c.task_id)) for c in claims]
+
+
+# The queue's hot statements are written against the tables (Core), not the mapped classes:
+# SQLAlchemy's ORM bulk-update and unit-of-work paths cost more CPU than the statements.
+TASKS, RESULTS = cast(Table, Task.__table__), cast(Table, TaskResult.__table__)
+TASK = TASKS.c
+
+
+def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
+    now = utcnow()
+    runnable = (
+        select(TASK.id)
+        .where(or_(TASK.status == TaskStatus.queued.value,
+                   and_(TASK.status == TaskStatus.in_progress.value,
+                        TASK.lease_expires_at < now)))
+        .order_by(TASK.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    token = str(uuid.uuid4())
+    rows = db.execute(
+        update(TASKS)
+        .where(TASK.id.in_(runnable.scalar_subquery()))
+        .values(status=TaskStatus.in_progress.value, claim_token=token,
+                lease_expires_at=now + timedelta(seconds=lease_seconds),
+                attempts=TASK.attempts + 1, started_at=now)
+        .returning(TASK.id, TASK.attempts, TASK.detection_model_id, TASK.classification_model_id,
+                   TASK.created_at, TASK.user_id)
+    ).all()
+    return sorted((Claim(r[0], token, r[1], r[2], r[3], r[4], r[5]) for r in rows),
+                  key=lambda c: c.task_id)
+
+
+def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> set[int]:
+    """Extend the leases still held; returns the ids whose claim is still ours."""
+    if not claims:
+        return set()
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    held: set[int] = set()
+    for token in {c.token for c in claims}:
+        ids = [c.task_id for c in claims if c.token == token]
+        rows = db.execute(
+            update(Task)
+            .where(Task.id.in_(ids), Task.claim_token == token,
+                   Task.status == TaskStatus.in_progress.value)
+            .values(lease_expires_at=expires)
+            .returning(Task.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        held.update(r[0] for r in rows)
+    db.commit()
+    return held
+
+
+def is_settled(*, db: Session, task_id: int) -> bool:
+    """True when the task is done, failed, canceled or no longer exists."""
+    status = db.scalar(select(Task.status).where(Task.id == task_id))
+    return status is None or status in SETTLED_STATUSES
+
+
+def waiting_by_model(*, db: Session) -> dict[int, int]:
+    """How many queued tasks wait for each model (detection and classification), by id."""
+    waiting: dict[int, int] = {}
+    for column in (Task.detection_model_id, Task.classification_model_id):
+        for model_id, count in db.execute(
+                select(column, func.count()).where(Task.status == TaskStatus.queued.value)
+                .group_by(column)):
+            waiting[model_id] = waiting.get(model_id, 0) + count
+    return waiting
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A run's result, to be stored under its claim."""
+
+    claim: Claim
+    image_class: str
+    primitives: list[dict[str, Any]]
+    details: dict[str, Any]
+
+
+def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
+             details: dict[str, Any]) -> bool:
+    """Store the result and mark the task done (queueing its webhook), in one transaction,
+    if the claim still holds."""
+    stored = _complete(db=db, item=Completion(claim, image_class, primitives, details))
+    db.commit()
+    return stored
+
+
+def complete_many(*, db: Session, items: list[Completion]) -> list[bool]:
+    """``complete`` for several runs in one transaction (one commit for all): whether each
+    was stored (its claim still held)."""
+    stored = [_complete(db=db, item=item) for item in items]
+    db.commit()
+    return stored
+
+
+def _complete(*, db: Session, item: Completion) -> bool:
+    claim, image_class, primitives, details = (item.claim, item.image_class, item.primitives,
+                                               item.details)
+    done = db.execute(
+        update(TASKS)
+        .where(TASK.id == claim.task_id, TASK.claim_token == claim.token,
+               TASK.status == TaskStatus.in_progress.value)
+        .values(status=TaskStatus.done.value, finished_at=utcnow(), lease_expires_at=None,
+                error=None)
+        .returning(TASK.user_id, TASK.webhook_url)
+    ).first()
+    if done is None:  # the claim was lost: nothing was changed
+        return False
+    db.execute(insert(RESULTS).values(task_id=claim.task_id, image_class=image_class,
+                                     primitives=primitives, details=details))
+    if done.webhook_url:
+        webhooks.enqueue(db=db, task_id=claim.task_id, user_id=done.user_id,
+                         url=done.webhook_url, body=result_body(
+                             task_id=claim.task_id, status=TaskStatus.done,
+                             result=result_payload(image_class, primitives, details)))
+    return True
+
+
+def fail(*, db: Session, claim: Claim, error: str) -> bool:
+    """Mark the task failed with ``error`` (queueing its webhook) if the claim still holds."""
+    error = error[:MAX_ERROR]
+    row = db.execute(
+        update(Task)
+        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
+               Task.status == TaskStatus.in_progress.value)
+        .values(status=TaskStatus.failed.value, finished_at=utcnow(), lease_expires_at=None,
+                error=error)
+        .returning(Task.user_id, Task.webhook_url)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is not None and row.webhook_url:
+        webhooks.enqueue(db=db, task_id=claim.task_id, user_id=row.user_id, url=row.webhook_url,
+                         body=result_body(task_id=claim.task_id, status=TaskStatus.failed,
+                                          error=error))
+    db.commit()
+    return row is not None
+
+
+def release(*, db: Session, claim: Claim) -> bool:
+    """Give the task back to the queue (a transient failure) if the claim still holds."""
+    row = db.execute(
+        update(Task)
+        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
+               Task.status == TaskStatus.in_progress.value)
+        .values(status=TaskStatus.queued.value, claim_token=None, lease_expires_at=None)
+        .returning(Task.id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    db.commit()
+    return row is not None
+
+
+class ClaimStore:
+    """The claim functions over a session factory: one short session per call (what the task
+    queue's dispatcher holds; a fake with the same methods stands in for it in unit tests)."""
+
+    def __init__(self, sessions: sessionmaker[Session],
+                 read_sessions: sessionmaker[Session] | None = None):
+        self.sessions = sessions
+        self.read_sessions = read_sessions or sessions
+
+    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
+        with self.sessions() as db:
+            return claim_tasks_with_inputs(db=db, limit=limit, lease_seconds=lease_seconds)
+
+    def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
+        with self.sessions() as db:
+            return renew_leases(db=db, claims=claims, lease_seconds=lease_seconds)
+
+    def is_settled(self, *, task_id: int) -> bool:
+        with self.read_sessions() as db:
+            return is_settled(db=db, task_id=task_id)
+
+    def waiting_by_model(self) -> dict[int, int]:
+        with self.read_sessions() as db:
+            return waiting_by_model(db=db)
+
+    def complete_many(self, *, items: list[Completion]) -> list[bool]:
+        with self.sessions() as db:
+            return complete_many(db=db, items=items)
+
+    def fail(self, *, claim: Claim, error: str) -> bool:
+        with self.sessions() as db:
+            return fail(db=db, claim=claim, error=error)
+
+    def release(self, *, claim: Claim) -> bool:
+        with self.sessions() as db:
+            return release(db=db, claim=claim)
