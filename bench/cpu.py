@@ -31,6 +31,8 @@ def group_of(cmdline: str, name: str) -> str | None:
     replica = re.search(r"ServeReplica:[^:\s]+:([^\s.]+)", cmdline)
     if replica:
         deployment = replica.group(1)
+        if deployment == "Keeper":
+            return "queue"  # it keeps the queue and the sender alive; it does nothing per task
         return "ingress" if deployment in ("Ingress", "Front") else f"model {deployment}"
     if any(d in cmdline or d in name for d in RAY_DAEMONS) or cmdline.startswith("ray::"):
         return "ray daemons"

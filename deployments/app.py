@@ -1,7 +1,8 @@
 """The application builder: ``serve run serve_config.yaml`` calls ``build_app(args)`` once per
 deploy, with the ``args`` of that file (the model registry). It prepares the database once
 (the model catalog, and the demo user in development), then composes one ``ModelDeployment``
-per registered model (named after it) and the ingress over them."""
+per registered model (named after it), the keeper of the background actors and the ingress
+over them."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from config.registry import ModelType, Registry
 from config.serve_config import AppArgs, load_app_config
 from config.settings import Environment, Settings, get_settings
 from deployments.ingress import Ingress
+from deployments.keeper import Keeper
 from deployments.model import FALLBACK_OPTIONS, ModelDeployment
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
@@ -22,6 +24,7 @@ from storage.users import ensure_user
 
 log = logging.getLogger(__name__)
 INGRESS = "Ingress"
+KEEPER = "Keeper"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
@@ -92,6 +95,10 @@ def compose_app(args: AppArgs, *,
         bound = model_deployment.options(name=spec.name, **opts).bind(
             spec.model_dump(mode="json"))
         (detectors if spec.type is ModelType.detection else classifiers)[spec.id] = bound
+    models = [m.model_dump(mode="json") for m in registry.models]
+    # The keeper owns the task queue and the webhook sender (creates, configures, revives);
+    # the ingress takes its handle only so that Serve deploys it with the application.
+    keeper = cast(Deployment, Keeper).options(name=KEEPER, **options.get(KEEPER, {})).bind(
+        models, detectors, classifiers, args.queue.concurrency)
     return ingress.options(name=INGRESS, **options.get(INGRESS, {})).bind(
-        [m.model_dump(mode="json") for m in registry.models], detectors, classifiers,
-        args.queue.concurrency)
+        models, detectors, classifiers, keeper)
