@@ -34,8 +34,10 @@ from config.settings import REPO_ROOT
 
 OVERLAY = REPO_ROOT / "config" / "autoscale-step.yaml"
 MODEL = "YOLO"
-POLICIES = {"backlog": "deployments.autoscaling:backlog_policy",
-            "default": "ray.serve.autoscaling_policy:replica_queue_length_autoscaling_policy"}
+POLICIES = {
+    "backlog": "deployments.autoscaling:backlog_policy",
+    "default": "ray.serve.autoscaling_policy:replica_queue_length_autoscaling_policy",
+}
 
 
 def counts(sessions: Any) -> tuple[int, int]:
@@ -58,18 +60,30 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
     from training.render import render_jpeg
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as chosen:
-        yaml.safe_dump({"deployments": [{"name": MODEL, "autoscaling_config": {
-            "policy": {"policy_function": POLICIES[policy]}}}]}, chosen)
+        yaml.safe_dump(
+            {
+                "deployments": [
+                    {
+                        "name": MODEL,
+                        "autoscaling_config": {"policy": {"policy_function": POLICIES[policy]}},
+                    }
+                ]
+            },
+            chosen,
+        )
     overlays = [OVERLAY, Path(chosen.name)]
     app = load_app_config(SERVE_CONFIG_PATH, overlays=overlays)
     scaling = app.deployments[MODEL]["autoscaling_config"]
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as merged:
         yaml.safe_dump(read_config(SERVE_CONFIG_PATH, overlays), merged, sort_keys=False)
     url = create_scratch_database("primitives_autoscale")
-    env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-           "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
-           "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
-           "PRIMITIVES_QUEUE_ACTOR_NAME": f"autoscale_queue_{uuid.uuid4().hex[:6]}"}
+    env = {
+        "PRIMITIVES_DATABASE_URL": url,
+        "PRIMITIVES_ENVIRONMENT": "production",
+        "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
+        "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
+        "PRIMITIVES_QUEUE_ACTOR_NAME": f"autoscale_queue_{uuid.uuid4().hex[:6]}",
+    }
     samples: list[dict[str, float]] = []
     try:
         start_local_platform(env, namespace="primitives-autoscale", config=Path(merged.name))
@@ -79,17 +93,28 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
         with sessions() as db:
             user = create_user(db=db, username="step", password="step-load-pw")
             # One transaction: the whole backlog lands at one moment.
-            create_tasks(db=db, user_id=user.id, new=NewTasks(
-                detection_model_id=1, classification_model_id=3,
-                images=[(images[i % len(images)], "image/jpeg") for i in range(tasks)]))
+            create_tasks(
+                db=db,
+                user_id=user.id,
+                new=NewTasks(
+                    detection_model_id=1,
+                    classification_model_id=3,
+                    images=[(images[i % len(images)], "image/jpeg") for i in range(tasks)],
+                ),
+            )
         started = time.monotonic()
         drained_at = None
         while time.monotonic() - started < seconds_max:
             waiting, done = counts(sessions)
-            samples.append({"t": round(time.monotonic() - started, 2), "waiting": waiting,
-                            "done": done,
-                            "replicas": replicas(MODEL, ("RUNNING", "STARTING")),
-                            "running": replicas(MODEL)})
+            samples.append(
+                {
+                    "t": round(time.monotonic() - started, 2),
+                    "waiting": waiting,
+                    "done": done,
+                    "replicas": replicas(MODEL, ("RUNNING", "STARTING")),
+                    "running": replicas(MODEL),
+                }
+            )
             if waiting == 0 and drained_at is None:
                 drained_at = samples[-1]["t"]
             if drained_at is not None and samples[-1]["replicas"] <= scaling["min_replicas"]:
@@ -105,36 +130,53 @@ def run(tasks: int, seconds_max: float, policy: str = "backlog") -> dict[str, An
     # than its width in flight: the most replicas it could ask for, whatever the backlog.
     width = app.args.queue.concurrency
     default_most = math.ceil(width / scaling["target_ongoing_requests"])
-    return {"policy": policy, "queue_width": width,
-            "target_ongoing_requests": scaling["target_ongoing_requests"],
-            "default_policy_most_replicas": default_most,
-            **summarize(samples, scaling, tasks, drained_at)}
+    return {
+        "policy": policy,
+        "queue_width": width,
+        "target_ongoing_requests": scaling["target_ongoing_requests"],
+        "default_policy_most_replicas": default_most,
+        **summarize(samples, scaling, tasks, drained_at),
+    }
 
 
-def summarize(samples: list[dict[str, float]], scaling: dict[str, Any], tasks: int,
-              drained_at: float | None) -> dict[str, Any]:
+def summarize(
+    samples: list[dict[str, float]], scaling: dict[str, Any], tasks: int, drained_at: float | None
+) -> dict[str, Any]:
     top = scaling["max_replicas"]
     reached_max = next((s["t"] for s in samples if s["running"] >= top), None)
-    back_to_min = next((s["t"] for s in samples if drained_at is not None
-                        and s["t"] >= drained_at and s["replicas"] <= scaling["min_replicas"]),
-                       None)
+    back_to_min = next(
+        (
+            s["t"]
+            for s in samples
+            if drained_at is not None
+            and s["t"] >= drained_at
+            and s["replicas"] <= scaling["min_replicas"]
+        ),
+        None,
+    )
     # Throughput by how many YOLO replicas ran: tasks done between samples, per second.
     by_replicas: dict[int, list[float]] = {}
     for a, b in zip(samples, samples[1:], strict=False):
         if drained_at is not None and a["t"] >= drained_at:
             break
         by_replicas.setdefault(int(a["running"]), []).extend(
-            [(b["done"] - a["done"]) / max(1e-6, b["t"] - a["t"])])
+            [(b["done"] - a["done"]) / max(1e-6, b["t"] - a["t"])]
+        )
     return {
-        "tasks": tasks, "min_replicas": scaling["min_replicas"], "max_replicas": top,
+        "tasks": tasks,
+        "min_replicas": scaling["min_replicas"],
+        "max_replicas": top,
         "upscale_delay_s": scaling["upscale_delay_s"],
         "downscale_delay_s": scaling["downscale_delay_s"],
-        "max_running_at_s": reached_max, "drained_at_s": drained_at,
+        "max_running_at_s": reached_max,
+        "drained_at_s": drained_at,
         "back_to_min_at_s": back_to_min,
-        "back_to_min_after_drain_s": None if back_to_min is None or drained_at is None
+        "back_to_min_after_drain_s": None
+        if back_to_min is None or drained_at is None
         else round(back_to_min - drained_at, 2),
-        "done_per_s_by_running_replicas": {k: round(sum(v) / len(v), 2)
-                                           for k, v in sorted(by_replicas.items())},
+        "done_per_s_by_running_replicas": {
+            k: round(sum(v) / len(v), 2) for k, v in sorted(by_replicas.items())
+        },
         "samples": samples,
     }
 
@@ -148,14 +190,17 @@ def plot(report: dict[str, Any], path: Path) -> None:
     samples = report["samples"]
     t = [s["t"] for s in samples]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
-    top.step(t, [s["replicas"] for s in samples], where="post",
-             label="YOLO replicas starting or running")
+    top.step(
+        t, [s["replicas"] for s in samples], where="post", label="YOLO replicas starting or running"
+    )
     top.step(t, [s["running"] for s in samples], where="post", label="YOLO replicas running")
     top.set_ylabel("replicas")
     top.legend(loc="upper right")
     bottom.plot(t, [s["waiting"] for s in samples], label="tasks waiting")
-    rate = [0.0] + [(b["done"] - a["done"]) / max(1e-6, b["t"] - a["t"])
-                    for a, b in zip(samples, samples[1:], strict=False)]
+    rate = [0.0] + [
+        (b["done"] - a["done"]) / max(1e-6, b["t"] - a["t"])
+        for a, b in zip(samples, samples[1:], strict=False)
+    ]
     twin = bottom.twinx()
     twin.plot(t, rate, color="tab:green", alpha=0.6, label="done per second")
     bottom.set_xlabel("seconds after the backlog landed")
@@ -173,13 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=600)
     parser.add_argument("--seconds", type=float, default=600)
-    parser.add_argument("--load-allowance", type=float, default=90.0,
-                        help="seconds a replica may take to start (model load on a busy box)")
+    parser.add_argument(
+        "--load-allowance",
+        type=float,
+        default=90.0,
+        help="seconds a replica may take to start (model load on a busy box)",
+    )
     parser.add_argument("--policy", choices=sorted(POLICIES), default="backlog")
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--plot", type=Path)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" /
-                        "autoscale.json")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "autoscale.json")
     args = parser.parse_args(argv)
     report = run(args.tasks, args.seconds, args.policy)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -197,14 +245,20 @@ def main(argv: list[str] | None = None) -> int:
             f"inconclusive: with the queue's width {report['queue_width']} and a target of "
             f"{report['target_ongoing_requests']} ongoing requests, Serve's default policy "
             f"alone could reach {report['max_replicas']} replicas; raise the target or the "
-            "maximum so that only the backlog can")
+            "maximum so that only the backlog can"
+        )
     if report["max_running_at_s"] is None or report["max_running_at_s"] > up_limit:
-        problems.append(f"YOLO did not reach {report['max_replicas']} running replicas "
-                        f"within {up_limit:g} s")
-    if report["back_to_min_after_drain_s"] is None or \
-            report["back_to_min_after_drain_s"] > down_limit:
-        problems.append(f"YOLO was not back to {report['min_replicas']} within "
-                        f"{down_limit:g} s of the backlog draining")
+        problems.append(
+            f"YOLO did not reach {report['max_replicas']} running replicas within {up_limit:g} s"
+        )
+    if (
+        report["back_to_min_after_drain_s"] is None
+        or report["back_to_min_after_drain_s"] > down_limit
+    ):
+        problems.append(
+            f"YOLO was not back to {report['min_replicas']} within "
+            f"{down_limit:g} s of the backlog draining"
+        )
     print("autoscale: " + ("; ".join(problems) if problems else "OK"))
     return 1 if problems else 0
 

@@ -7,8 +7,17 @@ from dataclasses import dataclass
 
 import psutil
 
-RAY_DAEMONS = ("gcs_server", "raylet", "dashboard", "log_monitor", "monitor.py",
-               "runtime_env", "ray::IDLE", "ray::JobSupervisor", "agent.py")
+RAY_DAEMONS = (
+    "gcs_server",
+    "raylet",
+    "dashboard",
+    "log_monitor",
+    "monitor.py",
+    "runtime_env",
+    "ray::IDLE",
+    "ray::JobSupervisor",
+    "agent.py",
+)
 
 
 def group_of(cmdline: str, name: str) -> str | None:

@@ -17,7 +17,8 @@ class TaskAPI(ls.LitAPI):
 
         torch.set_num_threads(self.torch_threads)
         self.detector, self.classifier = load_task_predictors(
-            device="cuda" if device.startswith("cuda") else "cpu")
+            device="cuda" if device.startswith("cuda") else "cpu"
+        )
 
     def decode_request(self, request: dict) -> bytes:
         return base64.b64decode(request["image"])
@@ -47,10 +48,10 @@ def main() -> None:
     import torch
 
     accelerator = "cuda" if torch.cuda.is_available() else "cpu"
-    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=1,
-                          timeout=120)
-    server.run(host="127.0.0.1", port=args.port, log_level="warning",
-               generate_client_file=False)
+    server = ls.LitServer(
+        api, accelerator=accelerator, devices=1, workers_per_device=1, timeout=120
+    )
+    server.run(host="127.0.0.1", port=args.port, log_level="warning", generate_client_file=False)
 
 
 if __name__ == "__main__":

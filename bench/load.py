@@ -26,13 +26,21 @@ from bench.run import percentile
 log = logging.getLogger("load")
 
 
-async def user_loop(client: httpx.AsyncClient, headers: dict[str, str], images: list[bytes],
-                    until: float, stats: dict[str, Any]) -> None:
+async def user_loop(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    images: list[bytes],
+    until: float,
+    stats: dict[str, Any],
+) -> None:
     i = 0
     while time.monotonic() < until:
         start = time.perf_counter()
-        response = await client.post("/api/tasks", content=images[i % len(images)],
-                                     headers={**headers, "Content-Type": "image/jpeg"})
+        response = await client.post(
+            "/api/tasks",
+            content=images[i % len(images)],
+            headers={**headers, "Content-Type": "image/jpeg"},
+        )
         i += 1
         stats["codes"][response.status_code] += 1
         if response.status_code != 200:
@@ -51,21 +59,37 @@ async def user_loop(client: httpx.AsyncClient, headers: dict[str, str], images: 
         stats["e2e_ms"].append((time.perf_counter() - start) * 1000)
 
 
-async def run_load(base: str, tokens: list[str], images: list[bytes], seconds: float
-                   ) -> dict[str, Any]:
-    stats: dict[str, Any] = {"accepted": [], "done": 0, "failed": 0, "rejected": 0,
-                             "post_ms": [], "e2e_ms": [], "codes": Counter()}
+async def run_load(
+    base: str, tokens: list[str], images: list[bytes], seconds: float
+) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        "accepted": [],
+        "done": 0,
+        "failed": 0,
+        "rejected": 0,
+        "post_ms": [],
+        "e2e_ms": [],
+        "codes": Counter(),
+    }
     until = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=len(tokens) * 2 + 4)
     async with httpx.AsyncClient(base_url=base, timeout=120, limits=limits) as client:
         started = time.perf_counter()
-        await asyncio.gather(*(user_loop(client, {"Authorization": f"Bearer {t}"}, images,
-                                         until, stats) for t in tokens))
+        await asyncio.gather(
+            *(
+                user_loop(client, {"Authorization": f"Bearer {t}"}, images, until, stats)
+                for t in tokens
+            )
+        )
         elapsed = time.perf_counter() - started
     return {
-        "users": len(tokens), "seconds": round(elapsed, 1),
-        "accepted": len(stats["accepted"]), "done": stats["done"], "failed": stats["failed"],
-        "rejected": stats["rejected"], "status_codes": dict(stats["codes"]),
+        "users": len(tokens),
+        "seconds": round(elapsed, 1),
+        "accepted": len(stats["accepted"]),
+        "done": stats["done"],
+        "failed": stats["failed"],
+        "rejected": stats["rejected"],
+        "status_codes": dict(stats["codes"]),
         "done_per_s": round(stats["done"] / elapsed, 2),
         "post_ms_p50": percentile(stats["post_ms"], 50),
         "post_ms_p95": percentile(stats["post_ms"], 95),
@@ -99,18 +123,24 @@ def main(argv: list[str] | None = None) -> int:
             from storage.users import create_user
 
             url = create_scratch_database("primitives_load")
-            env = {"PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-                   "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
-                   "PRIMITIVES_QUEUE_ACTOR_NAME": f"load_queue_{uuid.uuid4().hex[:6]}"}
+            env = {
+                "PRIMITIVES_DATABASE_URL": url,
+                "PRIMITIVES_ENVIRONMENT": "production",
+                "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
+                "PRIMITIVES_QUEUE_ACTOR_NAME": f"load_queue_{uuid.uuid4().hex[:6]}",
+            }
             base = start_local_platform(env, namespace="primitives-load")
             engine = make_engine(url)
             with make_session_factory(engine)() as db:
                 for i in range(args.users):
                     create_user(db=db, username=f"load{i}", password=args.password)
             engine.dispose()
-        tokens = [httpx.post(f"{base}/oauth/login", data={
-            "username": f"load{i}", "password": args.password}).json()["access_token"]
-            for i in range(args.users)]
+        tokens = [
+            httpx.post(
+                f"{base}/oauth/login", data={"username": f"load{i}", "password": args.password}
+            ).json()["access_token"]
+            for i in range(args.users)
+        ]
         report = asyncio.run(run_load(base, tokens, images, args.seconds))
     finally:
         if env:
@@ -124,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     lost = report["accepted"] - report["done"] - report["failed"]
     server_errors = sum(n for code, n in report["status_codes"].items() if code >= 500)
     ok = lost == 0 and report["failed"] == 0 and server_errors == 0 and report["done"] > 0
-    print(f"load: accepted {report['accepted']}, done {report['done']}, lost {lost}, "
-          f"failed {report['failed']}, 5xx {server_errors}: {'OK' if ok else 'FAILED'}")
+    print(
+        f"load: accepted {report['accepted']}, done {report['done']}, lost {lost}, "
+        f"failed {report['failed']}, 5xx {server_errors}: {'OK' if ok else 'FAILED'}"
+    )
     return 0 if ok else 1
 
 

@@ -23,8 +23,10 @@ def load_task_predictors(device: str | None = None) -> tuple[Any, Any]:
     from inference import build_predictor
 
     registry = load_app_config().registry
-    return (build_predictor(registry.by_name(DETECTOR), device=device),
-            build_predictor(registry.by_name(CLASSIFIER), device=device))
+    return (
+        build_predictor(registry.by_name(DETECTOR), device=device),
+        build_predictor(registry.by_name(CLASSIFIER), device=device),
+    )
 
 
 def run_task_batch(detector: Any, classifier: Any, images: Sequence[bytes]) -> list[dict]:
@@ -35,8 +37,10 @@ def run_task_batch(detector: Any, classifier: Any, images: Sequence[bytes]) -> l
     arrays = [decode_image(b) for b in images]
     detections = detector.predict(arrays)
     classes = classifier.predict(arrays)
-    return [{"image_class": c.image_class, "primitives": [p.as_dict() for p in d.primitives]}
-            for d, c in zip(detections, classes, strict=True)]
+    return [
+        {"image_class": c.image_class, "primitives": [p.as_dict() for p in d.primitives]}
+        for d, c in zip(detections, classes, strict=True)
+    ]
 
 
 def measure_floor(images: list[bytes], batch: int) -> dict[str, Any]:
@@ -51,22 +55,27 @@ def measure_floor(images: list[bytes], batch: int) -> dict[str, Any]:
         single.append((time.perf_counter() - start) * 1000)
     start = time.perf_counter()
     for i in range(0, len(images), batch):
-        run_task_batch(detector, classifier, images[i:i + batch])
+        run_task_batch(detector, classifier, images[i : i + batch])
     elapsed = time.perf_counter() - start
-    return {"img_per_s": round(len(images) / elapsed, 2),
-            "single_image_ms_p50": round(float(np.percentile(single, 50)), 2)}
+    return {
+        "img_per_s": round(len(images) / elapsed, 2),
+        "single_image_ms_p50": round(float(np.percentile(single, 50)), 2),
+    }
 
 
-def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: int,
-                      num_gpus: float = 0):
+def minimal_serve_app(
+    max_batch_size: int, batch_wait_s: float, torch_threads: int, num_gpus: float = 0
+):
     """An ingress that reads the body and calls, by handle, one batched replica holding both
     models: the least a synchronous Ray Serve app can be."""
     from ray import serve
     from ray.serve import Deployment
     from starlette.requests import Request
 
-    @serve.deployment(ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
-                      max_ongoing_requests=4 * max_batch_size)
+    @serve.deployment(
+        ray_actor_options={"num_cpus": 1, "num_gpus": num_gpus},
+        max_ongoing_requests=4 * max_batch_size,
+    )
     class BothModels:
         def __init__(self) -> None:
             import torch
@@ -78,8 +87,7 @@ def minimal_serve_app(max_batch_size: int, batch_wait_s: float, torch_threads: i
         async def predict(self, images: list[bytes]) -> list[dict]:
             import asyncio
 
-            return await asyncio.to_thread(run_task_batch, self.detector, self.classifier,
-                                           images)
+            return await asyncio.to_thread(run_task_batch, self.detector, self.classifier, images)
 
     @serve.deployment(ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=1000)
     class Front:

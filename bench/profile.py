@@ -48,8 +48,11 @@ def summarize(path: Path, top: int) -> list[str]:
             inclusive[frame] += n
     lines = [f"{path.stem}: {total} samples"]
     lines += [f"  self {100 * n / total:5.1f}%  {f}" for f, n in own.most_common(top)]
-    lines += [f"  incl {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)
-              if "<module>" not in f]
+    lines += [
+        f"  incl {100 * n / total:5.1f}%  {f}"
+        for f, n in inclusive.most_common(top)
+        if "<module>" not in f
+    ]
     return lines
 
 
@@ -81,11 +84,30 @@ def main() -> None:
         for group, pids in platform_pids().items():
             for pid in pids:
                 name = f"{group.replace(' ', '_')}-{pid}"
-                recorders.append((name, subprocess.Popen(
-                    [py_spy, "record", "--pid", str(pid), "--duration", str(args.seconds),
-                     "--rate", "50", "--format", "raw", "--nonblocking", "--output",
-                     str(args.out / f"{name}.txt")],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                recorders.append(
+                    (
+                        name,
+                        subprocess.Popen(
+                            [
+                                py_spy,
+                                "record",
+                                "--pid",
+                                str(pid),
+                                "--duration",
+                                str(args.seconds),
+                                "--rate",
+                                "50",
+                                "--format",
+                                "raw",
+                                "--nonblocking",
+                                "--output",
+                                str(args.out / f"{name}.txt"),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        ),
+                    )
+                )
         for _, rec in recorders:
             rec.wait()
         stop.set()

@@ -48,8 +48,10 @@ def percentile(values: list[float], q: float) -> float:
 
 # -- clients --------------------------------------------------------------------------------
 
-async def closed_loop(images: list[bytes], concurrency: int,
-                      one: Callable[[bytes], Awaitable[bool]]) -> dict[str, Any]:
+
+async def closed_loop(
+    images: list[bytes], concurrency: int, one: Callable[[bytes], Awaitable[bool]]
+) -> dict[str, Any]:
     """``concurrency`` clients share the images, each sending the next when answered."""
     pending = list(images)
     latencies: list[float] = []
@@ -68,77 +70,97 @@ async def closed_loop(images: list[bytes], concurrency: int,
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"concurrency": concurrency, "images": len(images), "errors": errors,
-            "img_per_s": round(len(latencies) / elapsed, 2),
-            "ms_p50": percentile(latencies, 50), "ms_p95": percentile(latencies, 95),
-            "ms_p99": percentile(latencies, 99)}
+    return {
+        "concurrency": concurrency,
+        "images": len(images),
+        "errors": errors,
+        "img_per_s": round(len(latencies) / elapsed, 2),
+        "ms_p50": percentile(latencies, 50),
+        "ms_p95": percentile(latencies, 95),
+        "ms_p99": percentile(latencies, 99),
+    }
 
 
 def http_client(base: str, concurrency: int) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=base, timeout=120,
-                             limits=httpx.Limits(max_connections=concurrency + 8))
+    return httpx.AsyncClient(
+        base_url=base, timeout=120, limits=httpx.Limits(max_connections=concurrency + 8)
+    )
 
 
-async def sync_peer_load(base: str, path: str, images: list[bytes], concurrency: int,
-                         as_json: bool) -> dict[str, Any]:
+async def sync_peer_load(
+    base: str, path: str, images: list[bytes], concurrency: int, as_json: bool
+) -> dict[str, Any]:
     async with http_client(base, concurrency) as client:
+
         async def one(image: bytes) -> bool:
             if as_json:
-                response = await client.post(path, json={
-                    "image": base64.b64encode(image).decode()})
+                response = await client.post(path, json={"image": base64.b64encode(image).decode()})
             else:
-                response = await client.post(path, content=image,
-                                             headers={"Content-Type": "image/jpeg"})
+                response = await client.post(
+                    path, content=image, headers={"Content-Type": "image/jpeg"}
+                )
             return response.status_code == 200 and "image_class" in response.json()
 
         await one(images[0])  # warm the connection and the models
         return await closed_loop(images, concurrency, one)
 
 
-async def platform_load(base: str, headers: dict[str, str], images: list[bytes],
-                        concurrency: int) -> dict[str, Any]:
+async def platform_load(
+    base: str, headers: dict[str, str], images: list[bytes], concurrency: int
+) -> dict[str, Any]:
     """Submit, then long-poll the result: what a client of the platform does."""
     async with http_client(base, concurrency) as client:
+
         async def one(image: bytes) -> bool:
-            response = await client.post("/api/tasks", content=image,
-                                         headers={**headers, "Content-Type": "image/jpeg"})
+            response = await client.post(
+                "/api/tasks", content=image, headers={**headers, "Content-Type": "image/jpeg"}
+            )
             if response.status_code != 200:
                 return False
             task_id = response.json()["id"]
             while True:
-                body = (await client.get(f"/tasks/{task_id}/result?wait=30",
-                                         headers=headers)).json()
+                body = (
+                    await client.get(f"/tasks/{task_id}/result?wait=30", headers=headers)
+                ).json()
                 if body["status"] in ("done", "failed"):
                     return body["status"] == "done"
 
         return await closed_loop(images, concurrency, one)
 
 
-async def platform_sync_load(base: str, headers: dict[str, str], images: list[bytes],
-                             concurrency: int) -> dict[str, Any]:
+async def platform_sync_load(
+    base: str, headers: dict[str, str], images: list[bytes], concurrency: int
+) -> dict[str, Any]:
     """One POST per task with ``Prefer: wait``: the answer is the result (a task not settled
     in time goes on with the result route, as a client would)."""
     async with http_client(base, concurrency) as client:
+
         async def one(image: bytes) -> bool:
-            response = await client.post("/api/tasks", content=image, headers={
-                **headers, "Content-Type": "image/jpeg", "Prefer": "wait=60"})
+            response = await client.post(
+                "/api/tasks",
+                content=image,
+                headers={**headers, "Content-Type": "image/jpeg", "Prefer": "wait=60"},
+            )
             if response.status_code != 200:
                 return False
             body = response.json()
             while body["status"] not in ("done", "failed"):
-                body = (await client.get(f"/tasks/{body['id']}/result?wait=30",
-                                         headers=headers)).json()
+                body = (
+                    await client.get(f"/tasks/{body['id']}/result?wait=30", headers=headers)
+                ).json()
             return body["status"] == "done"
 
         return await closed_loop(images, concurrency, one)
 
 
-async def batch_submit_load(base: str, headers: dict[str, str], images: list[bytes],
-                            per_request: int, concurrency: int) -> dict[str, Any]:
+async def batch_submit_load(
+    base: str, headers: dict[str, str], images: list[bytes], per_request: int, concurrency: int
+) -> dict[str, Any]:
     """Multipart submissions of ``per_request`` files each: tasks accepted per second."""
-    groups = [images[i:i + per_request] for i in range(0, len(images), per_request)]
+    groups = [images[i : i + per_request] for i in range(0, len(images), per_request)]
     ids: list[int] = []
     async with http_client(base, concurrency) as client:
+
         async def one(group_index: bytes) -> bool:
             group = groups[int(group_index)]
             files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, data in enumerate(group)]
@@ -147,31 +169,48 @@ async def batch_submit_load(base: str, headers: dict[str, str], images: list[byt
                 ids.extend(response.json()["ids"])
             return response.status_code == 200
 
-        result = await closed_loop([str(i).encode() for i in range(len(groups))],
-                                   concurrency, one)
+        result = await closed_loop([str(i).encode() for i in range(len(groups))], concurrency, one)
         for task_id in ids:  # let the queue drain before the next measurement
-            while (await client.get(f"/api/tasks/{task_id}/status?wait=30",
-                                    headers=headers)).json()["status"] not in ("done",
-                                                                               "failed"):
+            while (
+                await client.get(f"/api/tasks/{task_id}/status?wait=30", headers=headers)
+            ).json()["status"] not in ("done", "failed"):
                 pass
-    return {"files_per_request": per_request, "requests": len(groups),
-            "tasks_accepted": len(ids),
-            "tasks_per_s": round(result["img_per_s"] * per_request, 2),
-            "request_ms_p50": result["ms_p50"]}
+    return {
+        "files_per_request": per_request,
+        "requests": len(groups),
+        "tasks_accepted": len(ids),
+        "tasks_per_s": round(result["img_per_s"] * per_request, 2),
+        "request_ms_p50": result["ms_p50"],
+    }
 
 
 # -- the runs -------------------------------------------------------------------------------
 
-def run_litserve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
-                 threads: int) -> dict[str, Any]:
+
+def run_litserve(
+    images: list[bytes], concurrency: int, batch: int, wait_s: float, threads: int
+) -> dict[str, Any]:
     from harness.local_platform import free_port
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "bench.litserve_peer", "--port", str(port), "--max-batch-size",
-         str(batch), "--batch-wait-s", str(wait_s), "--torch-threads", str(threads)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # its own process group: LitServe forks workers
+        [
+            sys.executable,
+            "-m",
+            "bench.litserve_peer",
+            "--port",
+            str(port),
+            "--max-batch-size",
+            str(batch),
+            "--batch-wait-s",
+            str(wait_s),
+            "--torch-threads",
+            str(threads),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # its own process group: LitServe forks workers
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -207,8 +246,14 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s: float,
-                      threads: int, ray_env: dict[str, str]) -> dict[str, Any]:
+def run_minimal_serve(
+    images: list[bytes],
+    concurrency: int,
+    batch: int,
+    wait_s: float,
+    threads: int,
+    ray_env: dict[str, str],
+) -> dict[str, Any]:
     """The smallest app, its Ray started with ``ray_env`` ({} for Ray's defaults)."""
     import ray
     import torch
@@ -222,8 +267,7 @@ def run_minimal_serve(images: list[bytes], concurrency: int, batch: int, wait_s:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         gpus = 1 if torch.cuda.is_available() else 0
-        serve.run(minimal_serve_app(batch, wait_s, threads, gpus), name="minimal",
-                  route_prefix="/")
+        serve.run(minimal_serve_app(batch, wait_s, threads, gpus), name="minimal", route_prefix="/")
         base = f"http://127.0.0.1:{port}"
         time.sleep(2)
         before = cpu.sample()
@@ -249,8 +293,10 @@ def model_stats() -> dict[str, dict[str, Any]]:
 
 
 def inference_cpu(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> float:
-    return sum(s["inference_cpu_s"] - before.get(k, {}).get("inference_cpu_s", 0.0)
-               for k, s in after.items())
+    return sum(
+        s["inference_cpu_s"] - before.get(k, {}).get("inference_cpu_s", 0.0)
+        for k, s in after.items()
+    )
 
 
 @contextlib.contextmanager
@@ -276,40 +322,48 @@ def scratch_database(name: str, database: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def local_platform(name: str, config: Path | None = None, ray_env: Path | None = None,
-                   database: str = "postgresql"
-                   ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
+def local_platform(
+    name: str, config: Path | None = None, ray_env: Path | None = None, database: str = "postgresql"
+) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     """The platform on a local Ray and a scratch database, with one user logged in:
     ``(base URL, auth headers, PRIMITIVES_* settings)``; everything removed afterwards."""
-    with scratch_database(name, database) as url, \
-            _platform_on(name, url, config, ray_env) as running:
+    with (
+        scratch_database(name, database) as url,
+        _platform_on(name, url, config, ray_env) as running,
+    ):
         yield running
 
 
 @contextlib.contextmanager
-def _platform_on(name: str, url: str, config: Path | None, ray_env: Path | None
-                 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
+def _platform_on(
+    name: str, url: str, config: Path | None, ray_env: Path | None
+) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     from config.serve_config import load_ray_env
     from harness.local_platform import start_local_platform, stop_local_platform
     from storage.database import make_engine, make_session_factory
     from storage.users import create_user
 
     # PRIMITIVES_* settings of this shell reach the platform too.
-    env = {**{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},
-           "PRIMITIVES_DATABASE_URL": url, "PRIMITIVES_ENVIRONMENT": "production",
-           "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
-           "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
-           "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
-           "PRIMITIVES_QUEUE_ACTOR_NAME": f"{name}_queue_{uuid.uuid4().hex[:6]}"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k.startswith("PRIMITIVES_")},
+        "PRIMITIVES_DATABASE_URL": url,
+        "PRIMITIVES_ENVIRONMENT": "production",
+        "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
+        "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
+        "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
+        "PRIMITIVES_QUEUE_ACTOR_NAME": f"{name}_queue_{uuid.uuid4().hex[:6]}",
+    }
     try:
-        base = start_local_platform(env, namespace=f"primitives-{name}", config=config,
-                                    ray_env=load_ray_env(ray_env))
+        base = start_local_platform(
+            env, namespace=f"primitives-{name}", config=config, ray_env=load_ray_env(ray_env)
+        )
         engine = make_engine(url)
         with make_session_factory(engine)() as db:
             create_user(db=db, username="bench", password="bench-pw")
         engine.dispose()
-        token = httpx.post(f"{base}/oauth/login",
-                           data={"username": "bench", "password": "bench-pw"}).json()
+        token = httpx.post(
+            f"{base}/oauth/login", data={"username": "bench", "password": "bench-pw"}
+        ).json()
         yield base, {"Authorization": f"Bearer {token['access_token']}"}, env
     finally:
         stop_local_platform(env)
@@ -323,17 +377,21 @@ def measured_load(load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     by_group = cpu.cpu_by_group(cpu_before, cpu.sample())
     inference = inference_cpu(stats_before, model_stats())
     tasks = max(1, out["images"] - out["errors"])
-    out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2)
-                                       for g, s in by_group.items()}
+    out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2) for g, s in by_group.items()}
     out["inference_cpu_ms_per_task"] = round(1000 * inference / tasks, 2)
-    out["platform_cpu_ms_per_task"] = round(1000 * (sum(by_group.values()) - inference) / tasks,
-                                            2)
+    out["platform_cpu_ms_per_task"] = round(1000 * (sum(by_group.values()) - inference) / tasks, 2)
     out["pss_mib"] = cpu.memory_pss_mib()
     return out
 
 
-def run_platform(images: list[bytes], concurrency: int, config: Path | None,
-                 ray_env: Path | None, database: str, full: bool = True) -> dict[str, Any]:
+def run_platform(
+    images: list[bytes],
+    concurrency: int,
+    config: Path | None,
+    ray_env: Path | None,
+    database: str,
+    full: bool = True,
+) -> dict[str, Any]:
     """Both paths on one platform; with ``full``, also at rest, idle latency and batches."""
     import ray
 
@@ -347,15 +405,20 @@ def run_platform(images: list[bytes], concurrency: int, config: Path | None,
             before = cpu.sample()
             time.sleep(rest_s)
             at_rest = cpu.cpu_by_group(before, cpu.sample())
-            out["at_rest"] = {"pss_mib": cpu.memory_pss_mib(),
-                              "core_pct": round(100 * sum(at_rest.values()) / rest_s, 2),
-                              "core_pct_by_group": {g: round(100 * s / rest_s, 2)
-                                                    for g, s in at_rest.items()}}
-            idle = [asyncio.run(platform_load(base, headers, [image], 1))["ms_p50"]
-                    for image in images[:10]]
+            out["at_rest"] = {
+                "pss_mib": cpu.memory_pss_mib(),
+                "core_pct": round(100 * sum(at_rest.values()) / rest_s, 2),
+                "core_pct_by_group": {g: round(100 * s / rest_s, 2) for g, s in at_rest.items()},
+            }
+            idle = [
+                asyncio.run(platform_load(base, headers, [image], 1))["ms_p50"]
+                for image in images[:10]
+            ]
             out["idle_ms_p50"] = round(statistics.median(idle), 2)
-            idle_sync = [asyncio.run(platform_sync_load(base, headers, [image], 1))["ms_p50"]
-                         for image in images[:10]]
+            idle_sync = [
+                asyncio.run(platform_sync_load(base, headers, [image], 1))["ms_p50"]
+                for image in images[:10]
+            ]
             out["idle_sync_ms_p50"] = round(statistics.median(idle_sync), 2)
         out["load"] = measured_load(platform_load(base, headers, images, concurrency))
         out["sync"] = measured_load(platform_sync_load(base, headers, images, concurrency))
@@ -370,15 +433,31 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="Serve config to deploy (default serve_config.yaml)")
-    parser.add_argument("--overlay", type=Path, action="append", default=[],
-                        help="config overlay to merge over it (e.g. config/gpu.yaml)")
-    parser.add_argument("--ray-env", type=Path, default=None,
-                        help="environment of Ray's processes (default config/ray.env)")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="rows to run: floor litserve minimal platform sqlite "
-                             "(default all)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="Serve config to deploy (default serve_config.yaml)",
+    )
+    parser.add_argument(
+        "--overlay",
+        type=Path,
+        action="append",
+        default=[],
+        help="config overlay to merge over it (e.g. config/gpu.yaml)",
+    )
+    parser.add_argument(
+        "--ray-env",
+        type=Path,
+        default=None,
+        help="environment of Ray's processes (default config/ray.env)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="rows to run: floor litserve minimal platform sqlite (default all)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -393,8 +472,15 @@ def main(argv: list[str] | None = None) -> None:
         from config.serve_config import main as write_config
 
         config = args.out.parent / "serve_config.merged.yaml"
-        write_config(["--config", str(args.config or SERVE_CONFIG_PATH), "--out", str(config),
-                      *[a for o in args.overlay for a in ("--overlay", str(o))]])
+        write_config(
+            [
+                "--config",
+                str(args.config or SERVE_CONFIG_PATH),
+                "--out",
+                str(config),
+                *[a for o in args.overlay for a in ("--overlay", str(o))],
+            ]
+        )
     app_config = load_app_config(config)
     options = app_config.options_for(DETECTOR).get("user_config", {})
     batch = int(options.get("max_batch_size", 8))
@@ -403,11 +489,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(threads)
     rows = set(args.only or ["floor", "litserve", "minimal", "platform", "sqlite"])
     images = [render_jpeg(10_000 + i)[0] for i in range(args.images)]
-    report: dict[str, Any] = {"images": len(images), "concurrency": args.concurrency,
-                              "batch": batch, "batch_wait_s": wait_s, "torch_threads": threads,
-                              "cpus": os.cpu_count(),
-                              "gpu": torch.cuda.get_device_name(0)
-                              if torch.cuda.is_available() else None}
+    report: dict[str, Any] = {
+        "images": len(images),
+        "concurrency": args.concurrency,
+        "batch": batch,
+        "batch_wait_s": wait_s,
+        "torch_threads": threads,
+        "cpus": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     if "floor" in rows:
         report["floor"] = measure_floor(images, batch)
         log.info("floor: %s", report["floor"])
@@ -417,19 +507,23 @@ def main(argv: list[str] | None = None) -> None:
     if "minimal" in rows:
         from config.serve_config import load_ray_env
 
-        report["minimal_serve"] = run_minimal_serve(images, args.concurrency, batch, wait_s,
-                                                    threads, {})
+        report["minimal_serve"] = run_minimal_serve(
+            images, args.concurrency, batch, wait_s, threads, {}
+        )
         log.info("minimal serve, Ray's defaults: %s", report["minimal_serve"])
         report["minimal_serve_fast"] = run_minimal_serve(
-            images, args.concurrency, batch, wait_s, threads, load_ray_env(args.ray_env))
+            images, args.concurrency, batch, wait_s, threads, load_ray_env(args.ray_env)
+        )
         log.info("minimal serve, fast path: %s", report["minimal_serve_fast"])
     if "platform" in rows:
-        report["platform"] = run_platform(images, args.concurrency, config, args.ray_env,
-                                          "postgresql")
+        report["platform"] = run_platform(
+            images, args.concurrency, config, args.ray_env, "postgresql"
+        )
         log.info("platform: %s", report["platform"])
     if "sqlite" in rows:
-        report["platform_sqlite"] = run_platform(images, args.concurrency, config,
-                                                 args.ray_env, "sqlite", full=False)
+        report["platform_sqlite"] = run_platform(
+            images, args.concurrency, config, args.ray_env, "sqlite", full=False
+        )
         log.info("platform on SQLite: %s", report["platform_sqlite"])
     report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -437,14 +531,18 @@ def main(argv: list[str] | None = None) -> None:
     print(render_table(report))
 
 
-PEERS = (("floor", "in-process floor (decode + both models, batched)"),
-         ("litserve", "LitServe, same predictors, dynamic batching"),
-         ("minimal_serve", "smallest Ray Serve app, Ray's defaults"),
-         ("minimal_serve_fast", "smallest Ray Serve app, fast path (config/ray.env)"))
-PATHS = (("platform", "load", "platform, PostgreSQL: submit + long-poll result"),
-         ("platform", "sync", "platform, PostgreSQL: one POST with Prefer: wait"),
-         ("platform_sqlite", "load", "platform, SQLite: submit + long-poll result"),
-         ("platform_sqlite", "sync", "platform, SQLite: one POST with Prefer: wait"))
+PEERS = (
+    ("floor", "in-process floor (decode + both models, batched)"),
+    ("litserve", "LitServe, same predictors, dynamic batching"),
+    ("minimal_serve", "smallest Ray Serve app, Ray's defaults"),
+    ("minimal_serve_fast", "smallest Ray Serve app, fast path (config/ray.env)"),
+)
+PATHS = (
+    ("platform", "load", "platform, PostgreSQL: submit + long-poll result"),
+    ("platform", "sync", "platform, PostgreSQL: one POST with Prefer: wait"),
+    ("platform_sqlite", "load", "platform, SQLite: submit + long-poll result"),
+    ("platform_sqlite", "sync", "platform, SQLite: one POST with Prefer: wait"),
+)
 
 
 def ratios(report: dict[str, Any]) -> dict[str, float]:
@@ -471,14 +569,17 @@ def ratios(report: dict[str, Any]) -> dict[str, float]:
 def render_table(report: dict[str, Any]) -> str:
     c = report["concurrency"]
     ratios_ = report["ratios"]
-    lines = [f"{report['images']} images, {c} clients, batch {report['batch']}, "
-             f"torch threads {report['torch_threads']}, {report['cpus']} CPUs", "",
-             "| served by | images/s | p50 ms | p95 ms |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"{report['images']} images, {c} clients, batch {report['batch']}, "
+        f"torch threads {report['torch_threads']}, {report['cpus']} CPUs",
+        "",
+        "| served by | images/s | p50 ms | p95 ms |",
+        "| --- | --- | --- | --- |",
+    ]
     for key, label in PEERS:
         if key in report:
             r = report[key]
-            p50 = (f"{r['single_image_ms_p50']} (one image)" if key == "floor"
-                   else r["ms_p50"])
+            p50 = f"{r['single_image_ms_p50']} (one image)" if key == "floor" else r["ms_p50"]
             lines.append(f"| {label} | {r['img_per_s']} | {p50} | {r.get('ms_p95', '')} |")
     for key, path, label in PATHS:
         if key in report:
@@ -490,31 +591,45 @@ def render_table(report: dict[str, Any]) -> str:
         if key not in report:
             continue
         r = report[key][path]
-        lines += ["", f"{label}: CPU ms per task outside the models "
-                      f"**{r['platform_cpu_ms_per_task']}** (inside "
-                      f"{r['inference_cpu_ms_per_task']}); by process: " + ", ".join(
-                          f"{g} {v}" for g, v in r["cpu_ms_per_task_by_group"].items())
-                  + f"; PSS under load {r['pss_mib']} MiB"]
+        lines += [
+            "",
+            f"{label}: CPU ms per task outside the models "
+            f"**{r['platform_cpu_ms_per_task']}** (inside "
+            f"{r['inference_cpu_ms_per_task']}); by process: "
+            + ", ".join(f"{g} {v}" for g, v in r["cpu_ms_per_task_by_group"].items())
+            + f"; PSS under load {r['pss_mib']} MiB",
+        ]
     p = report.get("platform", {})
     if "at_rest" in p:
         rest = p["at_rest"]
-        lines += ["", "| platform measure | value |", "| --- | --- |",
-                  f"| idle submit-to-result p50 ms (contract path) | {p['idle_ms_p50']} |",
-                  f"| idle submit-to-result p50 ms (Prefer: wait) | {p['idle_sync_ms_p50']} |",
-                  f"| at rest: PSS MiB (every process the platform starts) | "
-                  f"{rest['pss_mib']} |",
-                  f"| at rest: % of one core | {rest['core_pct']} |"]
-        lines += [f"| at rest: % of one core, {g} | {v} |"
-                  for g, v in rest["core_pct_by_group"].items()]
+        lines += [
+            "",
+            "| platform measure | value |",
+            "| --- | --- |",
+            f"| idle submit-to-result p50 ms (contract path) | {p['idle_ms_p50']} |",
+            f"| idle submit-to-result p50 ms (Prefer: wait) | {p['idle_sync_ms_p50']} |",
+            f"| at rest: PSS MiB (every process the platform starts) | {rest['pss_mib']} |",
+            f"| at rest: % of one core | {rest['core_pct']} |",
+        ]
+        lines += [
+            f"| at rest: % of one core, {g} | {v} |" for g, v in rest["core_pct_by_group"].items()
+        ]
         b = p["batch_submit"]
-        lines.append(f"| batch submit ({b['files_per_request']} files per request, 4 clients): "
-                     f"tasks accepted/s | {b['tasks_per_s']} |")
+        lines.append(
+            f"| batch submit ({b['files_per_request']} files per request, 4 clients): "
+            f"tasks accepted/s | {b['tasks_per_s']} |"
+        )
     for key, label in PEERS[2:]:
         if key in report and "cpu_s_by_group" in report[key]:
             m = report[key]
             n = max(1, m["images"] - m["errors"])
-            lines += ["", f"{label}, CPU ms per image by process: " + ", ".join(
-                f"{g} {round(1000 * s / n, 2)}" for g, s in m["cpu_s_by_group"].items())]
+            lines += [
+                "",
+                f"{label}, CPU ms per image by process: "
+                + ", ".join(
+                    f"{g} {round(1000 * s / n, 2)}" for g, s in m["cpu_s_by_group"].items()
+                ),
+            ]
     return "\n".join(lines)
 
 

@@ -61,14 +61,18 @@ class ModelSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         if BACKEND_TYPES[self.backend] is not self.type:
-            raise ValueError(f"backend {self.backend} serves {BACKEND_TYPES[self.backend]}, "
-                             f"not {self.type}")
+            raise ValueError(
+                f"backend {self.backend} serves {BACKEND_TYPES[self.backend]}, not {self.type}"
+            )
         if self.backend is not Backend.ultralytics and not self.classes:
             raise ValueError(f"model {self.name}: torchvision models need `classes`")
         if self.type is not ModelType.classification and (
-                self.unknown_threshold is not None or self.temperature != 1.0):
-            raise ValueError(f"model {self.name}: `temperature` and `unknown_threshold` are "
-                             "for classification models")
+            self.unknown_threshold is not None or self.temperature != 1.0
+        ):
+            raise ValueError(
+                f"model {self.name}: `temperature` and `unknown_threshold` are "
+                "for classification models"
+            )
         if self.backend is not Backend.ultralytics and not self.arch:
             raise ValueError(f"model {self.name}: torchvision models need `arch`")
         return self

@@ -65,8 +65,11 @@ def _merge(base: Any, over: Any) -> Any:
     entry by name; anything else replaced."""
     if isinstance(base, dict) and isinstance(over, dict):
         return {**base, **{k: _merge(base.get(k), v) for k, v in over.items()}}
-    if isinstance(base, list) and isinstance(over, list) and all(
-            isinstance(e, dict) and "name" in e for e in [*base, *over]):
+    if (
+        isinstance(base, list)
+        and isinstance(over, list)
+        and all(isinstance(e, dict) and "name" in e for e in [*base, *over])
+    ):
         merged = {e["name"]: e for e in base}
         for entry in over:
             merged[entry["name"]] = _merge(merged.get(entry["name"], {}), entry)
@@ -74,8 +77,9 @@ def _merge(base: Any, over: Any) -> Any:
     return over
 
 
-def read_config(path: Path | str | None = None, overlays: Sequence[Path | str] = (),
-                app: str = APP_NAME) -> dict[str, Any]:
+def read_config(
+    path: Path | str | None = None, overlays: Sequence[Path | str] = (), app: str = APP_NAME
+) -> dict[str, Any]:
     """The Serve config document, with each overlay's ``args`` and ``deployments`` merged
     into application ``app`` (an overlay holds only what differs, e.g. config/gpu.yaml)."""
     document = yaml.safe_load(Path(path or SERVE_CONFIG_PATH).read_text())
@@ -85,13 +89,13 @@ def read_config(path: Path | str | None = None, overlays: Sequence[Path | str] =
             if entry.get("name") == app:
                 for key in ("args", "deployments"):
                     if key in extra:
-                        entry[key] = _merge(entry.get(key, {} if key == "args" else []),
-                                            extra[key])
+                        entry[key] = _merge(entry.get(key, {} if key == "args" else []), extra[key])
     return document
 
 
-def load_app_config(path: Path | str | None = None, app: str = APP_NAME,
-                    overlays: Sequence[Path | str] = ()) -> AppConfig:
+def load_app_config(
+    path: Path | str | None = None, app: str = APP_NAME, overlays: Sequence[Path | str] = ()
+) -> AppConfig:
     """Parse one application of a Serve config file (``serve_config.yaml`` by default)."""
     path = Path(path) if path is not None else SERVE_CONFIG_PATH
     document = read_config(path, overlays, app)
@@ -99,13 +103,15 @@ def load_app_config(path: Path | str | None = None, app: str = APP_NAME,
     if app not in apps:
         raise ValueError(f"{path}: no application named {app!r} (found {sorted(apps)})")
     entry = apps[app]
-    deployments = {d["name"]: {k: v for k, v in d.items() if k != "name"}
-                   for d in entry.get("deployments", [])}
-    return AppConfig(args=AppArgs.model_validate(entry.get("args") or {}),
-                     deployments=deployments,
-                     http_options=dict(document.get("http_options") or {}),
-                     logging_config=dict(entry.get("logging_config")
-                                         or document.get("logging_config") or {}))
+    deployments = {
+        d["name"]: {k: v for k, v in d.items() if k != "name"} for d in entry.get("deployments", [])
+    }
+    return AppConfig(
+        args=AppArgs.model_validate(entry.get("args") or {}),
+        deployments=deployments,
+        http_options=dict(document.get("http_options") or {}),
+        logging_config=dict(entry.get("logging_config") or document.get("logging_config") or {}),
+    )
 
 
 RAY_ENV_PATH = REPO_ROOT / "config" / "ray.env"

@@ -33,8 +33,9 @@ class Settings(BaseSettings):
     """Everything that differs between deployments and is not scaling (that is serve_config)."""
 
     # hide_input_in_errors: a refused secret is never echoed in the start-up error.
-    model_config = SettingsConfigDict(env_prefix="PRIMITIVES_", env_file=".env", extra="ignore",
-                                      hide_input_in_errors=True)
+    model_config = SettingsConfigDict(
+        env_prefix="PRIMITIVES_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     # Development (demo user, loopback webhooks) only where nothing says otherwise: with a
     # PostgreSQL URL it must be set explicitly, and the container image and the manifests set
@@ -125,11 +126,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _environment_is_chosen(self) -> Settings:
         if "environment" not in self.model_fields_set and not self.database_url.startswith(
-                "sqlite"):
+            "sqlite"
+        ):
             raise ValueError(
                 "PRIMITIVES_ENVIRONMENT is not set and the database is not the embedded SQLite "
                 "file: set PRIMITIVES_ENVIRONMENT=production (or =development, explicitly, for "
-                "a development database; it creates the demo user there)")
+                "a development database; it creates the demo user there)"
+            )
         return self
 
     @model_validator(mode="after")
@@ -138,8 +141,10 @@ class Settings(BaseSettings):
         if self.environment is Environment.production:
             weakness = secret_weakness(secret)
             if weakness is not None:
-                raise ValueError(f"PRIMITIVES_JWT_SECRET {weakness}; production needs a random "
-                                 f"value ({SECRET_HINT})")
+                raise ValueError(
+                    f"PRIMITIVES_JWT_SECRET {weakness}; production needs a random "
+                    f"value ({SECRET_HINT})"
+                )
         elif not secret:
             # Development only: a per-machine secret kept in var/ so tokens survive restarts
             # and every replica on this machine agrees.
@@ -168,7 +173,7 @@ def secret_bits(secret: str) -> float:
 
 
 def _repeats(secret: str) -> bool:
-    runs = [secret[i:i + REPEAT_LENGTH] for i in range(len(secret) - REPEAT_LENGTH + 1)]
+    runs = [secret[i : i + REPEAT_LENGTH] for i in range(len(secret) - REPEAT_LENGTH + 1)]
     return len(set(runs)) < len(runs)
 
 
@@ -181,8 +186,10 @@ def secret_weakness(secret: str) -> str | None:
     if any(c.isspace() for c in secret):
         return "holds whitespace (a sentence, not a generated secret)"
     if secret_bits(secret) < MIN_SECRET_BITS:
-        return (f"shows about {secret_bits(secret):.0f} bits of entropy, fewer than "
-                f"{MIN_SECRET_BITS} (a word, a pattern or a placeholder)")
+        return (
+            f"shows about {secret_bits(secret):.0f} bits of entropy, fewer than "
+            f"{MIN_SECRET_BITS} (a word, a pattern or a placeholder)"
+        )
     if _repeats(secret):
         return f"repeats a run of {REPEAT_LENGTH} characters (a pattern, not random)"
     return None
@@ -204,5 +211,3 @@ def _development_secret() -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
-
-

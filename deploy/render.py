@@ -50,40 +50,62 @@ def _env() -> list[dict[str, Any]]:
     # config/ray.env on every node: Ray Serve's fast path (HAProxy, direct ingress) and the
     # switches the benchmark measured.
     ray_env = [{"name": k, "value": v} for k, v in load_ray_env().items()]
-    return [{"name": "PRIMITIVES_ENVIRONMENT", "value": "production"},
-            secret("PRIMITIVES_JWT_SECRET", "jwt-secret"),
-            secret("PRIMITIVES_DATABASE_URL", "database-url"), *ray_env]
+    return [
+        {"name": "PRIMITIVES_ENVIRONMENT", "value": "production"},
+        secret("PRIMITIVES_JWT_SECRET", "jwt-secret"),
+        secret("PRIMITIVES_DATABASE_URL", "database-url"),
+        *ray_env,
+    ]
 
 
-def _container(name: str, cpu: str, memory: str, gpus: int = 0,
-               ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _container(
+    name: str, cpu: str, memory: str, gpus: int = 0, ports: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = gpus
-    container: dict[str, Any] = {"name": name, "image": IMAGE, "env": _env(),
-                                 "resources": {"requests": dict(limits), "limits": limits}}
+    container: dict[str, Any] = {
+        "name": name,
+        "image": IMAGE,
+        "env": _env(),
+        "resources": {"requests": dict(limits), "limits": limits},
+    }
     if ports:
         container["ports"] = ports
     return container
 
 
-def _worker(group: str, cpu: str, memory: str, model_slots: int, gpus: int,
-            min_replicas: int, max_replicas: int) -> dict[str, Any]:
+def _worker(
+    group: str,
+    cpu: str,
+    memory: str,
+    model_slots: int,
+    gpus: int,
+    min_replicas: int,
+    max_replicas: int,
+) -> dict[str, Any]:
     spec: dict[str, Any] = {"containers": [_container("ray-worker", cpu, memory, gpus)]}
     if gpus:
-        spec["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists",
-                                "effect": "NoSchedule"}]
-    return {"groupName": group, "replicas": min_replicas, "minReplicas": min_replicas,
-            "maxReplicas": max_replicas,
-            "rayStartParams": {"resources": json.dumps({"model_node": model_slots})},
-            "template": {"spec": spec}}
+        spec["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    return {
+        "groupName": group,
+        "replicas": min_replicas,
+        "minReplicas": min_replicas,
+        "maxReplicas": max_replicas,
+        "rayStartParams": {"resources": json.dumps({"model_node": model_slots})},
+        "template": {"spec": spec},
+    }
 
 
 def manifest(overlays: list[Path] | None = None) -> dict[str, Any]:
-    head_ports = [{"containerPort": 6379, "name": "gcs"},
-                  {"containerPort": 8265, "name": "dashboard"},
-                  {"containerPort": 8000, "name": "serve"},
-                  {"containerPort": 8080, "name": "metrics"}]
+    head_ports = [
+        {"containerPort": 6379, "name": "gcs"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 8000, "name": "serve"},
+        {"containerPort": 8080, "name": "metrics"},
+    ]
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
@@ -101,14 +123,31 @@ def manifest(overlays: list[Path] | None = None) -> dict[str, Any]:
                     # on the pod's address because the operator deploys through it; Ray's
                     # token guards it. Reach it with kubectl port-forward.
                     "rayStartParams": {"num-cpus": "2", "dashboard-host": "0.0.0.0"},
-                    "template": {"spec": {"containers": [
-                        _container("ray-head", "2", "6Gi", ports=head_ports)]}},
+                    "template": {
+                        "spec": {
+                            "containers": [_container("ray-head", "2", "6Gi", ports=head_ports)]
+                        }
+                    },
                 },
                 "workerGroupSpecs": [
-                    _worker("cpu-workers", "4", "8Gi", model_slots=3, gpus=0,
-                            min_replicas=1, max_replicas=8),
-                    _worker("gpu-workers", "8", "24Gi", model_slots=3, gpus=1,
-                            min_replicas=0, max_replicas=2),
+                    _worker(
+                        "cpu-workers",
+                        "4",
+                        "8Gi",
+                        model_slots=3,
+                        gpus=0,
+                        min_replicas=1,
+                        max_replicas=8,
+                    ),
+                    _worker(
+                        "gpu-workers",
+                        "8",
+                        "24Gi",
+                        model_slots=3,
+                        gpus=1,
+                        min_replicas=0,
+                        max_replicas=2,
+                    ),
                 ],
             },
         },
@@ -128,9 +167,11 @@ _Dumper.add_representer(str, _text)
 
 
 def render(overlays: list[Path] | None = None) -> str:
-    header = ("# Generated by `python -m deploy.render` from serve_config.yaml (with "
-              "config/cluster.yaml\n# laid over it); do not edit: edit those and render "
-              "again (a test checks they agree).\n")
+    header = (
+        "# Generated by `python -m deploy.render` from serve_config.yaml (with "
+        "config/cluster.yaml\n# laid over it); do not edit: edit those and render "
+        "again (a test checks they agree).\n"
+    )
     return header + yaml.dump(manifest(overlays), Dumper=_Dumper, sort_keys=False, width=100)
 
 

@@ -50,7 +50,8 @@ def check_exposure(settings: Settings, host: str | None) -> None:
     raise RuntimeError(
         f"Serve listens on {host}, beyond loopback, and PRIMITIVES_ENVIRONMENT is not set: "
         "set PRIMITIVES_ENVIRONMENT=production (with a random PRIMITIVES_JWT_SECRET), or "
-        "=development explicitly to serve a development platform to the network")
+        "=development explicitly to serve a development platform to the network"
+    )
 
 
 def prepare_database(settings: Settings, registry: Registry) -> None:
@@ -60,11 +61,16 @@ def prepare_database(settings: Settings, registry: Registry) -> None:
         with make_session_factory(engine)() as db:
             sync_models(db=db, registry=registry)
             if settings.environment is Environment.development and ensure_user(
-                    db=db, username=settings.demo_user,
-                    password=settings.demo_password.get_secret_value()):
-                log.warning("development mode: created demo user %r (password from "
-                            "PRIMITIVES_DEMO_PASSWORD, default '111'); the API must stay on "
-                            "127.0.0.1", settings.demo_user)
+                db=db,
+                username=settings.demo_user,
+                password=settings.demo_password.get_secret_value(),
+            ):
+                log.warning(
+                    "development mode: created demo user %r (password from "
+                    "PRIMITIVES_DEMO_PASSWORD, default '111'); the API must stay on "
+                    "127.0.0.1",
+                    settings.demo_user,
+                )
     finally:
         engine.dispose()
 
@@ -76,9 +82,9 @@ def build_app(args: dict[str, Any]) -> Application:
     return compose_app(AppArgs.model_validate(args) if args else load_app_config().args)
 
 
-def compose_app(args: AppArgs, *,
-                deployment_options: Mapping[str, Mapping[str, Any]] | None = None
-                ) -> Application:
+def compose_app(
+    args: AppArgs, *, deployment_options: Mapping[str, Mapping[str, Any]] | None = None
+) -> Application:
     """The application for ``args``. ``deployment_options`` (by deployment name) are for
     callers that deploy without the config file, such as the tests' local platform."""
     registry = args.registry
@@ -92,13 +98,16 @@ def compose_app(args: AppArgs, *,
     classifiers: dict[int, Application] = {}
     for spec in registry.models:
         opts = options.get(spec.name) or FALLBACK_OPTIONS
-        bound = model_deployment.options(name=spec.name, **opts).bind(
-            spec.model_dump(mode="json"))
+        bound = model_deployment.options(name=spec.name, **opts).bind(spec.model_dump(mode="json"))
         (detectors if spec.type is ModelType.detection else classifiers)[spec.id] = bound
     models = [m.model_dump(mode="json") for m in registry.models]
     # The keeper owns the task queue and the webhook sender (creates, configures, revives);
     # the ingress takes its handle only so that Serve deploys it with the application.
-    keeper = cast(Deployment, Keeper).options(name=KEEPER, **options.get(KEEPER, {})).bind(
-        models, detectors, classifiers, args.queue.concurrency)
+    keeper = (
+        cast(Deployment, Keeper)
+        .options(name=KEEPER, **options.get(KEEPER, {}))
+        .bind(models, detectors, classifiers, args.queue.concurrency)
+    )
     return ingress.options(name=INGRESS, **options.get(INGRESS, {})).bind(
-        models, detectors, classifiers, keeper)
+        models, detectors, classifiers, keeper
+    )

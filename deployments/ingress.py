@@ -32,8 +32,12 @@ class RayQueueLink:
     """The API's ``QueueLink``: the queue actor, found by name (the keeper creates and keeps
     it), and the model deployments' handles (for /api/models and /readyz)."""
 
-    def __init__(self, settings: Settings, detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle]):
+    def __init__(
+        self,
+        settings: Settings,
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+    ):
         self.settings = settings
         self.handles = {**detectors, **classifiers}
         self._actor: ActorHandle | None = None
@@ -44,19 +48,22 @@ class RayQueueLink:
         now = time.monotonic()
         if self._actor is None or now - self._looked_up > LOOKUP_SECONDS:
             try:
-                self._actor = ray.get_actor(self.settings.queue_actor_name,
-                                            namespace=self.settings.ray_namespace)
+                self._actor = ray.get_actor(
+                    self.settings.queue_actor_name, namespace=self.settings.ray_namespace
+                )
                 self._looked_up = now
             except ValueError:  # not there (yet, or being recreated): keep the last one
                 if self._actor is None:
                     raise
         return self._actor
 
-    async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> dict[str, Any] | None:
+    async def wait_finished(
+        self, task_id: int, timeout: float, *, notify: bool = False
+    ) -> dict[str, Any] | None:
         try:
             body: dict[str, Any] | None = await self.actor.wait_finished.remote(
-                task_id, timeout, notify)
+                task_id, timeout, notify
+            )
             return body
         except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
             log.info("long poll for task %d ended early: the queue did not answer", task_id)
@@ -87,8 +94,9 @@ class RayQueueLink:
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         async def one(model_id: int, handle: DeploymentHandle) -> tuple[int, dict[str, Any]]:
             try:
-                return model_id, await asyncio.wait_for(handle.describe.remote(),
-                                                        DESCRIBE_TIMEOUT_S)
+                return model_id, await asyncio.wait_for(
+                    handle.describe.remote(), DESCRIBE_TIMEOUT_S
+                )
             except Exception:  # noqa: BLE001 - not ready yet: say so rather than fail
                 return model_id, {"ready": False}
 
@@ -98,21 +106,35 @@ class RayQueueLink:
 @serve.deployment
 @serve.ingress()
 class Ingress:
-    def __init__(self, models: list[dict[str, Any]], detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle], keeper: DeploymentHandle):
+    def __init__(
+        self,
+        models: list[dict[str, Any]],
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        keeper: DeploymentHandle,
+    ):
         # ``keeper``: bound so that Serve deploys it with the application; the ingress never
         # calls it (the actors it keeps are found by name).
         self.settings = get_settings()
         self.registry = Registry(ModelSpec.model_validate(m) for m in models)
-        self.engine = make_engine(self.settings.database_url,
-                                  pool_size=self.settings.database_pool_size)
+        self.engine = make_engine(
+            self.settings.database_url, pool_size=self.settings.database_pool_size
+        )
         self.sessions = make_session_factory(self.engine)
-        self.read_sessions = make_session_factory(make_engine(
-            self.settings.database_url, pool_size=self.settings.database_pool_size,
-            autocommit=True))
+        self.read_sessions = make_session_factory(
+            make_engine(
+                self.settings.database_url,
+                pool_size=self.settings.database_pool_size,
+                autocommit=True,
+            )
+        )
         self.queue = RayQueueLink(self.settings, detectors, classifiers)
 
     def __serve_build_asgi_app__(self):
-        return create_app(settings=self.settings, registry=self.registry,
-                          session_factory=self.sessions, read_session_factory=self.read_sessions,
-                          queue=self.queue)
+        return create_app(
+            settings=self.settings,
+            registry=self.registry,
+            session_factory=self.sessions,
+            read_session_factory=self.read_sessions,
+            queue=self.queue,
+        )

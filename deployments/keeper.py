@@ -26,36 +26,53 @@ SUPERVISE_SECONDS = 5.0
 ON_HEAD = {"node:__internal_head__": 0.001}
 
 
-@serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0, "resources": ON_HEAD},
-                  health_check_period_s=10)
+@serve.deployment(
+    num_replicas=1,
+    ray_actor_options={"num_cpus": 0, "resources": ON_HEAD},
+    health_check_period_s=10,
+)
 class Keeper:
-    def __init__(self, models: list[dict[str, Any]], detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle], queue_concurrency: int):
+    def __init__(
+        self,
+        models: list[dict[str, Any]],
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        queue_concurrency: int,
+    ):
         self.settings = get_settings()
         registry = Registry(ModelSpec.model_validate(m) for m in models)
-        self.queue_args = (detectors, classifiers,
-                           {spec.id: spec.image_size for spec in registry.models},
-                           queue_concurrency, {spec.id: spec.name for spec in registry.models})
+        self.queue_args = (
+            detectors,
+            classifiers,
+            {spec.id: spec.image_size for spec in registry.models},
+            queue_concurrency,
+            {spec.id: spec.name for spec in registry.models},
+        )
         self.queue: ActorHandle = self._queue()
         self.queue.configure.remote(*self.queue_args)  # a queue that outlived a redeploy
         self.sender: ActorHandle = self._sender()
-        self._loop: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            self.supervise())
+        self._loop: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.supervise())
 
     def _queue(self) -> ActorHandle:
         from deployments.task_queue import TaskQueue
 
         return TaskQueue.options(  # type: ignore[attr-defined]
-            name=self.settings.queue_actor_name, namespace=self.settings.ray_namespace,
-            lifetime="detached", get_if_exists=True, resources=ON_HEAD,
+            name=self.settings.queue_actor_name,
+            namespace=self.settings.ray_namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            resources=ON_HEAD,
         ).remote(*self.queue_args)
 
     def _sender(self) -> ActorHandle:
         from deployments.webhook_sender import WebhookSenderActor
 
         return WebhookSenderActor.options(  # type: ignore[attr-defined]
-            name=self.settings.webhook_actor_name, namespace=self.settings.ray_namespace,
-            lifetime="detached", get_if_exists=True, resources=ON_HEAD,
+            name=self.settings.webhook_actor_name,
+            namespace=self.settings.ray_namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            resources=ON_HEAD,
         ).remote()
 
     async def supervise(self) -> None:

@@ -18,11 +18,17 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = {"asctime": datetime.fromtimestamp(record.created, UTC).isoformat(
-                    timespec="milliseconds"),
-                "levelname": record.levelname, "name": record.name,
-                "message": record.getMessage(), "filename": record.filename,
-                "lineno": record.lineno, "process": record.process}
+        line = {
+            "asctime": datetime.fromtimestamp(record.created, UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "levelname": record.levelname,
+            "name": record.name,
+            "message": record.getMessage(),
+            "filename": record.filename,
+            "lineno": record.lineno,
+            "process": record.process,
+        }
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["exc_text"] = self.formatException(record.exc_info)

@@ -15,29 +15,39 @@ BATCH_SIZES = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0]
 
 @cache
 def tasks_total() -> Counter:
-    return Counter("primitives_tasks_total", description="Tasks that ended, by outcome",
-                   tag_keys=("outcome",))
+    return Counter(
+        "primitives_tasks_total", description="Tasks that ended, by outcome", tag_keys=("outcome",)
+    )
 
 
 @cache
 def queue_depth() -> Gauge:
-    return Gauge("primitives_queue_depth",
-                 description="Tasks waiting (queued) for each detection or classification model",
-                 tag_keys=("model",))
+    return Gauge(
+        "primitives_queue_depth",
+        description="Tasks waiting (queued) for each detection or classification model",
+        tag_keys=("model",),
+    )
 
 
 @cache
 def task_seconds() -> Histogram:
-    return Histogram("primitives_task_seconds",
-                     description="Seconds per stage: wait (accepted to claimed), inference "
-                                 "(both models), total (accepted to result stored)",
-                     boundaries=SECONDS, tag_keys=("stage",))
+    return Histogram(
+        "primitives_task_seconds",
+        description="Seconds per stage: wait (accepted to claimed), inference "
+        "(both models), total (accepted to result stored)",
+        boundaries=SECONDS,
+        tag_keys=("stage",),
+    )
 
 
 @cache
 def batch_size() -> Histogram:
-    return Histogram("primitives_batch_size", description="Images in each batch a model ran",
-                     boundaries=BATCH_SIZES, tag_keys=("model",))
+    return Histogram(
+        "primitives_batch_size",
+        description="Images in each batch a model ran",
+        boundaries=BATCH_SIZES,
+        tag_keys=("model",),
+    )
 
 
 class RayQueueMetrics:

@@ -38,8 +38,12 @@ class ModelDeployment:
         self.inference_cpu_s = 0.0
         self.backlog = 0.0
         self._queue: Any = None
-        log.info("%s ready on %s (torch threads: %s)", self.spec.name, self.predictor.device,
-                 _torch_threads())
+        log.info(
+            "%s ready on %s (torch threads: %s)",
+            self.spec.name,
+            self.predictor.device,
+            _torch_threads(),
+        )
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: batch size and wait, and torch's thread count (Ray sets it from
@@ -63,8 +67,9 @@ class ModelDeployment:
         return answer
 
     @serve.batch(max_batch_size=INITIAL_MAX_BATCH_SIZE, batch_wait_timeout_s=INITIAL_BATCH_WAIT_S)
-    async def _predict_batch(self, images: list[bytes | np.ndarray]
-                             ) -> list[ModelAnswer | ModelRefused]:
+    async def _predict_batch(
+        self, images: list[bytes | np.ndarray]
+    ) -> list[ModelAnswer | ModelRefused]:
         # In a thread: the replica's event loop keeps answering health checks meanwhile.
         cpu_before = time.process_time()
         outputs, elapsed_ms = await asyncio.to_thread(self.predictor.timed_predict, images)
@@ -73,10 +78,14 @@ class ModelDeployment:
         self.batches += 1
         self.images += len(images)
         metrics.batch_size().observe(len(images), tags={"model": self.spec.name})
-        return [o if isinstance(o, ModelRefused) else
-                ModelAnswer(prediction=o, model=self.spec.name, batch_size=size,
-                            inference_ms=elapsed_ms)
-                for o in outputs]
+        return [
+            o
+            if isinstance(o, ModelRefused)
+            else ModelAnswer(
+                prediction=o, model=self.spec.name, batch_size=size, inference_ms=elapsed_ms
+            )
+            for o in outputs
+        ]
 
     async def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's custom autoscaling metric: this model's backlog, as the task queue last
@@ -85,8 +94,11 @@ class ModelDeployment:
         try:
             if self._queue is None:
                 self._queue = await asyncio.to_thread(_queue_actor)
-            self.backlog = float(await asyncio.wait_for(
-                self._queue.backlog.remote(self.spec.name), BACKLOG_TIMEOUT_S))
+            self.backlog = float(
+                await asyncio.wait_for(
+                    self._queue.backlog.remote(self.spec.name), BACKLOG_TIMEOUT_S
+                )
+            )
         except Exception:  # noqa: BLE001 - restarting or not there yet: look it up again
             self._queue = None
         return {BACKLOG: self.backlog}
@@ -97,9 +109,13 @@ class ModelDeployment:
     def stats(self) -> dict[str, Any]:
         """Batches and images run, and the CPU seconds spent running them (the benchmark
         separates the platform's own cost from the models' with it)."""
-        return {"batches": self.batches, "images": self.images,
-                "inference_cpu_s": round(self.inference_cpu_s, 4),
-                "torch_threads": _torch_threads(), "pid": os.getpid()}
+        return {
+            "batches": self.batches,
+            "images": self.images,
+            "inference_cpu_s": round(self.inference_cpu_s, 4),
+            "torch_threads": _torch_threads(),
+            "pid": os.getpid(),
+        }
 
     def pid(self) -> int:
         """The replica's process id (the fault tests kill it)."""

@@ -33,8 +33,10 @@ def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, Deploymen
     this process has it."""
     from ray.serve._private.constants import RAY_SERVE_USE_GRPC_BY_DEFAULT
 
-    return {model_id: handle.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)
-            for model_id, handle in handles.items()}
+    return {
+        model_id: handle.options(_by_reference=not RAY_SERVE_USE_GRPC_BY_DEFAULT)
+        for model_id, handle in handles.items()
+    }
 
 
 class ServeModels:
@@ -42,8 +44,12 @@ class ServeModels:
     here, at the scale the larger of the two models needs (``input_sides``: model id -> input
     size), and the array goes to the object store once for both deployments."""
 
-    def __init__(self, detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int]):
+    def __init__(
+        self,
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        input_sides: dict[int, int],
+    ):
         self.detectors, self.classifiers = serve_transport(detectors), serve_transport(classifiers)
         self.input_sides = dict(input_sides)
 
@@ -52,13 +58,16 @@ class ServeModels:
         classifier = self.classifiers.get(claim.classification_model_id)
         if detector is None or classifier is None:
             raise ModelRefused("the model this task asked for is no longer configured")
-        side = max(self.input_sides.get(claim.detection_model_id, 0),
-                   self.input_sides.get(claim.classification_model_id, 0))
+        side = max(
+            self.input_sides.get(claim.detection_model_id, 0),
+            self.input_sides.get(claim.classification_model_id, 0),
+        )
         # ImageUnreadable (a ModelRefused) fails the task with its reason.
         array = await asyncio.to_thread(decode_image, image, min_side=side or None)
         try:
             detection, classification = await asyncio.gather(
-                detector.predict.remote(array), classifier.predict.remote(array))
+                detector.predict.remote(array), classifier.predict.remote(array)
+            )
         except RayTaskError as exc:
             # ``cause`` is the replica's own exception (Ray may raise a class derived from
             # both RayTaskError and it, whose constructor never ran).
@@ -74,12 +83,21 @@ class ServeModels:
 # The methods called per task (and the backlog, per replica and second) report no task events
 # to Ray's GCS: at tens of calls a second, that record-keeping cost the daemons more CPU than
 # the calls themselves.
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,  # type: ignore[call-overload]
-            max_concurrency=1000)
+@ray.remote(
+    num_cpus=0,
+    max_restarts=-1,
+    max_task_retries=-1,  # type: ignore[call-overload]
+    max_concurrency=1000,
+)
 class TaskQueue:
-    def __init__(self, detectors: dict[int, DeploymentHandle],
-                 classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
-                 concurrency: int, model_names: dict[int, str] | None = None):
+    def __init__(
+        self,
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        input_sides: dict[int, int],
+        concurrency: int,
+        model_names: dict[int, str] | None = None,
+    ):
         from deployments.logs import json_logging
         from deployments.metrics import RayQueueMetrics
 
@@ -91,25 +109,38 @@ class TaskQueue:
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
             run_models=self.models,
-            concurrency=concurrency, lease_seconds=settings.queue_lease_seconds,
-            poll_seconds=settings.queue_poll_seconds, max_attempts=settings.queue_max_attempts,
-            observer=RayQueueMetrics(), model_names=dict(model_names or {}))
+            concurrency=concurrency,
+            lease_seconds=settings.queue_lease_seconds,
+            poll_seconds=settings.queue_poll_seconds,
+            max_attempts=settings.queue_max_attempts,
+            observer=RayQueueMetrics(),
+            model_names=dict(model_names or {}),
+        )
         loop = asyncio.get_running_loop()
-        self._loops = [loop.create_task(self.dispatcher.dispatch_loop()),
-                       loop.create_task(self.dispatcher.lease_loop()),
-                       loop.create_task(self.dispatcher.depth_loop())]
-        self._loops.append(loop.create_task(retention_loop(make_session_factory(engine),
-                                                           settings)))
-        log.info("task queue started (concurrency %d, lease %.0fs)",
-                 concurrency, settings.queue_lease_seconds)
+        self._loops = [
+            loop.create_task(self.dispatcher.dispatch_loop()),
+            loop.create_task(self.dispatcher.lease_loop()),
+            loop.create_task(self.dispatcher.depth_loop()),
+        ]
+        self._loops.append(loop.create_task(retention_loop(make_session_factory(engine), settings)))
+        log.info(
+            "task queue started (concurrency %d, lease %.0fs)",
+            concurrency,
+            settings.queue_lease_seconds,
+        )
 
     @ray.method(enable_task_events=False)
     def notify(self) -> None:
         self.dispatcher.notify()
 
-    def configure(self, detectors: dict[int, DeploymentHandle],
-                  classifiers: dict[int, DeploymentHandle], input_sides: dict[int, int],
-                  concurrency: int, model_names: dict[int, str] | None = None) -> None:
+    def configure(
+        self,
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        input_sides: dict[int, int],
+        concurrency: int,
+        model_names: dict[int, str] | None = None,
+    ) -> None:
         """Point at the current application's deployments and scaling (after a redeploy)."""
         self.models.detectors = serve_transport(detectors)
         self.models.classifiers = serve_transport(classifiers)
@@ -123,8 +154,9 @@ class TaskQueue:
         return {**vars(d.stats), "running": sorted(d.running), "paused": d.paused}
 
     @ray.method(enable_task_events=False)
-    async def wait_finished(self, task_id: int, timeout: float,
-                            notify: bool = False) -> dict[str, Any] | None:
+    async def wait_finished(
+        self, task_id: int, timeout: float, notify: bool = False
+    ) -> dict[str, Any] | None:
         return await self.dispatcher.wait_finished(task_id, timeout, notify=notify)
 
     @ray.method(enable_task_events=False)

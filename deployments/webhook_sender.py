@@ -19,8 +19,12 @@ from webhooks.sender import DeliveryStore, WebhookSender
 log = logging.getLogger(__name__)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1,  # type: ignore[call-overload]
-            max_concurrency=100)
+@ray.remote(
+    num_cpus=0,
+    max_restarts=-1,
+    max_task_retries=-1,  # type: ignore[call-overload]
+    max_concurrency=100,
+)
 class WebhookSenderActor:
     def __init__(self) -> None:
         from deployments.logs import json_logging
@@ -35,10 +39,14 @@ class WebhookSenderActor:
             timeout_s=settings.webhook_timeout_seconds,
             max_attempts=settings.webhook_max_attempts,
             backoff_s=settings.webhook_backoff_seconds,
-            backoff_cap_s=settings.webhook_backoff_cap_seconds)
+            backoff_cap_s=settings.webhook_backoff_cap_seconds,
+        )
         self._loop = asyncio.get_running_loop().create_task(self.sender.run())
-        log.info("webhook sender started (%d at once, %d attempts)",
-                 settings.webhook_concurrency, settings.webhook_max_attempts)
+        log.info(
+            "webhook sender started (%d at once, %d attempts)",
+            settings.webhook_concurrency,
+            settings.webhook_max_attempts,
+        )
 
     def status(self) -> dict[str, Any]:
         return {**asdict(self.sender.stats), "sending": len(self.sender.running)}

@@ -29,14 +29,21 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | None = None,
-                         num_cpus: int | None = None, namespace: str = "primitives-local",
-                         extra_apps: dict[str, Any] | None = None,
-                         port: int | None = None, config: Path | None = None,
-                         ray_env: dict[str, str] | None = None,
-                         metrics_port: int | None = None, dashboard_port: int | None = None,
-                         address: str | None = None,
-                         overlays: list[Path] | None = None) -> str:
+def start_local_platform(
+    env: dict[str, str],
+    *,
+    models: list[dict[str, Any]] | None = None,
+    num_cpus: int | None = None,
+    namespace: str = "primitives-local",
+    extra_apps: dict[str, Any] | None = None,
+    port: int | None = None,
+    config: Path | None = None,
+    ray_env: dict[str, str] | None = None,
+    metrics_port: int | None = None,
+    dashboard_port: int | None = None,
+    address: str | None = None,
+    overlays: list[Path] | None = None,
+) -> str:
     """Start Ray with ``env`` (PRIMITIVES_* settings) in every worker, deploy the application
     of ``config`` (serve_config.yaml by default; ``models`` replaces its registry), deploy any
     ``extra_apps`` by route prefix, and return the HTTP base URL. ``ray_env`` (default:
@@ -68,28 +75,41 @@ def start_local_platform(env: dict[str, str], *, models: list[dict[str, Any]] | 
     else:
         # Logical CPUs: at least 4, so that the fractional replicas of serve_config.yaml fit
         # on a 2-core machine; all of a bigger one (the GPU profile asks for more).
-        ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1),
-                 include_dashboard=dashboard_port is not None, dashboard_host="127.0.0.1",
-                 dashboard_port=dashboard_port, namespace=namespace,
-                 _metrics_export_port=metrics_port, runtime_env=runtime_env)
+        ray.init(
+            num_cpus=num_cpus or max(4, os.cpu_count() or 1),
+            include_dashboard=dashboard_port is not None,
+            dashboard_host="127.0.0.1",
+            dashboard_port=dashboard_port,
+            namespace=namespace,
+            _metrics_export_port=metrics_port,
+            runtime_env=runtime_env,
+        )
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = AppArgs(models=models) if models is not None else app_config.args
-    serve.run(compose_app(args, deployment_options=app_config.deployments), name="primitives",
-              route_prefix="/", logging_config=app_config.logging_config or None)
+    serve.run(
+        compose_app(args, deployment_options=app_config.deployments),
+        name="primitives",
+        route_prefix="/",
+        logging_config=app_config.logging_config or None,
+    )
     for prefix, app in (extra_apps or {}).items():
         serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
     return f"http://127.0.0.1:{port}"
 
 
-def replicas(deployment: str, states: tuple[str, ...] = ("RUNNING",),
-             app: str = "primitives") -> int:
+def replicas(
+    deployment: str, states: tuple[str, ...] = ("RUNNING",), app: str = "primitives"
+) -> int:
     """How many of the deployment's replicas are in one of ``states`` now."""
     from ray import serve
 
     status = serve.status().applications[app].deployments[deployment]
-    return sum(n for state, n in status.replica_states.items()
-               if str(getattr(state, "value", state)) in states)
+    return sum(
+        n
+        for state, n in status.replica_states.items()
+        if str(getattr(state, "value", state)) in states
+    )
 
 
 def stop_local_platform(env: dict[str, str]) -> None:

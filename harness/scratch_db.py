@@ -8,8 +8,9 @@ import uuid
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-ADMIN_URL = os.environ.get("PRIMITIVES_TEST_ADMIN_URL",
-                           "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "PRIMITIVES_TEST_ADMIN_URL", "postgresql+psycopg2://postgres:postgres@127.0.0.1:5432/postgres"
+)
 
 
 def create_scratch_database(prefix: str, admin_url: str = ADMIN_URL) -> str:

@@ -83,12 +83,17 @@ class Predictor(ABC, Generic[P]):
         return [next(predicted) if refusal is None else refusal for refusal in refusals]
 
     def describe(self) -> PredictorInfo:
-        return PredictorInfo(name=self.spec.name, backend=self.backend.value,
-                             classes=list(self.classes), weights_sha256=self.weights_sha256,
-                             device=self.device)
+        return PredictorInfo(
+            name=self.spec.name,
+            backend=self.backend.value,
+            classes=list(self.classes),
+            weights_sha256=self.weights_sha256,
+            device=self.device,
+        )
 
-    def timed_predict(self, images: Sequence[bytes | np.ndarray]
-                      ) -> tuple[list[P | ModelRefused], float]:
+    def timed_predict(
+        self, images: Sequence[bytes | np.ndarray]
+    ) -> tuple[list[P | ModelRefused], float]:
         """``predict_encoded`` and its wall time in milliseconds."""
         started = time.perf_counter()
         out = self.predict_encoded(images)
@@ -114,11 +119,18 @@ class UltralyticsPredictor(Predictor[Detection]):
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Detection]:
         results = self.model.predict(
-            self.preprocess(images), imgsz=self.spec.image_size,
-            conf=self.spec.confidence_threshold, iou=self.spec.iou_threshold,
-            max_det=self.spec.max_detections, device=self.device, verbose=False)
-        return [self.postprocess(r, a.shape[1], a.shape[0])
-                for a, r in zip(images, results, strict=True)]
+            self.preprocess(images),
+            imgsz=self.spec.image_size,
+            conf=self.spec.confidence_threshold,
+            iou=self.spec.iou_threshold,
+            max_det=self.spec.max_detections,
+            device=self.device,
+            verbose=False,
+        )
+        return [
+            self.postprocess(r, a.shape[1], a.shape[0])
+            for a, r in zip(images, results, strict=True)
+        ]
 
     def postprocess(self, result: Any, width: int, height: int) -> Detection:
         if result.obb is not None:
@@ -139,7 +151,9 @@ class SsdPredictor(Predictor[Detection]):
         import torchvision
 
         model = torchvision.models.get_model(
-            self.spec.arch, weights=None, weights_backbone=None,
+            self.spec.arch,
+            weights=None,
+            weights_backbone=None,
             num_classes=len(self.classes) + 1,  # index 0 is the background
         )
         model.load_state_dict(load_torchvision_checkpoint(self.weights_path))
@@ -152,22 +166,37 @@ class SsdPredictor(Predictor[Detection]):
     def preprocess(self, images: Sequence[np.ndarray]) -> list[Any]:
         import torch
 
-        return [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float().div_(255)
-                .to(self.device) for a in images]
+        return [
+            torch.from_numpy(np.ascontiguousarray(a))
+            .permute(2, 0, 1)
+            .float()
+            .div_(255)
+            .to(self.device)
+            for a in images
+        ]
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Detection]:
         import torch
 
         with torch.inference_mode():
             outputs = self.model(self.preprocess(images))
-        return [self.postprocess(o, a.shape[1], a.shape[0])
-                for a, o in zip(images, outputs, strict=True)]
+        return [
+            self.postprocess(o, a.shape[1], a.shape[0])
+            for a, o in zip(images, outputs, strict=True)
+        ]
 
     def postprocess(self, output: dict[str, Any], width: int, height: int) -> Detection:
         labels = output["labels"].cpu().numpy() - 1  # drop the background index
-        return Detection(primitives_from_xywhr(
-            xyxy_to_xywhr(output["boxes"].cpu().numpy()), output["scores"].cpu().numpy(),
-            labels, self.classes, width, height))
+        return Detection(
+            primitives_from_xywhr(
+                xyxy_to_xywhr(output["boxes"].cpu().numpy()),
+                output["scores"].cpu().numpy(),
+                labels,
+                self.classes,
+                width,
+                height,
+            )
+        )
 
 
 class ClassifierPredictor(Predictor[Classification]):
@@ -178,8 +207,9 @@ class ClassifierPredictor(Predictor[Classification]):
     def _load(self) -> None:
         import torchvision
 
-        model = torchvision.models.get_model(self.spec.arch, weights=None,
-                                             num_classes=len(self.classes))
+        model = torchvision.models.get_model(
+            self.spec.arch, weights=None, num_classes=len(self.classes)
+        )
         model.load_state_dict(load_torchvision_checkpoint(self.weights_path))
         self.model = model.eval().to(self.device)
 
@@ -198,8 +228,12 @@ class ClassifierPredictor(Predictor[Classification]):
         return self.postprocess(self.logits(images))
 
     def postprocess(self, logits: np.ndarray) -> list[Classification]:
-        return softmax_top(logits, self.classes, temperature=self.spec.temperature,
-                           unknown_below=self.spec.unknown_threshold)
+        return softmax_top(
+            logits,
+            self.classes,
+            temperature=self.spec.temperature,
+            unknown_below=self.spec.unknown_threshold,
+        )
 
 
 PREDICTORS: dict[Backend, type[Predictor[Any]]] = {
@@ -214,5 +248,11 @@ def build_predictor(spec: ModelSpec, *, device: str | None = None) -> Predictor[
     return PREDICTORS[spec.backend](spec, device=device)
 
 
-__all__ = ["ClassifierPredictor", "ModelOutput", "Predictor", "SsdPredictor",
-           "UltralyticsPredictor", "build_predictor"]
+__all__ = [
+    "ClassifierPredictor",
+    "ModelOutput",
+    "Predictor",
+    "SsdPredictor",
+    "UltralyticsPredictor",
+    "build_predictor",
+]

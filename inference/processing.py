@@ -18,8 +18,18 @@ def _unit(value: float) -> float:
     return float(min(1.0, max(0.0, value)))
 
 
-def primitive(*, class_name: str, cx: float, cy: float, w: float, h: float, angle: float,
-              confidence: float, image_w: int, image_h: int) -> DetectedPrimitive:
+def primitive(
+    *,
+    class_name: str,
+    cx: float,
+    cy: float,
+    w: float,
+    h: float,
+    angle: float,
+    confidence: float,
+    image_w: int,
+    image_h: int,
+) -> DetectedPrimitive:
     """One primitive in the contract's normalised form, from a pixel ``xywhr`` box.
 
     The angle is folded into [0, pi): a rectangle turned by pi is the same rectangle.
@@ -30,22 +40,39 @@ def primitive(*, class_name: str, cx: float, cy: float, w: float, h: float, angl
     rotation = theta / math.pi
     if rotation >= 1.0:  # fmod can land a hair under pi
         rotation = 0.0
-    return DetectedPrimitive(primitive_class=class_name, x=_unit(cx / image_w),
-                             y=_unit(cy / image_h), width=_unit(w / image_w),
-                             height=_unit(h / image_h), rotation=rotation,
-                             probability=_unit(confidence))
+    return DetectedPrimitive(
+        primitive_class=class_name,
+        x=_unit(cx / image_w),
+        y=_unit(cy / image_h),
+        width=_unit(w / image_w),
+        height=_unit(h / image_h),
+        rotation=rotation,
+        probability=_unit(confidence),
+    )
 
 
-def primitives_from_xywhr(boxes: np.ndarray, confidences: np.ndarray, classes: np.ndarray,
-                          names: Sequence[str] | Mapping[int, str], image_w: int,
-                          image_h: int) -> tuple[DetectedPrimitive, ...]:
+def primitives_from_xywhr(
+    boxes: np.ndarray,
+    confidences: np.ndarray,
+    classes: np.ndarray,
+    names: Sequence[str] | Mapping[int, str],
+    image_w: int,
+    image_h: int,
+) -> tuple[DetectedPrimitive, ...]:
     """Rows of pixel ``(cx, cy, w, h, angle)`` to primitives, most confident first."""
     order = np.argsort(-confidences, kind="stable")
     return tuple(
-        primitive(class_name=names[int(classes[i])], cx=float(boxes[i, 0]),
-                  cy=float(boxes[i, 1]), w=float(boxes[i, 2]), h=float(boxes[i, 3]),
-                  angle=float(boxes[i, 4]), confidence=float(confidences[i]),
-                  image_w=image_w, image_h=image_h)
+        primitive(
+            class_name=names[int(classes[i])],
+            cx=float(boxes[i, 0]),
+            cy=float(boxes[i, 1]),
+            w=float(boxes[i, 2]),
+            h=float(boxes[i, 3]),
+            angle=float(boxes[i, 4]),
+            confidence=float(confidences[i]),
+            image_w=image_w,
+            image_h=image_h,
+        )
         for i in order
     )
 
@@ -72,8 +99,13 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def softmax_top(logits: np.ndarray, classes: Sequence[str], *, temperature: float = 1.0,
-                unknown_below: float | None = None) -> list[Classification]:
+def softmax_top(
+    logits: np.ndarray,
+    classes: Sequence[str],
+    *,
+    temperature: float = 1.0,
+    unknown_below: float | None = None,
+) -> list[Classification]:
     """Per row: the top class and its probability, plus every class's probability.
 
     ``temperature`` divides the logits first (the calibration fitted on the validation
@@ -83,10 +115,13 @@ def softmax_top(logits: np.ndarray, classes: Sequence[str], *, temperature: floa
     for row in softmax(logits, temperature):
         top = float(row.max())
         unknown = unknown_below is not None and top < unknown_below
-        out.append(Classification(
-            image_class=UNKNOWN_CLASS if unknown else classes[int(row.argmax())],
-            probability=top,
-            probabilities={c: round(float(v), 6) for c, v in zip(classes, row, strict=True)}))
+        out.append(
+            Classification(
+                image_class=UNKNOWN_CLASS if unknown else classes[int(row.argmax())],
+                probability=top,
+                probabilities={c: round(float(v), 6) for c, v in zip(classes, row, strict=True)},
+            )
+        )
     return out
 
 

@@ -17,8 +17,10 @@ def require_weights(spec: ModelSpec) -> Path:
     """The spec's weights path, checked to exist and be readable."""
     path = spec.weights_path
     if not path.is_file():
-        raise WeightsError(f"model {spec.name} (id {spec.id}): weights file {path} does not "
-                           "exist; train it (make train) or point `weights` at a real file")
+        raise WeightsError(
+            f"model {spec.name} (id {spec.id}): weights file {path} does not "
+            "exist; train it (make train) or point `weights` at a real file"
+        )
     try:
         with path.open("rb") as fh:
             fh.read(1)

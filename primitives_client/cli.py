@@ -60,13 +60,15 @@ def _print(value: Any) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primitives", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help=f"the platform (default: PRIMITIVES_URL, the last "
-                                      f"login's, or {DEFAULT_URL})")
+    parser.add_argument(
+        "--url", help=f"the platform (default: PRIMITIVES_URL, the last login's, or {DEFAULT_URL})"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     login = sub.add_parser("login", help="log in and keep the token")
     login.add_argument("-u", "--username")
-    login.add_argument("--password-stdin", action="store_true",
-                       help="read the password from standard input")
+    login.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     submit = sub.add_parser("submit", help="submit images (one task each)")
     submit.add_argument("images", nargs="+", type=Path)
     submit.add_argument("--wait", action="store_true", help="wait and print the results")
@@ -85,8 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     visualize.add_argument("id", type=int)
     visualize.add_argument("-o", "--output", type=Path, required=True)
     visualize.add_argument("--min-probability", type=float, default=0.0)
-    for name, text in (("cancel", "cancel a task"), ("delete", "delete a task"),
-                       ("webhooks", "a task's webhook deliveries")):
+    for name, text in (
+        ("cancel", "cancel a task"),
+        ("delete", "delete a task"),
+        ("webhooks", "a task's webhook deliveries"),
+    ):
         sub.add_parser(name, help=text).add_argument("id", type=int)
     sub.add_parser("me", help="your user name and webhook secret")
     return parser
@@ -95,13 +100,17 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     saved = load_credentials()
     url = args.url or os.environ.get("PRIMITIVES_URL") or saved.get("url") or DEFAULT_URL
-    token = os.environ.get("PRIMITIVES_TOKEN") or (saved.get("token")
-                                                   if saved.get("url") == url else None)
+    token = os.environ.get("PRIMITIVES_TOKEN") or (
+        saved.get("token") if saved.get("url") == url else None
+    )
     with Client(url, token) as client:
         if args.command == "login":
             username = args.username or input("user name: ")
-            password = (sys.stdin.readline().rstrip("\n") if args.password_stdin
-                        else getpass.getpass("password: "))
+            password = (
+                sys.stdin.readline().rstrip("\n")
+                if args.password_stdin
+                else getpass.getpass("password: ")
+            )
             client.login(username, password)
             path = save_credentials(url, client.token or "")
             print(f"logged in to {url} as {username}; token kept in {path}", file=sys.stderr)
@@ -110,18 +119,26 @@ def run(args: argparse.Namespace) -> int:
             print(f"not logged in to {url}: run `primitives login` first", file=sys.stderr)
             return 2
         if args.command == "submit":
-            options = {"detection_model_id": args.detection_model,
-                       "classification_model_id": args.classification_model,
-                       "webhook": args.webhook}
+            options = {
+                "detection_model_id": args.detection_model,
+                "classification_model_id": args.classification_model,
+                "webhook": args.webhook,
+            }
             many = len(args.images) > 1
-            with tqdm(total=len(args.images) * (2 if args.wait and many else 1), unit="step",
-                      disable=not many or not sys.stderr.isatty(), file=sys.stderr) as bar:
+            with tqdm(
+                total=len(args.images) * (2 if args.wait and many else 1),
+                unit="step",
+                disable=not many or not sys.stderr.isatty(),
+                file=sys.stderr,
+            ) as bar:
                 if args.wait and not many:  # one request answers with the result
-                    _print(client.submit(args.images[0], wait=True, timeout=args.timeout,
-                                         **options))
+                    _print(
+                        client.submit(args.images[0], wait=True, timeout=args.timeout, **options)
+                    )
                     return 0
-                created = [client.submit(p, **options) for p in args.images
-                           if bar.update(1) is None]
+                created = [
+                    client.submit(p, **options) for p in args.images if bar.update(1) is None
+                ]
                 for task in created:
                     if args.wait:
                         _print(client.wait(task["id"], timeout=args.timeout))
@@ -129,14 +146,17 @@ def run(args: argparse.Namespace) -> int:
                     else:
                         _print(task)
         elif args.command == "list":
-            for task in client.list(status=args.status, after_id=args.after_id,
-                                    limit=args.limit):
+            for task in client.list(status=args.status, after_id=args.after_id, limit=args.limit):
                 _print(task)
         elif args.command == "result":
             _print(client.wait(args.id) if args.wait else client.result(args.id))
         elif args.command == "visualize":
-            client.visualize(args.id, args.output, min_probability=args.min_probability,
-                             jpeg=args.output.suffix.lower() in (".jpg", ".jpeg"))
+            client.visualize(
+                args.id,
+                args.output,
+                min_probability=args.min_probability,
+                jpeg=args.output.suffix.lower() in (".jpg", ".jpeg"),
+            )
             print(f"wrote {args.output}", file=sys.stderr)
         elif args.command == "cancel":
             _print(client.cancel(args.id))

@@ -50,15 +50,24 @@ def _media_type(data: bytes) -> str:
 class Client:
     """One platform at ``url``; ``token`` from an earlier ``login`` (or set by it)."""
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", token: str | None = None, *,
-                 timeout: float = 60.0, retries: int = 4,
-                 transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 4,
+        transport: httpx.BaseTransport | None = None,
+    ):
         self.url, self.token, self.retries = url.rstrip("/"), token, retries
         self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         if self.http.base_url.scheme == "http" and not _is_loopback(self.http.base_url.host):
-            warnings.warn(f"{self.url} is plain http: the password and the token cross the "
-                          "network unencrypted; use https beyond this machine",
-                          InsecureTransportWarning, stacklevel=2)
+            warnings.warn(
+                f"{self.url} is plain http: the password and the token cross the "
+                "network unencrypted; use https beyond this machine",
+                InsecureTransportWarning,
+                stacklevel=2,
+            )
 
     def close(self) -> None:
         self.http.close()
@@ -82,16 +91,24 @@ class Client:
             last = attempt == self.retries
             try:
                 response = self.http.request(method, path, headers=headers, **kwargs)
-            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError,
-                    httpx.WriteError, httpx.PoolTimeout):
+            except (
+                httpx.ConnectError,
+                httpx.ReadError,
+                httpx.RemoteProtocolError,
+                httpx.WriteError,
+                httpx.PoolTimeout,
+            ):
                 if last:
                     raise
-                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                time.sleep(min(8.0, 0.5 * 2**attempt))
                 continue
             if response.status_code in RETRY_STATUSES and not last:
                 retry_after = response.headers.get("Retry-After", "")
-                time.sleep(min(30.0, float(retry_after)) if retry_after.isdigit()
-                           else min(8.0, 0.5 * 2 ** attempt))
+                time.sleep(
+                    min(30.0, float(retry_after))
+                    if retry_after.isdigit()
+                    else min(8.0, 0.5 * 2**attempt)
+                )
                 continue
             if response.status_code >= 400:
                 try:
@@ -109,8 +126,7 @@ class Client:
 
     def login(self, username: str, password: str) -> str:
         """Log in; the token is kept on the client and returned."""
-        body = self._json("POST", "/oauth/login",
-                          data={"username": username, "password": password})
+        body = self._json("POST", "/oauth/login", data={"username": username, "password": password})
         self.token = str(body["access_token"])
         return self.token
 
@@ -125,10 +141,17 @@ class Client:
     def models(self) -> dict[str, Any]:
         return dict(self._json("GET", "/api/models"))
 
-    def submit(self, image: str | Path | bytes, *, detection_model_id: int | None = None,
-               classification_model_id: int | None = None, webhook: str | None = None,
-               idempotency_key: str | None = None, wait: bool = False,
-               timeout: float = 600.0) -> dict[str, Any]:
+    def submit(
+        self,
+        image: str | Path | bytes,
+        *,
+        detection_model_id: int | None = None,
+        classification_model_id: int | None = None,
+        webhook: str | None = None,
+        idempotency_key: str | None = None,
+        wait: bool = False,
+        timeout: float = 600.0,
+    ) -> dict[str, Any]:
         """Submit one image (a path or its bytes). Without ``wait``: ``{"id": ...}``; with
         it, the result route's body once the task is done, failed or canceled: one request
         (``Prefer: wait``) answers most tasks, long polls of the result route the rest;
@@ -142,25 +165,39 @@ class Client:
             params["classification_model_id"] = classification_model_id
         if webhook is not None:
             params["webhook"] = webhook
-        headers = {"Content-Type": _media_type(data),
-                   "Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        headers = {
+            "Content-Type": _media_type(data),
+            "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
+        }
         if not wait:
-            return dict(self._json("POST", "/api/tasks", params=params, content=data,
-                                   headers=headers))
+            return dict(
+                self._json("POST", "/api/tasks", params=params, content=data, headers=headers)
+            )
         started = time.monotonic()
         seconds = max(1, min(PREFER_WAIT_MAX_S, int(timeout)))
-        body = self._json("POST", "/api/tasks", params=params, content=data,
-                          headers={**headers, "Prefer": f"wait={seconds}"},
-                          timeout=self.http.timeout.read + seconds
-                          if self.http.timeout.read is not None else None)
+        body = self._json(
+            "POST",
+            "/api/tasks",
+            params=params,
+            content=data,
+            headers={**headers, "Prefer": f"wait={seconds}"},
+            timeout=self.http.timeout.read + seconds
+            if self.http.timeout.read is not None
+            else None,
+        )
         if body["status"] in SETTLED:
             return dict(body)
         return self.wait(body["id"], timeout=max(0.0, timeout - (time.monotonic() - started)))
 
-    def submit_many(self, images: Iterable[str | Path | bytes], *, wait: bool = False,
-                    timeout: float = 600.0,
-                    progress: Callable[[int], None] | None = None,
-                    **options: Any) -> list[dict[str, Any]]:
+    def submit_many(
+        self,
+        images: Iterable[str | Path | bytes],
+        *,
+        wait: bool = False,
+        timeout: float = 600.0,
+        progress: Callable[[int], None] | None = None,
+        **options: Any,
+    ) -> list[dict[str, Any]]:
         """Submit each image; with ``wait``, then wait for them all. ``progress(n)`` is
         called as each of the n tasks is submitted (and, with ``wait``, as each settles)."""
         created = []
@@ -196,11 +233,11 @@ class Client:
             if body["status"] in SETTLED:
                 return body
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"task {task_id} is still {body['status']} after "
-                                   f"{timeout:g} s")
+                raise TimeoutError(f"task {task_id} is still {body['status']} after {timeout:g} s")
 
-    def list(self, *, status: str | None = None, after_id: int = 0,
-             limit: int | None = None) -> builtins.list[dict[str, Any]]:
+    def list(
+        self, *, status: str | None = None, after_id: int = 0, limit: int | None = None
+    ) -> builtins.list[dict[str, Any]]:
         params: dict[str, Any] = {"after_id": after_id}
         if status is not None:
             params["status"] = status
@@ -211,13 +248,21 @@ class Client:
     def input(self, task_id: int) -> bytes:
         return self.request("GET", f"/api/tasks/{task_id}/input").content
 
-    def visualize(self, task_id: int, out: str | Path | None = None, *,
-                  min_probability: float = 0.0, jpeg: bool = False) -> bytes:
+    def visualize(
+        self,
+        task_id: int,
+        out: str | Path | None = None,
+        *,
+        min_probability: float = 0.0,
+        jpeg: bool = False,
+    ) -> bytes:
         """The picture of a done task's result (PNG, or JPEG); written to ``out`` if given."""
         picture = self.request(
-            "GET", f"/api/tasks/{task_id}/visualization",
+            "GET",
+            f"/api/tasks/{task_id}/visualization",
             params={"min_probability": min_probability} if min_probability else None,
-            headers={"Accept": "image/jpeg" if jpeg else "image/png"}).content
+            headers={"Accept": "image/jpeg" if jpeg else "image/png"},
+        ).content
         if out is not None:
             Path(out).write_bytes(picture)
         return picture

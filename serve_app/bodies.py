@@ -7,8 +7,10 @@ from fastapi import HTTPException, Request, status
 
 
 def too_large(limit: int, what: str) -> HTTPException:
-    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                         detail=f"{what} is larger than the limit of {limit} bytes.")
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        detail=f"{what} is larger than the limit of {limit} bytes.",
+    )
 
 
 async def read_capped(request: Request, cap: int, refusal: HTTPException) -> bytes:

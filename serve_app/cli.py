@@ -1,12 +1,12 @@
 """Administration: ``python -m serve_app.cli`` (installed as ``primitives-admin``).
 
-    primitives-admin db upgrade
-    primitives-admin users create alice           # asks for the password
-    echo "$PW" | primitives-admin users create alice --password-stdin
-    primitives-admin users list
-    primitives-admin users set-password alice
-    primitives-admin users delete alice
-    primitives-admin retention run --days 30       # purge settled tasks older than 30 days
+primitives-admin db upgrade
+primitives-admin users create alice           # asks for the password
+echo "$PW" | primitives-admin users create alice --password-stdin
+primitives-admin users list
+primitives-admin users set-password alice
+primitives-admin users delete alice
+primitives-admin retention run --days 30       # purge settled tasks older than 30 days
 """
 
 from __future__ import annotations
@@ -58,14 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("create", "set-password"):
         p = actions.add_parser(name)
         p.add_argument("username")
-        p.add_argument("--password-stdin", action="store_true",
-                       help="read the password from the first line of standard input")
+        p.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of standard input",
+        )
     actions.add_parser("list")
     actions.add_parser("delete").add_argument("username")
     retention = sub.add_parser("retention", help="purge old settled tasks")
     retention.add_argument("action", choices=["run"])
-    retention.add_argument("--days", type=float, default=None,
-                           help="older than this (default: PRIMITIVES_RETENTION_DAYS)")
+    retention.add_argument(
+        "--days",
+        type=float,
+        default=None,
+        help="older than this (default: PRIMITIVES_RETENTION_DAYS)",
+    )
     args = parser.parse_args(argv)
 
     settings = get_settings()
@@ -77,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.area == "retention":
         days = settings.retention_days if args.days is None else args.days
         if days <= 0:
-            print("no retention age: pass --days or set PRIMITIVES_RETENTION_DAYS",
-                  file=sys.stderr)
+            print("no retention age: pass --days or set PRIMITIVES_RETENTION_DAYS", file=sys.stderr)
             return 2
         with make_session_factory(engine)() as db:
             purged = purge_settled_before(db=db, moment=utcnow() - timedelta(days=days))
@@ -88,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     with make_session_factory(engine)() as db:
         if args.action == "create":
             try:
-                user = users.create_user(db=db, username=args.username,
-                                         password=_password(args))
+                user = users.create_user(db=db, username=args.username, password=_password(args))
             except users.UserExistsError as exc:
                 print(exc, file=sys.stderr)
                 return 1

@@ -64,8 +64,9 @@ class QueueLink(Protocol):
     async def ready(self) -> bool:
         """Whether the queue answers."""
 
-    async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> dict[str, Any] | None:
+    async def wait_finished(
+        self, task_id: int, timeout: float, *, notify: bool = False
+    ) -> dict[str, Any] | None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
         seconds: the task's result route body when the queue ended it itself (the caller
         answers it without reading the task again), else None. ``notify``: the task was
@@ -91,8 +92,9 @@ class NoQueue:
     async def ready(self) -> bool:
         return False  # nothing runs the stored tasks
 
-    async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> dict[str, Any] | None:
+    async def wait_finished(
+        self, task_id: int, timeout: float, *, notify: bool = False
+    ) -> dict[str, Any] | None:
         return None
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
@@ -126,8 +128,9 @@ class Caller:
     username: str
 
 
-def load_caller(sessions: sessionmaker[Session], user_id: int,
-                issued_at: float | None = None) -> Caller | None:
+def load_caller(
+    sessions: sessionmaker[Session], user_id: int, issued_at: float | None = None
+) -> Caller | None:
     """The user with this id, read in a session of its own (blocking); None when there is
     none, or when a token issued at ``issued_at`` predates the user's last password change
     or logout."""
@@ -160,36 +163,63 @@ class AppServices:
     waits: WaitSlots
 
     @classmethod
-    def create(cls, *, settings: Settings, registry: Registry, sessions: sessionmaker[Session],
-               read_sessions: sessionmaker[Session], queue: QueueLink,
-               clock: Callable[[], float] = time.time) -> AppServices:
+    def create(
+        cls,
+        *,
+        settings: Settings,
+        registry: Registry,
+        sessions: sessionmaker[Session],
+        read_sessions: sessionmaker[Session],
+        queue: QueueLink,
+        clock: Callable[[], float] = time.time,
+    ) -> AppServices:
         """``clock``: the wall clock the shared rate windows count minutes by."""
         login_failures: Limiter
         account_failures: Limiter
         request_rate: Limiter
         if settings.limits_storage == "database":
-            login_failures = SharedWindow(sessions, settings.login_failures_per_minute, "login",
-                                          clock=clock)
+            login_failures = SharedWindow(
+                sessions, settings.login_failures_per_minute, "login", clock=clock
+            )
             account_failures = SharedWindow(
-                sessions, settings.login_failures_per_account_per_minute, "login-account",
-                clock=clock)
-            request_rate = BatchedWindow(
-                sessions, settings.requests_per_minute, "requests",
-                flush_seconds=settings.limits_flush_seconds, clock=clock) \
-                if settings.limits_flush_seconds > 0 else \
-                SharedWindow(sessions, settings.requests_per_minute, "requests", clock=clock)
+                sessions,
+                settings.login_failures_per_account_per_minute,
+                "login-account",
+                clock=clock,
+            )
+            request_rate = (
+                BatchedWindow(
+                    sessions,
+                    settings.requests_per_minute,
+                    "requests",
+                    flush_seconds=settings.limits_flush_seconds,
+                    clock=clock,
+                )
+                if settings.limits_flush_seconds > 0
+                else SharedWindow(sessions, settings.requests_per_minute, "requests", clock=clock)
+            )
         else:
             login_failures = SlidingWindow(settings.login_failures_per_minute)
             account_failures = SlidingWindow(settings.login_failures_per_account_per_minute)
             request_rate = SlidingWindow(settings.requests_per_minute)
-        guard = LoginGuard(failures=login_failures, account_failures=account_failures,
-                           concurrency=settings.login_concurrency,
-                           trusted_proxies=parse_networks(settings.trusted_proxies))
-        return cls(settings=settings, registry=registry, sessions=sessions,
-                   read_sessions=read_sessions, queue=queue, login_guard=guard,
-                   request_rate=request_rate, pictures=PictureCache(),
-                   drawing=DrawingSlots(per_user=settings.drawings_per_user),
-                   waits=WaitSlots(per_user=settings.waits_per_user))
+        guard = LoginGuard(
+            failures=login_failures,
+            account_failures=account_failures,
+            concurrency=settings.login_concurrency,
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        )
+        return cls(
+            settings=settings,
+            registry=registry,
+            sessions=sessions,
+            read_sessions=read_sessions,
+            queue=queue,
+            login_guard=guard,
+            request_rate=request_rate,
+            pictures=PictureCache(),
+            drawing=DrawingSlots(per_user=settings.drawings_per_user),
+            waits=WaitSlots(per_user=settings.waits_per_user),
+        )
 
 
 # The dependencies that only hand out a part are ``async``: FastAPI runs a plain ``def``

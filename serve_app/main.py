@@ -41,20 +41,22 @@ def create_app(
         title="Primitives",
         version="0.1.0",
         description="Finds geometric primitives (sphere, cube, cylinder, cone, pyramid) and "
-                    "the scene class in images, asynchronously. Log in at /oauth/login, "
-                    "submit at POST /api/tasks, poll the status (or pass a webhook), read "
-                    "the result or its picture. The web page is at /.",
+        "the scene class in images, asynchronously. Log in at /oauth/login, "
+        "submit at POST /api/tasks, poll the status (or pass a webhook), read "
+        "the result or its picture. The web page is at /.",
         # The interactive docs load their scripts from a CDN onto this origin: development
         # only. Production serves the schema alone (/openapi.json).
         docs_url=None if settings.environment is Environment.production else "/docs",
         redoc_url=None if settings.environment is Environment.production else "/redoc",
     )
-    app.state.services = AppServices.create(settings=settings, registry=registry,
-                                            sessions=session_factory,
-                                            read_sessions=read_session_factory
-                                            or session_factory,
-                                            queue=queue if queue is not None else NoQueue(),
-                                            clock=clock)
+    app.state.services = AppServices.create(
+        settings=settings,
+        registry=registry,
+        sessions=session_factory,
+        read_sessions=read_session_factory or session_factory,
+        queue=queue if queue is not None else NoQueue(),
+        clock=clock,
+    )
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(auth_router)
@@ -69,5 +71,8 @@ def create_app(
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     """Out of database connections, or the database is restarting: a retryable 503."""
     log.warning("database unavailable: %s", exc)
-    return JSONResponse({"detail": "The database is busy or unavailable; retry shortly."},
-                        status_code=503, headers={"Retry-After": "2"})
+    return JSONResponse(
+        {"detail": "The database is busy or unavailable; retry shortly."},
+        status_code=503,
+        headers={"Retry-After": "2"},
+    )

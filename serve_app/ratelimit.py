@@ -72,8 +72,9 @@ class SlidingWindow:
         now = time.monotonic()
         with self._lock:
             if len(self._events) > self.max_keys:  # bound memory under a flood of keys
-                for stale in [k for k, v in self._events.items() if not v or
-                              v[-1] <= now - self.window]:
+                for stale in [
+                    k for k, v in self._events.items() if not v or v[-1] <= now - self.window
+                ]:
                     del self._events[stale]
             self._prune(key, now).append(now)
 
@@ -104,8 +105,14 @@ class SharedWindow:
 
     blocking = True
 
-    def __init__(self, sessions: sessionmaker[Session], limit: int, prefix: str,
-                 window: float = 60.0, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        limit: int,
+        prefix: str,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ):
         self.sessions, self.limit, self.prefix, self.window = sessions, limit, prefix, window
         self.clock = clock
 
@@ -161,8 +168,12 @@ class SharedWindow:
     def give_back(self, key: Hashable) -> None:
         now = self.clock()
         with self.sessions() as db:
-            limits.add(db=db, key=self._key(key), count=-1,
-                       window_start=datetime.fromtimestamp(now - now % self.window, UTC))
+            limits.add(
+                db=db,
+                key=self._key(key),
+                count=-1,
+                window_start=datetime.fromtimestamp(now - now % self.window, UTC),
+            )
             db.commit()
 
 
@@ -179,9 +190,15 @@ class BatchedWindow:
 
     blocking = False
 
-    def __init__(self, sessions: sessionmaker[Session], limit: int, prefix: str,
-                 window: float = 60.0, flush_seconds: float = 0.25,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        limit: int,
+        prefix: str,
+        window: float = 60.0,
+        flush_seconds: float = 0.25,
+        clock: Callable[[], float] = time.time,
+    ):
         self.shared = SharedWindow(sessions, limit, prefix, window, clock)
         self.sessions, self.window, self.flush_seconds = sessions, window, flush_seconds
         self.clock = clock
@@ -198,8 +215,9 @@ class BatchedWindow:
         known_start, current, previous = self._known.get(name, (start, 0, 0))
         if known_start != start:  # the window turned since the last flush
             current, previous = 0, current if known_start == start - self.window else 0
-        return current + self._pending.get((name, start), 0), \
-            previous + self._pending.get((name, start - self.window), 0)
+        return current + self._pending.get((name, start), 0), previous + self._pending.get(
+            (name, start - self.window), 0
+        )
 
     def _window(self) -> tuple[float, float]:
         now = self.clock()
@@ -241,8 +259,9 @@ class BatchedWindow:
 
     def _start_flusher(self) -> None:
         if self._flusher is None or not self._flusher.is_alive():
-            self._flusher = threading.Thread(target=self._flush_forever, daemon=True,
-                                             name=f"limits-{self.shared.prefix}")
+            self._flusher = threading.Thread(
+                target=self._flush_forever, daemon=True, name=f"limits-{self.shared.prefix}"
+            )
             self._flusher.start()
 
     def _flush_forever(self) -> None:
@@ -271,8 +290,9 @@ class BatchedWindow:
                     limits.add(db=db, key=name, window_start=_moment(start), count=count)
                 names = {name for name, _ in batch}
                 start, _ = self._window()
-                counts = limits.counts(db=db, keys=names, window_starts=[
-                    _moment(start), _moment(start - self.window)])
+                counts = limits.counts(
+                    db=db, keys=names, window_starts=[_moment(start), _moment(start - self.window)]
+                )
                 db.commit()
         except Exception:
             with self._lock:  # keep them for the next round, while they still count
@@ -283,8 +303,11 @@ class BatchedWindow:
             raise
         with self._lock:
             for name in names:
-                self._known[name] = (start, counts.get((name, _moment(start)), 0),
-                                     counts.get((name, _moment(start - self.window)), 0))
+                self._known[name] = (
+                    start,
+                    counts.get((name, _moment(start)), 0),
+                    counts.get((name, _moment(start - self.window)), 0),
+                )
 
 
 def _moment(seconds: float) -> datetime:

@@ -55,16 +55,26 @@ def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> En
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               hide_parameters=True, **isolation)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+            **isolation,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # LIFO: the connection used last is used next, so under load the same few stay warm
     # (and are never pinged) while the rest idle. hide_parameters: an error's log line names
     # the statement, never its values (a password hash, a webhook secret, an image).
-    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
-                           pool_recycle=1800, pool_use_lifo=True, hide_parameters=True,
-                           **isolation)
+    engine = create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=1800,
+        pool_use_lifo=True,
+        hide_parameters=True,
+        **isolation,
+    )
     event.listen(engine, "checkin", _note_checkin)
     event.listen(engine, "checkout", _ping_if_idle)
     return engine

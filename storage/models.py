@@ -53,8 +53,9 @@ class MlModel(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     name: Mapped[str] = mapped_column(String(64))
     type: Mapped[str] = mapped_column(String(32))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
-                                                 onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
 
 
 class TaskStatus(StrEnum):
@@ -84,8 +85,7 @@ class Task(Base):
     )
 
     # BIGINT on PostgreSQL; SQLite only autoincrements a column declared INTEGER.
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                    primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
     detection_model_id: Mapped[int] = mapped_column(ForeignKey("ml_model.id"))
     classification_model_id: Mapped[int] = mapped_column(ForeignKey("ml_model.id"))
@@ -103,11 +103,12 @@ class Task(Base):
     # Where to POST the result when the task settles (docs/api.md §E4); None for no webhook.
     webhook_url: Mapped[str | None] = mapped_column(Text)
 
-    input: Mapped[TaskInput] = relationship(back_populates="task", cascade="all, delete-orphan",
-                                            passive_deletes=True)
-    result: Mapped[TaskResult | None] = relationship(back_populates="task",
-                                                     cascade="all, delete-orphan",
-                                                     passive_deletes=True)
+    input: Mapped[TaskInput] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True
+    )
+    result: Mapped[TaskResult | None] = relationship(
+        back_populates="task", cascade="all, delete-orphan", passive_deletes=True
+    )
 
     @property
     def input_path(self) -> str:
@@ -124,8 +125,9 @@ class TaskInput(Base):
 
     __tablename__ = "task_input"
 
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"),
-                                         primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("task.id", ondelete="CASCADE"), primary_key=True
+    )
     data: Mapped[bytes] = mapped_column(LargeBinary)
 
     task: Mapped[Task] = relationship(back_populates="input")
@@ -136,8 +138,9 @@ class TaskResult(Base):
 
     __tablename__ = "task_result"
 
-    task_id: Mapped[int] = mapped_column(ForeignKey("task.id", ondelete="CASCADE"),
-                                         primary_key=True)
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("task.id", ondelete="CASCADE"), primary_key=True
+    )
     image_class: Mapped[str] = mapped_column(String(64))
     primitives: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -153,8 +156,9 @@ class IdempotencyKey(Base):
 
     __tablename__ = "idempotency_key"
 
-    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"),
-                                         primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_digest: Mapped[str] = mapped_column(String(64))
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -172,8 +176,7 @@ class WebhookDelivery(Base):
         NEVER_REUSE_IDS,
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
-                                    primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     event_id: Mapped[str] = mapped_column(String(64), unique=True)  # the webhook-id header
     task_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id", ondelete="CASCADE"))
@@ -194,7 +197,8 @@ class WebhookAttempt(Base):
     __tablename__ = "webhook_attempt"
 
     delivery_id: Mapped[int] = mapped_column(
-        ForeignKey("webhook_delivery.id", ondelete="CASCADE"), primary_key=True)
+        ForeignKey("webhook_delivery.id", ondelete="CASCADE"), primary_key=True
+    )
     attempt: Mapped[int] = mapped_column(primary_key=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[float] = mapped_column()

@@ -7,14 +7,20 @@ from typing import Any
 from storage.models import TaskStatus
 
 
-def result_payload(image_class: str, primitives: list[dict[str, Any]],
-                   details: dict[str, Any]) -> dict[str, Any]:
+def result_payload(
+    image_class: str, primitives: list[dict[str, Any]], details: dict[str, Any]
+) -> dict[str, Any]:
     """The ``result`` object: the contract's keys, then our extra ones."""
     return {"image_class": image_class, "primitives": primitives, **details}
 
 
-def result_body(*, task_id: int, status: TaskStatus, result: dict[str, Any] | None = None,
-                error: str | None = None) -> dict[str, Any]:
+def result_body(
+    *,
+    task_id: int,
+    status: TaskStatus,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
     """``GET /tasks/{id}/result``'s body for a task in ``status`` (``error`` only when
     failed)."""
     body: dict[str, Any] = {"id": task_id, "status": status.value, "result": result}

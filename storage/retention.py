@@ -18,11 +18,19 @@ def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> 
     them), ``batch`` at a time so no transaction grows large; how many went."""
     purged = 0
     while True:
-        ids = select(Task.id).where(Task.status.in_(SETTLED_STATUSES),
-                                    Task.finished_at < moment).limit(batch)
-        result = cast(CursorResult, db.execute(
-            delete(Task).where(Task.id.in_(ids.scalar_subquery()))
-            .execution_options(synchronize_session=False)))
+        ids = (
+            select(Task.id)
+            .where(Task.status.in_(SETTLED_STATUSES), Task.finished_at < moment)
+            .limit(batch)
+        )
+        result = cast(
+            CursorResult,
+            db.execute(
+                delete(Task)
+                .where(Task.id.in_(ids.scalar_subquery()))
+                .execution_options(synchronize_session=False)
+            ),
+        )
         db.commit()
         purged += int(result.rowcount or 0)
         if (result.rowcount or 0) < batch:
@@ -32,8 +40,9 @@ def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> 
 def purge_expired_keys(*, db: Session, moment: datetime) -> int:
     """Delete idempotency keys taken before ``moment`` (no retry is answered from them any
     more); how many went."""
-    result = cast(CursorResult, db.execute(delete(IdempotencyKey).where(
-        IdempotencyKey.created_at < moment)))
+    result = cast(
+        CursorResult, db.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < moment))
+    )
     db.commit()
     return int(result.rowcount or 0)
 
@@ -43,11 +52,21 @@ def purge_finished_deliveries(*, db: Session, moment: datetime, batch: int = 500
     attempt logs, ``batch`` at a time; how many went. Pending ones stay, whatever their age."""
     purged = 0
     while True:
-        ids = select(WebhookDelivery.id).where(WebhookDelivery.state.in_((DELIVERED, GAVE_UP)),
-                                               WebhookDelivery.created_at < moment).limit(batch)
-        result = cast(CursorResult, db.execute(
-            delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids.scalar_subquery()))
-            .execution_options(synchronize_session=False)))
+        ids = (
+            select(WebhookDelivery.id)
+            .where(
+                WebhookDelivery.state.in_((DELIVERED, GAVE_UP)), WebhookDelivery.created_at < moment
+            )
+            .limit(batch)
+        )
+        result = cast(
+            CursorResult,
+            db.execute(
+                delete(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids.scalar_subquery()))
+                .execution_options(synchronize_session=False)
+            ),
+        )
         db.commit()
         purged += int(result.rowcount or 0)
         if (result.rowcount or 0) < batch:

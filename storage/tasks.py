@@ -52,8 +52,10 @@ class NewTasks:
     def digest(self) -> str:
         """What makes two submissions the same request (for idempotency keys)."""
         h = hashlib.sha256()
-        h.update(f"{self.detection_model_id}:{self.classification_model_id}:"
-                 f"{self.webhook_url or ''}:{len(self.images)}".encode())
+        h.update(
+            f"{self.detection_model_id}:{self.classification_model_id}:"
+            f"{self.webhook_url or ''}:{len(self.images)}".encode()
+        )
         for data, media_type in self.images:
             h.update(f"|{media_type}:{len(data)}:".encode())
             h.update(data)
@@ -67,16 +69,32 @@ TASKS, INPUTS = cast(Table, Task.__table__), cast(Table, TaskInput.__table__)
 
 def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
     now = utcnow()
-    ids = list(db.scalars(
-        insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
-        [{"user_id": user_id, "detection_model_id": new.detection_model_id,
-          "classification_model_id": new.classification_model_id,
-          "status": TaskStatus.queued.value, "input_media_type": media_type,
-          "input_bytes": len(data), "webhook_url": new.webhook_url, "created_at": now,
-          "attempts": 0}
-         for data, media_type in new.images]))
-    db.execute(insert(INPUTS), [{"task_id": task_id, "data": data}
-                                for task_id, (data, _) in zip(ids, new.images, strict=True)])
+    ids = list(
+        db.scalars(
+            insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "user_id": user_id,
+                    "detection_model_id": new.detection_model_id,
+                    "classification_model_id": new.classification_model_id,
+                    "status": TaskStatus.queued.value,
+                    "input_media_type": media_type,
+                    "input_bytes": len(data),
+                    "webhook_url": new.webhook_url,
+                    "created_at": now,
+                    "attempts": 0,
+                }
+                for data, media_type in new.images
+            ],
+        )
+    )
+    db.execute(
+        insert(INPUTS),
+        [
+            {"task_id": task_id, "data": data}
+            for task_id, (data, _) in zip(ids, new.images, strict=True)
+        ],
+    )
     return ids
 
 
@@ -114,9 +132,16 @@ class Created:
     replayed: bool = False
 
 
-def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_active: int,
-                              idempotency_key: str | None = None,
-                              key_hours: float = 24.0, max_stored_bytes: int = 0) -> Created:
+def create_tasks_within_quota(
+    *,
+    db: Session,
+    user_id: int,
+    new: NewTasks,
+    max_active: int,
+    idempotency_key: str | None = None,
+    key_hours: float = 24.0,
+    max_stored_bytes: int = 0,
+) -> Created:
     """Store the tasks unless the user would then have more than ``max_active`` waiting
     (OverQuota) or their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
     limit). With an idempotency key, a request seen before within ``key_hours`` gets the
@@ -124,8 +149,9 @@ def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_a
     key's row is taken first in the same transaction, so racing retries wait for the first
     and then find its answer."""
     if idempotency_key is not None:
-        replay = _take_key(db=db, user_id=user_id, key=idempotency_key, digest=new.digest(),
-                           key_hours=key_hours)
+        replay = _take_key(
+            db=db, user_id=user_id, key=idempotency_key, digest=new.digest(), key_hours=key_hours
+        )
         if replay is not None:
             db.rollback()
             return Created(ids=replay, replayed=True)
@@ -140,31 +166,48 @@ def create_tasks_within_quota(*, db: Session, user_id: int, new: NewTasks, max_a
         raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
     ids = _insert_tasks(db=db, user_id=user_id, new=new)
     if idempotency_key is not None:
-        db.execute(update(IdempotencyKey)
-                   .where(IdempotencyKey.user_id == user_id,
-                          IdempotencyKey.key == idempotency_key)
-                   .values(response={"ids": ids}))
+        db.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == idempotency_key)
+            .values(response={"ids": ids})
+        )
     db.commit()
     return Created(ids=ids)
 
 
-def _take_key(*, db: Session, user_id: int, key: str, digest: str,
-              key_hours: float) -> list[int] | None:
+def _take_key(
+    *, db: Session, user_id: int, key: str, digest: str, key_hours: float
+) -> list[int] | None:
     """Claim the key for this request (None), or the ids an earlier request got with it."""
     now = utcnow()
-    db.execute(delete(IdempotencyKey).where(
-        IdempotencyKey.user_id == user_id, IdempotencyKey.key == key,
-        IdempotencyKey.created_at < now - timedelta(hours=key_hours)))
-    values: dict[str, Any] = {"user_id": user_id, "key": key, "request_digest": digest,
-                              "response": {}, "created_at": now}
+    db.execute(
+        delete(IdempotencyKey).where(
+            IdempotencyKey.user_id == user_id,
+            IdempotencyKey.key == key,
+            IdempotencyKey.created_at < now - timedelta(hours=key_hours),
+        )
+    )
+    values: dict[str, Any] = {
+        "user_id": user_id,
+        "key": key,
+        "request_digest": digest,
+        "response": {},
+        "created_at": now,
+    }
     # On PostgreSQL this waits for a concurrent transaction holding the same key to end.
-    taken = db.execute(upsert_insert(db, IdempotencyKey).values(**values)
-                       .on_conflict_do_nothing().returning(IdempotencyKey.key)).first()
+    taken = db.execute(
+        upsert_insert(db, IdempotencyKey)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.key)
+    ).first()
     if taken is not None:
         return None
-    first = db.execute(select(IdempotencyKey.request_digest, IdempotencyKey.response)
-                       .where(IdempotencyKey.user_id == user_id,
-                              IdempotencyKey.key == key)).one()
+    first = db.execute(
+        select(IdempotencyKey.request_digest, IdempotencyKey.response).where(
+            IdempotencyKey.user_id == user_id, IdempotencyKey.key == key
+        )
+    ).one()
     if first.request_digest != digest:
         raise KeyReused
     return list(first.response["ids"])
@@ -185,18 +228,25 @@ def usage(*, db: Session, user_id: int) -> tuple[int, int]:
     """How many of the user's tasks wait (queued or in progress), and the bytes their
     stored images take."""
     waiting = Task.status.in_(UNSETTLED_STATUSES)
-    row = db.execute(select(func.count().filter(waiting),
-                            func.coalesce(func.sum(Task.input_bytes), 0))
-                     .where(Task.user_id == user_id)).one()
+    row = db.execute(
+        select(func.count().filter(waiting), func.coalesce(func.sum(Task.input_bytes), 0)).where(
+            Task.user_id == user_id
+        )
+    ).one()
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def task_summaries(*, db: Session, user_id: int, status: TaskStatus | None, after_id: int,
-                   limit: int) -> list[tuple[int, str, Any, str]]:
+def task_summaries(
+    *, db: Session, user_id: int, status: TaskStatus | None, after_id: int, limit: int
+) -> list[tuple[int, str, Any, str]]:
     """(id, status, created_at, input media type) of up to ``limit`` of the user's tasks
     after ``after_id``, by id: the columns a listing shows, no objects."""
-    query = select(Task.id, Task.status, Task.created_at, Task.input_media_type).where(
-        Task.user_id == user_id, Task.id > after_id).order_by(Task.id).limit(limit)
+    query = (
+        select(Task.id, Task.status, Task.created_at, Task.input_media_type)
+        .where(Task.user_id == user_id, Task.id > after_id)
+        .order_by(Task.id)
+        .limit(limit)
+    )
     if status is not None:
         query = query.where(Task.status == status.value)
     return [tuple(row) for row in db.execute(query)]  # type: ignore[misc]
@@ -209,14 +259,17 @@ def get_task(*, db: Session, user_id: int, task_id: int) -> Task | None:
     return db.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
 
 
-def get_task_and_result(*, db: Session, user_id: int,
-                        task_id: int) -> tuple[Task, TaskResult | None] | None:
+def get_task_and_result(
+    *, db: Session, user_id: int, task_id: int
+) -> tuple[Task, TaskResult | None] | None:
     """The user's task and its result (None until done), in one query."""
     if not 0 < task_id <= MAX_TASK_ID:
         return None
-    row = db.execute(select(Task, TaskResult)
-                     .outerjoin(TaskResult, TaskResult.task_id == Task.id)
-                     .where(Task.id == task_id, Task.user_id == user_id)).first()
+    row = db.execute(
+        select(Task, TaskResult)
+        .outerjoin(TaskResult, TaskResult.task_id == Task.id)
+        .where(Task.id == task_id, Task.user_id == user_id)
+    ).first()
     return (row[0], row[1]) if row is not None else None
 
 
@@ -248,23 +301,30 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
         return False
     row = db.execute(
         update(Task)
-        .where(Task.id == task_id, Task.user_id == user_id,
-               Task.status.in_(UNSETTLED_STATUSES))
-        .values(status=TaskStatus.canceled.value, claim_token=None, lease_expires_at=None,
-                finished_at=utcnow())
+        .where(Task.id == task_id, Task.user_id == user_id, Task.status.in_(UNSETTLED_STATUSES))
+        .values(
+            status=TaskStatus.canceled.value,
+            claim_token=None,
+            lease_expires_at=None,
+            finished_at=utcnow(),
+        )
         .returning(Task.webhook_url)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
         db.rollback()
-        current = db.scalar(select(Task.status).where(Task.id == task_id,
-                                                      Task.user_id == user_id))
+        current = db.scalar(select(Task.status).where(Task.id == task_id, Task.user_id == user_id))
         if current is None:
             return False
         raise TaskEnded(TaskStatus(current))
     if row.webhook_url:
-        webhooks.enqueue(db=db, task_id=task_id, user_id=user_id, url=row.webhook_url,
-                         body=result_body(task_id=task_id, status=TaskStatus.canceled))
+        webhooks.enqueue(
+            db=db,
+            task_id=task_id,
+            user_id=user_id,
+            url=row.webhook_url,
+            body=result_body(task_id=task_id, status=TaskStatus.canceled),
+        )
     db.commit()
     return True
 
@@ -309,16 +369,18 @@ class ClaimedTask:
     image: bytes | None
 
 
-def claim_tasks_with_inputs(*, db: Session, limit: int,
-                            lease_seconds: float) -> list[ClaimedTask]:
+def claim_tasks_with_inputs(*, db: Session, limit: int, lease_seconds: float) -> list[ClaimedTask]:
     """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease),
     their images read in the same transaction (one query for the whole batch, not one per
     task; None for a task deleted meanwhile)."""
     claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
     images: dict[int, bytes] = {}
     if claims:
-        rows = db.execute(select(TaskInput.task_id, TaskInput.data)
-                          .where(TaskInput.task_id.in_([c.task_id for c in claims])))
+        rows = db.execute(
+            select(TaskInput.task_id, TaskInput.data).where(
+                TaskInput.task_id.in_([c.task_id for c in claims])
+            )
+        )
         images = {task_id: data for task_id, data in rows}
     db.commit()
     return [ClaimedTask(c, images.get(c.task_id)) for c in claims]
@@ -334,9 +396,12 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
     now = utcnow()
     runnable = (
         select(TASK.id)
-        .where(or_(TASK.status == TaskStatus.queued.value,
-                   and_(TASK.status == TaskStatus.in_progress.value,
-                        TASK.lease_expires_at < now)))
+        .where(
+            or_(
+                TASK.status == TaskStatus.queued.value,
+                and_(TASK.status == TaskStatus.in_progress.value, TASK.lease_expires_at < now),
+            )
+        )
         .order_by(TASK.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -345,14 +410,25 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
     rows = db.execute(
         update(TASKS)
         .where(TASK.id.in_(runnable.scalar_subquery()))
-        .values(status=TaskStatus.in_progress.value, claim_token=token,
-                lease_expires_at=now + timedelta(seconds=lease_seconds),
-                attempts=TASK.attempts + 1, started_at=now)
-        .returning(TASK.id, TASK.attempts, TASK.detection_model_id, TASK.classification_model_id,
-                   TASK.created_at, TASK.user_id)
+        .values(
+            status=TaskStatus.in_progress.value,
+            claim_token=token,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=TASK.attempts + 1,
+            started_at=now,
+        )
+        .returning(
+            TASK.id,
+            TASK.attempts,
+            TASK.detection_model_id,
+            TASK.classification_model_id,
+            TASK.created_at,
+            TASK.user_id,
+        )
     ).all()
-    return sorted((Claim(r[0], token, r[1], r[2], r[3], r[4], r[5]) for r in rows),
-                  key=lambda c: c.task_id)
+    return sorted(
+        (Claim(r[0], token, r[1], r[2], r[3], r[4], r[5]) for r in rows), key=lambda c: c.task_id
+    )
 
 
 def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -365,8 +441,11 @@ def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> s
         ids = [c.task_id for c in claims if c.token == token]
         rows = db.execute(
             update(Task)
-            .where(Task.id.in_(ids), Task.claim_token == token,
-                   Task.status == TaskStatus.in_progress.value)
+            .where(
+                Task.id.in_(ids),
+                Task.claim_token == token,
+                Task.status == TaskStatus.in_progress.value,
+            )
             .values(lease_expires_at=expires)
             .returning(Task.id)
             .execution_options(synchronize_session=False)
@@ -387,8 +466,10 @@ def waiting_by_model(*, db: Session) -> dict[int, int]:
     waiting: dict[int, int] = {}
     for column in (Task.detection_model_id, Task.classification_model_id):
         for model_id, count in db.execute(
-                select(column, func.count()).where(Task.status == TaskStatus.queued.value)
-                .group_by(column)):
+            select(column, func.count())
+            .where(Task.status == TaskStatus.queued.value)
+            .group_by(column)
+        ):
             waiting[model_id] = waiting.get(model_id, 0) + count
     return waiting
 
@@ -403,8 +484,14 @@ class Completion:
     details: dict[str, Any]
 
 
-def complete(*, db: Session, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
-             details: dict[str, Any]) -> bool:
+def complete(
+    *,
+    db: Session,
+    claim: Claim,
+    image_class: str,
+    primitives: list[dict[str, Any]],
+    details: dict[str, Any],
+) -> bool:
     """Store the result and mark the task done (queueing its webhook), in one transaction,
     if the claim still holds."""
     stored = _complete(db=db, item=Completion(claim, image_class, primitives, details))
@@ -421,25 +508,43 @@ def complete_many(*, db: Session, items: list[Completion]) -> list[bool]:
 
 
 def _complete(*, db: Session, item: Completion) -> bool:
-    claim, image_class, primitives, details = (item.claim, item.image_class, item.primitives,
-                                               item.details)
+    claim, image_class, primitives, details = (
+        item.claim,
+        item.image_class,
+        item.primitives,
+        item.details,
+    )
     done = db.execute(
         update(TASKS)
-        .where(TASK.id == claim.task_id, TASK.claim_token == claim.token,
-               TASK.status == TaskStatus.in_progress.value)
-        .values(status=TaskStatus.done.value, finished_at=utcnow(), lease_expires_at=None,
-                error=None)
+        .where(
+            TASK.id == claim.task_id,
+            TASK.claim_token == claim.token,
+            TASK.status == TaskStatus.in_progress.value,
+        )
+        .values(
+            status=TaskStatus.done.value, finished_at=utcnow(), lease_expires_at=None, error=None
+        )
         .returning(TASK.user_id, TASK.webhook_url)
     ).first()
     if done is None:  # the claim was lost: nothing was changed
         return False
-    db.execute(insert(RESULTS).values(task_id=claim.task_id, image_class=image_class,
-                                     primitives=primitives, details=details))
+    db.execute(
+        insert(RESULTS).values(
+            task_id=claim.task_id, image_class=image_class, primitives=primitives, details=details
+        )
+    )
     if done.webhook_url:
-        webhooks.enqueue(db=db, task_id=claim.task_id, user_id=done.user_id,
-                         url=done.webhook_url, body=result_body(
-                             task_id=claim.task_id, status=TaskStatus.done,
-                             result=result_payload(image_class, primitives, details)))
+        webhooks.enqueue(
+            db=db,
+            task_id=claim.task_id,
+            user_id=done.user_id,
+            url=done.webhook_url,
+            body=result_body(
+                task_id=claim.task_id,
+                status=TaskStatus.done,
+                result=result_payload(image_class, primitives, details),
+            ),
+        )
     return True
 
 
@@ -448,17 +553,25 @@ def fail(*, db: Session, claim: Claim, error: str) -> bool:
     error = error[:MAX_ERROR]
     row = db.execute(
         update(Task)
-        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
-               Task.status == TaskStatus.in_progress.value)
-        .values(status=TaskStatus.failed.value, finished_at=utcnow(), lease_expires_at=None,
-                error=error)
+        .where(
+            Task.id == claim.task_id,
+            Task.claim_token == claim.token,
+            Task.status == TaskStatus.in_progress.value,
+        )
+        .values(
+            status=TaskStatus.failed.value, finished_at=utcnow(), lease_expires_at=None, error=error
+        )
         .returning(Task.user_id, Task.webhook_url)
         .execution_options(synchronize_session=False)
     ).first()
     if row is not None and row.webhook_url:
-        webhooks.enqueue(db=db, task_id=claim.task_id, user_id=row.user_id, url=row.webhook_url,
-                         body=result_body(task_id=claim.task_id, status=TaskStatus.failed,
-                                          error=error))
+        webhooks.enqueue(
+            db=db,
+            task_id=claim.task_id,
+            user_id=row.user_id,
+            url=row.webhook_url,
+            body=result_body(task_id=claim.task_id, status=TaskStatus.failed, error=error),
+        )
     db.commit()
     return row is not None
 
@@ -467,8 +580,11 @@ def release(*, db: Session, claim: Claim) -> bool:
     """Give the task back to the queue (a transient failure) if the claim still holds."""
     row = db.execute(
         update(Task)
-        .where(Task.id == claim.task_id, Task.claim_token == claim.token,
-               Task.status == TaskStatus.in_progress.value)
+        .where(
+            Task.id == claim.task_id,
+            Task.claim_token == claim.token,
+            Task.status == TaskStatus.in_progress.value,
+        )
         .values(status=TaskStatus.queued.value, claim_token=None, lease_expires_at=None)
         .returning(Task.id)
         .execution_options(synchronize_session=False)
@@ -481,8 +597,9 @@ class ClaimStore:
     """The claim functions over a session factory: one short session per call (what the task
     queue's dispatcher holds; a fake with the same methods stands in for it in unit tests)."""
 
-    def __init__(self, sessions: sessionmaker[Session],
-                 read_sessions: sessionmaker[Session] | None = None):
+    def __init__(
+        self, sessions: sessionmaker[Session], read_sessions: sessionmaker[Session] | None = None
+    ):
         self.sessions = sessions
         self.read_sessions = read_sessions or sessions
 

@@ -32,8 +32,11 @@ def ensure_secret(*, db: Session, user_id: int) -> str:
     if user is None:
         raise LookupError(f"no user {user_id}")
     if user.webhook_secret is None:
-        db.execute(update(User).where(User.id == user_id, User.webhook_secret.is_(None))
-                   .values(webhook_secret=new_secret()))
+        db.execute(
+            update(User)
+            .where(User.id == user_id, User.webhook_secret.is_(None))
+            .values(webhook_secret=new_secret())
+        )
         db.commit()
         db.refresh(user)
     assert user.webhook_secret is not None
@@ -50,9 +53,18 @@ def rotate_secret(*, db: Session, user_id: int) -> str:
 
 def enqueue(*, db: Session, task_id: int, user_id: int, url: str, body: dict[str, Any]) -> None:
     """Add a delivery of ``body`` to ``url`` (the caller commits, with the task's change)."""
-    db.add(WebhookDelivery(event_id=f"msg_{uuid.uuid4().hex}", task_id=task_id,
-                           user_id=user_id, url=url, body=json.dumps(body, separators=(",", ":")),
-                           state=PENDING, attempts=0, next_attempt_at=utcnow()))
+    db.add(
+        WebhookDelivery(
+            event_id=f"msg_{uuid.uuid4().hex}",
+            task_id=task_id,
+            user_id=user_id,
+            url=url,
+            body=json.dumps(body, separators=(",", ":")),
+            state=PENDING,
+            attempts=0,
+            next_attempt_at=utcnow(),
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -72,37 +84,63 @@ class DueDelivery:
 def take_due(*, db: Session, limit: int, lock_seconds: float) -> list[DueDelivery]:
     """Lock up to ``limit`` deliveries that are due, for ``lock_seconds``."""
     now = utcnow()
-    due = (select(WebhookDelivery.id)
-           .where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= now,
-                  or_(WebhookDelivery.locked_until.is_(None),
-                      WebhookDelivery.locked_until < now))
-           .order_by(WebhookDelivery.next_attempt_at)
-           .limit(limit)
-           .with_for_update(skip_locked=True))
+    due = (
+        select(WebhookDelivery.id)
+        .where(
+            WebhookDelivery.state == PENDING,
+            WebhookDelivery.next_attempt_at <= now,
+            or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+        )
+        .order_by(WebhookDelivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
     rows = db.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_(due.scalar_subquery()))
-        .values(locked_until=now + timedelta(seconds=lock_seconds),
-                attempts=WebhookDelivery.attempts + 1)
-        .returning(WebhookDelivery.id, WebhookDelivery.event_id, WebhookDelivery.url,
-                   WebhookDelivery.body, WebhookDelivery.attempts, WebhookDelivery.user_id,
-                   WebhookDelivery.task_id)
+        .values(
+            locked_until=now + timedelta(seconds=lock_seconds),
+            attempts=WebhookDelivery.attempts + 1,
+        )
+        .returning(
+            WebhookDelivery.id,
+            WebhookDelivery.event_id,
+            WebhookDelivery.url,
+            WebhookDelivery.body,
+            WebhookDelivery.attempts,
+            WebhookDelivery.user_id,
+            WebhookDelivery.task_id,
+        )
         .execution_options(synchronize_session=False)
     ).all()
     db.commit()
     return [DueDelivery(*row) for row in rows]
 
 
-def record_attempt(*, db: Session, delivery: DueDelivery, started_at: datetime,
-                   duration_ms: float, status_code: int | None, error: str | None,
-                   next_attempt_at: datetime | None) -> None:
+def record_attempt(
+    *,
+    db: Session,
+    delivery: DueDelivery,
+    started_at: datetime,
+    duration_ms: float,
+    status_code: int | None,
+    error: str | None,
+    next_attempt_at: datetime | None,
+) -> None:
     """Log the attempt; the delivery is delivered on a 2xx, else due again at
     ``next_attempt_at`` (None: no attempts left)."""
     delivered = status_code is not None and 200 <= status_code < 300
     state = DELIVERED if delivered else (PENDING if next_attempt_at is not None else GAVE_UP)
-    db.add(WebhookAttempt(delivery_id=delivery.id, attempt=delivery.attempt,
-                          started_at=started_at, duration_ms=round(duration_ms, 1),
-                          status_code=status_code, error=error and error[:1000]))
+    db.add(
+        WebhookAttempt(
+            delivery_id=delivery.id,
+            attempt=delivery.attempt,
+            started_at=started_at,
+            duration_ms=round(duration_ms, 1),
+            status_code=status_code,
+            error=error and error[:1000],
+        )
+    )
     values: dict[str, Any] = {"state": state, "locked_until": None}
     if state == PENDING:
         values["next_attempt_at"] = next_attempt_at
@@ -110,17 +148,25 @@ def record_attempt(*, db: Session, delivery: DueDelivery, started_at: datetime,
     db.commit()
 
 
-def deliveries_for_task(*, db: Session, user_id: int,
-                        task_id: int) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
+def deliveries_for_task(
+    *, db: Session, user_id: int, task_id: int
+) -> list[tuple[WebhookDelivery, list[WebhookAttempt]]]:
     """The user's task's deliveries with their attempt logs, oldest first. A delivery outlives
     its task: the owner is part of the query, so a task id never shows another's rows."""
-    deliveries = list(db.scalars(select(WebhookDelivery)
-                                 .where(WebhookDelivery.task_id == task_id,
-                                        WebhookDelivery.user_id == user_id)
-                                 .order_by(WebhookDelivery.id)))
+    deliveries = list(
+        db.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.task_id == task_id, WebhookDelivery.user_id == user_id)
+            .order_by(WebhookDelivery.id)
+        )
+    )
     if not deliveries:
         return []
-    attempts = list(db.scalars(select(WebhookAttempt)
-                               .where(WebhookAttempt.delivery_id.in_([d.id for d in deliveries]))
-                               .order_by(WebhookAttempt.delivery_id, WebhookAttempt.attempt)))
+    attempts = list(
+        db.scalars(
+            select(WebhookAttempt)
+            .where(WebhookAttempt.delivery_id.in_([d.id for d in deliveries]))
+            .order_by(WebhookAttempt.delivery_id, WebhookAttempt.attempt)
+        )
+    )
     return [(d, [a for a in attempts if a.delivery_id == d.id]) for d in deliveries]

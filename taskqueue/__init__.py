@@ -5,5 +5,4 @@ that runs them is a thin shell in deployments/task_queue.py."""
 from taskqueue.dispatcher import Dispatcher, QueueObserver, QueueStats, Store, requeue_delay
 from taskqueue.retention import retention_loop
 
-__all__ = ["Dispatcher", "QueueObserver", "QueueStats", "Store", "requeue_delay",
-           "retention_loop"]
+__all__ = ["Dispatcher", "QueueObserver", "QueueStats", "Store", "requeue_delay", "retention_loop"]

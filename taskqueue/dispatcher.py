@@ -85,7 +85,7 @@ def failed_body(task_id: int, error: str) -> dict[str, Any]:
 
 def requeue_delay(attempts: int) -> float:
     """Seconds to wait before giving a transiently failed task back: 1, 2, 4 ... 10."""
-    return min(10.0, 0.5 * 2 ** attempts)
+    return min(10.0, 0.5 * 2**attempts)
 
 
 @dataclass
@@ -159,8 +159,9 @@ class Dispatcher:
             if event is not None:
                 event.set()
 
-    async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> dict[str, Any] | None:
+    async def wait_finished(
+        self, task_id: int, timeout: float, *, notify: bool = False
+    ) -> dict[str, Any] | None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
         seconds: the result route's body when this dispatcher ended the task (done or
         failed), else None (read the task). ``notify``: the task was just stored; look for
@@ -175,8 +176,11 @@ class Dispatcher:
             # task this dispatcher runs, or one just stored and not yet claimed, needs no
             # look in the database: its end here sets the event. Anything else might have
             # ended before this process started, so the database answers for it.
-            if task_id not in self.running and not notify and \
-                    await self._db(self.store.is_settled, task_id=task_id):
+            if (
+                task_id not in self.running
+                and not notify
+                and await self._db(self.store.is_settled, task_id=task_id)
+            ):
                 return None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout=timeout)
@@ -195,8 +199,9 @@ class Dispatcher:
         free = self.concurrency - len(self.running)
         if free <= 0 or self.paused:
             return 0
-        claimed = await self._db(self.store.claim_tasks, limit=free,
-                                 lease_seconds=self.lease_seconds)
+        claimed = await self._db(
+            self.store.claim_tasks, limit=free, lease_seconds=self.lease_seconds
+        )
         for item in claimed:
             claim = item.claim
             self.stats.claimed += 1
@@ -233,13 +238,17 @@ class Dispatcher:
     async def renew_once(self) -> None:
         """Renew the leases of running tasks; cancel those deleted (or reclaimed) meanwhile."""
         current = [claim for claim, _ in self.running.values()]
-        held = await self._db(self.store.renew_leases, claims=current,
-                              lease_seconds=self.lease_seconds)
+        held = await self._db(
+            self.store.renew_leases, claims=current, lease_seconds=self.lease_seconds
+        )
         for claim in current:
             entry = self.running.get(claim.task_id)
             if claim.task_id not in held and entry is not None and entry[0] is claim:
-                log.info("task %d was canceled, deleted or reclaimed: abandoning its run",
-                         claim.task_id, extra=claim.log_extra())
+                log.info(
+                    "task %d was canceled, deleted or reclaimed: abandoning its run",
+                    claim.task_id,
+                    extra=claim.log_extra(),
+                )
                 self.stats.discarded += 1
                 entry[1].cancel()
 
@@ -281,8 +290,9 @@ class Dispatcher:
         while self._completions:
             batch, self._completions = self._completions, []
             try:
-                outcomes = await self._db(self.store.complete_many,
-                                          items=[item for item, _ in batch])
+                outcomes = await self._db(
+                    self.store.complete_many, items=[item for item, _ in batch]
+                )
             except Exception as exc:  # noqa: BLE001 - each run handles it as transient
                 for _, future in batch:
                     if not future.done():
@@ -313,12 +323,15 @@ class Dispatcher:
             started = time.perf_counter()
             detection, classification = await self.run_models(claim, image)
             self.observer.stage("inference", time.perf_counter() - started)
-            if not isinstance(detection.prediction, Detection) or \
-                    not isinstance(classification.prediction, Classification):
+            if not isinstance(detection.prediction, Detection) or not isinstance(
+                classification.prediction, Classification
+            ):
                 raise ModelRefused("the configured models answered with the wrong kinds")
-            timings = {"detection": detection.inference_ms,
-                       "classification": classification.inference_ms,
-                       "total": round((time.perf_counter() - started) * 1000, 2)}
+            timings = {
+                "detection": detection.inference_ms,
+                "classification": classification.inference_ms,
+                "total": round((time.perf_counter() - started) * 1000, 2),
+            }
             details = {
                 "detection_model": detection.model,
                 "classification_model": classification.model,
@@ -327,17 +340,30 @@ class Dispatcher:
                 "timings_ms": timings,
             }
             completion = Completion(
-                claim, image_class=classification.prediction.image_class,
+                claim,
+                image_class=classification.prediction.image_class,
                 primitives=[p.as_dict() for p in detection.prediction.primitives],
-                details=details)
+                details=details,
+            )
             if await self._store(completion):
-                self._ended(claim.task_id, result_body(
-                    task_id=claim.task_id, status=TaskStatus.done, result=result_payload(
-                        completion.image_class, completion.primitives, details)))
+                self._ended(
+                    claim.task_id,
+                    result_body(
+                        task_id=claim.task_id,
+                        status=TaskStatus.done,
+                        result=result_payload(
+                            completion.image_class, completion.primitives, details
+                        ),
+                    ),
+                )
                 self.stats.done += 1
                 self.observer.ended("done")
-                log.info("task %d done in %.0f ms", claim.task_id, timings["total"],
-                         extra={**claim.log_extra(), "outcome": "done", "timings_ms": timings})
+                log.info(
+                    "task %d done in %.0f ms",
+                    claim.task_id,
+                    timings["total"],
+                    extra={**claim.log_extra(), "outcome": "done", "timings_ms": timings},
+                )
                 total = _seconds_since(claim.created_at)
                 if total is not None:
                     self.observer.stage("total", total)
@@ -349,19 +375,26 @@ class Dispatcher:
             if await self._db(self.store.fail, claim=claim, error=exc.reason):
                 self._ended(claim.task_id, failed_body(claim.task_id, exc.reason))
                 self.observer.ended("failed")
-                log.info("task %d failed: %s", claim.task_id, exc.reason,
-                         extra={**claim.log_extra(), "outcome": "failed"})
+                log.info(
+                    "task %d failed: %s",
+                    claim.task_id,
+                    exc.reason,
+                    extra={**claim.log_extra(), "outcome": "failed"},
+                )
             self.stats.failed += 1
         except Exception as exc:  # noqa: BLE001 - a replica died, the DB blinked...: retry
-            log.warning("task %d: transient failure, back to the queue: %r", claim.task_id, exc,
-                        extra=claim.log_extra())
+            log.warning(
+                "task %d: transient failure, back to the queue: %r",
+                claim.task_id,
+                exc,
+                extra=claim.log_extra(),
+            )
             self.stats.released += 1
             await asyncio.sleep(self.backoff(claim.attempts))
             try:
                 await self._db(self.store.release, claim=claim)
             except Exception:  # noqa: BLE001 - the lease will lapse and it will be reclaimed
-                log.exception("task %d: could not release", claim.task_id,
-                              extra=claim.log_extra())
+                log.exception("task %d: could not release", claim.task_id, extra=claim.log_extra())
 
 
 def short_error(exc: BaseException) -> str:

@@ -69,14 +69,16 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    unexpected = [(test, reason) for test, reason in _SKIPPED
-                  if not any(expected in reason for expected in EXPECTED_SKIPS)]
+    unexpected = [
+        (test, reason)
+        for test, reason in _SKIPPED
+        if not any(expected in reason for expected in EXPECTED_SKIPS)
+    ]
     if unexpected and os.environ.get("PRIMITIVES_TESTS_STRICT_SKIPS") == "1":
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         for test, reason in unexpected:
             if reporter is not None:
-                reporter.write_line(f"UNEXPECTED SKIP (fails the run): {test}: {reason}",
-                                    red=True)
+                reporter.write_line(f"UNEXPECTED SKIP (fails the run): {test}: {reason}", red=True)
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     _EXIT_STATUS.append(int(session.exitstatus))

@@ -19,11 +19,11 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.received.append(({k.lower(): v for k, v in self.headers.items()},
-                                          body))
+                receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 time.sleep(receiver.delay_s)
-                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 \
-                    else receiver.statuses[0]
+                status = (
+                    receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
+                )
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "http://127.0.0.1:1/elsewhere")

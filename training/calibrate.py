@@ -47,8 +47,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(min(fine, key=lambda t: nll(logits, labels, t)))
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS
-                ) -> tuple[float, list[dict]]:
+def reliability(
+    probs: np.ndarray, labels: np.ndarray, bins: int = BINS
+) -> tuple[float, list[dict]]:
     """(ECE, per-bin {lo, hi, count, confidence, accuracy}) for top-1 predictions."""
     conf = probs.max(axis=1)
     correct = probs.argmax(axis=1) == labels
@@ -60,9 +61,15 @@ def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = BINS
         if n:
             gap = abs(correct[inside].mean() - conf[inside].mean())
             ece += n / len(conf) * gap
-            table.append({"lo": float(lo), "hi": float(hi), "count": n,
-                          "confidence": float(conf[inside].mean()),
-                          "accuracy": float(correct[inside].mean())})
+            table.append(
+                {
+                    "lo": float(lo),
+                    "hi": float(hi),
+                    "count": n,
+                    "confidence": float(conf[inside].mean()),
+                    "accuracy": float(correct[inside].mean()),
+                }
+            )
     return float(ece), table
 
 
@@ -92,10 +99,20 @@ def reliability_png(table: list[dict], path: Path, title: str) -> None:
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     centres = [(b["lo"] + b["hi"]) / 2 for b in table]
     width = 1 / BINS
-    ax.bar(centres, [b["accuracy"] for b in table], width=width * 0.9, color="#4a7ab0",
-           label="accuracy")
-    ax.plot([b["confidence"] for b in table], [b["accuracy"] for b in table], "o",
-            color="#c0392b", label="mean confidence")
+    ax.bar(
+        centres,
+        [b["accuracy"] for b in table],
+        width=width * 0.9,
+        color="#4a7ab0",
+        label="accuracy",
+    )
+    ax.plot(
+        [b["confidence"] for b in table],
+        [b["accuracy"] for b in table],
+        "o",
+        color="#c0392b",
+        label="mean confidence",
+    )
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
@@ -114,7 +131,7 @@ def classifier_logits(model, items) -> tuple[np.ndarray, np.ndarray]:
     """(logits, scene labels) of a ClassifierPredictor over data set items, 32 at a time."""
     logits, labels = [], []
     for start in range(0, len(items), 32):
-        chunk = items[start:start + 32]
+        chunk = items[start : start + 32]
         arrays = [np.asarray(Image.open(i.image).convert("RGB")) for i in chunk]
         logits.append(model.logits(arrays))
         labels += [i.scene for i in chunk]
@@ -130,30 +147,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
     parser.add_argument("--model", default="model_v1")
     parser.add_argument("--config", type=Path, default=None)
-    parser.add_argument("--keep", type=float, default=None,
-                        help="instead of separating: the share of in-domain validation images "
-                             "that must stay classified")
+    parser.add_argument(
+        "--keep",
+        type=float,
+        default=None,
+        help="instead of separating: the share of in-domain validation images "
+        "that must stay classified",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = load_app_config(args.config).registry.by_name(args.model)
-    model = build_predictor(spec.model_copy(update={"temperature": 1.0,
-                                                    "unknown_threshold": None}))
+    model = build_predictor(spec.model_copy(update={"temperature": 1.0, "unknown_threshold": None}))
     items = read_split(args.data, "val")
     logits, labels = classifier_logits(model, items)
     known = labels >= 0
     t = fit_temperature(logits, labels)
     probs = softmax(logits, t)
     top = probs.max(axis=1)
-    threshold = (unknown_threshold(probs[known], args.keep) if args.keep is not None
-                 else separating_threshold(top, known))
-    print(f"validation: {known.sum()} images with a scene, {(~known).sum()} without; NLL "
-          f"{nll(logits, labels, 1.0):.4f} at T=1, {nll(logits, labels, t):.4f} at T={t:.3f}; "
-          f"ECE (scenes) {expected_calibration_error(softmax(logits[known]), labels[known]):.4f}"
-          f" -> {expected_calibration_error(probs[known], labels[known]):.4f}; below "
-          f"{threshold:.2f}: {(top[known] < threshold).mean():.3f} of the scenes, "
-          f"{(top[~known] < threshold).mean():.3f} of the rest")
-    print(f"serve_config.yaml, model {args.model}:\n  temperature: {t:.3f}\n"
-          f"  unknown_threshold: {threshold:.2f}")
+    threshold = (
+        unknown_threshold(probs[known], args.keep)
+        if args.keep is not None
+        else separating_threshold(top, known)
+    )
+    print(
+        f"validation: {known.sum()} images with a scene, {(~known).sum()} without; NLL "
+        f"{nll(logits, labels, 1.0):.4f} at T=1, {nll(logits, labels, t):.4f} at T={t:.3f}; "
+        f"ECE (scenes) {expected_calibration_error(softmax(logits[known]), labels[known]):.4f}"
+        f" -> {expected_calibration_error(probs[known], labels[known]):.4f}; below "
+        f"{threshold:.2f}: {(top[known] < threshold).mean():.3f} of the scenes, "
+        f"{(top[~known] < threshold).mean():.3f} of the rest"
+    )
+    print(
+        f"serve_config.yaml, model {args.model}:\n  temperature: {t:.3f}\n"
+        f"  unknown_threshold: {threshold:.2f}"
+    )
 
 
 if __name__ == "__main__":

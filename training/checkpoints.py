@@ -13,8 +13,15 @@ log = logging.getLogger(__name__)
 def save_run(run: Path, model, opt, sched, epochs_done: int) -> None:
     run.mkdir(parents=True, exist_ok=True)
     tmp = run / "last.pt.tmp"
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "epochs_done": epochs_done}, tmp)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "opt": opt.state_dict(),
+            "sched": sched.state_dict(),
+            "epochs_done": epochs_done,
+        },
+        tmp,
+    )
     tmp.replace(run / "last.pt")
 
 
@@ -33,9 +40,9 @@ def load_run(run: Path, model, opt, sched) -> int:
 
 def write_weights(out: Path, model, *, arch: str, classes: list[str], image_size: int) -> None:
     """The shipped file: fp16 weights (half the size; loaded back as fp32) and metadata."""
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in
-             model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"arch": arch, "classes": classes, "image_size": image_size,
-                "state_dict": state}, out)
+    torch.save(
+        {"arch": arch, "classes": classes, "image_size": image_size, "state_dict": state}, out
+    )
     log.info("wrote %s", out)

@@ -33,10 +33,22 @@ from training.sources import SOURCES, render_source
 log = logging.getLogger(__name__)
 
 PLAN: dict[str, dict[str, int]] = {
-    "train": {"classic": 1500, "randomized": 2200, "raycast": 1100, "distractors": 300,
-              "photo": 250, "noise": 100},
-    "val": {"classic": 100, "randomized": 150, "raycast": 100, "distractors": 30, "photo": 20,
-            "noise": 20},
+    "train": {
+        "classic": 1500,
+        "randomized": 2200,
+        "raycast": 1100,
+        "distractors": 300,
+        "photo": 250,
+        "noise": 100,
+    },
+    "val": {
+        "classic": 100,
+        "randomized": 150,
+        "raycast": 100,
+        "distractors": 30,
+        "photo": 20,
+        "noise": 20,
+    },
     "test": {"classic": 400},
     "test_randomized": {"randomized": 300},
     "test_raycast": {"raycast": 200},
@@ -49,8 +61,9 @@ CLASSIC_OFFSETS = {"train": 0, "val": 10_000_000, "test": 20_000_000}
 def _rng(seed: int, source: str, split: str, index: int) -> np.random.Generator:
     if source == "classic":
         return np.random.default_rng([seed, CLASSIC_OFFSETS[split] + index])
-    return np.random.default_rng([seed, SOURCES.index(source) + 1, sorted(PLAN).index(split),
-                                  index])
+    return np.random.default_rng(
+        [seed, SOURCES.index(source) + 1, sorted(PLAN).index(split), index]
+    )
 
 
 def _write_one(job: tuple[Path, str, str, int, int]) -> tuple[str, str, str, int]:
@@ -72,15 +85,27 @@ def generate(out: Path, plan: dict[str, dict[str, int]], seed: int, workers: int
     for split in plan:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-    jobs = [(out, split, source, i, seed) for split, sources in plan.items()
-            for source, n in sources.items() for i in range(n)]
+    jobs = [
+        (out, split, source, i, seed)
+        for split, sources in plan.items()
+        for source, n in sources.items()
+        for i in range(n)
+    ]
     # Slow sources first, so the pool does not end on a straggler.
     jobs.sort(key=lambda j: j[2] != "raycast")
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        rows = list(tqdm(pool.map(_write_one, jobs, chunksize=8), total=len(jobs),
-                         desc="rendering", unit="img"))
-    table = [[split, file, source, SCENE_CLASSES[scene] if scene >= 0 else "none"]
-             for split, file, source, scene in rows]
+        rows = list(
+            tqdm(
+                pool.map(_write_one, jobs, chunksize=8),
+                total=len(jobs),
+                desc="rendering",
+                unit="img",
+            )
+        )
+    table = [
+        [split, file, source, SCENE_CLASSES[scene] if scene >= 0 else "none"]
+        for split, file, source, scene in rows
+    ]
     if (out / "scenes.csv").exists():  # keep the splits not rendered this time
         with (out / "scenes.csv").open() as fh:
             table += [r for r in csv.reader(fh) if r[0] != "split" and r[0] not in plan]
@@ -106,8 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    plan = {split: {source: max(1, round(n * args.scale)) for source, n in PLAN[split].items()}
-            for split in args.splits}
+    plan = {
+        split: {source: max(1, round(n * args.scale)) for source, n in PLAN[split].items()}
+        for split in args.splits
+    }
     generate(args.out, plan, args.seed, args.workers)
 
 

@@ -31,10 +31,10 @@ def read_split(root: Path, split: str) -> list[Item]:
         label = root / "labels" / split / (image.stem + ".txt")
         rows = [line.split() for line in label.read_text().splitlines() if line.strip()]
         classes = np.array([int(r[0]) for r in rows], dtype=np.int64)
-        corners = np.array([[float(v) for v in r[1:9]] for r in rows],
-                           dtype=np.float32).reshape(-1, 4, 2)
-        items.append(Item(image=image, scene=scenes[image.name], classes=classes,
-                          corners=corners))
+        corners = np.array([[float(v) for v in r[1:9]] for r in rows], dtype=np.float32).reshape(
+            -1, 4, 2
+        )
+        items.append(Item(image=image, scene=scenes[image.name], classes=classes, corners=corners))
     return items
 
 

@@ -56,8 +56,11 @@ from training.sources import EVAL_PHOTOS, available_photos, render_source
 log = logging.getLogger(__name__)
 EVAL_CONFIDENCE = 0.01  # mAP integrates over all confidences; serving uses a higher cut
 FALSE_POSITIVE_AT = 0.5  # background-only images: detections at or above this count
-DETECTION_SPLITS = {"own": "test", "randomized": "test_randomized",
-                    "other_renderer": "test_raycast"}
+DETECTION_SPLITS = {
+    "own": "test",
+    "randomized": "test_randomized",
+    "other_renderer": "test_raycast",
+}
 NOISE_IMAGES = 100
 
 
@@ -98,8 +101,10 @@ def truth_boxes(item: Item, w: int, h: int, rotated: bool) -> list[tuple]:
             (cx, cy), (bw, bh), deg = cv2.minAreaRect((corners * [w, h]).astype(np.float32))
             boxes.append((cx, cy, bw, bh, math.radians(deg)))
         return boxes
-    return [((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0)
-            for x0, y0, x1, y1 in axis_aligned(item.corners, w, h)]
+    return [
+        ((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, 0.0)
+        for x0, y0, x1, y1 in axis_aligned(item.corners, w, h)
+    ]
 
 
 def detection_map(predict, items: list[Item], rotated: bool) -> dict[str, Any]:
@@ -130,12 +135,17 @@ def detection_map(predict, items: list[Item], rotated: bool) -> dict[str, Any]:
                 used.add(best_j)
             scores[c].append(p.probability)
             hits[c].append(hit)
-    per_class = {PRIMITIVE_CLASSES[c]: average_precision(scores[c], hits[c], n_truth[c])
-                 for c in scores}
+    per_class = {
+        PRIMITIVE_CLASSES[c]: average_precision(scores[c], hits[c], n_truth[c]) for c in scores
+    }
     valid = [v for v in per_class.values() if not math.isnan(v)]
-    return {"mAP50": float(np.mean(valid)) if valid else 0.0,
-            "AP50_per_class": per_class, "iou": "rotated" if rotated else "axis-aligned",
-            "objects": sum(n_truth.values()), "images": len(items)}
+    return {
+        "mAP50": float(np.mean(valid)) if valid else 0.0,
+        "AP50_per_class": per_class,
+        "iou": "rotated" if rotated else "axis-aligned",
+        "objects": sum(n_truth.values()),
+        "images": len(items),
+    }
 
 
 def _rgb(path: Path) -> np.ndarray:
@@ -148,11 +158,18 @@ def false_positives(predict, images: list[tuple[str, np.ndarray]]) -> dict[str, 
     for name, arr in tqdm(images, desc="background", unit="img"):
         detection = predict([arr])[0]
         assert isinstance(detection, Detection)
-        per_image[name] = [[p.primitive_class, round(p.probability, 3)]
-                           for p in detection.primitives if p.probability >= FALSE_POSITIVE_AT]
+        per_image[name] = [
+            [p.primitive_class, round(p.probability, 3)]
+            for p in detection.primitives
+            if p.probability >= FALSE_POSITIVE_AT
+        ]
     counts = [len(v) for v in per_image.values()]
-    return {"images": len(images), "per_image": float(np.mean(counts)) if counts else 0.0,
-            "max_in_one_image": max(counts, default=0), "found": per_image}
+    return {
+        "images": len(images),
+        "per_image": float(np.mean(counts)) if counts else 0.0,
+        "max_in_one_image": max(counts, default=0),
+        "found": per_image,
+    }
 
 
 def detector_report(model: Predictor, spec, data: Path, limit: int) -> dict[str, Any]:
@@ -167,8 +184,10 @@ def detector_report(model: Predictor, spec, data: Path, limit: int) -> dict[str,
     photos = [(name, _rgb(path)) for name, path in available_photos(EVAL_PHOTOS)]
     entry["background_photos"] = false_positives(model.predict, photos)
     if (data / "images" / "test_background").exists():
-        rendered = [(i.image.name, _rgb(i.image))
-                    for i in read_split(data, "test_background")[: limit or None]]
+        rendered = [
+            (i.image.name, _rgb(i.image))
+            for i in read_split(data, "test_background")[: limit or None]
+        ]
         fp = false_positives(model.predict, rendered)
         fp["found"] = {k: v for k, v in fp["found"].items() if v}  # only the ones with any
         entry["background_rendered"] = fp
@@ -184,8 +203,9 @@ def _answers(model: Predictor, images: list[tuple[str, np.ndarray]]) -> dict[str
     return out
 
 
-def classifier_report(model: Predictor, spec, data: Path, limit: int, figure: Path
-                      ) -> dict[str, Any]:
+def classifier_report(
+    model: Predictor, spec, data: Path, limit: int, figure: Path
+) -> dict[str, Any]:
     """Accuracy, calibration and out-of-domain answers with the served temperature and
     threshold (``spec``); the temperature the validation split would pick, for comparison."""
     t, threshold = spec.temperature, spec.unknown_threshold
@@ -198,45 +218,63 @@ def classifier_report(model: Predictor, spec, data: Path, limit: int, figure: Pa
         confusion[truth, guess] += 1
     ece, table = reliability(probs, labels)
     ece_raw, _ = reliability(softmax(logits), labels)
-    reliability_png(table, figure, f"{spec.name} on the held-out split ({len(known)} images), "
-                                   f"T = {t:.2f}: ECE {ece:.3f}")
+    reliability_png(
+        table,
+        figure,
+        f"{spec.name} on the held-out split ({len(known)} images), T = {t:.2f}: ECE {ece:.3f}",
+    )
     has = lambda split: (data / "images" / split).exists()  # noqa: E731
     val = read_split(data, "val") if has("val") else []  # with its out-of-domain images
     entry: dict[str, Any] = {
         "accuracy": float(np.trace(confusion) / max(1, confusion.sum())),
-        "classes": list(SCENE_CLASSES), "confusion_matrix_rows_true": confusion.tolist(),
-        "temperature": t, "unknown_threshold": threshold,
-        "ece": ece, "ece_uncalibrated": ece_raw, "reliability": table,
+        "classes": list(SCENE_CLASSES),
+        "confusion_matrix_rows_true": confusion.tolist(),
+        "temperature": t,
+        "unknown_threshold": threshold,
+        "ece": ece,
+        "ece_uncalibrated": ece_raw,
+        "reliability": table,
         "reliability_png": str(figure),
         "unknown_rate_in_domain": float((probs.max(axis=1) < threshold).mean())
-        if threshold is not None else 0.0,
+        if threshold is not None
+        else 0.0,
     }
     if val:
         v_logits, v_labels = classifier_logits(model, val)
         entry["temperature_fitted_on_val"] = round(fit_temperature(v_logits, v_labels), 3)
-    randomized = [i for i in read_split(data, "test_randomized") if i.scene >= 0] \
-        if has("test_randomized") else []
+    randomized = (
+        [i for i in read_split(data, "test_randomized") if i.scene >= 0]
+        if has("test_randomized")
+        else []
+    )
     if randomized:
         r_logits, r_labels = classifier_logits(model, randomized[: limit or None])
         r_probs = softmax(r_logits, t)
-        entry["randomized"] = {"images": len(r_labels),
-                               "accuracy": float((r_probs.argmax(1) == r_labels).mean()),
-                               "ece": reliability(r_probs, r_labels)[0]}
+        entry["randomized"] = {
+            "images": len(r_labels),
+            "accuracy": float((r_probs.argmax(1) == r_labels).mean()),
+            "ece": reliability(r_probs, r_labels)[0],
+        }
     # Out of domain: what comes back for photographs, noise and the other renderer's scenes.
     photos = [(name, _rgb(path)) for name, path in available_photos(EVAL_PHOTOS)]
-    noise = [(f"noise-{i}", np.asarray(render_source("noise", np.random.default_rng([99, i]))[0]))
-             for i in range(NOISE_IMAGES)]
+    noise = [
+        (f"noise-{i}", np.asarray(render_source("noise", np.random.default_rng([99, i]))[0]))
+        for i in range(NOISE_IMAGES)
+    ]
     ood: dict[str, Any] = {"photos": _answers(model, photos)}
     for name, images in (("noise", noise),):
         answers = _answers(model, images)
-        ood[name] = {"images": len(answers),
-                     "unknown_rate": float(np.mean([a[0] == "unknown" for a in answers.values()]))}
+        ood[name] = {
+            "images": len(answers),
+            "unknown_rate": float(np.mean([a[0] == "unknown" for a in answers.values()])),
+        }
     if has("test_raycast"):
         items = read_split(data, "test_raycast")[: limit or None]
         answers = _answers(model, [(i.image.name, _rgb(i.image)) for i in items])
         ood["other_renderer"] = {
             "images": len(answers),
-            "unknown_rate": float(np.mean([a[0] == "unknown" for a in answers.values()]))}
+            "unknown_rate": float(np.mean([a[0] == "unknown" for a in answers.values()])),
+        }
     photo_answers = [a[0] == "unknown" for a in ood["photos"].values()]
     ood["photos_unknown_rate"] = float(np.mean(photo_answers)) if photo_answers else 0.0
     entry["out_of_domain"] = ood
@@ -244,8 +282,9 @@ def classifier_report(model: Predictor, spec, data: Path, limit: int, figure: Pa
 
 
 def median_ms(predict, items: list[Item], runs: int = 50) -> float:
-    arrays = [np.asarray(Image.open(items[i % len(items)].image).convert("RGB"))
-              for i in range(runs)]
+    arrays = [
+        np.asarray(Image.open(items[i % len(items)].image).convert("RGB")) for i in range(runs)
+    ]
     predict(arrays[:2])  # warm-up
     times = []
     for arr in arrays:
@@ -259,17 +298,34 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
     parser.add_argument("--limit", type=int, default=0, help="images per split (0: all)")
-    parser.add_argument("--section", default=None,
-                        help="write under this key of the JSON (e.g. baseline)")
-    parser.add_argument("--weights", nargs="*", default=[], metavar="NAME=PATH",
-                        help="evaluate these weights instead of the configured ones")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="the Serve config whose registry to evaluate (serve_config.yaml)")
-    parser.add_argument("--models", nargs="*", default=None,
-                        help="model names to evaluate (default: every registered model)")
+    parser.add_argument(
+        "--section", default=None, help="write under this key of the JSON (e.g. baseline)"
+    )
+    parser.add_argument(
+        "--weights",
+        nargs="*",
+        default=[],
+        metavar="NAME=PATH",
+        help="evaluate these weights instead of the configured ones",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="the Serve config whose registry to evaluate (serve_config.yaml)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="*",
+        default=None,
+        help="model names to evaluate (default: every registered model)",
+    )
     parser.add_argument("--out", type=Path, default=Path("weights/metrics.json"))
-    parser.add_argument("--timing-only", action="store_true",
-                        help="only re-measure CPU ms per image into the existing entries")
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only re-measure CPU ms per image into the existing entries",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     import torch
@@ -288,15 +344,19 @@ def main(argv: list[str] | None = None) -> None:
             spec = spec.model_copy(update={"confidence_threshold": EVAL_CONFIDENCE})
         model: Predictor = build_predictor(spec)
         if args.timing_only:
-            section[spec.name]["cpu_ms_per_image_median_of_50"] = median_ms(model.predict,
-                                                                             timing_items)
-            print(f"{spec.name}: {section[spec.name]['cpu_ms_per_image_median_of_50']} ms",
-                  flush=True)
+            section[spec.name]["cpu_ms_per_image_median_of_50"] = median_ms(
+                model.predict, timing_items
+            )
+            print(
+                f"{spec.name}: {section[spec.name]['cpu_ms_per_image_median_of_50']} ms", flush=True
+            )
             continue
-        entry: dict[str, Any] = {"weights": str(spec.weights),
-                                 "weights_sha256": file_sha256(spec.weights_path),
-                                 "weights_mb": round(spec.weights_path.stat().st_size / 2**20, 2),
-                                 "image_size": spec.image_size}
+        entry: dict[str, Any] = {
+            "weights": str(spec.weights),
+            "weights_sha256": file_sha256(spec.weights_path),
+            "weights_mb": round(spec.weights_path.stat().st_size / 2**20, 2),
+            "image_size": spec.image_size,
+        }
         if spec.type is ModelType.detection:
             entry["iou"] = "rotated" if spec.backend is Backend.ultralytics else "axis-aligned"
             entry.update(detector_report(model, spec, args.data, args.limit))
@@ -316,34 +376,45 @@ def main(argv: list[str] | None = None) -> None:
 
 def summary(name: str, e: dict[str, Any]) -> str:
     """The lines ``make evaluate`` prints for one model."""
-    lines = [f"== {name} ({e['weights']}, {e['weights_mb']} MB, "
-             f"{e['cpu_ms_per_image_median_of_50']} ms/image on CPU)"]
+    lines = [
+        f"== {name} ({e['weights']}, {e['weights_mb']} MB, "
+        f"{e['cpu_ms_per_image_median_of_50']} ms/image on CPU)"
+    ]
     for key in DETECTION_SPLITS:
         if "iou" in e and key in e:
             per = ", ".join(f"{k} {v:.3f}" for k, v in e[key]["AP50_per_class"].items())
-            lines.append(f"  mAP@0.5 {key:<15} {e[key]['mAP50']:.3f}  ({e[key]['images']} images; "
-                         f"{per})")
+            lines.append(
+                f"  mAP@0.5 {key:<15} {e[key]['mAP50']:.3f}  ({e[key]['images']} images; {per})"
+            )
     for key in ("background_photos", "background_rendered"):
         if key in e:
-            lines.append(f"  false detections >= {FALSE_POSITIVE_AT} per image, {key[11:]}: "
-                         f"{e[key]['per_image']:.3f} ({e[key]['images']} images, at most "
-                         f"{e[key]['max_in_one_image']} in one)")
+            lines.append(
+                f"  false detections >= {FALSE_POSITIVE_AT} per image, {key[11:]}: "
+                f"{e[key]['per_image']:.3f} ({e[key]['images']} images, at most "
+                f"{e[key]['max_in_one_image']} in one)"
+            )
     if "background_photos" in e:
         found = e["background_photos"]["found"]
         lines.append("    " + "; ".join(f"{k}: {len(v)}" for k, v in found.items()))
     if "accuracy" in e:
-        lines.append(f"  accuracy (held-out split) {e['accuracy']:.3f}; ECE {e['ece']:.3f} at "
-                     f"T={e['temperature']} ({e['ece_uncalibrated']:.3f} uncalibrated; the "
-                     f"validation split fits T={e.get('temperature_fitted_on_val')})")
+        lines.append(
+            f"  accuracy (held-out split) {e['accuracy']:.3f}; ECE {e['ece']:.3f} at "
+            f"T={e['temperature']} ({e['ece_uncalibrated']:.3f} uncalibrated; the "
+            f"validation split fits T={e.get('temperature_fitted_on_val')})"
+        )
         if "randomized" in e:
             r = e["randomized"]
-            lines.append(f"  randomized scenes with a scene class: accuracy {r['accuracy']:.3f}, "
-                         f"ECE {r['ece']:.3f} ({r['images']} images)")
+            lines.append(
+                f"  randomized scenes with a scene class: accuracy {r['accuracy']:.3f}, "
+                f"ECE {r['ece']:.3f} ({r['images']} images)"
+            )
         ood = e["out_of_domain"]
-        lines.append(f"  'unknown' below {e['unknown_threshold']}: in-domain "
-                     f"{e['unknown_rate_in_domain']:.3f}; photos {ood['photos_unknown_rate']:.3f}, "
-                     f"noise {ood['noise']['unknown_rate']:.3f}, other renderer "
-                     f"{ood.get('other_renderer', {}).get('unknown_rate', float('nan')):.3f}")
+        lines.append(
+            f"  'unknown' below {e['unknown_threshold']}: in-domain "
+            f"{e['unknown_rate_in_domain']:.3f}; photos {ood['photos_unknown_rate']:.3f}, "
+            f"noise {ood['noise']['unknown_rate']:.3f}, other renderer "
+            f"{ood.get('other_renderer', {}).get('unknown_rate', float('nan')):.3f}"
+        )
         lines.append("    " + "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in ood["photos"].items()))
     return "\n".join(lines)
 

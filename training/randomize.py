@@ -37,23 +37,29 @@ NO_SCENE = -1  # rooms: not one of the six scene classes
 # Textures over plane coordinates (u, v): arrays of any shape -> RGB float in [0, 1]
 # ---------------------------------------------------------------------------------------
 
-TEXTURES = ("plain", "noise", "stripes", "checker", "gradient", "wood", "marble", "fabric",
-            "dots")
+TEXTURES = ("plain", "noise", "stripes", "checker", "gradient", "wood", "marble", "fabric", "dots")
 
 
-def _value_noise(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: float
-                 ) -> np.ndarray:
+def _value_noise(
+    rng: np.random.Generator, u: np.ndarray, v: np.ndarray, cells: float
+) -> np.ndarray:
     """Smooth noise in [0, 1]: a random lattice sampled bilinearly at (u, v) * cells."""
     n = 64
     grid = rng.random((n, n)).astype(np.float32)
     x = (u * cells) % (n - 1)
     y = (v * cells) % (n - 1)
-    return cv2.remap(grid, x.astype(np.float32), y.astype(np.float32), cv2.INTER_CUBIC,
-                     borderMode=cv2.BORDER_WRAP).clip(0, 1)
+    return cv2.remap(
+        grid,
+        x.astype(np.float32),
+        y.astype(np.float32),
+        cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_WRAP,
+    ).clip(0, 1)
 
 
-def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, kind: str | None = None
-             ) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, u: np.ndarray, v: np.ndarray, kind: str | None = None
+) -> np.ndarray:
     kind = kind or str(rng.choice(TEXTURES, p=[0.22] + [0.78 / 8] * 8))
     a = rng.uniform(0.05, 0.95, size=3)
     b = np.clip(a + rng.normal(0, 0.35, size=3), 0, 1)
@@ -87,8 +93,7 @@ def _texture(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, kind: str |
     return (a * (1 - t) + b * t).astype(np.float32)
 
 
-def _flat_texture(rng: np.random.Generator, w: int, h: int, kind: str | None = None
-                  ) -> np.ndarray:
+def _flat_texture(rng: np.random.Generator, w: int, h: int, kind: str | None = None) -> np.ndarray:
     v, u = np.mgrid[0:h, 0:w].astype(np.float32) / max(w, h)
     return _texture(rng, u, v, kind)
 
@@ -150,8 +155,9 @@ def _lights(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for _ in range(int(rng.integers(1, 4))):
         az, el = rng.uniform(0, 2 * math.pi), rng.uniform(0.3, 1.3)
-        direction = np.array([math.cos(az) * math.cos(el), math.sin(az) * math.cos(el),
-                              math.sin(el)])  # travelling into the scene (+z)
+        direction = np.array(
+            [math.cos(az) * math.cos(el), math.sin(az) * math.cos(el), math.sin(el)]
+        )  # travelling into the scene (+z)
         colour = np.clip(rng.normal(1, 0.15, size=3), 0.6, 1.3) * rng.uniform(0.4, 0.9)
         out.append((direction / np.linalg.norm(direction), colour))
     return out
@@ -263,8 +269,12 @@ def _capsule_layer(rng, w, h, cx, cy, size, lights, ambient):
 def _prism_mesh(sides: int, length: float):
     a = np.linspace(0, 2 * math.pi, sides, endpoint=False)
     ring = np.column_stack([np.cos(a), np.sin(a)])
-    v = np.vstack([np.column_stack([ring, np.full(sides, -length)]),
-                   np.column_stack([ring, np.full(sides, length)])])
+    v = np.vstack(
+        [
+            np.column_stack([ring, np.full(sides, -length)]),
+            np.column_stack([ring, np.full(sides, length)]),
+        ]
+    )
     faces = [[i, (i + 1) % sides, sides + (i + 1) % sides, sides + i] for i in range(sides)]
     faces += [list(range(sides))[::-1], list(range(sides, 2 * sides))]
     return v, faces
@@ -297,20 +307,31 @@ def _person(rng, canvas: np.ndarray, cx: float, cy: float, size: float) -> np.nd
     top = cy - size / 2
     hx, hy = cx, top + head
     # torso and shoulders
-    d.rounded_rectangle([cx - size * 0.4, hy + head * 1.5, cx + size * 0.4, cy + size],
-                        radius=int(size * 0.15), fill=cloth)
+    d.rounded_rectangle(
+        [cx - size * 0.4, hy + head * 1.5, cx + size * 0.4, cy + size],
+        radius=int(size * 0.15),
+        fill=cloth,
+    )
     d.rectangle([cx - head * 0.35, hy + head * 0.6, cx + head * 0.35, hy + head * 1.7], fill=skin)
     # head with hair and a face
     d.ellipse([hx - head * 0.85, hy - head, hx + head * 0.85, hy + head], fill=skin)
     if rng.random() < 0.8:
-        d.chord([hx - head * 0.9, hy - head * 1.1, hx + head * 0.9, hy + head * 0.6], 180, 360,
-                fill=hair)
+        d.chord(
+            [hx - head * 0.9, hy - head * 1.1, hx + head * 0.9, hy + head * 0.6],
+            180,
+            360,
+            fill=hair,
+        )
     eye = max(1, int(head * 0.12))
     for ex in (-0.35, 0.35):
-        d.ellipse([hx + ex * head - eye, hy - eye, hx + ex * head + eye, hy + eye],
-                  fill=(30, 30, 30))
-    d.line([hx - head * 0.3, hy + head * 0.5, hx + head * 0.3, hy + head * 0.5],
-           fill=(120, 40, 40), width=max(1, int(head * 0.08)))
+        d.ellipse(
+            [hx + ex * head - eye, hy - eye, hx + ex * head + eye, hy + eye], fill=(30, 30, 30)
+        )
+    d.line(
+        [hx - head * 0.3, hy + head * 0.5, hx + head * 0.3, hy + head * 0.5],
+        fill=(120, 40, 40),
+        width=max(1, int(head * 0.08)),
+    )
     return np.asarray(img).astype(np.float32) / 255
 
 
@@ -331,8 +352,9 @@ def _lines(rng, canvas: np.ndarray) -> np.ndarray:
     h, w = canvas.shape[:2]
     for _ in range(int(rng.integers(1, 6))):
         colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
-        pts = [(float(rng.uniform(0, w)), float(rng.uniform(0, h)))
-               for _ in range(rng.integers(2, 5))]
+        pts = [
+            (float(rng.uniform(0, w)), float(rng.uniform(0, h))) for _ in range(rng.integers(2, 5))
+        ]
         d.line(pts, fill=colour, width=int(rng.integers(1, 8)))
     return np.asarray(img).astype(np.float32) / 255
 
@@ -360,8 +382,9 @@ def _label(class_id: int, mask: np.ndarray, axis: np.ndarray | None) -> Box | No
     local = (pts - centre) @ rot
     lo, hi = local.min(axis=0) - 0.5, local.max(axis=0) + 0.5
     mid = centre + rot @ ((lo + hi) / 2)
-    return Box(class_id, float(mid[0]), float(mid[1]), float(hi[0] - lo[0]),
-               float(hi[1] - lo[1]), angle)
+    return Box(
+        class_id, float(mid[0]), float(mid[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]), angle
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -371,10 +394,14 @@ def _label(class_id: int, mask: np.ndarray, axis: np.ndarray | None) -> Box | No
 DISTRACTORS = ("torus", "ellipsoid", "capsule", "prism", "blob", "person", "text", "lines")
 
 
-def render_randomized(rng: np.random.Generator, *, max_objects: int = 8,
-                      size_range: tuple[int, int] = (320, 512),
-                      distractors_only: bool = False,
-                      photo_backgrounds: Sequence[Image.Image] = ()) -> Sample:
+def render_randomized(
+    rng: np.random.Generator,
+    *,
+    max_objects: int = 8,
+    size_range: tuple[int, int] = (320, 512),
+    distractors_only: bool = False,
+    photo_backgrounds: Sequence[Image.Image] = (),
+) -> Sample:
     """One randomized scene; ``scene`` is ``NO_SCENE`` for rooms and photographs.
 
     ``photo_backgrounds``: photographs a share of the scenes use as their background (a
@@ -435,32 +462,55 @@ def render_randomized(rng: np.random.Generator, *, max_objects: int = 8,
             verts, faces = MESHES[which]
             stretch = np.array([1.0, 1.0, rng.uniform(0.8, 1.8)]) if which in (2, 3) else None
             if which in (2, 3, 4):
-                rot = _rotation(rng.uniform(-0.9, 0.9),
-                                rng.uniform(math.pi / 2 - 0.8, math.pi / 2 + 0.6),
-                                rng.uniform(0, 2 * math.pi))
-                mask, light, spec, _, geo = _mesh_with(rng, w, h, verts, faces, cx, cy, size,
-                                                       lights, ambient,
-                                                       np.ones(3) if stretch is None else stretch,
-                                                       rot)
+                rot = _rotation(
+                    rng.uniform(-0.9, 0.9),
+                    rng.uniform(math.pi / 2 - 0.8, math.pi / 2 + 0.6),
+                    rng.uniform(0, 2 * math.pi),
+                )
+                mask, light, spec, _, geo = _mesh_with(
+                    rng,
+                    w,
+                    h,
+                    verts,
+                    faces,
+                    cx,
+                    cy,
+                    size,
+                    lights,
+                    ambient,
+                    np.ones(3) if stretch is None else stretch,
+                    rot,
+                )
                 world, rot, focal, span, depth, st = geo
                 ends = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]) * st @ rot.T
                 ends_2d = ends[:, :2] * (focal / (ends[:, 2] + depth))[:, None] / span * size
                 axis = ends_2d[1] - ends_2d[0]
             else:
-                mask, light, spec, _, _ = _mesh_layer(rng, w, h, verts, faces, cx, cy, size,
-                                                      lights, ambient)
+                mask, light, spec, _, _ = _mesh_layer(
+                    rng, w, h, verts, faces, cx, cy, size, lights, ambient
+                )
         elif which == "torus":
             mask, light, spec = _torus_layer(rng, w, h, cx, cy, size, lights, ambient)
         elif which == "ellipsoid":
-            mask, light, spec = _sphere_layer(rng, w, h, cx, cy, size / 2,
-                                              size / 2 / rng.uniform(1.7, 3.0),
-                                              rng.uniform(0, math.pi), lights, ambient)
+            mask, light, spec = _sphere_layer(
+                rng,
+                w,
+                h,
+                cx,
+                cy,
+                size / 2,
+                size / 2 / rng.uniform(1.7, 3.0),
+                rng.uniform(0, math.pi),
+                lights,
+                ambient,
+            )
         elif which == "capsule":
             mask, light, spec = _capsule_layer(rng, w, h, cx, cy, size, lights, ambient)
         elif which == "prism":
             verts, faces = _prism_mesh(int(rng.choice([3, 5])), rng.uniform(0.5, 2.0))
-            mask, light, spec, _, _ = _mesh_layer(rng, w, h, verts, faces, cx, cy, size,
-                                                  lights, ambient)
+            mask, light, spec, _, _ = _mesh_layer(
+                rng, w, h, verts, faces, cx, cy, size, lights, ambient
+            )
         else:  # blob
             mask = _blob_mask(rng, w, h, cx, cy, size)
             light = np.full((h, w, 3), 0.5 + ambient, np.float32)

@@ -113,8 +113,14 @@ class Texture:
         a = rng.uniform(0.05, 0.95, size=3)
         b = np.clip(a + rng.normal(0, 0.35, size=3), 0.02, 0.98)
         axis = rng.normal(size=3)
-        return cls(kind, a, b, float(rng.uniform(1.5, 9.0)), int(rng.integers(1 << 20)),
-                   axis / np.linalg.norm(axis))
+        return cls(
+            kind,
+            a,
+            b,
+            float(rng.uniform(1.5, 9.0)),
+            int(rng.integers(1 << 20)),
+            axis / np.linalg.norm(axis),
+        )
 
     def __call__(self, p: np.ndarray) -> np.ndarray:
         s, t = self.scale, None
@@ -207,9 +213,11 @@ def _hit_ellipsoid(o, d, radii):
 
 def _hit_cylinder(o, d, half_len):
     """Radius 1 around the y axis, |y| <= half_len, with caps."""
-    ok, t0, t1 = _solve_quadratic(d[:, 0] ** 2 + d[:, 2] ** 2,
-                                  2 * (o[:, 0] * d[:, 0] + o[:, 2] * d[:, 2]),
-                                  o[:, 0] ** 2 + o[:, 2] ** 2 - 1)
+    ok, t0, t1 = _solve_quadratic(
+        d[:, 0] ** 2 + d[:, 2] ** 2,
+        2 * (o[:, 0] * d[:, 0] + o[:, 2] * d[:, 2]),
+        o[:, 0] ** 2 + o[:, 2] ** 2 - 1,
+    )
     best = np.full(len(o), np.inf)
     normal = np.zeros_like(o)
     for t in (t0, t1):
@@ -314,9 +322,11 @@ class Thing:
 
     def axis_ends(self) -> np.ndarray | None:
         """World end points of the symmetry axis (base centre, top) for axis-following boxes."""
-        half = {"cylinder": self.params.get("half_len", 1.0),
-                "cone": self.params.get("height", 2) / 2,
-                "pyramid": self.params.get("height", 2) / 2}.get(self.kind)
+        half = {
+            "cylinder": self.params.get("half_len", 1.0),
+            "cone": self.params.get("height", 2) / 2,
+            "pyramid": self.params.get("height", 2) / 2,
+        }.get(self.kind)
         if half is None:
             return None
         ends = np.array([[0.0, -half, 0.0], [0.0, half, 0.0]]) * self.scale
@@ -335,8 +345,9 @@ def _random_rotation(rng: np.random.Generator, upright: bool) -> np.ndarray:
     return ry @ rx
 
 
-def _make_thing(rng: np.random.Generator, kind: str, label: int | None, x: float, z: float,
-                scale: float) -> Thing:
+def _make_thing(
+    rng: np.random.Generator, kind: str, label: int | None, x: float, z: float, scale: float
+) -> Thing:
     params: dict = {}
     upright = rng.random() < 0.6
     if kind == "sphere":
@@ -367,8 +378,9 @@ def _make_thing(rng: np.random.Generator, kind: str, label: int | None, x: float
         params["bound"] = params["half_len"] + params["radius"] + 0.05
         upright = rng.random() < 0.3
     rot = _random_rotation(rng, upright)
-    thing = Thing(kind, label, np.zeros(3), rot, scale, Texture.random(rng),
-                  float(rng.uniform(0, 1)), params)
+    thing = Thing(
+        kind, label, np.zeros(3), rot, scale, Texture.random(rng), float(rng.uniform(0, 1)), params
+    )
     # Rest it on the ground: the lowest point of its bounding shape touches y = 0.
     lift = _lowest(thing)
     thing.pos = np.array([x, lift + (rng.uniform(0, 1.5) * scale if rng.random() < 0.1 else 0), z])
@@ -407,42 +419,57 @@ class Camera:
         xs = (np.arange(w) + 0.5) / ss - self.width / 2
         ys = (np.arange(h) + 0.5) / ss - self.height / 2
         gx, gy = np.meshgrid(xs, ys)
-        d = (self.forward[None, :] * self.focal + gx.reshape(-1, 1) * self.right
-             - gy.reshape(-1, 1) * self.up)
+        d = (
+            self.forward[None, :] * self.focal
+            + gx.reshape(-1, 1) * self.right
+            - gy.reshape(-1, 1) * self.up
+        )
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         return np.broadcast_to(self.eye, d.shape).copy(), d
 
     def project(self, p: np.ndarray) -> np.ndarray:
         rel = p - self.eye
         z = rel @ self.forward
-        return np.column_stack([rel @ self.right / z * self.focal + self.width / 2,
-                                -(rel @ self.up) / z * self.focal + self.height / 2])
+        return np.column_stack(
+            [
+                rel @ self.right / z * self.focal + self.width / 2,
+                -(rel @ self.up) / z * self.focal + self.height / 2,
+            ]
+        )
 
 
-def _camera(rng: np.random.Generator, width: int, height: int, target: np.ndarray,
-            spread: float) -> Camera:
+def _camera(
+    rng: np.random.Generator, width: int, height: int, target: np.ndarray, spread: float
+) -> Camera:
     """A camera looking at ``target`` from far enough to see about ``spread`` around it."""
     fov = math.radians(rng.uniform(35, 80))
     elevation = math.radians(rng.uniform(8, 65))
     azimuth = rng.uniform(0, 2 * math.pi)
     distance = rng.uniform(0.8, 1.6) * spread / math.tan(fov / 2) + 1.5
     target = target + rng.normal(0, 0.3, size=3) * [spread, 0, spread]
-    eye = target + distance * np.array([math.cos(elevation) * math.cos(azimuth),
-                                        math.sin(elevation),
-                                        math.cos(elevation) * math.sin(azimuth)])
+    eye = target + distance * np.array(
+        [
+            math.cos(elevation) * math.cos(azimuth),
+            math.sin(elevation),
+            math.cos(elevation) * math.sin(azimuth),
+        ]
+    )
     forward = (target - eye) / np.linalg.norm(target - eye)
     right = np.cross(forward, [0.0, 1.0, 0.0])
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
     roll = math.radians(rng.normal(0, 12) if rng.random() < 0.7 else 0.0)
-    right, up = (math.cos(roll) * right + math.sin(roll) * up,
-                 -math.sin(roll) * right + math.cos(roll) * up)
+    right, up = (
+        math.cos(roll) * right + math.sin(roll) * up,
+        -math.sin(roll) * right + math.cos(roll) * up,
+    )
     focal = width / 2 / math.tan(fov / 2)
     return Camera(eye, forward, right, up, focal, width, height)
 
 
-def _trace(things: list[Thing], o: np.ndarray, d: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _trace(
+    things: list[Thing], o: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Nearest hit among ``things``: (t, normal, index, per-object hit masks)."""
     best_t = np.full(len(o), np.inf)
     best_n = np.zeros_like(o)
@@ -465,8 +492,13 @@ def _trace(things: list[Thing], o: np.ndarray, d: np.ndarray
     return best_t, best_n, best_i, masks
 
 
-def raycast_scene(rng: np.random.Generator, *, size_range: tuple[int, int] = (256, 384),
-                  max_objects: int = 7, supersample: int = 2) -> RaySample:
+def raycast_scene(
+    rng: np.random.Generator,
+    *,
+    size_range: tuple[int, int] = (256, 384),
+    max_objects: int = 7,
+    supersample: int = 2,
+) -> RaySample:
     """Render one room scene and its labels."""
     width = int(rng.integers(size_range[0], size_range[1] + 1))
     height = int(width * rng.uniform(0.62, 1.0))
@@ -475,19 +507,20 @@ def raycast_scene(rng: np.random.Generator, *, size_range: tuple[int, int] = (25
     n_labelled = 0 if rng.random() < 0.08 else int(rng.integers(1, max_objects + 1))
     n_distractors = int(rng.integers(0, 4)) if rng.random() < 0.6 else 0
     kinds = [(CLASS_NAMES[c], c) for c in rng.integers(0, 5, size=n_labelled)]
-    kinds += [(str(rng.choice(["ellipsoid", "prism", "capsule"])), None)
-              for _ in range(n_distractors)]
+    kinds += [
+        (str(rng.choice(["ellipsoid", "prism", "capsule"])), None) for _ in range(n_distractors)
+    ]
     spread = rng.uniform(2.5, 5.0)
     for kind, label in kinds:
         scale = float(np.exp(rng.uniform(math.log(0.35), math.log(1.6))))
         for _ in range(12):
             x, z = rng.uniform(-spread, spread, size=2)
-            if all(math.hypot(x - t.pos[0], z - t.pos[2]) > 0.8 * (scale + t.scale)
-                   for t in things):
+            if all(
+                math.hypot(x - t.pos[0], z - t.pos[2]) > 0.8 * (scale + t.scale) for t in things
+            ):
                 break
         things.append(_make_thing(rng, kind, label, float(x), float(z), scale))
-    centre = (np.mean([t.pos for t in things], axis=0) if things
-              else np.array([0.0, 0.5, 0.0]))
+    centre = np.mean([t.pos for t in things], axis=0) if things else np.array([0.0, 0.5, 0.0])
     reach = max([spread * 0.5] + [math.hypot(*(t.pos - centre)[[0, 2]]) + t.scale for t in things])
     cam = _camera(rng, width, height, centre * [1, 0.5, 1], reach)
 
@@ -497,16 +530,22 @@ def raycast_scene(rng: np.random.Generator, *, size_range: tuple[int, int] = (25
     for axis in (0, 2):
         if rng.random() < 0.55:
             sign = -np.sign(cam.eye[axis] - centre[axis]) or 1.0
-            walls.append((axis, float(sign * rng.uniform(spread + 1.5, spread + 5)),
-                          Texture.random(rng, plain_share=0.3)))
+            walls.append(
+                (
+                    axis,
+                    float(sign * rng.uniform(spread + 1.5, spread + 5)),
+                    Texture.random(rng, plain_share=0.3),
+                )
+            )
     sky_top = rng.uniform(0.3, 1.0, size=3)
     sky_bottom = np.clip(sky_top + rng.normal(0, 0.2, size=3), 0, 1)
 
     lights = []
     for _ in range(int(rng.integers(1, 4))):
         az, el = rng.uniform(0, 2 * math.pi), rng.uniform(0.25, 1.35)
-        direction = np.array([math.cos(el) * math.cos(az), math.sin(el),
-                              math.cos(el) * math.sin(az)])
+        direction = np.array(
+            [math.cos(el) * math.cos(az), math.sin(el), math.cos(el) * math.sin(az)]
+        )
         colour = np.clip(rng.normal(1.0, 0.15, size=3), 0.6, 1.3) * rng.uniform(0.35, 0.9)
         lights.append((direction, colour))
     ambient = rng.uniform(0.12, 0.4)
@@ -568,8 +607,9 @@ def raycast_scene(rng: np.random.Generator, *, size_range: tuple[int, int] = (25
         half /= np.linalg.norm(half, axis=1, keepdims=True)
         spec = np.clip((nh * half).sum(1), 0, None) ** 40 * shine[lit_idx]
         lit = ~shadow
-        colour[lit_idx] += lit[:, None] * (albedo[lit_idx] * lambert[:, None] * light_colour
-                                           + spec[:, None] * light_colour)
+        colour[lit_idx] += lit[:, None] * (
+            albedo[lit_idx] * lambert[:, None] * light_colour + spec[:, None] * light_colour
+        )
     sky = np.clip(d[:, 1:2], 0, 1) * sky_top + (1 - np.clip(d[:, 1:2], 0, 1)) * sky_bottom
     colour = np.where(hit[:, None], colour, sky)
     # Fog towards the horizon keeps the far ground from aliasing into noise.
@@ -578,8 +618,9 @@ def raycast_scene(rng: np.random.Generator, *, size_range: tuple[int, int] = (25
 
     ss = supersample
     big = np.clip(colour, 0, 1).reshape(height * ss, width * ss, 3)
-    small = cv2.resize((big * 255).astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        (big * 255).astype(np.float32), (width, height), interpolation=cv2.INTER_AREA
+    )
     image = _camera_effects(rng, small)
 
     visible_ids = np.where(use_obj, i_obj, -1).reshape(height * ss, width * ss)
@@ -602,8 +643,9 @@ def _camera_effects(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
     return (255 * np.clip(rgb / 255, 0, 1) ** gamma).astype(np.uint8)
 
 
-def _label(thing: Thing, full: np.ndarray, visible: np.ndarray, cam: Camera, ss: int
-           ) -> RayBox | None:
+def _label(
+    thing: Thing, full: np.ndarray, visible: np.ndarray, cam: Camera, ss: int
+) -> RayBox | None:
     area = int(full.sum())
     if area < 64 * ss * ss or visible.sum() < 0.2 * area:
         return None
@@ -629,5 +671,6 @@ def _label(thing: Thing, full: np.ndarray, visible: np.ndarray, cam: Camera, ss:
     local = (pts - centre) @ rot
     lo, hi = local.min(axis=0) - 0.5 / ss, local.max(axis=0) + 0.5 / ss
     mid = centre + rot @ ((lo + hi) / 2)
-    return RayBox(c, float(mid[0]), float(mid[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]),
-                  angle)
+    return RayBox(
+        c, float(mid[0]), float(mid[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]), angle
+    )

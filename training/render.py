@@ -86,8 +86,14 @@ MESHES = {1: _cube_mesh(), 2: _cylinder_mesh(), 3: _cone_mesh(), 4: _pyramid_mes
 
 
 def _rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
-    cy, sy, cp, sp, cr, sr = (math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch),
-                              math.cos(roll), math.sin(roll))
+    cy, sy, cp, sp, cr, sr = (
+        math.cos(yaw),
+        math.sin(yaw),
+        math.cos(pitch),
+        math.sin(pitch),
+        math.cos(roll),
+        math.sin(roll),
+    )
     rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
@@ -114,12 +120,25 @@ def _axis_box(class_id: int, points: np.ndarray, axis: np.ndarray) -> Box:
     local = (points - points.mean(axis=0)) @ np.array([[c, -s], [s, c]])
     lo, hi = local.min(axis=0), local.max(axis=0)
     centre = points.mean(axis=0) + np.array([[c, -s], [s, c]]) @ ((lo + hi) / 2)
-    return Box(class_id, float(centre[0]), float(centre[1]), float(hi[0] - lo[0]),
-               float(hi[1] - lo[1]), angle)
+    return Box(
+        class_id,
+        float(centre[0]),
+        float(centre[1]),
+        float(hi[0] - lo[0]),
+        float(hi[1] - lo[1]),
+        angle,
+    )
 
 
-def _draw_mesh(draw: ImageDraw.ImageDraw, rng: np.random.Generator, class_id: int,
-               cx: float, cy: float, size: float, light: np.ndarray) -> Box:
+def _draw_mesh(
+    draw: ImageDraw.ImageDraw,
+    rng: np.random.Generator,
+    class_id: int,
+    cx: float,
+    cy: float,
+    size: float,
+    light: np.ndarray,
+) -> Box:
     verts, faces = MESHES[class_id]
     stretch = np.ones(3)
     if class_id in (2, 3):  # cylinders and cones come tall or squat
@@ -163,8 +182,9 @@ def _draw_mesh(draw: ImageDraw.ImageDraw, rng: np.random.Generator, class_id: in
     return _axis_box(class_id, pts, ends_2d[1] - ends_2d[0])
 
 
-def _draw_sphere(img: Image.Image, rng: np.random.Generator, cx: float, cy: float,
-                 size: float, light: np.ndarray) -> Box:
+def _draw_sphere(
+    img: Image.Image, rng: np.random.Generator, cx: float, cy: float, size: float, light: np.ndarray
+) -> Box:
     r = size / 2
     x0, y0 = int(cx - r), int(cy - r)
     d = int(2 * r) + 1
@@ -279,8 +299,11 @@ def _background(rng: np.random.Generator, scene: int, w: int, h: int) -> Image.I
         shape = rng.integers(0, 3)
         col = tuple(int(c) for c in rng.integers(0, 256, size=3))
         if shape == 0:
-            d.line([x, y, x + rng.integers(-60, 60), y + rng.integers(-60, 60)], fill=col,
-                   width=int(rng.integers(1, 4)))
+            d.line(
+                [x, y, x + rng.integers(-60, 60), y + rng.integers(-60, 60)],
+                fill=col,
+                width=int(rng.integers(1, 4)),
+            )
         elif shape == 1:
             d.rectangle([x, y, x + s * 2, y + s], fill=col)
         else:
@@ -302,8 +325,9 @@ def _overlap(a: Box, b: Box) -> float:
     return iw * ih / max(1e-6, min(a.w * a.h, b.w * b.h))
 
 
-def render_scene(rng: np.random.Generator, *, max_objects: int = 8,
-                 size_range: tuple[int, int] = (320, 640)) -> Sample:
+def render_scene(
+    rng: np.random.Generator, *, max_objects: int = 8, size_range: tuple[int, int] = (320, 640)
+) -> Sample:
     """Render one scene: background, 0..max_objects primitives, camera degradations."""
     w = int(rng.integers(size_range[0], size_range[1] + 1))
     aspect = rng.uniform(0.6, 1.6)

@@ -34,13 +34,15 @@ def draw_labels(image: Image.Image, classes: np.ndarray, corners: np.ndarray) ->
     return out
 
 
-def contact_sheet(source: str, count: int, seed: int, cell: int = 256, columns: int = 4
-                  ) -> Image.Image:
+def contact_sheet(
+    source: str, count: int, seed: int, cell: int = 256, columns: int = 4
+) -> Image.Image:
     rows = (count + columns - 1) // columns
     sheet = Image.new("RGB", (columns * cell, rows * cell), (255, 255, 255))
     for i in range(count):
-        image, classes, corners, _ = render_source(source, np.random.default_rng([seed, i]),
-                                                   photos=False)
+        image, classes, corners, _ = render_source(
+            source, np.random.default_rng([seed, i]), photos=False
+        )
         drawn = draw_labels(image, classes, corners)
         drawn.thumbnail((cell - 4, cell - 4))
         sheet.paste(drawn, ((i % columns) * cell + 2, (i // columns) * cell + 2))
@@ -57,16 +59,23 @@ def convention_sheet(cell: int = 220) -> Image.Image:
         for seed in range(200):
             sample = raycast_scene(np.random.default_rng([31, class_id, seed]))
             w, h = sample.image.size
-            boxes = [b for b in sample.boxes if b.class_id == class_id and max(b.w, b.h) > 40
-                     and b.w * b.h > 0.02 * w * h and 0 < b.cx - b.w < b.cx + b.w < w
-                     and 0 < b.cy - b.h < b.cy + b.h < h]
+            boxes = [
+                b
+                for b in sample.boxes
+                if b.class_id == class_id
+                and max(b.w, b.h) > 40
+                and b.w * b.h > 0.02 * w * h
+                and 0 < b.cx - b.w < b.cx + b.w < w
+                and 0 < b.cy - b.h < b.cy + b.h < h
+            ]
             if boxes:
                 break
         box = boxes[0]
         drawn = draw_labels(sample.image, np.array([class_id]), box.corners()[None])
         half = max(box.w, box.h) * 0.85
-        crop = drawn.crop((int(box.cx - half), int(box.cy - half),
-                           int(box.cx + half), int(box.cy + half))).resize((cell - 8, cell - 8))
+        crop = drawn.crop(
+            (int(box.cx - half), int(box.cy - half), int(box.cx + half), int(box.cy + half))
+        ).resize((cell - 8, cell - 8))
         sheet.paste(crop, (class_id * cell + 4, 4))
         d.text((class_id * cell + 8, cell + 4), name, fill=(0, 0, 0))
     return sheet
@@ -78,8 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
     # Photographs belong to the packages that ship them: no sheet of them is published.
-    parser.add_argument("--sources", nargs="*",
-                        default=[s for s in SOURCES if s not in ("photo", "noise")])
+    parser.add_argument(
+        "--sources", nargs="*", default=[s for s in SOURCES if s not in ("photo", "noise")]
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     for source in args.sources:

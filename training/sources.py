@@ -78,8 +78,10 @@ def available_photos(which=EVAL_PHOTOS) -> list[tuple[str, Path]]:
 def _photo_crop(rng: np.random.Generator) -> Image.Image:
     photos = _photos(TRAIN_PHOTOS)
     if not photos:
-        raise RuntimeError("no training photographs: install scikit-image and scikit-learn "
-                           "(pip install -e '.[training]')")
+        raise RuntimeError(
+            "no training photographs: install scikit-image and scikit-learn "
+            "(pip install -e '.[training]')"
+        )
     photo = photos[int(rng.integers(len(photos)))]
     w, h = photo.size
     share = rng.uniform(0.35, 1.0)
@@ -99,8 +101,10 @@ def _noise(rng: np.random.Generator) -> Image.Image:
     w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
     cells = int(rng.integers(2, 64))
     small = rng.uniform(0, 255, size=(cells, max(2, int(cells * w / h)), 3))
-    arr = np.asarray(Image.fromarray(small.astype(np.uint8)).resize(
-        (w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+    arr = np.asarray(
+        Image.fromarray(small.astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC),
+        dtype=np.float32,
+    )
     arr += rng.normal(0, rng.uniform(0, 40), size=arr.shape)
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
@@ -108,12 +112,15 @@ def _noise(rng: np.random.Generator) -> Image.Image:
 def _boxes(boxes) -> tuple[np.ndarray, np.ndarray]:
     if not boxes:
         return np.zeros(0, np.int64), np.zeros((0, 4, 2), np.float32)
-    return (np.array([b.class_id for b in boxes], np.int64),
-            np.stack([b.corners() for b in boxes]).astype(np.float32))
+    return (
+        np.array([b.class_id for b in boxes], np.int64),
+        np.stack([b.corners() for b in boxes]).astype(np.float32),
+    )
 
 
-def render_source(name: str, rng: np.random.Generator, *, photos: bool = True
-                  ) -> tuple[Image.Image, np.ndarray, np.ndarray, int]:
+def render_source(
+    name: str, rng: np.random.Generator, *, photos: bool = True
+) -> tuple[Image.Image, np.ndarray, np.ndarray, int]:
     """One image of ``name``; ``photos=False`` keeps photographs out of the randomized
     backgrounds (pictures we publish show only what we drew)."""
     backgrounds = _photos(TRAIN_PHOTOS) if photos else ()

@@ -51,14 +51,14 @@ class Scenes(Dataset):
         return torch.from_numpy(classifier_input(np.ascontiguousarray(arr), self.size)), item.scene
 
 
-def scene_loss(logits: torch.Tensor, scene: torch.Tensor, outlier_weight: float
-               ) -> torch.Tensor:
+def scene_loss(logits: torch.Tensor, scene: torch.Tensor, outlier_weight: float) -> torch.Tensor:
     """Cross-entropy on images with a scene; uniform-target cross-entropy on the rest."""
     known = scene >= 0
     loss = logits.new_zeros(())
     if known.any():
-        loss = loss + torch.nn.functional.cross_entropy(logits[known], scene[known],
-                                                        label_smoothing=0.05)
+        loss = loss + torch.nn.functional.cross_entropy(
+            logits[known], scene[known], label_smoothing=0.05
+        )
     if (~known).any():
         loss = loss - outlier_weight * torch.log_softmax(logits[~known], dim=1).mean()
     return loss
@@ -74,10 +74,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
     parser.add_argument("--run", type=Path, default=Path("runs/classifier"))
     parser.add_argument("--out", type=Path, default=Path("weights/scene_classifier.pt"))
-    parser.add_argument("--init", type=Path, default=None,
-                        help="start from these shipped weights instead of from scratch")
-    parser.add_argument("--outlier-weight", type=float, default=1.0,
-                        help="weight of the outlier-exposure term")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these shipped weights instead of from scratch",
+    )
+    parser.add_argument(
+        "--outlier-weight", type=float, default=1.0, help="weight of the outlier-exposure term"
+    )
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -87,15 +92,22 @@ def main(argv: list[str] | None = None) -> None:
     items = read_split(args.data, "train")
     if args.limit:
         items = items[: args.limit]
-    loader = DataLoader(Scenes(items, args.size, train=True), batch_size=args.batch,
-                        shuffle=True, num_workers=2, drop_last=True)
-    model = torchvision.models.mobilenet_v3_small(weights=None,
-                                                  num_classes=len(SCENE_CLASSES)).to(device)
+    loader = DataLoader(
+        Scenes(items, args.size, train=True),
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+    )
+    model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=len(SCENE_CLASSES)).to(
+        device
+    )
     if args.init is not None:
         model.load_state_dict(load_torchvision_checkpoint(args.init))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
-                                                steps_per_epoch=len(loader))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader)
+    )
     start = 0 if args.fresh else load_run(args.run, model, opt, sched)
     for epoch in range(start, args.epochs):
         model.train()
@@ -109,8 +121,13 @@ def main(argv: list[str] | None = None) -> None:
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         save_run(args.run, model, opt, sched, epoch + 1)
-    write_weights(args.out, model, arch="mobilenet_v3_small", classes=list(SCENE_CLASSES),
-                  image_size=args.size)
+    write_weights(
+        args.out,
+        model,
+        arch="mobilenet_v3_small",
+        classes=list(SCENE_CLASSES),
+        image_size=args.size,
+    )
 
 
 if __name__ == "__main__":

@@ -44,8 +44,11 @@ class Boxes(Dataset):
 
     def __getitem__(self, i: int):
         item = self.items[i]
-        img = Image.open(item.image).convert("RGB").resize((self.size, self.size),
-                                                           Image.Resampling.BILINEAR)
+        img = (
+            Image.open(item.image)
+            .convert("RGB")
+            .resize((self.size, self.size), Image.Resampling.BILINEAR)
+        )
         arr = np.asarray(img, dtype=np.float32) / 255.0
         boxes = axis_aligned(item.corners, self.size, self.size)
         if self.train and np.random.rand() < 0.5:
@@ -55,17 +58,21 @@ class Boxes(Dataset):
         if self.train and np.random.rand() < 0.5:  # exposure, white balance, saturation
             grey = arr.mean(axis=2, keepdims=True)
             arr = grey + (arr - grey) * np.random.uniform(0.5, 1.4)
-            arr = np.clip(arr * np.random.uniform(0.8, 1.2, size=3) * np.random.uniform(0.75, 1.25),
-                          0, 1).astype(np.float32)
+            arr = np.clip(
+                arr * np.random.uniform(0.8, 1.2, size=3) * np.random.uniform(0.75, 1.25), 0, 1
+            ).astype(np.float32)
         x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-        target = {"boxes": torch.from_numpy(boxes).reshape(-1, 4),
-                  "labels": torch.from_numpy(item.classes + 1)}  # 0 is the background
+        target = {
+            "boxes": torch.from_numpy(boxes).reshape(-1, 4),
+            "labels": torch.from_numpy(item.classes + 1),
+        }  # 0 is the background
         return x, target
 
 
 def build_model(num_classes: int, size: int):
-    model = torchvision.models.get_model(ARCH, weights=None, weights_backbone=None,
-                                         num_classes=num_classes + 1)
+    model = torchvision.models.get_model(
+        ARCH, weights=None, weights_backbone=None, num_classes=num_classes + 1
+    )
     set_ssd_input_size(model, size)
     return model
 
@@ -80,8 +87,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
     parser.add_argument("--run", type=Path, default=Path("runs/ssd"))
     parser.add_argument("--out", type=Path, default=Path("weights/ssdlite.pt"))
-    parser.add_argument("--init", type=Path, default=None,
-                        help="start from these shipped weights instead of from scratch")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from these shipped weights instead of from scratch",
+    )
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -91,15 +102,21 @@ def main(argv: list[str] | None = None) -> None:
     items = read_split(args.data, "train")
     if args.limit:
         items = items[: args.limit]
-    loader = DataLoader(Boxes(items, args.size, train=True), batch_size=args.batch,
-                        shuffle=True, num_workers=2, drop_last=True,
-                        collate_fn=lambda batch: tuple(zip(*batch, strict=True)))
+    loader = DataLoader(
+        Boxes(items, args.size, train=True),
+        batch_size=args.batch,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        collate_fn=lambda batch: tuple(zip(*batch, strict=True)),
+    )
     model = build_model(len(PRIMITIVE_CLASSES), args.size).to(device)
     if args.init is not None:
         model.load_state_dict(load_torchvision_checkpoint(args.init))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, epochs=args.epochs,
-                                                steps_per_epoch=len(loader), pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader), pct_start=0.15
+    )
     start = 0 if args.fresh else load_run(args.run, model, opt, sched)
     for epoch in range(start, args.epochs):
         model.train()
@@ -116,8 +133,7 @@ def main(argv: list[str] | None = None) -> None:
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         save_run(args.run, model, opt, sched, epoch + 1)
-    write_weights(args.out, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES),
-                  image_size=args.size)
+    write_weights(args.out, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES), image_size=args.size)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives/dataset.yaml"))
-    parser.add_argument("--model", default="yolov8n-obb.yaml",
-                        help="a model yaml (from scratch) or a .pt to fine-tune from")
+    parser.add_argument(
+        "--model",
+        default="yolov8n-obb.yaml",
+        help="a model yaml (from scratch) or a .pt to fine-tune from",
+    )
     parser.add_argument("--close-mosaic", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--imgsz", type=int, default=256)

@@ -49,13 +49,26 @@ class DeliveryStore:
         with self.sessions() as db:
             return deliveries.ensure_secret(db=db, user_id=user_id)
 
-    def record_attempt(self, *, delivery: deliveries.DueDelivery, started_at: datetime,
-                       duration_ms: float, status_code: int | None, error: str | None,
-                       next_attempt_at: datetime | None) -> None:
+    def record_attempt(
+        self,
+        *,
+        delivery: deliveries.DueDelivery,
+        started_at: datetime,
+        duration_ms: float,
+        status_code: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+    ) -> None:
         with self.sessions() as db:
-            deliveries.record_attempt(db=db, delivery=delivery, started_at=started_at,
-                                 duration_ms=duration_ms, status_code=status_code,
-                                 error=error, next_attempt_at=next_attempt_at)
+            deliveries.record_attempt(
+                db=db,
+                delivery=delivery,
+                started_at=started_at,
+                duration_ms=duration_ms,
+                status_code=status_code,
+                error=error,
+                next_attempt_at=next_attempt_at,
+            )
 
 
 @dataclass
@@ -82,9 +95,12 @@ class WebhookSender:
         self.wake = asyncio.Event()
         # No proxies from the environment (they would bypass the address check), no
         # redirects (a 3xx is a failed attempt).
-        self.client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False,
-                                        trust_env=False,
-                                        limits=httpx.Limits(max_connections=self.concurrency))
+        self.client = httpx.AsyncClient(
+            timeout=self.timeout_s,
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=self.concurrency),
+        )
 
     @property
     def lock_seconds(self) -> float:
@@ -105,8 +121,9 @@ class WebhookSender:
             return 0
         # Locked for far longer than an attempt may take (its deadline), so no other sender
         # takes it meanwhile.
-        due = await asyncio.to_thread(self.store.take_due, limit=free,
-                                      lock_seconds=self.lock_seconds)
+        due = await asyncio.to_thread(
+            self.store.take_due, limit=free, lock_seconds=self.lock_seconds
+        )
         for delivery in due:
             task = asyncio.create_task(self.deliver(delivery))
             self.running.add(task)
@@ -132,15 +149,18 @@ class WebhookSender:
 
     async def post(self, delivery: deliveries.DueDelivery) -> int:
         """One signed POST to the checked address; the status code."""
-        target = await asyncio.to_thread(resolve, delivery.url,
-                                         allow_loopback=self.allow_loopback)
+        target = await asyncio.to_thread(resolve, delivery.url, allow_loopback=self.allow_loopback)
         secret = await asyncio.to_thread(self.store.secret, user_id=delivery.user_id)
         body = delivery.body.encode()
-        headers = {**signing.headers(secret, delivery.event_id, body),
-                   "host": target.host_header(), "user-agent": USER_AGENT}
+        headers = {
+            **signing.headers(secret, delivery.event_id, body),
+            "host": target.host_header(),
+            "user-agent": USER_AGENT,
+        }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        async with self.client.stream("POST", target.pinned_url(), content=body,
-                                      headers=headers, extensions=extensions) as response:
+        async with self.client.stream(
+            "POST", target.pinned_url(), content=body, headers=headers, extensions=extensions
+        ) as response:
             return response.status_code
 
     async def deliver(self, delivery: deliveries.DueDelivery) -> None:
@@ -151,8 +171,11 @@ class WebhookSender:
             async with asyncio.timeout(self.timeout_s):  # the whole attempt, not each read
                 status_code = await self.post(delivery)
             if not 200 <= status_code < 300:
-                error = (f"answered {status_code}; redirects are not followed"
-                         if 300 <= status_code < 400 else f"answered {status_code}")
+                error = (
+                    f"answered {status_code}; redirects are not followed"
+                    if 300 <= status_code < 400
+                    else f"answered {status_code}"
+                )
         except UnsafeUrl as exc:
             error = str(exc)
         except (TimeoutError, httpx.TimeoutException):
@@ -162,21 +185,37 @@ class WebhookSender:
         delivered = error is None
         next_at = None
         if not delivered and delivery.attempt < self.max_attempts:
-            next_at = utcnow() + timedelta(seconds=retry_delay(
-                delivery.attempt, base_s=self.backoff_s, cap_s=self.backoff_cap_s))
+            next_at = utcnow() + timedelta(
+                seconds=retry_delay(
+                    delivery.attempt, base_s=self.backoff_s, cap_s=self.backoff_cap_s
+                )
+            )
         if delivered:
             self.stats.delivered += 1
         elif next_at is None:
             self.stats.gave_up += 1
-            log.warning("webhook %s: gave up after %d attempts (%s)", delivery.event_id,
-                        delivery.attempt, error, extra=delivery.log_extra())
+            log.warning(
+                "webhook %s: gave up after %d attempts (%s)",
+                delivery.event_id,
+                delivery.attempt,
+                error,
+                extra=delivery.log_extra(),
+            )
         else:
             self.stats.failed_attempts += 1
         try:
             await asyncio.to_thread(
-                self.store.record_attempt, delivery=delivery, started_at=started_at,
-                duration_ms=(time.perf_counter() - started) * 1000, status_code=status_code,
-                error=error, next_attempt_at=next_at)
+                self.store.record_attempt,
+                delivery=delivery,
+                started_at=started_at,
+                duration_ms=(time.perf_counter() - started) * 1000,
+                status_code=status_code,
+                error=error,
+                next_attempt_at=next_at,
+            )
         except Exception:  # noqa: BLE001 - the lock lapses and the attempt is made again
-            log.exception("webhook %s: could not record the attempt", delivery.event_id,
-                          extra=delivery.log_extra())
+            log.exception(
+                "webhook %s: could not record the attempt",
+                delivery.event_id,
+                extra=delivery.log_extra(),
+            )

@@ -26,9 +26,12 @@ def sign(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
 def headers(secret: str, event_id: str, body: bytes, now: float | None = None) -> dict[str, str]:
     """The three signature headers for one attempt."""
     timestamp = int(time.time() if now is None else now)
-    return {"webhook-id": event_id, "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(secret, event_id, timestamp, body),
-            "content-type": "application/json"}
+    return {
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secret, event_id, timestamp, body),
+        "content-type": "application/json",
+    }
 
 
 def verify(secret: str, received: dict[str, str], body: bytes, tolerance_s: float = 300) -> bool:

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 MAX_URL_LENGTH = 2048
 # Cloud metadata services outside the link-local range (Alibaba; AWS over IPv6).
-METADATA_ADDRESSES = frozenset({ipaddress.ip_address("100.100.100.200"),
-                                ipaddress.ip_address("fd00:ec2::254")})
+METADATA_ADDRESSES = frozenset(
+    {ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")}
+)
 
 # IPv6 forms that carry an IPv4 address, which is what the packet reaches in the end: NAT64's
 # well-known prefix (RFC 6052), 6to4 (2002::/16), Teredo, IPv4-mapped and IPv4-compatible
@@ -122,6 +123,8 @@ def resolve(url: str, *, allow_loopback: bool) -> Target:
     for address in addresses:
         reason = _refusal(address, allow_loopback)
         if reason is not None:
-            raise UnsafeUrl(f"The webhook host {host!r} resolves to {reason} ({address}); "
-                            "webhooks go only to public addresses.")
+            raise UnsafeUrl(
+                f"The webhook host {host!r} resolves to {reason} ({address}); "
+                "webhooks go only to public addresses."
+            )
     return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])

@@ -14,17 +14,21 @@ router = APIRouter(tags=["account"])
 UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
 
 
-@router.get("/api/me", response_model=Me,
-            summary="The caller's user name and webhook signing secret",
-            responses={401: UNAUTHORIZED})
+@router.get(
+    "/api/me",
+    response_model=Me,
+    summary="The caller's user name and webhook signing secret",
+    responses={401: UNAUTHORIZED},
+)
 def get_me(user: CurrentUser, db: DbSession) -> Me:
-    return Me(username=user.username,
-              webhook_secret=webhooks.ensure_secret(db=db, user_id=user.id))
+    return Me(username=user.username, webhook_secret=webhooks.ensure_secret(db=db, user_id=user.id))
 
 
-@router.post("/api/me/webhook-secret", response_model=Me,
-             summary="Replace the webhook signing secret (later attempts use the new one)",
-             responses={401: UNAUTHORIZED})
+@router.post(
+    "/api/me/webhook-secret",
+    response_model=Me,
+    summary="Replace the webhook signing secret (later attempts use the new one)",
+    responses={401: UNAUTHORIZED},
+)
 def rotate_webhook_secret(user: CurrentUser, db: DbSession) -> Me:
-    return Me(username=user.username,
-              webhook_secret=webhooks.rotate_secret(db=db, user_id=user.id))
+    return Me(username=user.username, webhook_secret=webhooks.rotate_secret(db=db, user_id=user.id))

@@ -8,4 +8,5 @@ class Me(BaseModel):
     webhook_secret: str = Field(
         examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
         description="Signs your webhooks: the HMAC-SHA256 key is the base64-decoded part "
-                    "after whsec_")
+        "after whsec_",
+    )

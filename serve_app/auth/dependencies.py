@@ -51,15 +51,21 @@ async def authenticated_user(
     return user
 
 
-async def rate_limited_user(user: Annotated[Caller, Depends(authenticated_user)],
-                            request_rate: RequestRate) -> Caller:
+async def rate_limited_user(
+    user: Annotated[Caller, Depends(authenticated_user)], request_rate: RequestRate
+) -> Caller:
     """The authenticated user, counted against their request rate; 429 past it."""
-    wait = await run_in_threadpool(request_rate.take, user.id) if request_rate.blocking \
+    wait = (
+        await run_in_threadpool(request_rate.take, user.id)
+        if request_rate.blocking
         else request_rate.take(user.id)
+    )
     if wait:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            detail=f"Too many requests; try again in {wait} s.",
-                            headers={"Retry-After": str(wait)})
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"Too many requests; try again in {wait} s.",
+            headers={"Retry-After": str(wait)},
+        )
     return user
 
 

@@ -25,8 +25,9 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_networks(text: str) -> list[IPNetwork]:
     """Comma-separated addresses or CIDR blocks (``PRIMITIVES_TRUSTED_PROXIES``)."""
-    return [ipaddress.ip_network(part.strip(), strict=False)
-            for part in text.split(",") if part.strip()]
+    return [
+        ipaddress.ip_network(part.strip(), strict=False) for part in text.split(",") if part.strip()
+    ]
 
 
 def _trusted(host: str, networks: Sequence[IPNetwork]) -> bool:
@@ -42,8 +43,12 @@ def client_address(request: Request, trusted: Sequence[IPNetwork]) -> str:
     peer = request.client.host if request.client else ""
     if not trusted or not _trusted(peer, trusted):
         return peer
-    hops = [hop.strip() for header in request.headers.getlist("x-forwarded-for")
-            for hop in header.split(",") if hop.strip()]
+    hops = [
+        hop.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for hop in header.split(",")
+        if hop.strip()
+    ]
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
             try:
@@ -60,32 +65,44 @@ class LoginKeys:
 
 
 class LoginGuard:
-    def __init__(self, *, failures: Limiter, account_failures: Limiter, concurrency: int,
-                 trusted_proxies: Sequence[IPNetwork], verify_wait_seconds: float = 5.0):
+    def __init__(
+        self,
+        *,
+        failures: Limiter,
+        account_failures: Limiter,
+        concurrency: int,
+        trusted_proxies: Sequence[IPNetwork],
+        verify_wait_seconds: float = 5.0,
+    ):
         self.failures, self.account_failures = failures, account_failures
         self.trusted_proxies = list(trusted_proxies)
         self.verify_wait_seconds = verify_wait_seconds
         self._verifies = threading.BoundedSemaphore(concurrency)
 
     def keys(self, request: Request, username: str) -> LoginKeys:
-        return LoginKeys(pair=(client_address(request, self.trusted_proxies), username),
-                         account=username)
+        return LoginKeys(
+            pair=(client_address(request, self.trusted_proxies), username), account=username
+        )
 
     def admit(self, keys: LoginKeys) -> None:
         """Count this attempt against both limits at once; 429 when either is spent."""
         wait = max(self.failures.take(keys.pair), self.account_failures.take(keys.account))
         if wait:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                detail=f"Too many failed logins; try again in {wait} s.",
-                                headers={"Retry-After": str(wait)})
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"Too many failed logins; try again in {wait} s.",
+                headers={"Retry-After": str(wait)},
+            )
 
     @contextmanager
     def verify_slot(self) -> Iterator[None]:
         """One of the replica's few password verifies; 503 when none frees up in time."""
         if not self._verifies.acquire(timeout=self.verify_wait_seconds):
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                                detail="Too many logins at once; try again in a moment.",
-                                headers={"Retry-After": "1"})
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="Too many logins at once; try again in a moment.",
+                headers={"Retry-After": "1"},
+            )
         try:
             yield
         finally:

@@ -34,17 +34,26 @@ async def read_login_form(request: Request) -> LoginForm:
         # ValueError: a number of over 4300 digits; RecursionError: arrays nested thousands
         # deep (both fit in 16 KiB; both were a 500).
         except (ValueError, RecursionError) as exc:
-            raise RequestValidationError([{
-                "type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
-                "input": {}, "ctx": {"error": str(exc)}}]) from exc
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "json_invalid",
+                        "loc": ("body",),
+                        "msg": "JSON decode error",
+                        "input": {},
+                        "ctx": {"error": str(exc)},
+                    }
+                ]
+            ) from exc
     elif content_type in _FORM_TYPES:
         form = await request.form(max_files=0, max_fields=16)
         data = {k: v for k, v in form.items() if isinstance(v, str)}
     else:
         data = None
     if not isinstance(data, dict):
-        raise RequestValidationError([{
-            "type": "missing", "loc": ("body",), "msg": "Field required", "input": None}])
+        raise RequestValidationError(
+            [{"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}]
+        )
     try:
         return LoginForm.model_validate(data)
     except ValidationError as exc:
@@ -57,28 +66,46 @@ async def read_login_form(request: Request) -> LoginForm:
     "/oauth/login",
     response_model=Token,
     summary="Log in with a user name and password; returns a bearer token",
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/x-www-form-urlencoded": {"schema": _LOGIN_BODY_SCHEMA},
-        "application/json": {"schema": _LOGIN_BODY_SCHEMA},
-    }}},
-    responses={400: {"description": "A malformed form body (e.g. more than 16 fields)"},
-               413: {"description": "A body over 16 KiB (refused while it streams in)"},
-               429: {"description": "Too many failed logins from this client for this user, "
-                                     "or for this user from every client"},
-               503: {"description": "Too many password checks at once; retry after a moment"},
-               422: {"description": "Incorrect username or password, or missing fields",
-                     "content": {"application/json": {"example": {
-                         "detail": "Incorrect username or password"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-www-form-urlencoded": {"schema": _LOGIN_BODY_SCHEMA},
+                "application/json": {"schema": _LOGIN_BODY_SCHEMA},
+            },
+        }
+    },
+    responses={
+        400: {"description": "A malformed form body (e.g. more than 16 fields)"},
+        413: {"description": "A body over 16 KiB (refused while it streams in)"},
+        429: {
+            "description": "Too many failed logins from this client for this user, "
+            "or for this user from every client"
+        },
+        503: {"description": "Too many password checks at once; retry after a moment"},
+        422: {
+            "description": "Incorrect username or password, or missing fields",
+            "content": {
+                "application/json": {"example": {"detail": "Incorrect username or password"}}
+            },
+        },
+    },
 )
-def login(request: Request, db: DbSession, settings: SettingsDep, guard: LoginGuardDep,
-          form: Annotated[LoginForm, Depends(read_login_form)]) -> Token:
+def login(
+    request: Request,
+    db: DbSession,
+    settings: SettingsDep,
+    guard: LoginGuardDep,
+    form: Annotated[LoginForm, Depends(read_login_form)],
+) -> Token:
     keys = guard.keys(request, form.username)
     guard.admit(keys)  # counted before the verify: parallel guesses cannot overshoot
     with guard.verify_slot():
         user = authenticate(db=db, username=form.username, password=form.password)
     if user is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail="Incorrect username or password")
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Incorrect username or password"
+        )
     guard.succeeded(keys)
     token = create_access_token(
         user_id=user.id,
@@ -89,8 +116,11 @@ def login(request: Request, db: DbSession, settings: SettingsDep, guard: LoginGu
     return Token(access_token=token)
 
 
-@router.post("/oauth/logout", status_code=status.HTTP_204_NO_CONTENT,
-             summary="Log out everywhere: every token issued until now is refused",
-             responses={401: {"description": "Not authenticated"}})
+@router.post(
+    "/oauth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Log out everywhere: every token issued until now is refused",
+    responses={401: {"description": "Not authenticated"}},
+)
 def logout(user: CurrentUser, db: DbSession) -> None:
     revoke_tokens(db=db, user_id=user.id)

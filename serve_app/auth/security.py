@@ -12,8 +12,12 @@ def create_access_token(*, user_id: int, secret: str, algorithm: str, expires_mi
     now = datetime.now(UTC)
     # iat to the millisecond (a NumericDate may have a fraction): a token made the moment
     # after a password change or a logout is told from one made the moment before.
-    payload = {"sub": str(user_id), "iat": math.floor(now.timestamp() * 1000) / 1000,
-               "exp": now + timedelta(minutes=expires_minutes), "type": "access"}
+    payload = {
+        "sub": str(user_id),
+        "iat": math.floor(now.timestamp() * 1000) / 1000,
+        "exp": now + timedelta(minutes=expires_minutes),
+        "type": "access",
+    }
     return jwt.encode(payload, secret, algorithm=algorithm)
 
 
@@ -21,14 +25,21 @@ def read_access_token(token: str, *, secret: str, algorithm: str) -> tuple[int, 
     """(user id, issued at as a UNIX time) of a valid token, or None for anything forged,
     expired or malformed."""
     try:
-        payload = jwt.decode(token, secret, algorithms=[algorithm],
-                             options={"require_exp": True, "require_sub": True,
-                                      "require_iat": True})
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[algorithm],
+            options={"require_exp": True, "require_sub": True, "require_iat": True},
+        )
     except (JWTError, ValueError, TypeError):
         return None
     sub, issued_at = payload.get("sub"), payload.get("iat")
-    if payload.get("type") != "access" or not isinstance(sub, str) or not sub.isdecimal() \
-            or not isinstance(issued_at, int | float):
+    if (
+        payload.get("type") != "access"
+        or not isinstance(sub, str)
+        or not sub.isdecimal()
+        or not isinstance(issued_at, int | float)
+    ):
         return None
     return int(sub), float(issued_at)
 

@@ -13,14 +13,22 @@ from serve_app.tasks.schemas import Message
 router = APIRouter(tags=["models"])
 
 
-@router.get("/api/models", response_model=ModelCatalog, summary="The models tasks can use",
-            responses={401: {"model": Message, "description": "Not authenticated"}})
+@router.get(
+    "/api/models",
+    response_model=ModelCatalog,
+    summary="The models tasks can use",
+    responses={401: {"model": Message, "description": "Not authenticated"}},
+)
 async def list_models(_user: CurrentUser, registry: RegistryDep, queue: Queue) -> ModelCatalog:
     described = await queue.describe_models()
 
     def entries(model_type: ModelType) -> list[ModelOut]:
-        return [ModelOut(model_name=m.name, model_id=m.id, **described.get(m.id, {}))
-                for m in registry.of_type(model_type)]
+        return [
+            ModelOut(model_name=m.name, model_id=m.id, **described.get(m.id, {}))
+            for m in registry.of_type(model_type)
+        ]
 
-    return ModelCatalog(detection_models=entries(ModelType.detection),
-                        classification_models=entries(ModelType.classification))
+    return ModelCatalog(
+        detection_models=entries(ModelType.detection),
+        classification_models=entries(ModelType.classification),
+    )

@@ -53,11 +53,15 @@ def healthz() -> Alive:
     return Alive()
 
 
-@router.get("/readyz", response_model=Ready,
-            summary="The database, the task queue and every model's replicas answer",
-            responses={503: {"model": NotReady, "description": "What is not ready"}})
-async def readyz(request: Request, sessions: ReadSessionFactory, queue: Queue,
-                 registry: RegistryDep) -> Ready | JSONResponse:
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    summary="The database, the task queue and every model's replicas answer",
+    responses={503: {"model": NotReady, "description": "What is not ready"}},
+)
+async def readyz(
+    request: Request, sessions: ReadSessionFactory, queue: Queue, registry: RegistryDep
+) -> Ready | JSONResponse:
     cache: ReadyCache = request.app.state.__dict__.setdefault("ready_cache", ReadyCache())
     if not cache.fresh():
         async with cache.lock:  # callers that arrive meanwhile take this check's answer
@@ -81,8 +85,10 @@ async def _failing(sessions, queue, registry) -> list[str]:
             return default
 
     database, queue_ready, models = await asyncio.gather(
-        within(run_in_threadpool(database_answers), False), within(queue.ready(), False),
-        within(queue.describe_models(), {}))
+        within(run_in_threadpool(database_answers), False),
+        within(queue.ready(), False),
+        within(queue.describe_models(), {}),
+    )
     failing = [] if database else ["database"]
     if not queue_ready:
         failing.append("queue")

@@ -22,8 +22,9 @@ from webhooks.urls import MAX_URL_LENGTH, UnsafeUrl, resolve
 _ModelIdText = Annotated[str | None, WithJsonSchema({"type": "integer", "minimum": 1})]
 
 
-def _parse_model_id(raw: str | None, default: int, model_type: ModelType,
-                    registry: Registry) -> int:
+def _parse_model_id(
+    raw: str | None, default: int, model_type: ModelType, registry: Registry
+) -> int:
     value = str(default) if raw is None else raw.strip()
     model_id = int(value) if value.isascii() and value.isdecimal() and len(value) < 19 else -1
     if registry.get(model_id, model_type) is None:
@@ -34,25 +35,38 @@ def _parse_model_id(raw: str | None, default: int, model_type: ModelType,
 async def detection_model_id(
     registry: RegistryDep,
     settings: SettingsDep,
-    detection_model_id: Annotated[_ModelIdText, Query(
-        description="A detection model's id (GET /api/models lists them); when omitted, "
-                    "the platform's default detection model")] = None,
+    detection_model_id: Annotated[
+        _ModelIdText,
+        Query(
+            description="A detection model's id (GET /api/models lists them); when omitted, "
+            "the platform's default detection model"
+        ),
+    ] = None,
 ) -> int:
     """The checked detection model id; 400 with the registry's message otherwise."""
-    return _parse_model_id(detection_model_id, settings.default_detection_model_id,
-                           ModelType.detection, registry)
+    return _parse_model_id(
+        detection_model_id, settings.default_detection_model_id, ModelType.detection, registry
+    )
 
 
 async def classification_model_id(
     registry: RegistryDep,
     settings: SettingsDep,
-    classification_model_id: Annotated[_ModelIdText, Query(
-        description="A classification model's id (GET /api/models lists them); when "
-                    "omitted, the platform's default classification model")] = None,
+    classification_model_id: Annotated[
+        _ModelIdText,
+        Query(
+            description="A classification model's id (GET /api/models lists them); when "
+            "omitted, the platform's default classification model"
+        ),
+    ] = None,
 ) -> int:
     """The checked classification model id; 400 with the registry's message otherwise."""
-    return _parse_model_id(classification_model_id, settings.default_classification_model_id,
-                           ModelType.classification, registry)
+    return _parse_model_id(
+        classification_model_id,
+        settings.default_classification_model_id,
+        ModelType.classification,
+        registry,
+    )
 
 
 @dataclass(frozen=True)
@@ -89,13 +103,17 @@ async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
     """The request's images, read within the byte limits and every one validated (413, 415,
     400): one bad file refuses the whole request."""
     images, multipart = await read_uploads(
-        request, file_limit=settings.max_upload_bytes, body_limit=settings.max_request_bytes,
-        max_files=settings.max_files_per_request)
+        request,
+        file_limit=settings.max_upload_bytes,
+        body_limit=settings.max_request_bytes,
+        max_files=settings.max_files_per_request,
+    )
     # Decoding can take a while for a large PNG: off the event loop. Small JPEGs are checked
     # in place (decoded at 1/8 scale, work bounded by their bytes): less than the hand-off to
     # a thread costs. A small PNG may still hold 40 MP to inflate, so it goes to a thread.
-    if sum(len(data) for data in images) <= INLINE_VALIDATION_BYTES and \
-            all(data.startswith(JPEG_MAGIC) for data in images):
+    if sum(len(data) for data in images) <= INLINE_VALIDATION_BYTES and all(
+        data.startswith(JPEG_MAGIC) for data in images
+    ):
         uploads = _validate_all(images, settings.max_image_pixels)
     else:
         uploads = await run_in_threadpool(_validate_all, images, settings.max_image_pixels)
@@ -103,35 +121,43 @@ async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
 
 
 async def idempotency_key(  # async: no thread-pool hop for a string check
-    key: Annotated[str | None, Header(
-        alias="Idempotency-Key",
-        description="Retries with the same key (within 24 hours) get the first answer and "
-                    "create nothing; 1 to 255 printable ASCII characters")] = None,
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retries with the same key (within 24 hours) get the first answer and "
+            "create nothing; 1 to 255 printable ASCII characters",
+        ),
+    ] = None,
 ) -> str | None:
     """The checked key, or None; 400 when it is empty, too long or not printable ASCII."""
     if key is None:
         return None
     if not 0 < len(key) <= 255 or not all(" " <= c <= "~" for c in key):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            detail="Idempotency-Key must be 1 to 255 printable ASCII "
-                                   "characters.")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="Idempotency-Key must be 1 to 255 printable ASCII characters.",
+        )
     return key
 
 
 async def webhook_url(
     settings: SettingsDep,
-    webhook: Annotated[str | None, Query(
-        max_length=MAX_URL_LENGTH,
-        description="An http(s) URL the platform POSTs the signed result to when the task "
-                    "ends (done, failed or canceled)")] = None,
+    webhook: Annotated[
+        str | None,
+        Query(
+            max_length=MAX_URL_LENGTH,
+            description="An http(s) URL the platform POSTs the signed result to when the task "
+            "ends (done, failed or canceled)",
+        ),
+    ] = None,
 ) -> str | None:
     """The checked webhook URL, or None; 400 when it is not http(s) or its host resolves to
     an address webhooks may not reach (loopback allowed in development)."""
     if webhook is None:
         return None
     try:
-        await run_in_threadpool(resolve, webhook,
-                                allow_loopback=settings.allows_loopback_webhooks)
+        await run_in_threadpool(resolve, webhook, allow_loopback=settings.allows_loopback_webhooks)
     except UnsafeUrl as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
     return webhook
@@ -141,10 +167,14 @@ PREFER_MAX_WAIT_S = 60
 
 
 def prefer_wait(
-    prefer: Annotated[str | None, Header(
-        alias="Prefer",
-        description="`wait=N` (RFC 7240): answer when the task settles or after N seconds "
-                    "(1 to 60; more is taken as 60), with the result route's body")] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            alias="Prefer",
+            description="`wait=N` (RFC 7240): answer when the task settles or after N seconds "
+            "(1 to 60; more is taken as 60), with the result route's body",
+        ),
+    ] = None,
 ) -> int | None:
     """The seconds a ``Prefer: wait=N`` header asks to wait (capped at 60), or None when it
     asks for none. Preferences this server does not know, or a malformed ``wait``, are

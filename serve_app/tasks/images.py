@@ -40,36 +40,49 @@ def validate_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         raise ImageRejected(400, "The request body is empty: send a JPEG or PNG image.")
     media_type = sniff_media_type(data)
     if media_type is None:
-        raise ImageRejected(415, "Unsupported image format: send a JPEG or PNG image "
-                                 "(the body's bytes are neither).")
+        raise ImageRejected(
+            415,
+            "Unsupported image format: send a JPEG or PNG image (the body's bytes are neither).",
+        )
     kind = "JPEG" if media_type == "image/jpeg" else "PNG"
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data), formats=[kind])
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ImageRejected(413, f"The image has too many pixels (limit {max_pixels}).") \
-                from exc
+            raise ImageRejected(
+                413, f"The image has too many pixels (limit {max_pixels})."
+            ) from exc
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, ImportError) as exc:
             # ImportError: once ultralytics is imported in the process, it wraps Image.open
             # and tries to load a HEIF plugin for bytes PIL cannot identify.
-            raise ImageRejected(400, f"The {kind} image could not be decoded: its header "
-                                     "is corrupt.") from exc
+            raise ImageRejected(
+                400, f"The {kind} image could not be decoded: its header is corrupt."
+            ) from exc
         with img:
             width, height = img.size
             if width < 1 or height < 1:
                 raise ImageRejected(400, f"The {kind} image has no pixels.")
             if width * height > max_pixels:
-                raise ImageRejected(413, f"The image is {width}x{height} = {width * height} "
-                                         f"pixels; the limit is {max_pixels}.")
+                raise ImageRejected(
+                    413,
+                    f"The image is {width}x{height} = {width * height} "
+                    f"pixels; the limit is {max_pixels}.",
+                )
             if kind == "JPEG":
                 # Decode at 1/8 scale: every scan is still read, so truncation shows, at a
                 # fraction of a full decode's cost.
                 img.draft("RGB", (max(1, width // 8), max(1, height // 8)))
             try:
                 img.load()
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError,
-                    Image.DecompressionBombWarning) as exc:
-                raise ImageRejected(400, f"The {kind} image could not be decoded: it is "
-                                         "truncated or corrupt.") from exc
+            except (
+                OSError,
+                ValueError,
+                SyntaxError,
+                Image.DecompressionBombError,
+                Image.DecompressionBombWarning,
+            ) as exc:
+                raise ImageRejected(
+                    400, f"The {kind} image could not be decoded: it is truncated or corrupt."
+                ) from exc
     return ImageInfo(media_type=media_type, width=width, height=height)

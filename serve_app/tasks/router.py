@@ -58,17 +58,36 @@ log = logging.getLogger("ray.serve")
 NOT_FOUND = {"model": Message, "description": "No such task among the caller's tasks"}
 UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
 TaskId = Annotated[int, Path(description="The task's id")]
-WaitSeconds = Annotated[float, Query(
-    ge=0, le=30, description="Long poll: hold the answer up to this many seconds until the "
-                             "task is done, failed or canceled (0 answers at once)")]
-_IMAGE_BODY = {"required": True, "content": {
-    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                 "description": "one image (answered {\"id\"}), or several (one task "
-                                "each, answered {\"ids\"}, all or none)"}}}},
-}}
+WaitSeconds = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=30,
+        description="Long poll: hold the answer up to this many seconds until the "
+        "task is done, failed or canceled (0 answers at once)",
+    ),
+]
+_IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": 'one image (answered {"id"}), or several (one task '
+                        'each, answered {"ids"}, all or none)',
+                    }
+                },
+            }
+        },
+    },
+}
 
 
 def _mb(size: int) -> str:
@@ -76,12 +95,14 @@ def _mb(size: int) -> str:
 
 
 def not_found(task_id: int) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND,
-                         detail=f"Task with id {task_id} does not exist.")
+    return HTTPException(
+        status.HTTP_404_NOT_FOUND, detail=f"Task with id {task_id} does not exist."
+    )
 
 
-async def _settled_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, task_id: int,
-                        wait: float) -> tuple[Task, TaskResult | None] | dict[str, Any]:
+async def _settled_task(
+    db: AsyncDb, queue: Queue, waits: Waits, user_id: int, task_id: int, wait: float
+) -> tuple[Task, TaskResult | None] | dict[str, Any]:
     """The caller's task and its result, in one query; with ``wait``, once the task settles
     or the wait runs out (``_waited_task``)."""
     found = await _read_task(db, user_id, task_id)
@@ -94,9 +115,16 @@ async def _settled_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, t
     return found
 
 
-async def _waited_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, task_id: int,
-                       wait: float, *, notify: bool = False
-                       ) -> tuple[Task, TaskResult | None] | dict[str, Any]:
+async def _waited_task(
+    db: AsyncDb,
+    queue: Queue,
+    waits: Waits,
+    user_id: int,
+    task_id: int,
+    wait: float,
+    *,
+    notify: bool = False,
+) -> tuple[Task, TaskResult | None] | dict[str, Any]:
     """Wait for the caller's task (known to be theirs) to settle, up to ``wait`` seconds: the
     result route's body when the queue that ended it sends it, else the task read again.
     A user already waiting on as many requests as allowed is answered at once instead."""
@@ -113,10 +141,10 @@ async def _waited_task(db: AsyncDb, queue: Queue, waits: Waits, user_id: int, ta
     return found
 
 
-def _read_task(db: AsyncDb, user_id: int,
-               task_id: int) -> Awaitable[tuple[Task, TaskResult | None] | None]:
-    return db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user_id,
-                                                         task_id=task_id))
+def _read_task(
+    db: AsyncDb, user_id: int, task_id: int
+) -> Awaitable[tuple[Task, TaskResult | None] | None]:
+    return db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user_id, task_id=task_id))
 
 
 @router.post(
@@ -124,85 +152,123 @@ def _read_task(db: AsyncDb, user_id: int,
     response_model=TaskCreated | TasksCreated | TaskResultOut,
     summary="Submit an image (or several, multipart); stored as queued before the answer",
     description="With `Prefer: wait=N` (one image) the answer comes when the task settles "
-                "or after N seconds, with the result route's body and `Preference-Applied`.",
+    "or after N seconds, with the result route's body and `Preference-Applied`.",
     # The body is read by the UploadedImage dependency (raw or multipart): described here.
     openapi_extra={"requestBody": _IMAGE_BODY},
     responses={
-        400: {"model": Message, "description": "Unknown model id, an undecodable image, a "
-                                               "refused webhook URL or a bad Idempotency-Key"},
+        400: {
+            "model": Message,
+            "description": "Unknown model id, an undecodable image, a "
+            "refused webhook URL or a bad Idempotency-Key",
+        },
         401: UNAUTHORIZED,
         409: {"model": Message, "description": "Idempotency-Key reused for another request"},
-        413: {"model": Message, "description": "Body or pixel count over the limit, or the "
-                                               "user's storage quota full"},
+        413: {
+            "model": Message,
+            "description": "Body or pixel count over the limit, or the user's storage quota full",
+        },
         415: {"model": Message, "description": "Not a JPEG or PNG"},
         429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
     },
 )
-async def create_task(user: CurrentUser, detection_id: DetectionModelId,
-                      classification_id: ClassificationModelId, webhook: WebhookUrl,
-                      key: IdempotencyKeyHeader, uploads: UploadedImages, prefer: PreferWait,
-                      settings: SettingsDep, db: AsyncDb, queue: Queue,
-                      waits: Waits) -> TaskCreated | TasksCreated | Response:
+async def create_task(
+    user: CurrentUser,
+    detection_id: DetectionModelId,
+    classification_id: ClassificationModelId,
+    webhook: WebhookUrl,
+    key: IdempotencyKeyHeader,
+    uploads: UploadedImages,
+    prefer: PreferWait,
+    settings: SettingsDep,
+    db: AsyncDb,
+    queue: Queue,
+    waits: Waits,
+) -> TaskCreated | TasksCreated | Response:
     limit = settings.max_active_tasks_per_user
-    new = tasks.NewTasks(detection_model_id=detection_id,
-                           classification_model_id=classification_id,
-                           images=[(u.data, u.media_type) for u in uploads.images],
-                           webhook_url=webhook)
+    new = tasks.NewTasks(
+        detection_model_id=detection_id,
+        classification_model_id=classification_id,
+        images=[(u.data, u.media_type) for u in uploads.images],
+        webhook_url=webhook,
+    )
     try:
-        created = await db.run(lambda s: tasks.create_tasks_within_quota(
-            db=s, user_id=user.id, new=new, max_active=limit, idempotency_key=key,
-            key_hours=settings.idempotency_hours,
-            max_stored_bytes=settings.max_stored_bytes_per_user))
+        created = await db.run(
+            lambda s: tasks.create_tasks_within_quota(
+                db=s,
+                user_id=user.id,
+                new=new,
+                max_active=limit,
+                idempotency_key=key,
+                key_hours=settings.idempotency_hours,
+                max_stored_bytes=settings.max_stored_bytes_per_user,
+            )
+        )
     except tasks.OverQuota:
-        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                            detail=f"You may have {limit} tasks waiting; this request would "
-                                   "pass that. Submit more when some have finished.",
-                            headers={"Retry-After": "5"}) from None
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"You may have {limit} tasks waiting; this request would "
+            "pass that. Submit more when some have finished.",
+            headers={"Retry-After": "5"},
+        ) from None
     except tasks.OverStorage as over:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                            detail=f"Your stored images take {_mb(over.stored)} of your "
-                                   f"{_mb(over.limit)}; these {_mb(over.adding)} would pass "
-                                   "that. Delete tasks you no longer need to make room.") \
-            from None
+        raise HTTPException(
+            status.HTTP_413_CONTENT_TOO_LARGE,
+            detail=f"Your stored images take {_mb(over.stored)} of your "
+            f"{_mb(over.limit)}; these {_mb(over.adding)} would pass "
+            "that. Delete tasks you no longer need to make room.",
+        ) from None
     except tasks.KeyReused:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            detail="This Idempotency-Key was already used with a different "
-                                   "image, model ids or webhook; use a new key for a new "
-                                   "request.") from None
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail="This Idempotency-Key was already used with a different "
+            "image, model ids or webhook; use a new key for a new "
+            "request.",
+        ) from None
     for task_id in created.ids:
-        log.info("task %d accepted%s", task_id, " (a replay)" if created.replayed else "",
-                 extra={"task": task_id, "user": user.id})
+        log.info(
+            "task %d accepted%s",
+            task_id,
+            " (a replay)" if created.replayed else "",
+            extra={"task": task_id, "user": user.id},
+        )
     if prefer is not None and not uploads.batch:
         # Stored and committed above: a client that goes away now loses nothing. One call
         # to the queue both wakes it and waits for the task.
-        found = await _waited_task(db, queue, waits, user.id, created.ids[0], prefer,
-                                   notify=not created.replayed)
-        return JSONResponse(_result_body(found),
-                            headers={"Preference-Applied": f"wait={prefer}"})
+        found = await _waited_task(
+            db, queue, waits, user.id, created.ids[0], prefer, notify=not created.replayed
+        )
+        return JSONResponse(_result_body(found), headers={"Preference-Applied": f"wait={prefer}"})
     if not created.replayed:
         queue.notify()
     return TasksCreated(ids=created.ids) if uploads.batch else TaskCreated(id=created.ids[0])
 
 
-@router.get("/api/tasks", response_model=TaskList, summary="The caller's tasks, by id",
-            responses={401: UNAUTHORIZED})
+@router.get(
+    "/api/tasks",
+    response_model=TaskList,
+    summary="The caller's tasks, by id",
+    responses={401: UNAUTHORIZED},
+)
 def list_tasks(
     sessions: ReadSessionFactory,
     user: CurrentUser,
     status_filter: Annotated[TaskStatus | None, Query(alias="status")] = None,
-    after_id: Annotated[int, Query(ge=0, le=tasks.MAX_TASK_ID,
-                                   description="only tasks with a larger id")] = 0,
+    after_id: Annotated[
+        int, Query(ge=0, le=tasks.MAX_TASK_ID, description="only tasks with a larger id")
+    ] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
 ) -> TaskList | StreamingResponse:
     if limit is not None:
         with sessions() as db:
-            rows = tasks.task_summaries(db=db, user_id=user.id, status=status_filter,
-                                          after_id=after_id, limit=limit)
+            rows = tasks.task_summaries(
+                db=db, user_id=user.id, status=status_filter, after_id=after_id, limit=limit
+            )
         return TaskList(tasks=[_summary(row) for row in rows])
     # The whole list (what a seed client asks for) is streamed a page at a time, each page
     # read in a session of its own: however many tasks a user has, the replica holds one page.
-    return StreamingResponse(_stream_tasks(sessions, user.id, status_filter, after_id),
-                             media_type="application/json")
+    return StreamingResponse(
+        _stream_tasks(sessions, user.id, status_filter, after_id), media_type="application/json"
+    )
 
 
 LIST_PAGE = 1000
@@ -210,19 +276,25 @@ LIST_PAGE = 1000
 
 def _summary(row: tuple[int, str, Any, str]) -> TaskSummary:
     task_id, status_, created_at, media_type = row
-    return TaskSummary(id=task_id, status=TaskStatus(status_), created_at=created_at,
-                       input_path=input_path(task_id, media_type))
+    return TaskSummary(
+        id=task_id,
+        status=TaskStatus(status_),
+        created_at=created_at,
+        input_path=input_path(task_id, media_type),
+    )
 
 
-def _stream_tasks(sessions: sessionmaker[Session], user_id: int, status_filter: TaskStatus | None,
-                  after_id: int) -> Iterator[bytes]:
+def _stream_tasks(
+    sessions: sessionmaker[Session], user_id: int, status_filter: TaskStatus | None, after_id: int
+) -> Iterator[bytes]:
     """``{"tasks":[...]}`` as FastAPI would write it, byte for byte, a page at a time."""
     yield b'{"tasks":['
     first = True
     while True:
         with sessions() as db:
-            rows = tasks.task_summaries(db=db, user_id=user_id, status=status_filter,
-                                          after_id=after_id, limit=LIST_PAGE)
+            rows = tasks.task_summaries(
+                db=db, user_id=user_id, status=status_filter, after_id=after_id, limit=LIST_PAGE
+            )
         for row in rows:
             yield (b"" if first else b",") + _summary(row).model_dump_json().encode()
             first = False
@@ -232,11 +304,20 @@ def _stream_tasks(sessions: sessionmaker[Session], user_id: int, status_filter: 
     yield b"]}"
 
 
-@router.get("/api/tasks/{task_id}/status", response_model=TaskStatusOut,
-            summary="A task's status (optionally held until it finishes)",
-            responses={401: UNAUTHORIZED, 404: NOT_FOUND})
-async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                     waits: Waits, wait: WaitSeconds = 0) -> TaskStatusOut:
+@router.get(
+    "/api/tasks/{task_id}/status",
+    response_model=TaskStatusOut,
+    summary="A task's status (optionally held until it finishes)",
+    responses={401: UNAUTHORIZED, 404: NOT_FOUND},
+)
+async def get_status(
+    task_id: TaskId,
+    user: CurrentUser,
+    db: AsyncDb,
+    queue: Queue,
+    waits: Waits,
+    wait: WaitSeconds = 0,
+) -> TaskStatusOut:
     found = await _settled_task(db, queue, waits, user.id, task_id, wait)
     if isinstance(found, dict):
         return TaskStatusOut(id=task_id, status=TaskStatus(found["status"]))
@@ -247,8 +328,11 @@ async def get_status(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Que
     "/api/tasks/{task_id}/input",
     summary="The submitted image",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}, 401: UNAUTHORIZED,
-               404: NOT_FOUND},
+    responses={
+        200: {"content": {"image/jpeg": {}, "image/png": {}}},
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+    },
 )
 def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response:
     found = tasks.get_input(db=db, user_id=user.id, task_id=task_id)
@@ -258,8 +342,9 @@ def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response
     return Response(content=data, media_type=media_type)
 
 
-async def _result(task_id: int, user_id: int, db: AsyncDb, queue: Queue, waits: Waits,
-                  wait: float) -> TaskResultOut | Response:
+async def _result(
+    task_id: int, user_id: int, db: AsyncDb, queue: Queue, waits: Waits, wait: float
+) -> TaskResultOut | Response:
     found = await _settled_task(db, queue, waits, user_id, task_id, wait)
     if isinstance(found, dict):  # the body as the queue stored it
         return JSONResponse(found)
@@ -277,37 +362,58 @@ def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
     """The result route's body for a task and its stored result (None until done), built by
     storage.results as the queue and the webhooks build it."""
     status_ = TaskStatus(task.status)
-    result = result_payload(stored.image_class, stored.primitives, stored.details) \
-        if status_ is TaskStatus.done and stored is not None else None
-    return TaskResultOut.model_validate(result_body(task_id=task.id, status=status_,
-                                                    result=result, error=task.error))
+    result = (
+        result_payload(stored.image_class, stored.primitives, stored.details)
+        if status_ is TaskStatus.done and stored is not None
+        else None
+    )
+    return TaskResultOut.model_validate(
+        result_body(task_id=task.id, status=status_, result=result, error=task.error)
+    )
 
 
 def _result_route(path: str):
     # exclude_unset: `error` appears only for a failed task, `result` always (null until done).
-    return router.get(path, response_model=TaskResultOut, response_model_exclude_unset=True,
-                      summary="A task's result (null until done; optionally held until it "
-                              "finishes)",
-                      responses={401: UNAUTHORIZED, 404: NOT_FOUND})
+    return router.get(
+        path,
+        response_model=TaskResultOut,
+        response_model_exclude_unset=True,
+        summary="A task's result (null until done; optionally held until it finishes)",
+        responses={401: UNAUTHORIZED, 404: NOT_FOUND},
+    )
 
 
 @_result_route("/tasks/{task_id}/result")
-async def get_result(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                     waits: Waits, wait: WaitSeconds = 0) -> TaskResultOut | Response:
+async def get_result(
+    task_id: TaskId,
+    user: CurrentUser,
+    db: AsyncDb,
+    queue: Queue,
+    waits: Waits,
+    wait: WaitSeconds = 0,
+) -> TaskResultOut | Response:
     return await _result(task_id, user.id, db, queue, waits, wait)
 
 
 @_result_route("/api/tasks/{task_id}/result")
-async def get_result_api(task_id: TaskId, user: CurrentUser, db: AsyncDb, queue: Queue,
-                         waits: Waits, wait: WaitSeconds = 0) -> TaskResultOut | Response:
+async def get_result_api(
+    task_id: TaskId,
+    user: CurrentUser,
+    db: AsyncDb,
+    queue: Queue,
+    waits: Waits,
+    wait: WaitSeconds = 0,
+) -> TaskResultOut | Response:
     return await _result(task_id, user.id, db, queue, waits, wait)
 
 
-@router.delete("/api/tasks/{task_id}", response_model=TaskDeleted,
-               summary="Delete a task, its input and its result; a queued one never runs",
-               responses={401: UNAUTHORIZED, 404: NOT_FOUND})
-def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
-                queue: Queue) -> TaskDeleted:
+@router.delete(
+    "/api/tasks/{task_id}",
+    response_model=TaskDeleted,
+    summary="Delete a task, its input and its result; a queued one never runs",
+    responses={401: UNAUTHORIZED, 404: NOT_FOUND},
+)
+def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser, queue: Queue) -> TaskDeleted:
     if not tasks.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
     queue.forget(task_id)
@@ -315,18 +421,24 @@ def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser,
     return TaskDeleted(id=task_id)
 
 
-@router.post("/api/tasks/{task_id}/cancel", response_model=TaskCanceled,
-             summary="Cancel a queued or running task: it never produces a result",
-             responses={401: UNAUTHORIZED, 404: NOT_FOUND,
-                        409: {"model": Message, "description": "The task already ended"}})
-def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser,
-                queue: Queue) -> TaskCanceled:
+@router.post(
+    "/api/tasks/{task_id}/cancel",
+    response_model=TaskCanceled,
+    summary="Cancel a queued or running task: it never produces a result",
+    responses={
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        409: {"model": Message, "description": "The task already ended"},
+    },
+)
+def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser, queue: Queue) -> TaskCanceled:
     try:
         if not tasks.cancel_task(db=db, user_id=user.id, task_id=task_id):
             raise not_found(task_id)
     except tasks.TaskEnded as ended:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            detail=f"Task {task_id} is already {ended.status.value}.") from None
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, detail=f"Task {task_id} is already {ended.status.value}."
+        ) from None
     queue.cancel(task_id)
     log.info("task %d canceled", task_id, extra={"task": task_id, "user": user.id})
     return TaskCanceled(id=task_id, status=TaskStatus.canceled)
@@ -348,19 +460,27 @@ def _picture_type(accept: str | None) -> str:
     "/api/tasks/{task_id}/visualization",
     summary="The input with the detected primitives and scene class drawn on it",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}}}, 401: UNAUTHORIZED,
-               404: NOT_FOUND, 409: {"model": Message, "description": "The task is not done"},
-               429: {"model": Message, "description": "Too many of your pictures are being "
-                                                      "drawn at once"}},
+    responses={
+        200: {"content": {"image/png": {}, "image/jpeg": {}}},
+        401: UNAUTHORIZED,
+        404: NOT_FOUND,
+        409: {"model": Message, "description": "The task is not done"},
+        429: {"model": Message, "description": "Too many of your pictures are being drawn at once"},
+    },
 )
 async def get_visualization(
-    task_id: TaskId, user: CurrentUser, db: AsyncDb, pictures: Pictures, drawing: Drawing,
+    task_id: TaskId,
+    user: CurrentUser,
+    db: AsyncDb,
+    pictures: Pictures,
+    drawing: Drawing,
     min_probability: Annotated[float, Query(ge=0, le=1, description="hide weaker boxes")] = 0,
     accept: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    found = await db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user.id,
-                                                                task_id=task_id))
+    found = await db.read(
+        lambda s: tasks.get_task_and_result(db=s, user_id=user.id, task_id=task_id)
+    )
     if found is None:
         raise not_found(task_id)
     task, stored = found
@@ -369,8 +489,13 @@ async def get_visualization(
     media_type = _picture_type(accept)
     # A result never changes, so its picture is named by the task, the options and the
     # result's time: clients and proxies may keep it (privately) and revalidate for free.
-    etag = '"' + hashlib.sha256(f"{task.id}:{stored.created_at.isoformat()}:{min_probability}:"
-                                f"{media_type}".encode()).hexdigest()[:32] + '"'
+    etag = (
+        '"'
+        + hashlib.sha256(
+            f"{task.id}:{stored.created_at.isoformat()}:{min_probability}:{media_type}".encode()
+        ).hexdigest()[:32]
+        + '"'
+    )
     headers = {"ETag": etag, "Cache-Control": "private, max-age=86400", "Vary": "Accept"}
     if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
@@ -380,35 +505,54 @@ async def get_visualization(
             async with drawing.slot(user.id):
                 picture = await _draw(db, user.id, task_id, stored, min_probability, media_type)
         except Busy:
-            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                                detail="Too many of your pictures are being drawn at once; "
-                                       "try again in a moment.",
-                                headers={"Retry-After": "1"}) from None
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="Too many of your pictures are being drawn at once; try again in a moment.",
+                headers={"Retry-After": "1"},
+            ) from None
         pictures.put(etag, picture)
     return Response(content=picture, media_type=media_type, headers=headers)
 
 
-async def _draw(db: AsyncDb, user_id: int, task_id: int, stored: TaskResult,
-                min_probability: float, media_type: str) -> bytes:
-    found_input = await db.read(lambda s: tasks.get_input(db=s, user_id=user_id,
-                                                            task_id=task_id))
+async def _draw(
+    db: AsyncDb,
+    user_id: int,
+    task_id: int,
+    stored: TaskResult,
+    min_probability: float,
+    media_type: str,
+) -> bytes:
+    found_input = await db.read(lambda s: tasks.get_input(db=s, user_id=user_id, task_id=task_id))
     if found_input is None:  # deleted in between
         raise not_found(task_id)
     return await run_in_threadpool(
-        draw_result, found_input[1], image_class=stored.image_class,
-        primitives=stored.primitives, min_probability=min_probability, media_type=media_type)
+        draw_result,
+        found_input[1],
+        image_class=stored.image_class,
+        primitives=stored.primitives,
+        min_probability=min_probability,
+        media_type=media_type,
+    )
 
 
-@router.get("/api/tasks/{task_id}/webhooks", response_model=WebhookLog,
-            summary="The task's webhook deliveries and every attempt made",
-            responses={401: UNAUTHORIZED, 404: NOT_FOUND})
+@router.get(
+    "/api/tasks/{task_id}/webhooks",
+    response_model=WebhookLog,
+    summary="The task's webhook deliveries and every attempt made",
+    responses={401: UNAUTHORIZED, 404: NOT_FOUND},
+)
 def get_webhook_log(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> WebhookLog:
     if tasks.get_task(db=db, user_id=user.id, task_id=task_id) is None:
         raise not_found(task_id)
-    return WebhookLog(deliveries=[
-        WebhookDeliveryOut(
-            webhook_id=d.event_id, url=d.url, state=d.state,
-            next_attempt_at=d.next_attempt_at if d.state == webhooks.PENDING else None,
-            attempts=[WebhookAttemptOut.model_validate(a) for a in attempts])
-        for d, attempts in webhooks.deliveries_for_task(db=db, user_id=user.id,
-                                                                   task_id=task_id)])
+    return WebhookLog(
+        deliveries=[
+            WebhookDeliveryOut(
+                webhook_id=d.event_id,
+                url=d.url,
+                state=d.state,
+                next_attempt_at=d.next_attempt_at if d.state == webhooks.PENDING else None,
+                attempts=[WebhookAttemptOut.model_validate(a) for a in attempts],
+            )
+            for d, attempts in webhooks.deliveries_for_task(db=db, user_id=user.id, task_id=task_id)
+        ]
+    )

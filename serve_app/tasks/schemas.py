@@ -56,17 +56,24 @@ class Primitive(BaseModel):
     y: float = Field(ge=0, le=1, description="box centre y / image height")
     width: float = Field(ge=0, le=1, description="side along the rotated x axis / image width")
     height: float = Field(ge=0, le=1, description="other side / image height")
-    rotation: float = Field(ge=0, lt=1, description="angle in [0, pi) divided by pi; "
-                                                    "growing turns the box clockwise on screen")
+    rotation: float = Field(
+        ge=0,
+        lt=1,
+        description="angle in [0, pi) divided by pi; growing turns the box clockwise on screen",
+    )
     probability: float = Field(ge=0, le=1)
 
 
 class Prediction(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    image_class: str = Field(examples=["office"], description=(
-        'the scene class, or "unknown" when the classifier\'s calibrated top probability '
-        "is under its configured threshold (class_probabilities still says what it saw)"))
+    image_class: str = Field(
+        examples=["office"],
+        description=(
+            'the scene class, or "unknown" when the classifier\'s calibrated top probability '
+            "is under its configured threshold (class_probabilities still says what it saw)"
+        ),
+    )
     primitives: list[Primitive]
 
 

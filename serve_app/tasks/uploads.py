@@ -12,8 +12,9 @@ from serve_app.bodies import read_capped, too_large
 MULTIPART_OVERHEAD = 64 * 1024
 
 
-async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
-                       max_files: int) -> tuple[list[bytes], bool]:
+async def read_uploads(
+    request: Request, *, file_limit: int, body_limit: int, max_files: int
+) -> tuple[list[bytes], bool]:
     """The image bytes of a raw body (one image) or of every file of a multipart body, and
     whether the body was multipart. Bodies over the limit are refused early: from
     ``Content-Length`` when declared, else as soon as the stream passes it."""
@@ -32,14 +33,16 @@ async def read_uploads(request: Request, *, file_limit: int, body_limit: int,
         form = await request.form(max_files=max_files, max_fields=max_files + 8)
     except (MultiPartException, StarletteHTTPException) as exc:
         reason = exc.message if isinstance(exc, MultiPartException) else exc.detail
-        raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                            detail=f"Malformed multipart body: {reason}") from exc
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST, detail=f"Malformed multipart body: {reason}"
+        ) from exc
     try:
         files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
         if not files:
-            raise HTTPException(status.HTTP_400_BAD_REQUEST,
-                                detail="The multipart body has no file: send the image in a "
-                                       "field named 'file'.")
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                detail="The multipart body has no file: send the image in a field named 'file'.",
+            )
         images = [await f.read() for f in files]
     finally:
         await form.close()

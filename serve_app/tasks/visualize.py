@@ -15,8 +15,13 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 # One colour per primitive class (colour-blind-safe, after Okabe and Ito), grey otherwise.
-COLOURS = {"sphere": (0, 114, 178), "cube": (230, 159, 0), "cylinder": (0, 158, 115),
-           "cone": (204, 121, 167), "pyramid": (213, 94, 0)}
+COLOURS = {
+    "sphere": (0, 114, 178),
+    "cube": (230, 159, 0),
+    "cylinder": (0, 158, 115),
+    "cone": (204, 121, 167),
+    "pyramid": (213, 94, 0),
+}
 OTHER = (128, 128, 128)
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
@@ -28,14 +33,20 @@ def box_corners(p: dict[str, Any], width: int, height: int) -> list[tuple[float,
     half_w, half_h = p["width"] * width / 2, p["height"] * height / 2
     theta = p["rotation"] * math.pi
     cos, sin = math.cos(theta), math.sin(theta)
-    return [(cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
-            for dx, dy in ((-half_w, -half_h), (half_w, -half_h), (half_w, half_h),
-                           (-half_w, half_h))]
+    return [
+        (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
+        for dx, dy in ((-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h))
+    ]
 
 
-def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str,
-           colour: tuple[int, int, int], font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
-           limit: tuple[int, int]) -> None:
+def _label(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[float, float],
+    text: str,
+    colour: tuple[int, int, int],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    limit: tuple[int, int],
+) -> None:
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 6, bottom - top + 4
     x = min(max(0.0, xy[0]), max(0, limit[0] - w))
@@ -44,8 +55,14 @@ def _label(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str,
     draw.text((x + 3 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
 
 
-def draw_result(image: bytes, *, image_class: str, primitives: Sequence[dict[str, Any]],
-                min_probability: float = 0.0, media_type: str = "image/png") -> bytes:
+def draw_result(
+    image: bytes,
+    *,
+    image_class: str,
+    primitives: Sequence[dict[str, Any]],
+    min_probability: float = 0.0,
+    media_type: str = "image/png",
+) -> bytes:
     """The input with the result drawn on it, encoded as ``media_type`` (PNG or JPEG), at the
     input's displayed size."""
     with Image.open(io.BytesIO(image)) as opened:
@@ -62,10 +79,15 @@ def draw_result(image: bytes, *, image_class: str, primitives: Sequence[dict[str
         corners = box_corners(p, width, height)
         draw.polygon(corners, outline=colour, width=line)
         top_left = min(corners, key=lambda c: (c[1], c[0]))
-        _label(draw, top_left, f"{p['primitive_class']} {p['probability']:.2f}", colour, font,
-               (width, height))
-    _label(draw, (0, font_size + 8), f"scene: {image_class}", (32, 32, 32), font,
-           (width, height))
+        _label(
+            draw,
+            top_left,
+            f"{p['primitive_class']} {p['probability']:.2f}",
+            colour,
+            font,
+            (width, height),
+        )
+    _label(draw, (0, font_size + 8), f"scene: {image_class}", (32, 32, 32), font, (width, height))
     out = io.BytesIO()
     fmt = FORMATS[media_type]
     picture.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 3}))

@@ -15,8 +15,8 @@ STATIC = Path(__file__).resolve().parent / "static"
 # framing, no inline script.
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
-                               "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
-                               "form-action 'self'",
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+    "form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -26,8 +26,11 @@ router = APIRouter(include_in_schema=False)
 
 @router.get("/")
 def index() -> FileResponse:
-    return FileResponse(STATIC / "index.html", media_type="text/html",
-                        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+    return FileResponse(
+        STATIC / "index.html",
+        media_type="text/html",
+        headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
+    )
 
 
 def mount(app: FastAPI) -> None:

@@ -22,8 +22,13 @@ JWT_SECRET = secrets.token_urlsafe(48)  # random: the production checks judge it
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, jwt_secret=JWT_SECRET, environment="development",
-                    max_upload_bytes=2 * 1024 * 1024, max_image_pixels=4_000_000)
+    return Settings(
+        database_url=database_url,
+        jwt_secret=JWT_SECRET,
+        environment="development",
+        max_upload_bytes=2 * 1024 * 1024,
+        max_image_pixels=4_000_000,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +54,9 @@ def _clean_tables(sessions) -> Iterator[None]:
     """Each test starts, and leaves, with no users or tasks."""
     yield
     with sessions() as db:
-        db.execute(text("TRUNCATE task_result, task_input, task, user_account, rate_counter "
-                        "CASCADE"))
+        db.execute(
+            text("TRUNCATE task_result, task_input, task, user_account, rate_counter CASCADE")
+        )
         db.commit()
 
 
@@ -75,10 +81,14 @@ def notifications() -> Notifications:
 
 
 @pytest.fixture
-def client(settings, registry, sessions, read_sessions,
-           notifications) -> Iterator[TestClient]:
-    app = create_app(settings=settings, registry=registry, session_factory=sessions,
-                     read_session_factory=read_sessions, queue=notifications)
+def client(settings, registry, sessions, read_sessions, notifications) -> Iterator[TestClient]:
+    app = create_app(
+        settings=settings,
+        registry=registry,
+        session_factory=sessions,
+        read_session_factory=read_sessions,
+        queue=notifications,
+    )
     with TestClient(app) as test_client:
         yield test_client
 
@@ -120,8 +130,12 @@ def bob(make_user, login) -> dict[str, str]:
 
 def submit(client, headers, image: bytes, **params) -> int:
     """POST one image; its task id (the answer must be 200)."""
-    response = client.post("/api/tasks", params=params, content=image,
-                           headers={**headers, "Content-Type": "image/jpeg"})
+    response = client.post(
+        "/api/tasks",
+        params=params,
+        content=image,
+        headers={**headers, "Content-Type": "image/jpeg"},
+    )
     assert response.status_code == 200, response.text
     return int(response.json()["id"])
 
@@ -130,8 +144,10 @@ def claim_batch(*, db, limit: int, lease_seconds: float) -> list:
     """Claim as the queue does (storage.tasks.claim_tasks_with_inputs), without the images."""
     from storage import tasks
 
-    return [c.claim for c in tasks.claim_tasks_with_inputs(db=db, limit=limit,
-                                                            lease_seconds=lease_seconds)]
+    return [
+        c.claim
+        for c in tasks.claim_tasks_with_inputs(db=db, limit=limit, lease_seconds=lease_seconds)
+    ]
 
 
 @pytest.fixture
@@ -144,8 +160,13 @@ def finish(sessions):
         with sessions() as db:
             claimed = claim_batch(db=db, limit=100, lease_seconds=60)
             for claim in claimed:
-                assert tasks.complete(db=db, claim=claim, image_class=image_class,
-                                       primitives=primitives, details={"detection_model": "t"})
+                assert tasks.complete(
+                    db=db,
+                    claim=claim,
+                    image_class=image_class,
+                    primitives=primitives,
+                    details={"detection_model": "t"},
+                )
         return [c.task_id for c in claimed]
 
     return do

@@ -29,20 +29,29 @@ PROTECTED = [
 @pytest.mark.parametrize("encoding", ["data", "json"], ids=["form", "json as the seed shows"])
 def test_login_returns_a_bearer_token(client, make_user, encoding):
     make_user("first", "111")
-    fields = {"grant_type": "password", "username": "first", "password": "111", "scope": "",
-              "client_id": "", "client_secret": ""}
+    fields = {
+        "grant_type": "password",
+        "username": "first",
+        "password": "111",
+        "scope": "",
+        "client_id": "",
+        "client_secret": "",
+    }
     response = client.post("/oauth/login", **{encoding: fields})
     assert response.status_code == 200
     body = response.json()
     assert set(body) == {"access_token", "token_type"}
     assert body["token_type"] == "Bearer"
-    assert client.get("/api/tasks", headers={
-        "Authorization": f"Bearer {body['access_token']}"}).status_code == 200
+    assert (
+        client.get(
+            "/api/tasks", headers={"Authorization": f"Bearer {body['access_token']}"}
+        ).status_code
+        == 200
+    )
 
 
 @pytest.mark.parametrize("username,password", [("first", "wrong"), ("nobody", "111")])
-def test_wrong_credentials_answer_422_with_the_same_body(client, make_user, username,
-                                                         password):
+def test_wrong_credentials_answer_422_with_the_same_body(client, make_user, username, password):
     make_user("first", "111")
     response = client.post("/oauth/login", data={"username": username, "password": password})
     assert response.status_code == 422
@@ -56,27 +65,40 @@ def test_login_without_fields_is_a_validation_error(client):
     assert isinstance(detail, list)
     assert detail[0]["loc"] == ["body", "password"]
     assert client.post("/oauth/login").status_code == 422
-    assert client.post("/oauth/login", content=b"{not json",
-                       headers={"Content-Type": "application/json"}).status_code == 422
+    assert (
+        client.post(
+            "/oauth/login", content=b"{not json", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 422
+    )
 
 
-@pytest.mark.parametrize("content_type", ["application/json",
-                                          "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "text/plain"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+    ],
+)
 def test_a_login_body_over_16_kib_is_refused_with_413(client, make_user, content_type):
     """docs/api.md §1: whatever its type; the fields inside would be valid."""
     make_user("first", "111")
     padding = "x" * (16 * 1024)
-    body = (f'{{"username": "first", "password": "111", "scope": "{padding}"}}'
-            if content_type == "application/json" else
-            f"username=first&password=111&scope={padding}")
-    response = client.post("/oauth/login", content=body.encode(),
-                           headers={"Content-Type": content_type})
+    body = (
+        f'{{"username": "first", "password": "111", "scope": "{padding}"}}'
+        if content_type == "application/json"
+        else f"username=first&password=111&scope={padding}"
+    )
+    response = client.post(
+        "/oauth/login", content=body.encode(), headers={"Content-Type": content_type}
+    )
     assert response.status_code == 413
-    assert response.json() == {
-        "detail": "The login body is larger than the limit of 16384 bytes."}
-    small = client.post("/oauth/login", data={"username": "first", "password": "111",
-                                              "scope": "x" * 15_000})
+    assert response.json() == {"detail": "The login body is larger than the limit of 16384 bytes."}
+    small = client.post(
+        "/oauth/login", data={"username": "first", "password": "111", "scope": "x" * 15_000}
+    )
     assert small.status_code == 200
 
 
@@ -90,13 +112,14 @@ def test_a_nul_character_is_a_validation_error_not_a_server_error(client, make_u
     assert response.json()["detail"][0]["loc"] == ["body", field]
 
 
-def test_unknown_user_costs_about_as_much_as_a_wrong_password(settings, registry, sessions,
-                                                             make_user):
+def test_unknown_user_costs_about_as_much_as_a_wrong_password(
+    settings, registry, sessions, make_user
+):
     make_user("first", "111")
-    unthrottled = settings.model_copy(update={"login_failures_per_minute": 10**6,
-                                              "login_failures_per_account_per_minute": 10**6})
-    app = create_app(settings=unthrottled, registry=registry,
-                     session_factory=sessions)
+    unthrottled = settings.model_copy(
+        update={"login_failures_per_minute": 10**6, "login_failures_per_account_per_minute": 10**6}
+    )
+    app = create_app(settings=unthrottled, registry=registry, session_factory=sessions)
     client = TestClient(app)
 
     def timed(username: str) -> float:
@@ -111,8 +134,10 @@ def test_unknown_user_costs_about_as_much_as_a_wrong_password(settings, registry
         known.append(timed("first"))
         unknown.append(timed("ghost"))
     gap = abs(statistics.median(known) - statistics.median(unknown))
-    print(f"login medians: wrong password {statistics.median(known):.1f} ms, "
-          f"unknown user {statistics.median(unknown):.1f} ms, gap {gap:.1f} ms")
+    print(
+        f"login medians: wrong password {statistics.median(known):.1f} ms, "
+        f"unknown user {statistics.median(unknown):.1f} ms, gap {gap:.1f} ms"
+    )
     # Both run one argon2 verify; without the dummy hash the unknown user would be ~0 ms.
     assert gap < 10
 
@@ -170,8 +195,7 @@ def test_token_of_a_deleted_user_is_refused(client, make_user, login, sessions):
     assert response.json() == NOT_AUTHENTICATED
 
 
-def test_a_password_change_refuses_every_token_issued_before(client, make_user, login,
-                                                              sessions):
+def test_a_password_change_refuses_every_token_issued_before(client, make_user, login, sessions):
     """Found by the outside review: tokens stayed valid after a password change."""
     from storage.users import set_password
 
@@ -179,8 +203,12 @@ def test_a_password_change_refuses_every_token_issued_before(client, make_user, 
     with sessions() as db:
         assert set_password(db=db, username="changer", password="pw-new-456")
     assert client.get("/api/me", headers=old).status_code == 401
-    assert client.post("/oauth/login", data={"username": "changer",
-                                             "password": "pw-old-123"}).status_code == 422
+    assert (
+        client.post(
+            "/oauth/login", data={"username": "changer", "password": "pw-old-123"}
+        ).status_code
+        == 422
+    )
     new = login("changer", "pw-new-456")
     assert client.get("/api/me", headers=new).status_code == 200
 
@@ -196,16 +224,21 @@ def test_logout_refuses_the_callers_tokens_everywhere(client, make_user, login):
     assert client.get("/api/tasks", headers=again).status_code == 200
 
 
-@pytest.mark.parametrize("body", [
-    b"[" * 16_000,                                   # nested past the decoder's recursion
-    b'{"username": ' + b"1" * 5_000 + b"}",          # past Python's 4300-digit int limit
-    b'{"username": "\xff\xfe", "password": "x"}',    # not UTF-8
-    b'{"username": "a", "password": "b"' ,            # cut off
-    b"\x00" * 1000,
-    b'{"username": {"$ne": null}, "password": []}',  # wrong types
-], ids=["deep nesting", "huge number", "bad utf-8", "truncated", "nul bytes", "wrong types"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 16_000,  # nested past the decoder's recursion
+        b'{"username": ' + b"1" * 5_000 + b"}",  # past Python's 4300-digit int limit
+        b'{"username": "\xff\xfe", "password": "x"}',  # not UTF-8
+        b'{"username": "a", "password": "b"',  # cut off
+        b"\x00" * 1000,
+        b'{"username": {"$ne": null}, "password": []}',  # wrong types
+    ],
+    ids=["deep nesting", "huge number", "bad utf-8", "truncated", "nul bytes", "wrong types"],
+)
 def test_hostile_json_login_bodies_are_4xx_never_5xx(client, body):
-    response = client.post("/oauth/login", content=body,
-                           headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/oauth/login", content=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["detail"]

@@ -10,42 +10,49 @@ from storage.models import TaskResult
 from tests.api.conftest import claim_batch, submit
 
 
-def test_a_queued_task_is_canceled_and_never_runs(client, alice, sample_jpeg, sessions,
-                                                 notifications):
+def test_a_queued_task_is_canceled_and_never_runs(
+    client, alice, sample_jpeg, sessions, notifications
+):
     task_id = submit(client, alice, sample_jpeg)
     response = client.post(f"/api/tasks/{task_id}/cancel", headers=alice)
     assert response.status_code == 200
     assert response.json() == {"id": task_id, "status": "canceled"}
     assert notifications.canceled == [task_id]
-    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json() == \
-        {"id": task_id, "status": "canceled"}
-    assert client.get(f"/tasks/{task_id}/result", headers=alice).json() == \
-        {"id": task_id, "status": "canceled", "result": None}
+    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json() == {
+        "id": task_id,
+        "status": "canceled",
+    }
+    assert client.get(f"/tasks/{task_id}/result", headers=alice).json() == {
+        "id": task_id,
+        "status": "canceled",
+        "result": None,
+    }
     with sessions() as db:
         assert claim_batch(db=db, limit=10, lease_seconds=30) == []
     listed = client.get("/api/tasks", params={"status": "canceled"}, headers=alice).json()
     assert [t["id"] for t in listed["tasks"]] == [task_id]
-    assert client.get("/api/tasks", params={"status": "queued"},
-                      headers=alice).json() == {"tasks": []}
+    assert client.get("/api/tasks", params={"status": "queued"}, headers=alice).json() == {
+        "tasks": []
+    }
 
 
-def test_a_running_task_loses_its_claim_and_stores_no_result(client, alice, sample_jpeg,
-                                                            sessions):
+def test_a_running_task_loses_its_claim_and_stores_no_result(client, alice, sample_jpeg, sessions):
     task_id = submit(client, alice, sample_jpeg)
     with sessions() as db:
         (claim,) = claim_batch(db=db, limit=10, lease_seconds=30)
-    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json()["status"] == \
-        "in progress"
+    assert (
+        client.get(f"/api/tasks/{task_id}/status", headers=alice).json()["status"] == "in progress"
+    )
     assert client.post(f"/api/tasks/{task_id}/cancel", headers=alice).status_code == 200
     with sessions() as db:
         assert tasks.renew_leases(db=db, claims=[claim], lease_seconds=30) == set()
         assert tasks.is_settled(db=db, task_id=task_id)
-        assert not tasks.complete(db=db, claim=claim, image_class="office", primitives=[],
-                                   details={})
+        assert not tasks.complete(
+            db=db, claim=claim, image_class="office", primitives=[], details={}
+        )
         assert not tasks.fail(db=db, claim=claim, error="late")
         assert db.scalar(select(func.count()).select_from(TaskResult)) == 0
-    assert client.get(f"/api/tasks/{task_id}/result", headers=alice).json()["status"] == \
-        "canceled"
+    assert client.get(f"/api/tasks/{task_id}/result", headers=alice).json()["status"] == "canceled"
 
 
 def test_an_ended_task_answers_409_and_stays_as_it_was(client, alice, sample_jpeg, finish):
@@ -69,5 +76,4 @@ def test_someone_elses_task_is_404_like_a_missing_one(client, alice, bob, sample
     assert theirs.status_code == missing.status_code == 404
     assert theirs.json() == {"detail": f"Task with id {task_id} does not exist."}
     assert client.post(f"/api/tasks/{task_id}/cancel").status_code == 401
-    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json()["status"] == \
-        "queued"
+    assert client.get(f"/api/tasks/{task_id}/status", headers=alice).json()["status"] == "queued"

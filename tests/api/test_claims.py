@@ -18,9 +18,15 @@ def _tasks(sessions, n: int, username="alice") -> list[int]:
 
     with sessions() as db:
         user = create_user(db=db, username=username, password="pw")
-        return create_tasks(db=db, user_id=user.id, new=NewTasks(
-            detection_model_id=1, classification_model_id=3,
-            images=[(b"\xff\xd8\xff", "image/jpeg")] * n))
+        return create_tasks(
+            db=db,
+            user_id=user.id,
+            new=NewTasks(
+                detection_model_id=1,
+                classification_model_id=3,
+                images=[(b"\xff\xd8\xff", "image/jpeg")] * n,
+            ),
+        )
 
 
 def test_concurrent_claimers_never_share_a_task(sessions):
@@ -53,13 +59,12 @@ def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
     with sessions() as db:
         (second,) = claim_batch(db=db, limit=5, lease_seconds=30)
         assert second.task_id == task_id and second.attempts == 2
-        assert not tasks.complete(db=db, claim=first, image_class="x", primitives=[],
-                                   details={})
+        assert not tasks.complete(db=db, claim=first, image_class="x", primitives=[], details={})
         assert not tasks.renew_leases(db=db, claims=[first], lease_seconds=30)
-        assert tasks.complete(db=db, claim=second, image_class="office", primitives=[],
-                               details={})
-        assert not tasks.complete(db=db, claim=second, image_class="office", primitives=[],
-                                   details={})
+        assert tasks.complete(db=db, claim=second, image_class="office", primitives=[], details={})
+        assert not tasks.complete(
+            db=db, claim=second, image_class="office", primitives=[], details={}
+        )
         assert db.scalar(select(func.count()).select_from(TaskResult)) == 1
         assert db.get(Task, task_id).status == "done"
 
@@ -74,8 +79,7 @@ def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
     with sessions() as db:
         db.delete(db.get(Task, gone))
         db.commit()
-        assert not tasks.complete(db=db, claim=second, image_class="x", primitives=[],
-                                   details={})
+        assert not tasks.complete(db=db, claim=second, image_class="x", primitives=[], details={})
         assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=30)] == [keep]
 
 
@@ -85,6 +89,9 @@ def test_a_claim_brings_the_images_of_its_tasks(sessions):
         db.delete(db.get(Task, ids[1]).input)
         db.commit()
         claimed = tasks.claim_tasks_with_inputs(db=db, limit=5, lease_seconds=30)
-    assert [(c.claim.task_id, c.image) for c in claimed] == \
-        [(ids[0], b"\xff\xd8\xff"), (ids[1], None), (ids[2], b"\xff\xd8\xff")]
+    assert [(c.claim.task_id, c.image) for c in claimed] == [
+        (ids[0], b"\xff\xd8\xff"),
+        (ids[1], None),
+        (ids[2], b"\xff\xd8\xff"),
+    ]
     assert {c.claim.token for c in claimed} == {claimed[0].claim.token}

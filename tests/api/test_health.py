@@ -25,8 +25,15 @@ class Running(NoQueue):
 
 
 def _client(settings, registry, sessions, read_sessions, queue) -> TestClient:
-    return TestClient(create_app(settings=settings, registry=registry, session_factory=sessions,
-                                 read_session_factory=read_sessions, queue=queue))
+    return TestClient(
+        create_app(
+            settings=settings,
+            registry=registry,
+            session_factory=sessions,
+            read_session_factory=read_sessions,
+            queue=queue,
+        )
+    )
 
 
 def test_liveness_needs_no_token_and_no_database(settings, registry):
@@ -37,8 +44,9 @@ def test_liveness_needs_no_token_and_no_database(settings, registry):
     assert response.json() == {"status": "ok"}
 
 
-def test_ready_when_the_database_the_queue_and_every_model_answer(settings, registry, sessions,
-                                                                 read_sessions):
+def test_ready_when_the_database_the_queue_and_every_model_answer(
+    settings, registry, sessions, read_sessions
+):
     with _client(settings, registry, sessions, read_sessions, Running(registry)) as client:
         response = client.get("/readyz")
     assert response.status_code == 200
@@ -46,8 +54,9 @@ def test_ready_when_the_database_the_queue_and_every_model_answer(settings, regi
 
 
 def test_a_model_without_a_ready_replica_is_named(settings, registry, sessions, read_sessions):
-    with _client(settings, registry, sessions, read_sessions,
-                 Running(registry, down=("SSD",))) as client:
+    with _client(
+        settings, registry, sessions, read_sessions, Running(registry, down=("SSD",))
+    ) as client:
         response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "failing": ["SSD"]}
@@ -60,8 +69,10 @@ def test_no_queue_and_no_database_are_named(settings, registry):
         response = client.get("/readyz")
     engine.dispose()
     assert response.status_code == 503
-    assert response.json() == {"status": "not ready",
-                               "failing": ["database", "queue", "YOLO", "SSD", "model_v1"]}
+    assert response.json() == {
+        "status": "not ready",
+        "failing": ["database", "queue", "YOLO", "SSD", "model_v1"],
+    }
 
 
 class Counting(Running):
@@ -74,8 +85,9 @@ class Counting(Running):
         return await super().describe_models()
 
 
-def test_readiness_is_checked_at_most_every_two_seconds(settings, registry, sessions,
-                                                        read_sessions, monkeypatch):
+def test_readiness_is_checked_at_most_every_two_seconds(
+    settings, registry, sessions, read_sessions, monkeypatch
+):
     """Found by the outside review: every unauthenticated call asked every model."""
     from serve_app.health import router as health
 

@@ -12,8 +12,12 @@ from storage.models import IdempotencyKey, Task
 
 
 def _post(client, headers, image: bytes, key: str, **params):
-    return client.post("/api/tasks", params=params, content=image, headers={
-        **headers, "Content-Type": "image/jpeg", "Idempotency-Key": key})
+    return client.post(
+        "/api/tasks",
+        params=params,
+        content=image,
+        headers={**headers, "Content-Type": "image/jpeg", "Idempotency-Key": key},
+    )
 
 
 def _task_count(sessions) -> int:
@@ -21,18 +25,17 @@ def _task_count(sessions) -> int:
         return db.scalar(select(func.count()).select_from(Task)) or 0
 
 
-def test_four_racing_requests_with_one_key_make_one_task(client, alice, sample_jpeg,
-                                                        sessions):
+def test_four_racing_requests_with_one_key_make_one_task(client, alice, sample_jpeg, sessions):
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda _: _post(client, alice, sample_jpeg, "retry-1"),
-                                range(4)))
+        answers = list(pool.map(lambda _: _post(client, alice, sample_jpeg, "retry-1"), range(4)))
     assert [a.status_code for a in answers] == [200] * 4
     assert len({a.json()["id"] for a in answers}) == 1
     assert _task_count(sessions) == 1
 
 
 def test_a_repeated_key_answers_the_first_id_and_a_new_key_makes_a_new_task(
-        client, alice, bob, sample_jpeg, sessions, notifications):
+    client, alice, bob, sample_jpeg, sessions, notifications
+):
     first = _post(client, alice, sample_jpeg, "k").json()
     assert _post(client, alice, sample_jpeg, "k").json() == first
     assert notifications.count == 1  # the replay woke nobody
@@ -61,16 +64,21 @@ def test_a_key_older_than_a_day_is_forgotten(client, alice, sample_jpeg, session
 
 def test_bad_keys_are_400(client, alice, sample_jpeg, sessions):
     for key in ("", "x" * 256, "tab\there", "é"):
-        response = client.post("/api/tasks", content=sample_jpeg, headers={
-            **alice, "Content-Type": "image/jpeg", "Idempotency-Key": key.encode("utf-8")})
+        response = client.post(
+            "/api/tasks",
+            content=sample_jpeg,
+            headers={**alice, "Content-Type": "image/jpeg", "Idempotency-Key": key.encode("utf-8")},
+        )
         assert response.status_code == 400, key
-        assert response.json() == {"detail": "Idempotency-Key must be 1 to 255 printable "
-                                             "ASCII characters."}
+        assert response.json() == {
+            "detail": "Idempotency-Key must be 1 to 255 printable ASCII characters."
+        }
     assert _task_count(sessions) == 0
 
 
-def test_a_refused_request_does_not_spend_the_key(client, alice, sample_jpeg, settings,
-                                                 sessions, monkeypatch):
+def test_a_refused_request_does_not_spend_the_key(
+    client, alice, sample_jpeg, settings, sessions, monkeypatch
+):
     monkeypatch.setattr(settings, "max_active_tasks_per_user", 0)
     assert _post(client, alice, sample_jpeg, "later").status_code == 429
     monkeypatch.setattr(settings, "max_active_tasks_per_user", 10)
@@ -91,16 +99,22 @@ def test_racing_transactions_wait_for_the_first_and_replay_its_answer(sessions, 
         user = get_user_by_username(db=db, username=name)
         assert user is not None
         user_id = user.id
-    new = NewTasks(detection_model_id=1, classification_model_id=3,
-                   images=[(b"\xff\xd8\xff-bytes", "image/jpeg")])
+    new = NewTasks(
+        detection_model_id=1,
+        classification_model_id=3,
+        images=[(b"\xff\xd8\xff-bytes", "image/jpeg")],
+    )
     barrier = threading.Barrier(4)
     outcomes = []
 
     def attempt() -> None:
         with sessions() as db:
             barrier.wait()
-            outcomes.append(create_tasks_within_quota(
-                db=db, user_id=user_id, new=new, max_active=100, idempotency_key="race"))
+            outcomes.append(
+                create_tasks_within_quota(
+                    db=db, user_id=user_id, new=new, max_active=100, idempotency_key="race"
+                )
+            )
 
     threads = [threading.Thread(target=attempt) for _ in range(4)]
     for t in threads:

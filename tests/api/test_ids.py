@@ -42,8 +42,13 @@ def backend(request, tmp_path: Path, registry, database_url) -> Iterator[tuple[T
     sessions = make_session_factory(engine)
     with sessions() as db:
         sync_models(db=db, registry=registry)
-    app = create_app(settings=settings, registry=registry, session_factory=sessions,
-                     read_session_factory=make_session_factory(read_engine), queue=NoQueue())
+    app = create_app(
+        settings=settings,
+        registry=registry,
+        session_factory=sessions,
+        read_session_factory=make_session_factory(read_engine),
+        queue=NoQueue(),
+    )
     with TestClient(app) as client:
         yield client, sessions
     engine.dispose()
@@ -65,8 +70,7 @@ def test_a_deleted_users_token_never_acts_as_the_next_user(backend):
         assert delete_user(db=db, username="gone")
         create_user(db=db, username="newcomer", password="pw-123456")
     assert client.get("/api/me", headers=old_token).status_code == 401
-    assert client.get("/api/me", headers=login(client, "newcomer")).json()["username"] == \
-        "newcomer"
+    assert client.get("/api/me", headers=login(client, "newcomer")).json()["username"] == "newcomer"
 
 
 def test_a_deleted_tasks_id_is_never_given_again(backend, sample_jpeg):
@@ -88,14 +92,20 @@ def test_migrating_an_existing_sqlite_file_keeps_every_row(tmp_path, registry):
     with make_session_factory(engine)() as db:
         sync_models(db=db, registry=registry)
         # As 0004 knew the table (the model has columns of later migrations).
-        user_id = db.execute(text(
-            "INSERT INTO user_account (username, password_hash, created_at) VALUES "
-            "('kept', 'x', CURRENT_TIMESTAMP) RETURNING id")).scalar()
-        db.execute(text(
-            "INSERT INTO task (id, user_id, detection_model_id, classification_model_id, status, "
-            "input_media_type, attempts, created_at, input_bytes) VALUES "
-            "(7, :u, 1, 3, 'done', 'image/jpeg', 1, CURRENT_TIMESTAMP, 3)"),
-            {"u": user_id})
+        user_id = db.execute(
+            text(
+                "INSERT INTO user_account (username, password_hash, created_at) VALUES "
+                "('kept', 'x', CURRENT_TIMESTAMP) RETURNING id"
+            )
+        ).scalar()
+        db.execute(
+            text(
+                "INSERT INTO task (id, user_id, detection_model_id, classification_model_id, "
+                "status, input_media_type, attempts, created_at, input_bytes) VALUES "
+                "(7, :u, 1, 3, 'done', 'image/jpeg', 1, CURRENT_TIMESTAMP, 3)"
+            ),
+            {"u": user_id},
+        )
         db.execute(text("INSERT INTO task_input (task_id, data) VALUES (7, x'ffd8ff')"))
         db.commit()
     engine.dispose()
@@ -104,8 +114,9 @@ def test_migrating_an_existing_sqlite_file_keeps_every_row(tmp_path, registry):
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM task_input")).scalar() == 1
         assert connection.execute(text("SELECT id FROM task")).scalars().all() == [7]
-        schema = connection.execute(text(
-            "SELECT sql FROM sqlite_master WHERE name = 'task'")).scalar()
+        schema = connection.execute(
+            text("SELECT sql FROM sqlite_master WHERE name = 'task'")
+        ).scalar()
         assert schema is not None and "AUTOINCREMENT" in schema
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()

@@ -42,10 +42,12 @@ def test_production_serves_the_schema_but_no_docs_from_a_cdn(settings, registry,
     from serve_app.main import create_app
     from tests.api.conftest import JWT_SECRET
 
-    production = settings.model_copy(update={"environment": Environment.production,
-                                             "jwt_secret": JWT_SECRET})
-    with TestClient(create_app(settings=production, registry=registry,
-                               session_factory=sessions)) as client:
+    production = settings.model_copy(
+        update={"environment": Environment.production, "jwt_secret": JWT_SECRET}
+    )
+    with TestClient(
+        create_app(settings=production, registry=registry, session_factory=sessions)
+    ) as client:
         assert client.get("/docs").status_code == 404
         assert client.get("/redoc").status_code == 404
         assert client.get("/openapi.json").status_code == 200

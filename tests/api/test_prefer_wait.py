@@ -20,8 +20,15 @@ from storage import tasks
 from storage.models import Task
 from tests.api.conftest import claim_batch
 
-CUBE = {"primitive_class": "cube", "x": 0.5, "y": 0.4, "width": 0.2, "height": 0.1,
-        "rotation": 0.25, "probability": 0.9}
+CUBE = {
+    "primitive_class": "cube",
+    "x": 0.5,
+    "y": 0.4,
+    "width": 0.2,
+    "height": 0.1,
+    "rotation": 0.25,
+    "probability": 0.9,
+}
 
 
 class FinishingQueue(NoQueue):
@@ -36,15 +43,19 @@ class FinishingQueue(NoQueue):
     def notify(self) -> None:
         self.notified += 1
 
-    async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> None:
+    async def wait_finished(self, task_id: int, timeout: float, *, notify: bool = False) -> None:
         self.waits.append((task_id, timeout, notify))
         if not self.finish:
             return
         with self.sessions() as db:
             for claim in claim_batch(db=db, limit=100, lease_seconds=60):
-                tasks.complete(db=db, claim=claim, image_class="office", primitives=[CUBE],
-                                details={"detection_model": "YOLO"})
+                tasks.complete(
+                    db=db,
+                    claim=claim,
+                    image_class="office",
+                    primitives=[CUBE],
+                    details={"detection_model": "YOLO"},
+                )
 
 
 @pytest.fixture
@@ -54,20 +65,27 @@ def queue(sessions) -> FinishingQueue:
 
 @pytest.fixture
 def client(settings, registry, sessions, read_sessions, queue) -> Iterator[TestClient]:
-    app = create_app(settings=settings, registry=registry, session_factory=sessions,
-                     read_session_factory=read_sessions, queue=queue)
+    app = create_app(
+        settings=settings,
+        registry=registry,
+        session_factory=sessions,
+        read_session_factory=read_sessions,
+        queue=queue,
+    )
     with TestClient(app) as test_client:
         yield test_client
 
 
 def post(client, headers, image: bytes, prefer: str | None = None, **extra: str):
     more = {"Prefer": prefer} if prefer is not None else {}
-    return client.post("/api/tasks", content=image,
-                       headers={**headers, "Content-Type": "image/jpeg", **more, **extra})
+    return client.post(
+        "/api/tasks",
+        content=image,
+        headers={**headers, "Content-Type": "image/jpeg", **more, **extra},
+    )
 
 
-def test_prefer_wait_answers_with_the_result_body_in_one_request(client, alice, sample_jpeg,
-                                                                 queue):
+def test_prefer_wait_answers_with_the_result_body_in_one_request(client, alice, sample_jpeg, queue):
     response = post(client, alice, sample_jpeg, "wait=20")
     assert response.status_code == 200, response.text
     assert response.headers["Preference-Applied"] == "wait=20"
@@ -81,8 +99,9 @@ def test_prefer_wait_answers_with_the_result_body_in_one_request(client, alice, 
     assert queue.waits == [(body["id"], 20, True)] and queue.notified == 0
 
 
-def test_not_settled_in_time_answers_the_status_and_keeps_the_task(client, alice, sample_jpeg,
-                                                                  queue, sessions):
+def test_not_settled_in_time_answers_the_status_and_keeps_the_task(
+    client, alice, sample_jpeg, queue, sessions
+):
     queue.finish = False
     response = post(client, alice, sample_jpeg, "wait=1")
     assert response.status_code == 200
@@ -93,20 +112,27 @@ def test_not_settled_in_time_answers_the_status_and_keeps_the_task(client, alice
         assert db.scalar(select(Task.status).where(Task.id == body["id"])) == "queued"
 
 
-@pytest.mark.parametrize(("prefer", "applied"), [
-    ("wait=600", "wait=60"), ("respond-async, wait=5", "wait=5"), ('WAIT="7"', "wait=7"),
-    ("wait=3; foo=bar", "wait=3")])
-def test_the_wait_is_read_as_rfc_7240_says_and_capped_at_60(client, alice, sample_jpeg, queue,
-                                                            prefer, applied):
+@pytest.mark.parametrize(
+    ("prefer", "applied"),
+    [
+        ("wait=600", "wait=60"),
+        ("respond-async, wait=5", "wait=5"),
+        ('WAIT="7"', "wait=7"),
+        ("wait=3; foo=bar", "wait=3"),
+    ],
+)
+def test_the_wait_is_read_as_rfc_7240_says_and_capped_at_60(
+    client, alice, sample_jpeg, queue, prefer, applied
+):
     response = post(client, alice, sample_jpeg, prefer)
     assert response.headers["Preference-Applied"] == applied
     assert queue.waits[0][1] == int(applied.split("=")[1])
 
 
-@pytest.mark.parametrize("prefer", ["wait=0", "wait=abc", "wait=-3", "wait", "return=minimal",
-                                    "wait=99999999999"])
-def test_without_a_usable_wait_the_answer_is_the_seeds(client, alice, sample_jpeg, queue,
-                                                      prefer):
+@pytest.mark.parametrize(
+    "prefer", ["wait=0", "wait=abc", "wait=-3", "wait", "return=minimal", "wait=99999999999"]
+)
+def test_without_a_usable_wait_the_answer_is_the_seeds(client, alice, sample_jpeg, queue, prefer):
     response = post(client, alice, sample_jpeg, prefer)
     assert response.status_code == 200
     assert set(response.json()) == {"id"}
@@ -123,8 +149,9 @@ def test_a_batch_ignores_the_preference(client, alice, sample_jpeg, queue):
     assert queue.waits == []
 
 
-def test_a_replay_waits_for_the_same_task_without_a_second(client, alice, sample_jpeg, queue,
-                                                          sessions):
+def test_a_replay_waits_for_the_same_task_without_a_second(
+    client, alice, sample_jpeg, queue, sessions
+):
     queue.finish = False
     key = {"Idempotency-Key": "sync-1"}
     first = post(client, alice, sample_jpeg, "wait=2", **key).json()
@@ -137,8 +164,11 @@ def test_a_replay_waits_for_the_same_task_without_a_second(client, alice, sample
 
 
 def test_errors_come_before_any_wait(client, alice, sample_jpeg, queue):
-    response = client.post("/api/tasks?detection_model_id=3", content=sample_jpeg,
-                           headers={**alice, "Content-Type": "image/jpeg", "Prefer": "wait=5"})
+    response = client.post(
+        "/api/tasks?detection_model_id=3",
+        content=sample_jpeg,
+        headers={**alice, "Content-Type": "image/jpeg", "Prefer": "wait=5"},
+    )
     assert response.status_code == 400
     assert "Preference-Applied" not in response.headers
     assert queue.waits == []
@@ -151,25 +181,32 @@ class HoldingQueue(NoQueue):
         self.release = asyncio.Event()
         self.waiting = 0
 
-    async def wait_finished(self, task_id: int, timeout: float, *,
-                            notify: bool = False) -> None:
+    async def wait_finished(self, task_id: int, timeout: float, *, notify: bool = False) -> None:
         self.waiting += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.release.wait(), timeout)
 
 
 def test_one_users_waiting_requests_are_capped_and_the_rest_answered_at_once(
-        settings, registry, sessions, read_sessions, alice, sample_jpeg):
+    settings, registry, sessions, read_sessions, alice, sample_jpeg
+):
     """Found by the outside review: long polls per user were unbounded (each holds a
     connection and a waiter in the queue)."""
     queue = HoldingQueue()
     capped = settings.model_copy(update={"waits_per_user": 2})
-    app = create_app(settings=capped, registry=registry, session_factory=sessions,
-                     read_session_factory=read_sessions, queue=queue)
+    app = create_app(
+        settings=capped,
+        registry=registry,
+        session_factory=sessions,
+        read_session_factory=read_sessions,
+        queue=queue,
+    )
     with TestClient(app) as client, ThreadPoolExecutor(4) as pool:
         task_id = post(client, alice, sample_jpeg).json()["id"]
-        held = [pool.submit(client.get, f"/api/tasks/{task_id}/status?wait=30", headers=alice)
-                for _ in range(2)]
+        held = [
+            pool.submit(client.get, f"/api/tasks/{task_id}/status?wait=30", headers=alice)
+            for _ in range(2)
+        ]
         deadline = time.monotonic() + 10
         while queue.waiting < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -12,15 +12,16 @@ from serve_app.main import create_app
 from tests.api.test_health import Running
 
 
-def test_no_server_errors_and_conforming_responses(settings, registry, sessions, client,
-                                                   make_user):
+def test_no_server_errors_and_conforming_responses(settings, registry, sessions, client, make_user):
     name, password = make_user()
-    token = client.post("/oauth/login", data={"username": name, "password": password}) \
-        .json()["access_token"]
+    token = client.post("/oauth/login", data={"username": name, "password": password}).json()[
+        "access_token"
+    ]
     # A queue link that reports the queue and models ready: /readyz's 503 is for parts that
     # are down, which is not what this test looks at.
-    app = create_app(settings=settings, registry=registry, session_factory=sessions,
-                     queue=Running(registry))
+    app = create_app(
+        settings=settings, registry=registry, session_factory=sessions, queue=Running(registry)
+    )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     # The contract's eight routes (result at two paths), then the extensions: logout, cancel,
@@ -31,16 +32,19 @@ def test_no_server_errors_and_conforming_responses(settings, registry, sessions,
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @hypothesis_settings(max_examples=30, deadline=None, database=None,
-                             suppress_health_check=list(HealthCheck))
+        @hypothesis_settings(
+            max_examples=30, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(case) -> None:
             # "Schema-valid data must be accepted" cannot hold for two routes, by the contract:
             # a wrong password is a 422, and an upload is judged by its bytes (random bytes
             # are a 415), which no schema can express. Every other check stays on for them.
-            judged_by_content = case.path in ("/oauth/login", "/api/tasks") and \
-                case.method == "POST"
+            judged_by_content = (
+                case.path in ("/oauth/login", "/api/tasks") and case.method == "POST"
+            )
             excluded = [positive_data_acceptance] if judged_by_content else []
-            case.call_and_validate(headers={"Authorization": f"Bearer {token}"},
-                                   excluded_checks=excluded)
+            case.call_and_validate(
+                headers={"Authorization": f"Bearer {token}"}, excluded_checks=excluded
+            )
 
         check()

@@ -32,14 +32,27 @@ EARLY_IN_A_MINUTE = 1_800_000_000.0 + 10
 @pytest.fixture
 def replicas(settings, registry, sessions, read_sessions):
     # A write per request (no batching): the replicas see each other's counts at once.
-    strict = settings.model_copy(update={"login_failures_per_minute": 3,
-                                         "requests_per_minute": 6, "limits_storage": "database",
-                                         "limits_flush_seconds": 0})
+    strict = settings.model_copy(
+        update={
+            "login_failures_per_minute": 3,
+            "requests_per_minute": 6,
+            "limits_storage": "database",
+            "limits_flush_seconds": 0,
+        }
+    )
     clock = FixedClock(EARLY_IN_A_MINUTE)
-    clients = [TestClient(create_app(settings=strict, registry=registry,
-                                     session_factory=sessions,
-                                     read_session_factory=read_sessions, clock=clock))
-               for _ in range(2)]
+    clients = [
+        TestClient(
+            create_app(
+                settings=strict,
+                registry=registry,
+                session_factory=sessions,
+                read_session_factory=read_sessions,
+                clock=clock,
+            )
+        )
+        for _ in range(2)
+    ]
     for client in clients:
         client.__enter__()
     yield clients
@@ -65,8 +78,7 @@ def test_two_replicas_share_one_count_of_failed_logins(replicas, make_user):
     for client in (replicas[0], replicas[0], replicas[1]):
         wrong = client.post("/oauth/login", data={"username": "carol", "password": "wrong"})
         assert wrong.status_code == 422
-    blocked = replicas[1].post("/oauth/login", data={"username": "carol",
-                                                     "password": "right-pw"})
+    blocked = replicas[1].post("/oauth/login", data={"username": "carol", "password": "right-pw"})
     assert blocked.status_code == 429
     assert blocked.json()["detail"].startswith("Too many failed logins")
 
@@ -87,7 +99,8 @@ def test_the_count_does_not_reset_at_a_windows_edge(sessions):
     # ...and once the previous window is out of the slide, allowed.
     with sessions() as db:
         db.query(RateCounter).filter_by(key="edge:k").update(
-            {"window_start": previous - timedelta(seconds=60)})
+            {"window_start": previous - timedelta(seconds=60)}
+        )
         db.commit()
     assert window.retry_after("k") == 0
     assert [window.take("k") for _ in range(6)][-1] >= 1
@@ -95,8 +108,10 @@ def test_the_count_does_not_reset_at_a_windows_edge(sessions):
 
 def test_batched_counts_are_shared_after_a_flush_and_overshoot_at_most_one_batch(sessions):
     clock = FixedClock(EARLY_IN_A_MINUTE)
-    replicas = [BatchedWindow(sessions, limit=4, prefix="batched", flush_seconds=60,
-                              clock=clock) for _ in range(2)]
+    replicas = [
+        BatchedWindow(sessions, limit=4, prefix="batched", flush_seconds=60, clock=clock)
+        for _ in range(2)
+    ]
     # Unflushed, each replica sees only its own requests: 3 + 3 pass a limit of 4.
     assert [replicas[0].take("u") for _ in range(3)] == [0, 0, 0]
     assert [replicas[1].take("u") for _ in range(3)] == [0, 0, 0]

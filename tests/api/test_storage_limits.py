@@ -19,18 +19,26 @@ from tests.api.test_cli import cli  # noqa: F401  (the CLI fixture)
 def small_quota(settings, registry, sessions, read_sessions, sample_jpeg):
     quota = len(sample_jpeg) * 2 + 10  # two images fit, a third does not
     limited = settings.model_copy(update={"max_stored_bytes_per_user": quota})
-    with TestClient(create_app(settings=limited, registry=registry, session_factory=sessions,
-                               read_session_factory=read_sessions)) as client:
+    with TestClient(
+        create_app(
+            settings=limited,
+            registry=registry,
+            session_factory=sessions,
+            read_session_factory=read_sessions,
+        )
+    ) as client:
         yield client
 
 
-def test_a_full_storage_quota_is_413_until_tasks_are_deleted(small_quota, make_user, login,
-                                                            sample_jpeg, sessions):
+def test_a_full_storage_quota_is_413_until_tasks_are_deleted(
+    small_quota, make_user, login, sample_jpeg, sessions
+):
     headers = login(*make_user())  # tokens from the other app: same secret
     first = submit(small_quota, headers, sample_jpeg)
     submit(small_quota, headers, sample_jpeg)
-    refused = small_quota.post("/api/tasks", content=sample_jpeg,
-                               headers={**headers, "Content-Type": "image/jpeg"})
+    refused = small_quota.post(
+        "/api/tasks", content=sample_jpeg, headers={**headers, "Content-Type": "image/jpeg"}
+    )
     assert refused.status_code == 413
     assert refused.json()["detail"].startswith("Your stored images take ")
     assert "Delete tasks you no longer need" in refused.json()["detail"]
@@ -40,15 +48,15 @@ def test_a_full_storage_quota_is_413_until_tasks_are_deleted(small_quota, make_u
     submit(small_quota, headers, sample_jpeg)
 
 
-def test_retention_purges_old_settled_tasks_only(client, alice, sample_jpeg, finish, sessions,
-                                                 cli):  # noqa: F811
+def test_retention_purges_old_settled_tasks_only(client, alice, sample_jpeg, finish, sessions, cli):  # noqa: F811
     old_done, recent_done = (submit(client, alice, sample_jpeg) for _ in range(2))
     finish([])
     old_queued = submit(client, alice, sample_jpeg)  # unsettled tasks are never purged
     long_ago = utcnow() - timedelta(days=40)
     with sessions() as db:
-        db.execute(update(Task).where(Task.id.in_([old_done, old_queued]))
-                   .values(created_at=long_ago))
+        db.execute(
+            update(Task).where(Task.id.in_([old_done, old_queued])).values(created_at=long_ago)
+        )
         db.execute(update(Task).where(Task.id == old_done).values(finished_at=long_ago))
         db.commit()
     assert cli("retention", "run", "--days", "30") == 0
@@ -60,8 +68,9 @@ def test_retention_purges_old_settled_tasks_only(client, alice, sample_jpeg, fin
     assert cli("retention", "run") == 2  # no age configured: refuses rather than guess
 
 
-def test_expired_keys_and_finished_webhook_logs_are_purged(client, alice, sample_jpeg, finish,
-                                                           sessions):
+def test_expired_keys_and_finished_webhook_logs_are_purged(
+    client, alice, sample_jpeg, finish, sessions
+):
     """Found by the outside review: idempotency rows and webhook bodies were never purged
     and outlived deleted tasks."""
     from storage import retention
@@ -70,20 +79,31 @@ def test_expired_keys_and_finished_webhook_logs_are_purged(client, alice, sample
     old_key, new_key = "key-old", "key-new"
     submit(client, {**alice, "Idempotency-Key": old_key}, sample_jpeg)
     submit(client, {**alice, "Idempotency-Key": new_key}, sample_jpeg)
-    hooks = [submit(client, alice, sample_jpeg, webhook="http://127.0.0.1:9/hook")
-             for _ in range(3)]
+    hooks = [
+        submit(client, alice, sample_jpeg, webhook="http://127.0.0.1:9/hook") for _ in range(3)
+    ]
     finish([])
     long_ago = utcnow() - timedelta(days=30)
     with sessions() as db:
-        db.execute(update(IdempotencyKey).where(IdempotencyKey.key == old_key)
-                   .values(created_at=long_ago))
+        db.execute(
+            update(IdempotencyKey).where(IdempotencyKey.key == old_key).values(created_at=long_ago)
+        )
         by_task = {d.task_id: d.id for d in db.scalars(select(WebhookDelivery))}
-        db.execute(update(WebhookDelivery).where(WebhookDelivery.id == by_task[hooks[0]])
-                   .values(state="delivered", created_at=long_ago))
-        db.execute(update(WebhookDelivery).where(WebhookDelivery.id == by_task[hooks[1]])
-                   .values(created_at=long_ago))  # still pending: kept, however old
-        db.execute(update(WebhookDelivery).where(WebhookDelivery.id == by_task[hooks[2]])
-                   .values(state="gave_up"))  # finished but recent: kept
+        db.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == by_task[hooks[0]])
+            .values(state="delivered", created_at=long_ago)
+        )
+        db.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == by_task[hooks[1]])
+            .values(created_at=long_ago)
+        )  # still pending: kept, however old
+        db.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == by_task[hooks[2]])
+            .values(state="gave_up")
+        )  # finished but recent: kept
         db.commit()
         now = utcnow()
         assert retention.purge_expired_keys(db=db, moment=now - timedelta(hours=24)) == 1

@@ -12,10 +12,24 @@ from serve_app.tasks.visualize import COLOURS
 from tests.api.conftest import submit
 
 # A cube box in the middle, turned a quarter of π (45°), and a weak sphere at the left.
-CUBE = {"primitive_class": "cube", "x": 0.5, "y": 0.5, "width": 0.4, "height": 0.2,
-        "rotation": 0.25, "probability": 0.9}
-SPHERE = {"primitive_class": "sphere", "x": 0.15, "y": 0.5, "width": 0.1, "height": 0.2,
-          "rotation": 0.0, "probability": 0.3}
+CUBE = {
+    "primitive_class": "cube",
+    "x": 0.5,
+    "y": 0.5,
+    "width": 0.4,
+    "height": 0.2,
+    "rotation": 0.25,
+    "probability": 0.9,
+}
+SPHERE = {
+    "primitive_class": "sphere",
+    "x": 0.15,
+    "y": 0.5,
+    "width": 0.1,
+    "height": 0.2,
+    "rotation": 0.0,
+    "probability": 0.3,
+}
 
 
 def _photo(width: int, height: int, orientation: int | None = None) -> bytes:
@@ -34,9 +48,11 @@ def _close(pixel, colour, tolerance=40) -> bool:
 
 def _near(picture: Image.Image, xy: tuple[float, float], colour, radius=3) -> bool:
     x0, y0 = round(xy[0]), round(xy[1])
-    return any(_close(picture.getpixel((x, y)), colour)
-               for x in range(x0 - radius, x0 + radius + 1)
-               for y in range(y0 - radius, y0 + radius + 1))
+    return any(
+        _close(picture.getpixel((x, y)), colour)
+        for x in range(x0 - radius, x0 + radius + 1)
+        for y in range(y0 - radius, y0 + radius + 1)
+    )
 
 
 def test_boxes_are_drawn_where_the_result_puts_them(client, alice, finish):
@@ -49,10 +65,12 @@ def test_boxes_are_drawn_where_the_result_puts_them(client, alice, finish):
     assert picture.size == (400, 300)
     # The cube's box is 160 x 60 px turned 45° about (200, 150): its corner
     # centre + R(45°)·(80, 30) = (235.4, 227.8) is outlined in the cube's colour...
-    assert _near(picture, (200 + 80 * 0.7071 - 30 * 0.7071, 150 + 80 * 0.7071 + 30 * 0.7071),
-                 COLOURS["cube"])
-    assert _near(picture, (200 - 80 * 0.7071 + 30 * 0.7071, 150 - 80 * 0.7071 - 30 * 0.7071),
-                 COLOURS["cube"])
+    assert _near(
+        picture, (200 + 80 * 0.7071 - 30 * 0.7071, 150 + 80 * 0.7071 + 30 * 0.7071), COLOURS["cube"]
+    )
+    assert _near(
+        picture, (200 - 80 * 0.7071 + 30 * 0.7071, 150 - 80 * 0.7071 - 30 * 0.7071), COLOURS["cube"]
+    )
     # ...while an unturned box's corner (280, 180) is not, nor the centre.
     assert not _near(picture, (280, 180), COLOURS["cube"])
     assert _close(picture.getpixel((200, 150)), (250, 250, 250))
@@ -60,13 +78,14 @@ def test_boxes_are_drawn_where_the_result_puts_them(client, alice, finish):
     assert _near(picture, (40, 150), COLOURS["sphere"])
 
 
-def test_min_probability_hides_weaker_boxes_and_jpeg_is_given_when_asked(client, alice,
-                                                                         finish):
+def test_min_probability_hides_weaker_boxes_and_jpeg_is_given_when_asked(client, alice, finish):
     task_id = submit(client, alice, _photo(400, 300))
     finish([CUBE, SPHERE])
-    response = client.get(f"/api/tasks/{task_id}/visualization",
-                          params={"min_probability": 0.5},
-                          headers={**alice, "Accept": "image/jpeg"})
+    response = client.get(
+        f"/api/tasks/{task_id}/visualization",
+        params={"min_probability": 0.5},
+        headers={**alice, "Accept": "image/jpeg"},
+    )
     assert response.headers["content-type"] == "image/jpeg"
     assert response.content.startswith(b"\xff\xd8\xff")
     picture = Image.open(io.BytesIO(response.content)).convert("RGB")
@@ -87,11 +106,15 @@ def test_unchanged_pictures_revalidate_with_their_etag(client, alice, finish):
     finish([CUBE])
     first = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
     etag = first.headers["etag"]
-    again = client.get(f"/api/tasks/{task_id}/visualization",
-                       headers={**alice, "If-None-Match": etag})
+    again = client.get(
+        f"/api/tasks/{task_id}/visualization", headers={**alice, "If-None-Match": etag}
+    )
     assert again.status_code == 304 and again.content == b""
-    other = client.get(f"/api/tasks/{task_id}/visualization", params={"min_probability": 0.95},
-                       headers={**alice, "If-None-Match": etag})
+    other = client.get(
+        f"/api/tasks/{task_id}/visualization",
+        params={"min_probability": 0.95},
+        headers={**alice, "If-None-Match": etag},
+    )
     assert other.status_code == 200  # other options, another picture
 
 
@@ -114,6 +137,7 @@ def test_a_picture_asked_for_again_is_not_drawn_again(client, alice, finish, mon
 
     drawn: list[int] = []
     real = router.draw_result
+
     def counted(*args, **kwargs):
         drawn.append(1)
         return real(*args, **kwargs)
@@ -129,8 +153,7 @@ def test_a_picture_asked_for_again_is_not_drawn_again(client, alice, finish, mon
     assert other.status_code == 200 and other.content != first.content and len(drawn) == 2
 
 
-def test_one_user_gets_at_most_two_pictures_drawn_at_once(client, alice, bob, finish,
-                                                         monkeypatch):
+def test_one_user_gets_at_most_two_pictures_drawn_at_once(client, alice, bob, finish, monkeypatch):
     from serve_app.tasks import router
 
     release, started = threading.Event(), threading.Semaphore(0)
@@ -146,8 +169,10 @@ def test_one_user_gets_at_most_two_pictures_drawn_at_once(client, alice, bob, fi
     theirs = submit(client, bob, _photo(300, 200))
     finish([CUBE])
     with ThreadPoolExecutor(4) as pool:
-        first_two = [pool.submit(client.get, f"/api/tasks/{t}/visualization", headers=alice)
-                     for t in mine[:2]]
+        first_two = [
+            pool.submit(client.get, f"/api/tasks/{t}/visualization", headers=alice)
+            for t in mine[:2]
+        ]
         assert started.acquire(timeout=10) and started.acquire(timeout=10)
         third = client.get(f"/api/tasks/{mine[2]}/visualization", headers=alice)
         assert third.status_code == 429 and third.headers["retry-after"] == "1"

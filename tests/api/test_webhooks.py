@@ -57,14 +57,34 @@ def _run(sender: WebhookSender, until, timeout: float = 30.0) -> None:
 
 
 def test_a_done_task_is_posted_signed_and_a_500_is_retried_with_the_same_id(
-        client, alice, sample_jpeg, finish, sessions, receivers):
+    client, alice, sample_jpeg, finish, sessions, receivers
+):
     receiver = _receiver(receivers, [500, 200])
     task_id = submit(client, alice, sample_jpeg, webhook=receiver.url)
-    finish([{"primitive_class": "cube", "x": 0.5, "y": 0.5, "width": 0.2, "height": 0.2,
-             "rotation": 0.0, "probability": 0.9}], image_class="office")
-    _run(_sender(sessions), lambda: len(receiver.received) == 2 and client.get(
-        f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][0]["state"]
-        == "delivered")
+    finish(
+        [
+            {
+                "primitive_class": "cube",
+                "x": 0.5,
+                "y": 0.5,
+                "width": 0.2,
+                "height": 0.2,
+                "rotation": 0.0,
+                "probability": 0.9,
+            }
+        ],
+        image_class="office",
+    )
+    _run(
+        _sender(sessions),
+        lambda: (
+            len(receiver.received) == 2
+            and client.get(f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][0][
+                "state"
+            ]
+            == "delivered"
+        ),
+    )
 
     secret = client.get("/api/me", headers=alice).json()["webhook_secret"]
     (first_headers, first_body), (headers, body) = receiver.received
@@ -77,14 +97,14 @@ def test_a_done_task_is_posted_signed_and_a_500_is_retried_with_the_same_id(
     assert len(log) == 1
     assert log[0]["webhook_id"] == headers["webhook-id"] and log[0]["url"] == receiver.url
     assert log[0]["next_attempt_at"] is None
-    assert [(a["attempt"], a["status_code"]) for a in log[0]["attempts"]] == [(1, 500),
-                                                                               (2, 200)]
+    assert [(a["attempt"], a["status_code"]) for a in log[0]["attempts"]] == [(1, 500), (2, 200)]
     assert log[0]["attempts"][0]["error"] == "answered 500"
     assert log[0]["attempts"][1]["error"] is None
 
 
 def test_a_canceled_task_is_posted_and_a_rotated_secret_signs_later_attempts(
-        client, alice, sample_jpeg, sessions, receivers):
+    client, alice, sample_jpeg, sessions, receivers
+):
     receiver = _receiver(receivers, [200])
     task_id = submit(client, alice, sample_jpeg, webhook=receiver.url)
     client.post(f"/api/tasks/{task_id}/cancel", headers=alice)
@@ -98,7 +118,8 @@ def test_a_canceled_task_is_posted_and_a_rotated_secret_signs_later_attempts(
 
 
 def test_a_dead_receiver_does_not_hold_up_others_and_gives_up_after_the_attempts(
-        client, alice, bob, sample_jpeg, finish, sessions, receivers):
+    client, alice, bob, sample_jpeg, finish, sessions, receivers
+):
     slow = _receiver(receivers, [200], delay_s=5.0)  # answers after the 1 s time-out
     with socket.socket() as closed:  # a port nothing listens on: connection refused
         closed.bind(("127.0.0.1", 0))
@@ -119,9 +140,10 @@ def test_a_dead_receiver_does_not_hold_up_others_and_gives_up_after_the_attempts
         return done
 
     def all_settled() -> bool:
-        states = [client.get(f"/api/tasks/{t}/webhooks", headers=h).json()["deliveries"][0]
-                  ["state"] for t, h in ((slow_task, alice), (dead_task, alice),
-                                         (fine_task, bob))]
+        states = [
+            client.get(f"/api/tasks/{t}/webhooks", headers=h).json()["deliveries"][0]["state"]
+            for t, h in ((slow_task, alice), (dead_task, alice), (fine_task, bob))
+        ]
         return fine_delivered() and states == ["gave_up", "gave_up", "delivered"]
 
     _run(_sender(sessions, timeout_s=1.0, max_attempts=3), all_settled)
@@ -130,8 +152,9 @@ def test_a_dead_receiver_does_not_hold_up_others_and_gives_up_after_the_attempts
     attempts = dead_log["deliveries"][0]["attempts"]
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     assert all(a["status_code"] is None and "ConnectError" in a["error"] for a in attempts)
-    slow_attempts = client.get(f"/api/tasks/{slow_task}/webhooks",
-                               headers=alice).json()["deliveries"][0]["attempts"]
+    slow_attempts = client.get(f"/api/tasks/{slow_task}/webhooks", headers=alice).json()[
+        "deliveries"
+    ][0]["attempts"]
     assert slow_attempts[0]["error"] == "no answer within 1 s"
 
 
@@ -139,11 +162,18 @@ def test_redirects_are_not_followed(client, alice, sample_jpeg, finish, sessions
     receiver = _receiver(receivers, [302])
     task_id = submit(client, alice, sample_jpeg, webhook=receiver.url)
     finish([])
-    _run(_sender(sessions, max_attempts=1), lambda: client.get(
-        f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][0]["state"]
-        == "gave_up")
-    (attempt,) = client.get(f"/api/tasks/{task_id}/webhooks",
-                            headers=alice).json()["deliveries"][0]["attempts"]
+    _run(
+        _sender(sessions, max_attempts=1),
+        lambda: (
+            client.get(f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][0][
+                "state"
+            ]
+            == "gave_up"
+        ),
+    )
+    (attempt,) = client.get(f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][
+        0
+    ]["attempts"]
     assert attempt["status_code"] == 302
     assert attempt["error"] == "answered 302; redirects are not followed"
     assert len(receiver.received) == 1
@@ -151,30 +181,41 @@ def test_redirects_are_not_followed(client, alice, sample_jpeg, finish, sessions
 
 @pytest.fixture
 def production_client(database_url, registry, sessions, read_sessions) -> Iterator[TestClient]:
-    settings = Settings(database_url=database_url, jwt_secret=JWT_SECRET,
-                        environment="production")
-    app = create_app(settings=settings, registry=registry, session_factory=sessions,
-                     read_session_factory=read_sessions)
+    settings = Settings(database_url=database_url, jwt_secret=JWT_SECRET, environment="production")
+    app = create_app(
+        settings=settings,
+        registry=registry,
+        session_factory=sessions,
+        read_session_factory=read_sessions,
+    )
     with TestClient(app) as test_client:
         yield test_client
 
 
-@pytest.mark.parametrize(("url", "says"), [
-    ("http://127.0.0.1:8080/hook", "resolves to a loopback address"),
-    ("http://localhost/hook", "resolves to a loopback address"),
-    ("http://169.254.169.254/latest/meta-data/", "resolves to a link-local or metadata"),
-    ("http://10.0.0.7/hook", "resolves to a private address"),
-    ("file:///etc/passwd", "must start with http:// or https://"),
-])
-def test_production_refuses_unsafe_webhook_urls_with_400(production_client, make_user,
-                                                         sample_jpeg, sessions, url, says):
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8080/hook", "resolves to a loopback address"),
+        ("http://localhost/hook", "resolves to a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "resolves to a link-local or metadata"),
+        ("http://10.0.0.7/hook", "resolves to a private address"),
+        ("file:///etc/passwd", "must start with http:// or https://"),
+    ],
+)
+def test_production_refuses_unsafe_webhook_urls_with_400(
+    production_client, make_user, sample_jpeg, sessions, url, says
+):
     name, password = make_user()
-    token = production_client.post("/oauth/login", data={"username": name,
-                                                         "password": password}).json()
+    token = production_client.post(
+        "/oauth/login", data={"username": name, "password": password}
+    ).json()
     headers = {"Authorization": f"Bearer {token['access_token']}"}
-    response = production_client.post("/api/tasks", params={"webhook": url},
-                                      content=sample_jpeg,
-                                      headers={**headers, "Content-Type": "image/jpeg"})
+    response = production_client.post(
+        "/api/tasks",
+        params={"webhook": url},
+        content=sample_jpeg,
+        headers={**headers, "Content-Type": "image/jpeg"},
+    )
     assert response.status_code == 400
     assert says in response.json()["detail"]
     assert production_client.get("/api/tasks", headers=headers).json() == {"tasks": []}
@@ -192,8 +233,9 @@ def test_me_shows_a_stable_secret_and_needs_a_token(client, alice):
         assert call.json() == {"detail": "Not authenticated"}
 
 
-def test_a_webhook_log_is_read_by_owner_as_well_as_task_id(client, alice, bob, sample_jpeg,
-                                                           finish, sessions):
+def test_a_webhook_log_is_read_by_owner_as_well_as_task_id(
+    client, alice, bob, sample_jpeg, finish, sessions
+):
     """A delivery outlives its task; were a task id ever given again, the log must still show
     only the owner's rows (found by the outside review on SQLite, where ids came back)."""
     from storage import webhooks
@@ -241,8 +283,9 @@ class Dribbler:
         self.server.close()
 
 
-def test_a_slowloris_receiver_is_cut_off_at_the_attempts_deadline(client, alice, sample_jpeg,
-                                                                  finish, sessions):
+def test_a_slowloris_receiver_is_cut_off_at_the_attempts_deadline(
+    client, alice, sample_jpeg, finish, sessions
+):
     """Found by the outside review: httpx's time-outs are per read, so a receiver sending a
     byte every few seconds held a delivery slot without end, and after the lock lapsed the
     same delivery was taken into a second slot."""
@@ -259,8 +302,9 @@ def test_a_slowloris_receiver_is_cut_off_at_the_attempts_deadline(client, alice,
 
         _run(sender, given_up, timeout=10)
         assert time.monotonic() - started < 5  # on ec95f26: not before the dribble ends
-        attempt = client.get(f"/api/tasks/{task_id}/webhooks", headers=alice) \
-            .json()["deliveries"][0]["attempts"]
+        attempt = client.get(f"/api/tasks/{task_id}/webhooks", headers=alice).json()["deliveries"][
+            0
+        ]["attempts"]
         assert [a["error"] for a in attempt] == ["no answer within 1 s"]
         assert attempt[0]["duration_ms"] < 2500
         assert dribbler.connections == 1

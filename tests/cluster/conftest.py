@@ -24,11 +24,15 @@ os.environ["RAY_AUTH_MODE"] = "token"
 
 @pytest.fixture
 def platform_env(database_url: str) -> dict[str, str]:
-    return {"PRIMITIVES_DATABASE_URL": database_url, "PRIMITIVES_ENVIRONMENT": "production",
-            "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
-            "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5", "PRIMITIVES_QUEUE_LEASE_SECONDS": "6",
-            "PRIMITIVES_QUEUE_ACTOR_NAME": f"cluster_queue_{uuid.uuid4().hex[:6]}",
-            "PRIMITIVES_WEBHOOK_ACTOR_NAME": f"cluster_hooks_{uuid.uuid4().hex[:6]}"}
+    return {
+        "PRIMITIVES_DATABASE_URL": database_url,
+        "PRIMITIVES_ENVIRONMENT": "production",
+        "PRIMITIVES_JWT_SECRET": secrets.token_urlsafe(48),
+        "PRIMITIVES_QUEUE_POLL_SECONDS": "0.5",
+        "PRIMITIVES_QUEUE_LEASE_SECONDS": "6",
+        "PRIMITIVES_QUEUE_ACTOR_NAME": f"cluster_queue_{uuid.uuid4().hex[:6]}",
+        "PRIMITIVES_WEBHOOK_ACTOR_NAME": f"cluster_hooks_{uuid.uuid4().hex[:6]}",
+    }
 
 
 @pytest.fixture
@@ -52,9 +56,15 @@ def add_backlog(sessions, *, username: str, count: int, seed: int) -> list[int]:
     images = [render_jpeg(seed + i)[0] for i in range(8)]
     with sessions() as db:
         user = create_user(db=db, username=username, password=f"{username}-pw")
-        return create_tasks(db=db, user_id=user.id, new=NewTasks(
-            detection_model_id=1, classification_model_id=3,
-            images=[(images[i % 8], "image/jpeg") for i in range(count)]))
+        return create_tasks(
+            db=db,
+            user_id=user.id,
+            new=NewTasks(
+                detection_model_id=1,
+                classification_model_id=3,
+                images=[(images[i % 8], "image/jpeg") for i in range(count)],
+            ),
+        )
 
 
 def write_overlay(folder: Path, deployments: list[dict]) -> Path:

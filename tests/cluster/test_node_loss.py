@@ -26,12 +26,16 @@ def replicas_on(node_id: str) -> int:
     """Model replicas alive on the node."""
     from ray.util.state import list_actors
 
-    return sum(1 for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-               if a.node_id == node_id and a.class_name.rsplit(":", 1)[-1] in MODELS)
+    return sum(
+        1
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        if a.node_id == node_id and a.class_name.rsplit(":", 1)[-1] in MODELS
+    )
 
 
 def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
-        tmp_path, platform_env, database_url, timings):
+    tmp_path, platform_env, database_url, timings
+):
     import ray
     from ray.cluster_utils import Cluster
 
@@ -39,56 +43,86 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
     from storage.models import Task, TaskResult
 
     os.environ["PYTHONPATH"] = str(REPO_ROOT)  # the nodes' workers import the platform
-    overlay = write_overlay(tmp_path, [
-        {"name": "YOLO", "autoscaling_config": {"min_replicas": 2, "max_replicas": 2}},
-        {"name": "SSD", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
-        {"name": "model_v1", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}])
-    cluster = Cluster(initialize_head=True, connect=False,
-                      head_node_args={"num_cpus": 2, "include_dashboard": False})
+    overlay = write_overlay(
+        tmp_path,
+        [
+            {"name": "YOLO", "autoscaling_config": {"min_replicas": 2, "max_replicas": 2}},
+            {"name": "SSD", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+            {"name": "model_v1", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+        ],
+    )
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 2, "include_dashboard": False},
+    )
     doomed, survivor = cluster.add_node(**WORKER), cluster.add_node(**WORKER)
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     try:
-        start_local_platform(platform_env, namespace="primitives-node-loss",
-                             address=cluster.address,
-                             overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay])
+        start_local_platform(
+            platform_env,
+            namespace="primitives-node-loss",
+            address=cluster.address,
+            overlays=[REPO_ROOT / "config" / "cluster.yaml", overlay],
+        )
         assert replicas("YOLO") == 2
         # The kill must hurt: model replicas live on the doomed node (two YOLO replicas and
         # room for everything on either node: Serve spreads them).
-        wait_for(lambda: replicas_on(doomed.node_id) > 0, 60,
-                 "a model replica on the node to be killed")
+        wait_for(
+            lambda: replicas_on(doomed.node_id) > 0, 60, "a model replica on the node to be killed"
+        )
         timings["replicas_on_the_killed_node"] = replicas_on(doomed.node_id)
         ids = add_backlog(sessions, username="node-loss", count=300, seed=950)
 
         def count(*statuses: str) -> int:
             with sessions() as db:
-                return db.scalar(select(func.count()).select_from(Task).where(
-                    Task.id.in_(ids), Task.status.in_(statuses))) or 0
+                return (
+                    db.scalar(
+                        select(func.count())
+                        .select_from(Task)
+                        .where(Task.id.in_(ids), Task.status.in_(statuses))
+                    )
+                    or 0
+                )
 
-        wait_for(lambda: count("done") >= 30 and count("in progress") > 0, 120,
-                 "tasks done and in flight")
+        wait_for(
+            lambda: count("done") >= 30 and count("in progress") > 0,
+            120,
+            "tasks done and in flight",
+        )
         in_flight = count("in progress")
         cluster.remove_node(doomed, allow_graceful=False)  # its raylet and workers, killed
         killed = time.monotonic()
         timings["tasks_in_flight_at_kill"] = in_flight
         timings["done_before_kill"] = count("done")
-        alive = wait_for(lambda: sum(n["Alive"] for n in ray.nodes()) == 2, 60,
-                         "the killed node seen dead")
+        alive = wait_for(
+            lambda: sum(n["Alive"] for n in ray.nodes()) == 2, 60, "the killed node seen dead"
+        )
         timings["node_seen_dead_s"] = alive
-        wait_for(lambda: count("queued", "in progress") == 0, 400, "every task settled",
-                 step=1)
+        wait_for(lambda: count("queued", "in progress") == 0, 400, "every task settled", step=1)
         timings["all_300_settled_after_kill_s"] = round(time.monotonic() - killed, 1)
-        wait_for(lambda: replicas("YOLO") == 2 and replicas("SSD") == 1
-                 and replicas("model_v1") == 1, 180, "the replicas back on the other node")
+        wait_for(
+            lambda: replicas("YOLO") == 2 and replicas("SSD") == 1 and replicas("model_v1") == 1,
+            180,
+            "the replicas back on the other node",
+        )
         timings["replicas_back_after_kill_s"] = round(time.monotonic() - killed, 1)
 
         with sessions() as db:
-            statuses = dict(db.execute(select(Task.status, func.count()).where(
-                Task.id.in_(ids)).group_by(Task.status)).all())
-            per_task = db.execute(select(TaskResult.task_id, func.count()).where(
-                TaskResult.task_id.in_(ids)).group_by(TaskResult.task_id)).all()
-            attempts = dict(db.execute(select(Task.id, Task.attempts).where(
-                Task.id.in_(ids))).all())
+            statuses = dict(
+                db.execute(
+                    select(Task.status, func.count()).where(Task.id.in_(ids)).group_by(Task.status)
+                ).all()
+            )
+            per_task = db.execute(
+                select(TaskResult.task_id, func.count())
+                .where(TaskResult.task_id.in_(ids))
+                .group_by(TaskResult.task_id)
+            ).all()
+            attempts = dict(
+                db.execute(select(Task.id, Task.attempts).where(Task.id.in_(ids))).all()
+            )
         assert statuses == {"done": 300}
         assert len(per_task) == 300 and {n for _, n in per_task} == {1}
         # It did hurt: runs were cut off with the node and their tasks claimed again (a task

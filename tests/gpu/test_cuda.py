@@ -25,11 +25,11 @@ def test_model_runs_on_cuda_and_agrees_with_the_cpu(spec):
     if isinstance(on_cpu, Detection):
         assert isinstance(on_gpu, Detection)
         assert on_cpu.primitives, "the rendered scene has primitives: the CPU finds some"
-        assert [p.primitive_class for p in on_gpu.primitives] == \
-            [p.primitive_class for p in on_cpu.primitives]
+        assert [p.primitive_class for p in on_gpu.primitives] == [
+            p.primitive_class for p in on_cpu.primitives
+        ]
         for g, c in zip(on_gpu.primitives, on_cpu.primitives, strict=True):
-            assert (g.x, g.y, g.probability) == pytest.approx((c.x, c.y, c.probability),
-                                                              abs=0.02)
+            assert (g.x, g.y, g.probability) == pytest.approx((c.x, c.y, c.probability), abs=0.02)
     else:
         assert isinstance(on_cpu, Classification) and isinstance(on_gpu, Classification)
         assert on_gpu.image_class == on_cpu.image_class

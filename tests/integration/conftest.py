@@ -24,12 +24,24 @@ def _own_checkpoints(folder: Path) -> list[dict]:
     classifier = torchvision.models.get_model("shufflenet_v2_x0_5", weights=None, num_classes=2)
     torch.save(classifier.state_dict(), folder / "my_scenes.pt")
     return [
-        {"id": 4, "name": "MyYOLO", "type": "detection_model", "backend": "ultralytics",
-         "weights": str(folder / "my_yolo.pt"), "image_size": 128},
-        {"id": 5, "name": "my_scenes", "type": "classification_model",
-         "backend": "torchvision_classifier", "arch": "shufflenet_v2_x0_5",
-         "weights": str(folder / "my_scenes.pt"), "classes": ["indoor", "outdoor"],
-         "image_size": 64},
+        {
+            "id": 4,
+            "name": "MyYOLO",
+            "type": "detection_model",
+            "backend": "ultralytics",
+            "weights": str(folder / "my_yolo.pt"),
+            "image_size": 128,
+        },
+        {
+            "id": 5,
+            "name": "my_scenes",
+            "type": "classification_model",
+            "backend": "torchvision_classifier",
+            "arch": "shufflenet_v2_x0_5",
+            "weights": str(folder / "my_scenes.pt"),
+            "classes": ["indoor", "outdoor"],
+            "image_size": 64,
+        },
     ]
 
 
@@ -47,9 +59,14 @@ class Platform:
     def start(self) -> None:
         from harness.local_platform import start_local_platform
 
-        start_local_platform(self.env, models=self.models, namespace="primitives-tests",
-                             port=self.port, metrics_port=self.metrics_port,
-                             dashboard_port=self._another_port())
+        start_local_platform(
+            self.env,
+            models=self.models,
+            namespace="primitives-tests",
+            port=self.port,
+            metrics_port=self.metrics_port,
+            dashboard_port=self._another_port(),
+        )
 
     def stop(self) -> None:
         from harness.local_platform import stop_local_platform
@@ -117,8 +134,7 @@ def user_headers(database_url: str, http: httpx.Client):
         name = f"u_{uuid.uuid4().hex[:8]}"
         with make_session_factory(engine)() as db:
             create_user(db=db, username=name, password="pw-integration")
-        response = http.post("/oauth/login", data={"username": name,
-                                                   "password": "pw-integration"})
+        response = http.post("/oauth/login", data={"username": name, "password": "pw-integration"})
         assert response.status_code == 200, response.text
         return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
@@ -140,8 +156,9 @@ def account(database_url, http):
     return name, password
 
 
-def wait_finished(http: httpx.Client, headers: dict[str, str], task_ids: list[int],
-                  timeout: float = 180.0) -> dict[int, str]:
+def wait_finished(
+    http: httpx.Client, headers: dict[str, str], task_ids: list[int], timeout: float = 180.0
+) -> dict[int, str]:
     """Poll until every task is done, failed or canceled; returns the final statuses."""
     deadline = time.monotonic() + timeout
     final: dict[int, str] = {}

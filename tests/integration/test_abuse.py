@@ -60,12 +60,16 @@ def test_a_400_mb_login_body_is_refused_while_it_streams(platform, framing):
     (measured on ec95f26: 400 MB of JSON took the replica from 184 to 779 MB)."""
     total = 400 * MB
     if framing == "content-length":
-        head = (f"POST /oauth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {total}\r\n\r\n")
+        head = (
+            f"POST /oauth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {total}\r\n\r\n"
+        )
         chunk = b"x" * MB
     else:
-        head = ("POST /oauth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = (
+            "POST /oauth/login HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = f"{MB:x}\r\n".encode() + b"x" * MB + b"\r\n"
     before = ingress_rss()
     answer, sent = stream_body(platform.port, head, total, chunk)
@@ -78,22 +82,37 @@ def test_a_400_mb_login_body_is_refused_while_it_streams(platform, framing):
 def test_huge_headers_and_hostile_parameters_are_4xx_never_5xx(platform, http, user_headers):
     headers = user_headers()
     codes = {
-        "a 64 KiB header": httpx.get(f"{platform.url}/api/tasks", timeout=30, headers={
-            **headers, "X-Junk": "a" * 65536}).status_code,
-        "a thousand headers": httpx.get(f"{platform.url}/api/tasks", timeout=30, headers={
-            **headers, **{f"X-H{i}": "v" for i in range(1000)}}).status_code,
-        "a 64 KiB token": httpx.get(f"{platform.url}/api/tasks", timeout=30, headers={
-            "Authorization": "Bearer " + "a" * 65536}).status_code,
+        "a 64 KiB header": httpx.get(
+            f"{platform.url}/api/tasks", timeout=30, headers={**headers, "X-Junk": "a" * 65536}
+        ).status_code,
+        "a thousand headers": httpx.get(
+            f"{platform.url}/api/tasks",
+            timeout=30,
+            headers={**headers, **{f"X-H{i}": "v" for i in range(1000)}},
+        ).status_code,
+        "a 64 KiB token": httpx.get(
+            f"{platform.url}/api/tasks",
+            timeout=30,
+            headers={"Authorization": "Bearer " + "a" * 65536},
+        ).status_code,
     }
-    for path in ("/api/tasks/99999999999999999999/status", "/api/tasks/-1/result",
-                 "/api/tasks/1/status?wait=1e308", "/api/tasks/1/status?wait=nan",
-                 "/api/tasks?limit=-5", "/api/tasks?after_id=1e9999", "/tasks/%00/result",
-                 "/api/tasks/1/visualization?min_probability=inf",
-                 "/api/tasks?status=%F0%9F%92%A5"):
+    for path in (
+        "/api/tasks/99999999999999999999/status",
+        "/api/tasks/-1/result",
+        "/api/tasks/1/status?wait=1e308",
+        "/api/tasks/1/status?wait=nan",
+        "/api/tasks?limit=-5",
+        "/api/tasks?after_id=1e9999",
+        "/tasks/%00/result",
+        "/api/tasks/1/visualization?min_probability=inf",
+        "/api/tasks?status=%F0%9F%92%A5",
+    ):
         codes[path] = http.get(path, headers=headers).status_code
     codes["webhook with NUL"] = http.post(
-        "/api/tasks?webhook=http://93.184.216.34/%00", content=b"\xff\xd8\xff",
-        headers={**headers, "Content-Type": "image/jpeg"}).status_code
+        "/api/tasks?webhook=http://93.184.216.34/%00",
+        content=b"\xff\xd8\xff",
+        headers={**headers, "Content-Type": "image/jpeg"},
+    ).status_code
     server_errors = {what: code for what, code in codes.items() if code >= 500}
     assert not server_errors, server_errors
     assert all(400 <= code < 500 for code in codes.values()), codes
@@ -107,16 +126,21 @@ def test_many_small_hostile_requests_leave_the_ingress_no_bigger(platform):
         for i in range(800):
             kind = i % 4
             if kind == 0:
-                code = client.get("/api/tasks", headers={
-                    "Authorization": f"Bearer junk.{i}.token"}).status_code
+                code = client.get(
+                    "/api/tasks", headers={"Authorization": f"Bearer junk.{i}.token"}
+                ).status_code
             elif kind == 1:
-                code = client.post("/oauth/login", json={"username": f"nobody{i}",
-                                                         "password": "x"}).status_code
+                code = client.post(
+                    "/oauth/login", json={"username": f"nobody{i}", "password": "x"}
+                ).status_code
             elif kind == 2:
                 code = client.get(f"/api/tasks/{i}/status").status_code
             else:
-                code = client.post("/oauth/login", content=b"[" * 10_000,
-                                   headers={"Content-Type": "application/json"}).status_code
+                code = client.post(
+                    "/oauth/login",
+                    content=b"[" * 10_000,
+                    headers={"Content-Type": "application/json"},
+                ).status_code
             assert code < 500, (kind, code)
     grown = ingress_rss() - before
     assert grown < 30 * MB, f"the ingress grew by {grown / MB:.0f} MB"

@@ -29,15 +29,18 @@ def page():
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=_chromium(), headless=True,
-            args=["--no-sandbox"] if os.geteuid() == 0 else [])
+            executable_path=_chromium(),
+            headless=True,
+            args=["--no-sandbox"] if os.geteuid() == 0 else [],
+        )
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         yield context.new_page()
         browser.close()
 
 
-def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(page, platform, account,
-                                                             tmp_path, http):
+def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(
+    page, platform, account, tmp_path, http
+):
     from playwright.sync_api import expect
 
     images = []
@@ -69,8 +72,10 @@ def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(page, platform, ac
     # The drawn result, fetched with the token, shown at the input's size.
     expect(page.locator("#picture")).to_have_attribute("src", re.compile("^blob:"))
     page.wait_for_function("document.getElementById('picture').naturalWidth > 0")
-    shown = page.evaluate("[document.getElementById('picture').naturalWidth, "
-                          "document.getElementById('picture').naturalHeight]")
+    shown = page.evaluate(
+        "[document.getElementById('picture').naturalWidth, "
+        "document.getElementById('picture').naturalHeight]"
+    )
     assert tuple(shown) == Image.open(images[0]).size
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "page.png"), full_page=True)
@@ -84,8 +89,9 @@ def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(page, platform, ac
     assert gone.status_code == 404
 
     # One image: the upload itself waits for the result (Prefer: wait) and shows it.
-    with page.expect_response(lambda r: r.url.startswith(platform.url + "/api/tasks?")
-                              and r.request.method == "POST") as posted:
+    with page.expect_response(
+        lambda r: r.url.startswith(platform.url + "/api/tasks?") and r.request.method == "POST"
+    ) as posted:
         page.set_input_files("#files", [str(images[1])])
     assert posted.value.headers.get("preference-applied") == "wait=30"
     expect(page.locator("#submit-message")).to_have_text("Submitted 1 image.")

@@ -41,9 +41,18 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     with make_session_factory(engine)() as db:
         user_id = db.scalar(select(Task.user_id).where(Task.id == first))
         assert user_id is not None
-        ids = [first] + [create_tasks(db=db, user_id=user_id, new=NewTasks(
-            detection_model_id=1 + i % 2, classification_model_id=3,
-            images=[(IMAGES[i % len(IMAGES)], "image/jpeg")]))[0] for i in range(1, n)]
+        ids = [first] + [
+            create_tasks(
+                db=db,
+                user_id=user_id,
+                new=NewTasks(
+                    detection_model_id=1 + i % 2,
+                    classification_model_id=3,
+                    images=[(IMAGES[i % len(IMAGES)], "image/jpeg")],
+                ),
+            )[0]
+            for i in range(1, n)
+        ]
     engine.dispose()
     return ids
 
@@ -67,8 +76,7 @@ def test_hard_killed_queue_with_200_tasks_loses_none(http, user_headers, databas
     assert "in progress" not in statuses_of(http, headers, ids).values()
 
 
-def test_killed_detector_replica_comes_back_and_no_task_is_lost(http, user_headers,
-                                                                database_url):
+def test_killed_detector_replica_comes_back_and_no_task_is_lost(http, user_headers, database_url):
     headers = user_headers()
     ids: list[int] = []
     stop = threading.Event()
@@ -92,8 +100,9 @@ def test_killed_detector_replica_comes_back_and_no_task_is_lost(http, user_heade
     assert yolo.pid.remote().result(timeout_s=60) > 0  # a replica answers again
 
 
-def test_tasks_queued_when_the_cluster_stops_finish_after_it_starts(http, user_headers,
-                                                                    database_url, platform):
+def test_tasks_queued_when_the_cluster_stops_finish_after_it_starts(
+    http, user_headers, database_url, platform
+):
     headers = user_headers()
     ids = [submit(http, headers, IMAGES[i % len(IMAGES)]) for i in range(10)]
     platform.restart()  # the whole Ray cluster goes down and comes back
@@ -107,13 +116,17 @@ def _postgres_restart_command(database_url: str) -> list[str] | None:
     is this machine's Debian cluster and we may restart it; None otherwise (never another)."""
     from sqlalchemy.engine import make_url
 
-    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or not os.path.isdir(
-            "/etc/postgresql"):
+    if (
+        os.geteuid() != 0
+        or not shutil.which("pg_ctlcluster")
+        or not os.path.isdir("/etc/postgresql")
+    ):
         return None
     version = sorted(os.listdir("/etc/postgresql"))[-1]
     conf = Path("/etc/postgresql") / version / "main" / "postgresql.conf"
-    port = next((int(m.group(1)) for m in re.finditer(r"(?m)^\s*port\s*=\s*(\d+)",
-                                                       conf.read_text())), 5432)
+    port = next(
+        (int(m.group(1)) for m in re.finditer(r"(?m)^\s*port\s*=\s*(\d+)", conf.read_text())), 5432
+    )
     url = make_url(database_url)
     if url.host not in ("127.0.0.1", "localhost", "::1") or (url.port or 5432) != port:
         return None
@@ -125,8 +138,10 @@ def test_postgres_restart_mid_run_loses_nothing(http, user_headers, database_url
     database is not on this machine's Debian cluster or the tests may not restart it."""
     restart = _postgres_restart_command(database_url)
     if restart is None:
-        pytest.skip("cannot restart PostgreSQL here: needs root and the test database on "
-                    "this machine's Debian cluster")
+        pytest.skip(
+            "cannot restart PostgreSQL here: needs root and the test database on "
+            "this machine's Debian cluster"
+        )
     headers = user_headers()
     ids = [submit(http, headers, IMAGES[i % len(IMAGES)]) for i in range(30)]
     time.sleep(1.0)

@@ -39,11 +39,13 @@ def _counts(page: str) -> dict[str, float]:
     tasks = _samples(page, "ray_primitives_tasks_total")
     stages = _samples(page, "ray_primitives_task_seconds_count")
     batches = _samples(page, "ray_primitives_batch_size_count")
-    return {"done": _total(tasks, outcome="done"),
-            "canceled": _total(tasks, outcome="canceled"),
-            **{f"stage {s}": _total(stages, stage=s) for s in ("wait", "inference", "total")},
-            "batches YOLO": _total(batches, model="YOLO"),
-            "batches model_v1": _total(batches, model="model_v1")}
+    return {
+        "done": _total(tasks, outcome="done"),
+        "canceled": _total(tasks, outcome="canceled"),
+        **{f"stage {s}": _total(stages, stage=s) for s in ("wait", "inference", "total")},
+        "batches YOLO": _total(batches, model="YOLO"),
+        "batches model_v1": _total(batches, model="model_v1"),
+    }
 
 
 def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, user_headers):
@@ -57,8 +59,15 @@ def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, use
         ray.get(queue_actor().resume.remote())
     done = [submit(http, headers, render_jpeg(70 + i)[0]) for i in range(3)]
     assert set(wait_finished(http, headers, done).values()) == {"done"}
-    expected = {"done": 3, "canceled": 1, "stage wait": 3, "stage inference": 3,
-                "stage total": 3, "batches YOLO": 1, "batches model_v1": 1}
+    expected = {
+        "done": 3,
+        "canceled": 1,
+        "stage wait": 3,
+        "stage inference": 3,
+        "stage total": 3,
+        "batches YOLO": 1,
+        "batches model_v1": 1,
+    }
     deadline = time.monotonic() + 60
     while True:
         page = _page(platform)
@@ -72,8 +81,9 @@ def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, use
     assert {labels["model"] for labels, _ in depth} >= {"YOLO", "SSD", "model_v1"}
 
 
-def test_prometheus_finds_the_nodes_through_rays_discovery_file(platform, tmp_path,
-                                                                http, user_headers):
+def test_prometheus_finds_the_nodes_through_rays_discovery_file(
+    platform, tmp_path, http, user_headers
+):
     """The shipped observability/prometheus.yml, run by a real Prometheus (as make observe
     does), scrapes the platform's metrics."""
     import shutil
@@ -89,17 +99,25 @@ def test_prometheus_finds_the_nodes_through_rays_discovery_file(platform, tmp_pa
     wait_finished(http, headers, [task])
     port = free_port()
     server = subprocess.Popen(
-        [binary, f"--config.file={REPO_ROOT / 'observability' / 'prometheus.yml'}",
-         f"--storage.tsdb.path={tmp_path}", f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            binary,
+            f"--config.file={REPO_ROOT / 'observability' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, result = time.monotonic() + 90, list[dict]()
         while not result and time.monotonic() < deadline:
             time.sleep(2)
             try:
-                answer = httpx.get(f"http://127.0.0.1:{port}/api/v1/query",
-                                   params={"query": 'ray_primitives_tasks_total{outcome="done"}'},
-                                   timeout=5).json()
+                answer = httpx.get(
+                    f"http://127.0.0.1:{port}/api/v1/query",
+                    params={"query": 'ray_primitives_tasks_total{outcome="done"}'},
+                    timeout=5,
+                ).json()
             except httpx.HTTPError:
                 continue
             result = answer.get("data", {}).get("result", [])

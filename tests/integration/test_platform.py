@@ -19,7 +19,9 @@ CONTRACT_KEYS = {"primitive_class", "x", "y", "width", "height", "rotation", "pr
 def submit(http, headers, image: bytes, detection: int = 1, classification: int = 3) -> int:
     response = http.post(
         f"/api/tasks?detection_model_id={detection}&classification_model_id={classification}",
-        content=image, headers={**headers, "Content-Type": "image/jpeg"})
+        content=image,
+        headers={**headers, "Content-Type": "image/jpeg"},
+    )
     assert response.status_code == 200, response.text
     return response.json()["id"]
 
@@ -34,8 +36,11 @@ def queue_actor():
 def result_rows(database_url: str, task_ids: list[int]) -> dict[int, int]:
     engine = make_engine(database_url)
     with make_session_factory(engine)() as db:
-        rows = db.execute(select(TaskResult.task_id, func.count()).where(
-            TaskResult.task_id.in_(task_ids)).group_by(TaskResult.task_id)).all()
+        rows = db.execute(
+            select(TaskResult.task_id, func.count())
+            .where(TaskResult.task_id.in_(task_ids))
+            .group_by(TaskResult.task_id)
+        ).all()
     engine.dispose()
     return dict(rows)
 
@@ -44,8 +49,12 @@ def test_prefer_wait_answers_the_result_in_one_request(http, user_headers):
     headers = user_headers()
     image, sample = render_jpeg(12)
     started = time.monotonic()
-    response = http.post("/api/tasks", content=image, headers={
-        **headers, "Content-Type": "image/jpeg", "Prefer": "wait=30"}, timeout=60)
+    response = http.post(
+        "/api/tasks",
+        content=image,
+        headers={**headers, "Content-Type": "image/jpeg", "Prefer": "wait=30"},
+        timeout=60,
+    )
     assert response.status_code == 200, response.text
     assert response.headers["Preference-Applied"] == "wait=30"
     body = response.json()
@@ -80,15 +89,22 @@ def test_a_task_runs_to_done_with_a_result_of_the_contracts_shape(http, user_hea
         if detection == 2:
             assert p["rotation"] == 0.0  # SSD predicts axis-aligned boxes
     assert http.get(f"/api/tasks/{task_id}/result", headers=headers).json() == body
-    assert http.get(f"/api/tasks/{task_id}/status", headers=headers).json() == \
-        {"id": task_id, "status": "done"}
+    assert http.get(f"/api/tasks/{task_id}/status", headers=headers).json() == {
+        "id": task_id,
+        "status": "done",
+    }
 
 
 def test_models_report_their_deployments(http, user_headers):
     body = http.get("/api/models", headers=user_headers()).json()
     models = body["detection_models"] + body["classification_models"]
-    assert [(m["model_name"], m["model_id"]) for m in models] == \
-        [("YOLO", 1), ("SSD", 2), ("MyYOLO", 4), ("model_v1", 3), ("my_scenes", 5)]
+    assert [(m["model_name"], m["model_id"]) for m in models] == [
+        ("YOLO", 1),
+        ("SSD", 2),
+        ("MyYOLO", 4),
+        ("model_v1", 3),
+        ("my_scenes", 5),
+    ]
     for model in models:
         assert model["ready"] is True
         assert len(model["weights_sha256"]) == 64
@@ -98,8 +114,12 @@ def test_models_report_their_deployments(http, user_headers):
 def test_routes_over_http_keep_users_apart(http, user_headers):
     alice, bob = user_headers(), user_headers()
     task_id = submit(http, alice, render_jpeg(12)[0])
-    for path in (f"/api/tasks/{task_id}/status", f"/api/tasks/{task_id}/input",
-                 f"/tasks/{task_id}/result", f"/api/tasks/{task_id}/result"):
+    for path in (
+        f"/api/tasks/{task_id}/status",
+        f"/api/tasks/{task_id}/input",
+        f"/tasks/{task_id}/result",
+        f"/api/tasks/{task_id}/result",
+    ):
         response = http.get(path, headers=bob)
         assert response.status_code == 404
         assert response.json() == {"detail": f"Task with id {task_id} does not exist."}
@@ -153,8 +173,9 @@ def test_a_model_brought_by_the_user_serves_tasks(http, user_headers):
     assert result["image_class"] in ("indoor", "outdoor")
 
 
-def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_headers,
-                                                                    database_url):
+def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(
+    http, user_headers, database_url
+):
     """A task queued for a model that was since removed from the registry: it ends failed
     with the reason, and the tasks after it still run."""
     from sqlalchemy.dialects.postgresql import insert
@@ -166,20 +187,36 @@ def test_a_task_whose_model_cannot_run_fails_and_the_queue_goes_on(http, user_he
     good = submit(http, headers, render_jpeg(17)[0])
     engine = make_engine(database_url)
     with make_session_factory(engine)() as db:
-        db.execute(insert(MlModel).values(id=50, name="Retired", type="detection_model")
-                   .on_conflict_do_nothing())
+        db.execute(
+            insert(MlModel)
+            .values(id=50, name="Retired", type="detection_model")
+            .on_conflict_do_nothing()
+        )
         user = db.scalar(select(Task.user_id).where(Task.id == good))
         assert user is not None
-        (doomed,) = create_tasks(db=db, user_id=user, new=NewTasks(
-            detection_model_id=50, classification_model_id=3,
-            images=[(render_jpeg(17)[0], "image/jpeg")]))
+        (doomed,) = create_tasks(
+            db=db,
+            user_id=user,
+            new=NewTasks(
+                detection_model_id=50,
+                classification_model_id=3,
+                images=[(render_jpeg(17)[0], "image/jpeg")],
+            ),
+        )
     engine.dispose()
     after = submit(http, headers, render_jpeg(18)[0])
-    assert wait_finished(http, headers, [good, doomed, after]) == \
-        {good: "done", doomed: "failed", after: "done"}
+    assert wait_finished(http, headers, [good, doomed, after]) == {
+        good: "done",
+        doomed: "failed",
+        after: "done",
+    }
     body = http.get(f"/tasks/{doomed}/result", headers=headers).json()
-    assert body == {"id": doomed, "status": "failed", "result": None,
-                    "error": "the model this task asked for is no longer configured"}
+    assert body == {
+        "id": doomed,
+        "status": "failed",
+        "result": None,
+        "error": "the model this task asked for is no longer configured",
+    }
 
 
 def test_long_poll_answers_when_the_task_finishes(http, user_headers):
@@ -207,8 +244,12 @@ def test_a_generated_scene_comes_back_with_the_primitives_it_holds(http, user_he
     matched = 0
     for box in sample.boxes:
         name = PRIMITIVE_CLASSES[box.class_id]
-        if any(p["primitive_class"] == name and abs(p["x"] - box.cx / w) < 0.1
-               and abs(p["y"] - box.cy / h) < 0.1 for p in found):
+        if any(
+            p["primitive_class"] == name
+            and abs(p["x"] - box.cx / w) < 0.1
+            and abs(p["y"] - box.cy / h) < 0.1
+            for p in found
+        ):
             matched += 1
     assert matched >= 0.8 * len(sample.boxes), (sample.boxes, found)
 
@@ -231,14 +272,21 @@ def test_every_log_line_about_a_task_carries_its_task_and_user_ids(http, user_he
     needle = f'"task": {task_id}'
     deadline = time.monotonic() + 30
     while True:  # log files are flushed on their own schedule
-        lines = [found for found in (
-            json.loads(line) for path in logs.rglob("*") if path.is_file()
-            and path.suffix in (".log", ".err", ".out")
-            for line in path.read_text(errors="replace").splitlines()
-            if needle in line and line.startswith("{")) if found.get("task") == task_id]
+        lines = [
+            found
+            for found in (
+                json.loads(line)
+                for path in logs.rglob("*")
+                if path.is_file() and path.suffix in (".log", ".err", ".out")
+                for line in path.read_text(errors="replace").splitlines()
+                if needle in line and line.startswith("{")
+            )
+            if found.get("task") == task_id
+        ]
         messages = {line["message"] for line in lines}
-        if {f"task {task_id} accepted"} <= messages and \
-                any(m.startswith(f"task {task_id} done") for m in messages):
+        if {f"task {task_id} accepted"} <= messages and any(
+            m.startswith(f"task {task_id} done") for m in messages
+        ):
             break
         assert time.monotonic() < deadline, f"log lines for task {task_id}: {messages}"
         time.sleep(1)
@@ -246,8 +294,10 @@ def test_every_log_line_about_a_task_carries_its_task_and_user_ids(http, user_he
     assert isinstance(lines[0]["user"], int)
 
 
-PORTRAITS = [("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-             ("ultralytics", "assets/zidane.jpg")]
+PORTRAITS = [
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("ultralytics", "assets/zidane.jpg"),
+]
 
 
 def _portrait_results(http, headers, detection: int) -> dict[str, dict]:
@@ -259,8 +309,10 @@ def _portrait_results(http, headers, detection: int) -> dict[str, dict]:
         assert path is not None, f"{package} ships {relative}"
         task_ids[path.name] = submit(http, headers, path.read_bytes(), detection=detection)
     assert set(wait_finished(http, headers, list(task_ids.values())).values()) == {"done"}
-    return {name: http.get(f"/api/tasks/{task_id}/result", headers=headers).json()["result"]
-            for name, task_id in task_ids.items()}
+    return {
+        name: http.get(f"/api/tasks/{task_id}/result", headers=headers).json()["result"]
+        for name, task_id in task_ids.items()
+    }
 
 
 @pytest.mark.parametrize("detection", [1, 2], ids=["YOLO", "SSD"])
@@ -268,23 +320,36 @@ def test_a_portrait_holds_at_most_one_primitive(http, user_headers, detection):
     """Real photographs of people (shipped with matplotlib and ultralytics, never trained
     on): at most one primitive at probability >= 0.5 each."""
     for name, result in _portrait_results(http, user_headers(), detection).items():
-        strong = [(p["primitive_class"], p["probability"]) for p in result["primitives"]
-                  if p["probability"] >= 0.5]
+        strong = [
+            (p["primitive_class"], p["probability"])
+            for p in result["primitives"]
+            if p["probability"] >= 0.5
+        ]
         assert len(strong) <= 1, (name, strong)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("grace_hopper.jpg", marks=pytest.mark.xfail(
-        strict=True, reason="missed: model_v1 calls it street at 0.95 calibrated "
-                            "(weights/README.md); strict, so a fix shows up here")),
-    "zidane.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(
+            "grace_hopper.jpg",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="missed: model_v1 calls it street at 0.95 calibrated "
+                "(weights/README.md); strict, so a fix shows up here",
+            ),
+        ),
+        "zidane.jpg",
+    ],
+)
 def test_a_portrait_is_no_known_scene(http, user_headers, name):
     """The scene of a portrait is "unknown", and the result still carries the classifier's
     probabilities (docs/api.md §E7)."""
     result = _portrait_results(http, user_headers(), 1)[name]
     assert set(result["class_probabilities"]) == set(SCENE_CLASSES)
     assert result["class_probability"] == pytest.approx(
-        max(result["class_probabilities"].values()), abs=1e-5)
+        max(result["class_probabilities"].values()), abs=1e-5
+    )
     assert result["image_class"] == "unknown", result["class_probabilities"]
 
 

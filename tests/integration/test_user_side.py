@@ -43,9 +43,12 @@ def paused_queue():
 
 def test_a_finished_task_is_posted_to_its_webhook_signed(http, user_headers, receiver):
     headers = user_headers()
-    task_id = http.post("/api/tasks", params={"webhook": receiver.url},
-                        content=render_jpeg(31)[0],
-                        headers={**headers, "Content-Type": "image/jpeg"}).json()["id"]
+    task_id = http.post(
+        "/api/tasks",
+        params={"webhook": receiver.url},
+        content=render_jpeg(31)[0],
+        headers={**headers, "Content-Type": "image/jpeg"},
+    ).json()["id"]
     ((received_headers, body),) = receiver.wait_for(1)
     secret = http.get("/api/me", headers=headers).json()["webhook_secret"]
     assert signing.verify(secret, received_headers, body)
@@ -61,23 +64,29 @@ def test_a_hanging_receiver_delays_no_task(http, user_headers):
     hanging = Receiver([200], delay_s=15.0)
     try:
         headers = user_headers()
-        hooked = [http.post("/api/tasks", params={"webhook": hanging.url},
-                            content=render_jpeg(50 + i)[0],
-                            headers={**headers, "Content-Type": "image/jpeg"}).json()["id"]
-                  for i in range(3)]
+        hooked = [
+            http.post(
+                "/api/tasks",
+                params={"webhook": hanging.url},
+                content=render_jpeg(50 + i)[0],
+                headers={**headers, "Content-Type": "image/jpeg"},
+            ).json()["id"]
+            for i in range(3)
+        ]
         plain = [submit(http, headers, render_jpeg(60 + i)[0]) for i in range(3)]
-        assert set(wait_finished(http, headers, hooked + plain, timeout=60).values()) == \
-            {"done"}
+        assert set(wait_finished(http, headers, hooked + plain, timeout=60).values()) == {"done"}
         hanging.wait_for(1)  # the sender got to them, and is still waiting on them
-        states = {d["state"] for t in hooked for d in http.get(
-            f"/api/tasks/{t}/webhooks", headers=headers).json()["deliveries"]}
+        states = {
+            d["state"]
+            for t in hooked
+            for d in http.get(f"/api/tasks/{t}/webhooks", headers=headers).json()["deliveries"]
+        }
         assert states == {"pending"}
     finally:
         hanging.close()
 
 
-def test_canceled_tasks_never_run_while_others_do(http, user_headers, database_url,
-                                                 paused_queue):
+def test_canceled_tasks_never_run_while_others_do(http, user_headers, database_url, paused_queue):
     import ray
 
     headers = user_headers()
@@ -93,8 +102,9 @@ def test_canceled_tasks_never_run_while_others_do(http, user_headers, database_u
     assert again.json() == {"detail": f"Task {kept} is already done."}
 
 
-def test_the_python_client_submits_waits_draws_lists_cancels_and_deletes(platform, account,
-                                                                        tmp_path):
+def test_the_python_client_submits_waits_draws_lists_cancels_and_deletes(
+    platform, account, tmp_path
+):
     image, sample = render_jpeg(34)
     path = tmp_path / "scene.jpg"
     path.write_bytes(image)
@@ -127,14 +137,18 @@ def test_the_python_client_submits_waits_draws_lists_cancels_and_deletes(platfor
 
 
 def test_the_cli_logs_in_keeps_its_token_private_and_runs_tasks(platform, account, tmp_path):
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config"),
-           "PRIMITIVES_URL": platform.url}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "PRIMITIVES_URL": platform.url,
+    }
     env.pop("PRIMITIVES_TOKEN", None)
     cli = [sys.executable, "-m", "primitives_client.cli"]
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*cli, *args], input=stdin, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            [*cli, *args], input=stdin, env=env, capture_output=True, text=True, timeout=300
+        )
 
     assert run("list").returncode == 2  # not logged in yet
     login = run("login", "-u", account[0], "--password-stdin", stdin=account[1] + "\n")
@@ -163,6 +177,5 @@ def test_the_cli_logs_in_keeps_its_token_private_and_runs_tasks(platform, accoun
 def test_the_client_is_installed_as_primitives():
     executable = Path(sys.executable).parent / "primitives"
     assert executable.exists()
-    shown = subprocess.run([str(executable), "--help"], capture_output=True, text=True,
-                           timeout=60)
+    shown = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "submit" in shown.stdout

@@ -8,20 +8,27 @@ from typing import Any
 from deployments.autoscaling import backlog_policy
 
 
-def _context(*, replicas: int, ongoing: float, backlog: dict[str, float] | None,
-             target: float = 8, target_replicas: int = 1) -> Any:
+def _context(
+    *,
+    replicas: int,
+    ongoing: float,
+    backlog: dict[str, float] | None,
+    target: float = 8,
+    target_replicas: int = 1,
+) -> Any:
     """A stand-in for Serve's AutoscalingContext with the fields the policy reads."""
     return SimpleNamespace(
-        current_num_replicas=replicas, target_num_replicas=target_replicas,
+        current_num_replicas=replicas,
+        target_num_replicas=target_replicas,
         total_num_requests=ongoing,
         aggregated_metrics={"backlog": backlog} if backlog is not None else {},
-        config=SimpleNamespace(get_target_ongoing_requests=lambda: target))
+        config=SimpleNamespace(get_target_ongoing_requests=lambda: target),
+    )
 
 
 def test_the_backlog_counts_as_work_waiting_for_replicas():
     # 16 in flight (the queue's whole window) and 300 waiting: 316 / 8 replicas wanted.
-    desired, _ = backlog_policy(_context(replicas=2, ongoing=16,
-                                         backlog={"r1": 300, "r2": 300}))
+    desired, _ = backlog_policy(_context(replicas=2, ongoing=16, backlog={"r1": 300, "r2": 300}))
     assert desired == 316 / 8
 
 

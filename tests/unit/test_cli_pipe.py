@@ -21,9 +21,19 @@ sys.exit(cli.main(["list"]))
 def test_listing_into_a_pipe_that_closes_early_ends_quietly():
     head = subprocess.run(
         f"{sys.executable} -c '{PROGRAM}' | head -n 1; exit ${{PIPESTATUS[0]}}",
-        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
-        cwd=REPO_ROOT, env={"PRIMITIVES_TOKEN": "t", "PRIMITIVES_URL": "http://127.0.0.1:9",
-                            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT)})
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env={
+            "PRIMITIVES_TOKEN": "t",
+            "PRIMITIVES_URL": "http://127.0.0.1:9",
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(REPO_ROOT),
+        },
+    )
     assert head.stdout.strip() == '{"id": 0, "status": "done"}'
     assert head.returncode == 0, head.stderr
     assert "Broken pipe" not in head.stderr and "Traceback" not in head.stderr

@@ -17,35 +17,48 @@ from serve_app.auth.security import create_access_token, decode_access_token
 def test_wrong_id_message_is_generated_from_the_registry(registry):
     assert registry.wrong_id_message() == (
         "Model id was not correct. Choose from (id, name, type) [(1, 'YOLO', 'detection_model'), "
-        "(2, 'SSD', 'detection_model'), (3, 'model_v1', 'classification_model')].")
-    extra = ModelSpec(id=4, name="Mine", type="detection_model", backend="ultralytics",
-                      weights="x.pt")
-    assert "(4, 'Mine', 'detection_model')" in Registry([*registry.models, extra]) \
-        .wrong_id_message()
+        "(2, 'SSD', 'detection_model'), (3, 'model_v1', 'classification_model')]."
+    )
+    extra = ModelSpec(
+        id=4, name="Mine", type="detection_model", backend="ultralytics", weights="x.pt"
+    )
+    assert (
+        "(4, 'Mine', 'detection_model')" in Registry([*registry.models, extra]).wrong_id_message()
+    )
 
 
 def test_registry_refuses_duplicates_and_inconsistent_specs(registry):
     with pytest.raises(ValueError, match="unique"):
         Registry([registry.models[0], registry.models[0]])
     with pytest.raises(ValidationError, match="serves"):
-        ModelSpec(id=9, name="X", type="classification_model", backend="ultralytics",
-                  weights="x.pt")
+        ModelSpec(
+            id=9, name="X", type="classification_model", backend="ultralytics", weights="x.pt"
+        )
     with pytest.raises(ValidationError, match="classes"):
-        ModelSpec(id=9, name="X", type="detection_model", backend="torchvision_ssd",
-                  arch="ssdlite320_mobilenet_v3_large", weights="x.pt")
+        ModelSpec(
+            id=9,
+            name="X",
+            type="detection_model",
+            backend="torchvision_ssd",
+            arch="ssdlite320_mobilenet_v3_large",
+            weights="x.pt",
+        )
 
 
-@pytest.mark.parametrize(("secret", "reason"), [
-    ("", "is not set"),
-    ("abc123", "shorter than 32"),
-    ("set me: 48 random characters or more", "whitespace"),  # the old example's words
-    ("k" * 48, "bits of entropy"),
-    ("test-secret-" + "x" * 40, "bits of entropy"),
-    ("changethis" * 4, "bits of entropy"),
-    ("Tr0ub4dor&3-Tr0ub4dor&3-Tr0ub4dor&3", "bits of entropy"),
-    ("correct-horse-battery-staple-" * 2, "repeats"),
-    ("integration-" + "0123456789abcdef" * 4, "repeats"),
-])
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        ("", "is not set"),
+        ("abc123", "shorter than 32"),
+        ("set me: 48 random characters or more", "whitespace"),  # the old example's words
+        ("k" * 48, "bits of entropy"),
+        ("test-secret-" + "x" * 40, "bits of entropy"),
+        ("changethis" * 4, "bits of entropy"),
+        ("Tr0ub4dor&3-Tr0ub4dor&3-Tr0ub4dor&3", "bits of entropy"),
+        ("correct-horse-battery-staple-" * 2, "repeats"),
+        ("integration-" + "0123456789abcdef" * 4, "repeats"),
+    ],
+)
 def test_production_refuses_a_secret_that_is_not_random(secret, reason, monkeypatch):
     monkeypatch.delenv("PRIMITIVES_JWT_SECRET", raising=False)
     with pytest.raises(ValidationError, match="PRIMITIVES_JWT_SECRET") as caught:
@@ -56,17 +69,23 @@ def test_production_refuses_a_secret_that_is_not_random(secret, reason, monkeypa
         assert secret not in message  # a refused secret is never echoed
 
 
-@pytest.mark.parametrize("make", [lambda: secrets.token_urlsafe(48),
-                                  lambda: secrets.token_urlsafe(32),
-                                  lambda: secrets.token_hex(32),
-                                  lambda: base64.b64encode(secrets.token_bytes(32)).decode()],
-                         ids=["token_urlsafe(48)", "token_urlsafe(32)", "token_hex(32)",
-                              "openssl rand -base64 32"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: secrets.token_urlsafe(48),
+        lambda: secrets.token_urlsafe(32),
+        lambda: secrets.token_hex(32),
+        lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    ],
+    ids=["token_urlsafe(48)", "token_urlsafe(32)", "token_hex(32)", "openssl rand -base64 32"],
+)
 def test_production_accepts_generated_secrets(make):
     for _ in range(200):
         secret = make()
-        assert Settings(environment="production",
-                        jwt_secret=secret).jwt_secret.get_secret_value() == secret
+        assert (
+            Settings(environment="production", jwt_secret=secret).jwt_secret.get_secret_value()
+            == secret
+        )
 
 
 def test_the_example_kubernetes_secret_ships_without_a_value():
@@ -89,15 +108,17 @@ def test_a_postgresql_url_without_an_explicit_environment_refuses_to_start(monke
 
 
 def test_tokens_round_trip_and_refuse_tampering():
-    token = create_access_token(user_id=42, secret="s" * 40, algorithm="HS256",
-                                expires_minutes=5)
+    token = create_access_token(user_id=42, secret="s" * 40, algorithm="HS256", expires_minutes=5)
     assert decode_access_token(token, secret="s" * 40, algorithm="HS256") == 42
     assert decode_access_token(token, secret="t" * 40, algorithm="HS256") is None
     header, payload, sig = token.split(".")
-    assert decode_access_token(f"{header}.{payload}x.{sig}", secret="s" * 40,
-                               algorithm="HS256") is None
-    expired = jwt.encode({"sub": "42", "type": "access",
-                          "exp": datetime.now(UTC) - timedelta(seconds=1)}, "s" * 40)
+    assert (
+        decode_access_token(f"{header}.{payload}x.{sig}", secret="s" * 40, algorithm="HS256")
+        is None
+    )
+    expired = jwt.encode(
+        {"sub": "42", "type": "access", "exp": datetime.now(UTC) - timedelta(seconds=1)}, "s" * 40
+    )
     assert decode_access_token(expired, secret="s" * 40, algorithm="HS256") is None
 
 
@@ -113,11 +134,15 @@ def test_the_gpu_overlay_changes_only_what_it_names():
     assert yolo["ray_actor_options"]["num_gpus"] > 0
     assert yolo["user_config"]["max_batch_size"] > base_yolo["user_config"]["max_batch_size"]
     # what the overlay leaves out is the base file's
-    assert yolo["autoscaling_config"]["downscale_delay_s"] == \
-        base_yolo["autoscaling_config"]["downscale_delay_s"]
-    total_gpus = sum(gpu.options_for(m.name)["ray_actor_options"]["num_gpus"]
-                     * gpu.options_for(m.name)["autoscaling_config"]["max_replicas"]
-                     for m in gpu.registry.models)
+    assert (
+        yolo["autoscaling_config"]["downscale_delay_s"]
+        == base_yolo["autoscaling_config"]["downscale_delay_s"]
+    )
+    total_gpus = sum(
+        gpu.options_for(m.name)["ray_actor_options"]["num_gpus"]
+        * gpu.options_for(m.name)["autoscaling_config"]["max_replicas"]
+        for m in gpu.registry.models
+    )
     assert total_gpus <= 1.0  # every replica fits on the one card
 
 
@@ -130,21 +155,30 @@ def test_ray_env_is_read_as_key_value_lines(tmp_path):
     assert load_ray_env()["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] == "0"
 
 
-@pytest.mark.parametrize(("host", "environment", "refused"), [
-    ("0.0.0.0", None, True),
-    ("10.0.0.5", None, True),
-    ("0.0.0.0", "production", False),
-    ("0.0.0.0", "development", False),  # chosen explicitly
-    ("127.0.0.1", None, False),
-    (None, None, False),                # no controller to ask
-])
-def test_development_that_nobody_chose_never_serves_the_network(host, environment, refused,
-                                                               monkeypatch):
+@pytest.mark.parametrize(
+    ("host", "environment", "refused"),
+    [
+        ("0.0.0.0", None, True),
+        ("10.0.0.5", None, True),
+        ("0.0.0.0", "production", False),
+        ("0.0.0.0", "development", False),  # chosen explicitly
+        ("127.0.0.1", None, False),
+        (None, None, False),  # no controller to ask
+    ],
+)
+def test_development_that_nobody_chose_never_serves_the_network(
+    host, environment, refused, monkeypatch
+):
     from deployments.app import check_exposure
 
     monkeypatch.delenv("PRIMITIVES_ENVIRONMENT", raising=False)
-    settings = Settings(**({"environment": environment, "jwt_secret": secrets.token_urlsafe(48)}
-                           if environment else {}))
+    settings = Settings(
+        **(
+            {"environment": environment, "jwt_secret": secrets.token_urlsafe(48)}
+            if environment
+            else {}
+        )
+    )
     if refused:
         with pytest.raises(RuntimeError, match="PRIMITIVES_ENVIRONMENT is not set"):
             check_exposure(settings, host)

@@ -52,8 +52,12 @@ class MemoryStore:
             if row.status == "queued" and len(out) < limit:
                 row.status, row.token = "in progress", token
                 row.attempts += 1
-                out.append(ClaimedTask(Claim(task_id, token, row.attempts, 1, 3,
-                                             utcnow() - timedelta(seconds=2)), row.image))
+                out.append(
+                    ClaimedTask(
+                        Claim(task_id, token, row.attempts, 1, 3, utcnow() - timedelta(seconds=2)),
+                        row.image,
+                    )
+                )
         return out
 
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -67,8 +71,14 @@ class MemoryStore:
         queued = sum(r.status == "queued" for r in self.rows.values())
         return {1: queued, 3: queued} if queued else {}
 
-    def complete(self, *, claim: Claim, image_class: str, primitives: list[dict[str, Any]],
-                 details: dict[str, Any]) -> bool:
+    def complete(
+        self,
+        *,
+        claim: Claim,
+        image_class: str,
+        primitives: list[dict[str, Any]],
+        details: dict[str, Any],
+    ) -> bool:
         if not self._holds(claim):
             return False
         row = self.rows[claim.task_id]
@@ -78,8 +88,12 @@ class MemoryStore:
 
     def complete_many(self, *, items: list[Completion]) -> list[bool]:
         self.writes.append(len(items))
-        return [self.complete(claim=i.claim, image_class=i.image_class,
-                              primitives=i.primitives, details=i.details) for i in items]
+        return [
+            self.complete(
+                claim=i.claim, image_class=i.image_class, primitives=i.primitives, details=i.details
+            )
+            for i in items
+        ]
 
     def fail(self, *, claim: Claim, error: str) -> bool:
         if not self._holds(claim):
@@ -116,22 +130,29 @@ class StandInModels:
                 raise ConnectionError("replica died")
             if image == b"slow":
                 await self.gate.wait()
-            return (ModelAnswer(Detection((CUBE,)), "YOLO", 1, 5.0),
-                    ModelAnswer(Classification("office", 0.8, {"office": 0.8}), "model_v1", 1,
-                                2.0))
+            return (
+                ModelAnswer(Detection((CUBE,)), "YOLO", 1, 5.0),
+                ModelAnswer(Classification("office", 0.8, {"office": 0.8}), "model_v1", 1, 2.0),
+            )
         finally:
             self.running -= 1
 
 
 def make_dispatcher(store: MemoryStore, models: StandInModels, **kwargs: Any) -> Dispatcher:
-    options: dict[str, Any] = {"concurrency": 4, "lease_seconds": 30, "poll_seconds": 0.05,
-                               "max_attempts": 3, "backoff": lambda _attempts: 0.0}
+    options: dict[str, Any] = {
+        "concurrency": 4,
+        "lease_seconds": 30,
+        "poll_seconds": 0.05,
+        "max_attempts": 3,
+        "backoff": lambda _attempts: 0.0,
+    }
     options.update(kwargs)
     return Dispatcher(store=store, run_models=models, **options)
 
 
-async def run_until(dispatcher: Dispatcher, store: MemoryStore, settled: int,
-                    timeout: float = 5.0) -> None:
+async def run_until(
+    dispatcher: Dispatcher, store: MemoryStore, settled: int, timeout: float = 5.0
+) -> None:
     loop = asyncio.create_task(dispatcher.dispatch_loop())
     try:
         async with asyncio.timeout(timeout):
@@ -170,6 +191,7 @@ def test_a_transient_failure_backs_off_and_the_task_runs_again():
     store, models = MemoryStore(), StandInModels(crashes=2)
     store.add(b"crash")
     waits: list[int] = []
+
     def backoff(attempts: int) -> float:
         waits.append(attempts)
         return 0.0
@@ -256,8 +278,9 @@ class Recorder:
 def test_the_observer_hears_outcomes_stages_and_the_backlog_per_model():
     store, models, seen = MemoryStore(), StandInModels(), Recorder()
     store.add(b"img", b"refuse", b"img")
-    dispatcher = make_dispatcher(store, models, observer=seen,
-                                 model_names={1: "YOLO", 2: "SSD", 3: "model_v1"})
+    dispatcher = make_dispatcher(
+        store, models, observer=seen, model_names={1: "YOLO", 2: "SSD", 3: "model_v1"}
+    )
     assert asyncio.run(dispatcher.report_depth_once()) == {"YOLO": 3, "SSD": 0, "model_v1": 3}
     assert seen.depths == {"YOLO": 3, "SSD": 0, "model_v1": 3}
     asyncio.run(run_until(dispatcher, store, 3))
@@ -303,8 +326,7 @@ def test_a_wait_after_the_end_returns_at_once_but_a_released_task_is_waited_for(
         async with asyncio.timeout(1):
             await dispatcher.wait_finished(done, timeout=30)
         # Released after a transient failure: back in the queue, not ended.
-        waiting = asyncio.create_task(dispatcher.wait_finished(crashing, timeout=0.3,
-                                                               notify=True))
+        waiting = asyncio.create_task(dispatcher.wait_finished(crashing, timeout=0.3, notify=True))
         await asyncio.sleep(0.1)
         assert not waiting.done()
         await waiting
@@ -337,8 +359,12 @@ def test_a_wait_answers_the_result_body_of_a_task_this_dispatcher_ended():
         assert body["result"]["primitives"] == [CUBE.as_dict()]
         assert "error" not in body
         failed = await dispatcher.wait_finished(refused, timeout=5)
-        assert failed == {"id": refused, "status": "failed", "result": None,
-                          "error": "could not decode the image: bad bytes"}
+        assert failed == {
+            "id": refused,
+            "status": "failed",
+            "result": None,
+            "error": "could not decode the image: bad bytes",
+        }
         # Canceled or deleted: no body (the caller reads the task).
         dispatcher.abandon(99)
         assert await dispatcher.wait_finished(99, timeout=5) is None

@@ -30,8 +30,9 @@ def _well_formed(image: Image.Image, classes: np.ndarray, corners: np.ndarray) -
         assert -1 <= cx <= w + 1 and -1 <= cy <= h + 1
         sides = np.linalg.norm(np.roll(quad, -1, axis=0) - quad, axis=1)
         assert sides.min() >= 7.5
-        assert np.allclose(sides[0], sides[2], atol=1e-3) and np.allclose(sides[1], sides[3],
-                                                                          atol=1e-3)
+        assert np.allclose(sides[0], sides[2], atol=1e-3) and np.allclose(
+            sides[1], sides[3], atol=1e-3
+        )
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -49,8 +50,10 @@ def test_randomized_scenes_hold_primitives_and_empty_ones_exist():
     counts = [len(render_randomized(np.random.default_rng([1, i])).boxes) for i in range(40)]
     assert sum(counts) / len(counts) >= 2  # occlusion and the border drop some, not most
     assert 0 in counts  # empty scenes happen
-    assert all(not render_randomized(np.random.default_rng([2, i]), distractors_only=True).boxes
-               for i in range(10))
+    assert all(
+        not render_randomized(np.random.default_rng([2, i]), distractors_only=True).boxes
+        for i in range(10)
+    )
 
 
 def test_a_sphere_is_labelled_axis_aligned_and_a_cylinder_along_its_axis():
@@ -68,17 +71,30 @@ def test_a_sphere_is_labelled_axis_aligned_and_a_cylinder_along_its_axis():
 
 def test_the_ray_caster_shares_no_code_with_the_first_renderer():
     source = Path("training/raycast.py").read_text()
-    imported = {node.module for node in ast.walk(ast.parse(source))
-                if isinstance(node, ast.ImportFrom)}
-    imported |= {alias.name for node in ast.walk(ast.parse(source))
-                 if isinstance(node, ast.Import) for alias in node.names}
+    imported = {
+        node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)
+    }
+    imported |= {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
     assert not any(name and name.startswith("training") for name in imported), imported
     assert CLASS_NAMES == PRIMITIVE_CLASSES  # the same label order, written down twice
 
 
 def test_the_data_set_keeps_the_original_held_out_split(tmp_path):
-    generate(tmp_path, {"test": {"classic": 3}, "test_raycast": {"raycast": 1},
-                        "train": {"photo": 1, "classic": 1}}, seed=0, workers=1)
+    generate(
+        tmp_path,
+        {
+            "test": {"classic": 3},
+            "test_raycast": {"raycast": 1},
+            "train": {"photo": 1, "classic": 1},
+        },
+        seed=0,
+        workers=1,
+    )
     items = read_split(tmp_path, "test")
     assert [i.image.name for i in items] == [f"classic-{i:06d}.jpg" for i in range(3)]
     # Exactly the images the original generator's test split held (seed 0, its offsets).

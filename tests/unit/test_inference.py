@@ -16,28 +16,81 @@ from inference.weights import WeightsError, require_weights
 
 
 def test_primitive_normalises_by_image_size_and_folds_the_angle():
-    p = primitive(class_name="cube", cx=100, cy=50, w=40, h=20, angle=-math.pi / 4,
-                  confidence=0.9, image_w=200, image_h=100)
+    p = primitive(
+        class_name="cube",
+        cx=100,
+        cy=50,
+        w=40,
+        h=20,
+        angle=-math.pi / 4,
+        confidence=0.9,
+        image_w=200,
+        image_h=100,
+    )
     assert isinstance(p, DetectedPrimitive)
-    assert p.as_dict() == pytest.approx({"primitive_class": "cube", "x": 0.5, "y": 0.5,
-                                         "width": 0.2, "height": 0.2, "rotation": 0.75,
-                                         "probability": 0.9})
-    assert primitive(class_name="c", cx=0, cy=0, w=1, h=1, angle=math.pi, confidence=1,
-                     image_w=10, image_h=10).rotation == 0.0
-    assert primitive(class_name="c", cx=0, cy=0, w=1, h=1, angle=7 * math.pi / 2, confidence=1,
-                     image_w=10, image_h=10).rotation == pytest.approx(0.5)
+    assert p.as_dict() == pytest.approx(
+        {
+            "primitive_class": "cube",
+            "x": 0.5,
+            "y": 0.5,
+            "width": 0.2,
+            "height": 0.2,
+            "rotation": 0.75,
+            "probability": 0.9,
+        }
+    )
+    assert (
+        primitive(
+            class_name="c",
+            cx=0,
+            cy=0,
+            w=1,
+            h=1,
+            angle=math.pi,
+            confidence=1,
+            image_w=10,
+            image_h=10,
+        ).rotation
+        == 0.0
+    )
+    assert primitive(
+        class_name="c",
+        cx=0,
+        cy=0,
+        w=1,
+        h=1,
+        angle=7 * math.pi / 2,
+        confidence=1,
+        image_w=10,
+        image_h=10,
+    ).rotation == pytest.approx(0.5)
 
 
 def test_values_are_clipped_into_the_unit_interval():
-    p = primitive(class_name="sphere", cx=-5, cy=130, w=300, h=10, angle=0, confidence=1.2,
-                  image_w=100, image_h=100)
+    p = primitive(
+        class_name="sphere",
+        cx=-5,
+        cy=130,
+        w=300,
+        h=10,
+        angle=0,
+        confidence=1.2,
+        image_w=100,
+        image_h=100,
+    )
     assert (p.x, p.y, p.width, p.probability) == (0.0, 1.0, 1.0, 1.0)
 
 
 def test_primitives_are_sorted_by_confidence_and_named():
     boxes = np.array([[10, 10, 4, 4, 0], [20, 20, 4, 4, 0.5]])
-    out = primitives_from_xywhr(boxes, np.array([0.3, 0.8]), np.array([0, 4]),
-                                ["sphere", "cube", "cylinder", "cone", "pyramid"], 40, 40)
+    out = primitives_from_xywhr(
+        boxes,
+        np.array([0.3, 0.8]),
+        np.array([0, 4]),
+        ["sphere", "cube", "cylinder", "cone", "pyramid"],
+        40,
+        40,
+    )
     assert [p.primitive_class for p in out] == ["pyramid", "sphere"]
 
 
@@ -50,8 +103,7 @@ def test_softmax_top():
     out = softmax_top(np.array([[0.0, 5.0, 0.0]]), ["a", "b", "c"])
     assert out[0].image_class == "b"
     assert out[0].probability == pytest.approx(0.9867, abs=1e-3)
-    assert out[0].probabilities == pytest.approx({"a": 0.0066, "b": 0.9867, "c": 0.0066},
-                                                 abs=1e-3)
+    assert out[0].probabilities == pytest.approx({"a": 0.0066, "b": 0.9867, "c": 0.0066}, abs=1e-3)
 
 
 def test_a_low_calibrated_probability_answers_unknown_with_the_probabilities():
@@ -106,8 +158,12 @@ def test_a_scaled_decode_keeps_the_longer_side_at_least_the_asked_size():
     assert decode_image(buf.getvalue(), min_side=256).shape == (240, 320, 3)  # scale 1/2
     assert decode_image(buf.getvalue(), min_side=80).shape == (60, 80, 3)  # scale 1/8
     assert decode_image(buf.getvalue(), min_side=1000).shape == (480, 640, 3)
-    assert np.abs(decode_image(buf.getvalue(), min_side=256).astype(int).mean(axis=(0, 1))
-                  - [10, 200, 30]).max() < 3
+    assert (
+        np.abs(
+            decode_image(buf.getvalue(), min_side=256).astype(int).mean(axis=(0, 1)) - [10, 200, 30]
+        ).max()
+        < 3
+    )
 
 
 @pytest.mark.parametrize("orientation", [None, 6, 3])
@@ -127,6 +183,8 @@ def test_a_large_png_is_reduced_at_once_and_still_shown_upright(orientation):
     assert reduced.shape == (full.shape[0] // 4, full.shape[1] // 4, 3)
     assert max(reduced.shape[:2]) >= 640
     red = np.argwhere((full[..., 0] > 200) & (full[..., 1] < 50)).mean(axis=0) / full.shape[:2]
-    red_small = np.argwhere((reduced[..., 0] > 200) & (reduced[..., 1] < 50)).mean(axis=0) \
+    red_small = (
+        np.argwhere((reduced[..., 0] > 200) & (reduced[..., 1] < 50)).mean(axis=0)
         / reduced.shape[:2]
+    )
     assert np.abs(red - red_small).max() < 0.02  # the same corner, the same way up

@@ -16,8 +16,9 @@ KUBERAY = REPO_ROOT / "deploy" / "kuberay"
 
 
 def test_the_committed_manifest_is_what_serve_config_renders_to():
-    assert MANIFEST.read_text() == render(), \
+    assert MANIFEST.read_text() == render(), (
         "deploy/kuberay/rayservice.yaml is stale: run `python -m deploy.render`"
+    )
 
 
 def test_serve_config_v2_is_serve_config_yaml_with_the_cluster_overlay():
@@ -29,8 +30,10 @@ def test_serve_config_v2_is_serve_config_yaml_with_the_cluster_overlay():
     deployments = {d["name"]: d for d in served["applications"][0]["deployments"]}
     for name in ("YOLO", "SSD", "model_v1"):
         assert deployments[name]["ray_actor_options"]["resources"] == {"model_node": 1}
-        assert deployments[name]["autoscaling_config"]["policy"]["policy_function"] == \
-            "deployments.autoscaling:backlog_policy"
+        assert (
+            deployments[name]["autoscaling_config"]["policy"]["policy_function"]
+            == "deployments.autoscaling:backlog_policy"
+        )
 
 
 def test_the_manifest_validates_against_the_rayservice_schema():
@@ -82,9 +85,16 @@ def test_ray_on_kubernetes_answers_only_with_its_token():
 
 def test_the_vm_cluster_keeps_its_secrets_in_a_file_and_ray_behind_its_token():
     config = yaml.safe_load((REPO_ROOT / "deploy" / "cluster.yaml").read_text())
-    commands = [c for key in ("setup_commands", "head_setup_commands",
-                              "head_start_ray_commands", "worker_start_ray_commands")
-                for c in config[key]]
+    commands = [
+        c
+        for key in (
+            "setup_commands",
+            "head_setup_commands",
+            "head_start_ray_commands",
+            "worker_start_ray_commands",
+        )
+        for c in config[key]
+    ]
     text = (REPO_ROOT / "deploy" / "cluster.yaml").read_text()
     assert "bashrc" not in " ".join(commands) and "${PRIMITIVES_" not in text
     assert config["file_mounts"]["/home/ubuntu/primitives.env"] == "~/.primitives/cluster.env"

@@ -10,9 +10,14 @@ import yaml
 
 from config.settings import REPO_ROOT
 
-OURS = {"ray_primitives_tasks_total", "ray_primitives_queue_depth",
-        "ray_primitives_task_seconds_bucket", "ray_primitives_batch_size_bucket",
-        "ray_primitives_batch_size_sum", "ray_primitives_batch_size_count"}
+OURS = {
+    "ray_primitives_tasks_total",
+    "ray_primitives_queue_depth",
+    "ray_primitives_task_seconds_bucket",
+    "ray_primitives_batch_size_bucket",
+    "ray_primitives_batch_size_sum",
+    "ray_primitives_batch_size_count",
+}
 SERVE = {"ray_serve_deployment_replica_healthy", "ray_serve_num_http_requests_total"}
 
 
@@ -21,9 +26,13 @@ def test_the_dashboard_covers_throughput_backlog_latency_batches_and_replicas():
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     used = {m for e in exprs for m in re.findall(r"\bray_[a-z_]+", e)}
     assert used <= OURS | SERVE
-    assert {"ray_primitives_tasks_total", "ray_primitives_queue_depth",
-            "ray_primitives_task_seconds_bucket", "ray_primitives_batch_size_bucket",
-            "ray_serve_deployment_replica_healthy"} <= used
+    assert {
+        "ray_primitives_tasks_total",
+        "ray_primitives_queue_depth",
+        "ray_primitives_task_seconds_bucket",
+        "ray_primitives_batch_size_bucket",
+        "ray_serve_deployment_replica_healthy",
+    } <= used
     latency = " ".join(e for e in exprs if "task_seconds" in e)
     assert all(f"histogram_quantile({q}" in latency for q in ("0.5", "0.95", "0.99"))
 

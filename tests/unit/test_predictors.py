@@ -37,8 +37,9 @@ def test_detections_and_classes_match_what_was_drawn(registry, scenes):
         drawn = sorted(PRIMITIVE_CLASSES[b.class_id] for b in sample.boxes)
         found = [p.primitive_class for p in detection.primitives]
         assert found, "drawn primitives must be found"
-        assert [p.probability for p in detection.primitives] == \
-            sorted((p.probability for p in detection.primitives), reverse=True)
+        assert [p.probability for p in detection.primitives] == sorted(
+            (p.probability for p in detection.primitives), reverse=True
+        )
         assert set(found) <= set(PRIMITIVE_CLASSES) and set(found) & set(drawn)
 
 

@@ -17,8 +17,9 @@ def test_a_database_error_never_carries_its_bound_values():
     parameters would go with it."""
     engine = make_engine("sqlite://")
     with pytest.raises(DBAPIError) as caught, engine.connect() as connection:
-        connection.execute(text("INSERT INTO nowhere VALUES (:secret)"),
-                           {"secret": "whsec_do-not-log-me"})
+        connection.execute(
+            text("INSERT INTO nowhere VALUES (:secret)"), {"secret": "whsec_do-not-log-me"}
+        )
     assert "whsec_do-not-log-me" not in str(caught.value)
     assert "hide_parameters" in str(caught.value)
     engine.dispose()
@@ -30,8 +31,15 @@ def test_the_client_warns_of_plain_http_beyond_loopback(url):
         Client(url).close()
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000",
-                                 "http://[::1]:8000", "https://api.example.com"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000",
+        "http://localhost:8000",
+        "http://[::1]:8000",
+        "https://api.example.com",
+    ],
+)
 def test_the_client_is_quiet_on_loopback_and_https(url):
     with warnings.catch_warnings():
         warnings.simplefilter("error")

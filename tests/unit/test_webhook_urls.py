@@ -12,37 +12,40 @@ from webhooks import signing
 from webhooks.urls import UnsafeUrl, resolve
 
 
-@pytest.mark.parametrize(("url", "reason"), [
-    ("ftp://example.com/hook", "must start with http"),
-    ("http:///path", "has no host"),
-    ("http://user:pw@93.184.216.34/", "user name or password"),
-    ("http://127.0.0.1:9000/hook", "loopback"),
-    ("http://localhost/hook", "loopback"),
-    ("http://[::1]/hook", "loopback"),
-    ("http://[::ffff:127.0.0.1]/hook", "loopback"),
-    ("http://10.1.2.3/hook", "private"),
-    ("http://192.168.0.10/hook", "private"),
-    ("http://172.16.5.5/hook", "private"),
-    ("http://169.254.169.254/latest/meta-data", "link-local or metadata"),
-    ("http://100.100.100.200/", "link-local or metadata"),
-    ("http://[fd00:ec2::254]/", "link-local or metadata"),
-    ("http://0.0.0.0/", "private"),
-    ("http://100.64.0.1/", "not publicly routable"),
-    ("http://224.0.0.1/", "not publicly routable"),
-    ("http://" + "a" * 2100 + ".com/", "longer than"),
-    ("http://93.184.216.34/ho\x00ok", "control character"),  # a 500 on PostgreSQL before
-    ("http://93.184.216.34/\r\nX-Injected: 1", "control character"),
-    # IPv6 forms that carry an IPv4 address are judged by the address they reach.
-    ("http://[64:ff9b::a9fe:a9fe]/", "link-local or metadata"),   # NAT64 of 169.254.169.254
-    ("http://[64:ff9b::a00:1]/", "private"),                     # NAT64 of 10.0.0.1
-    ("http://[64:ff9b:1::a9fe:a9fe]/", "not publicly routable"),  # NAT64, local use
-    ("http://[2002:7f00:1::]/", "loopback"),                     # 6to4 of 127.0.0.1
-    ("http://[2002:a9fe:a9fe::1]/", "link-local or metadata"),   # 6to4 of 169.254.169.254
-    ("http://[::127.0.0.1]/", "loopback"),                       # IPv4-compatible
-    ("http://[::a9fe:a9fe]/", "link-local or metadata"),
-    ("http://[fec0::1]/", "private"),                            # site-local
-    ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "private"),  # Teredo
-])
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://example.com/hook", "must start with http"),
+        ("http:///path", "has no host"),
+        ("http://user:pw@93.184.216.34/", "user name or password"),
+        ("http://127.0.0.1:9000/hook", "loopback"),
+        ("http://localhost/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("http://10.1.2.3/hook", "private"),
+        ("http://192.168.0.10/hook", "private"),
+        ("http://172.16.5.5/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local or metadata"),
+        ("http://100.100.100.200/", "link-local or metadata"),
+        ("http://[fd00:ec2::254]/", "link-local or metadata"),
+        ("http://0.0.0.0/", "private"),
+        ("http://100.64.0.1/", "not publicly routable"),
+        ("http://224.0.0.1/", "not publicly routable"),
+        ("http://" + "a" * 2100 + ".com/", "longer than"),
+        ("http://93.184.216.34/ho\x00ok", "control character"),  # a 500 on PostgreSQL before
+        ("http://93.184.216.34/\r\nX-Injected: 1", "control character"),
+        # IPv6 forms that carry an IPv4 address are judged by the address they reach.
+        ("http://[64:ff9b::a9fe:a9fe]/", "link-local or metadata"),  # NAT64 of 169.254.169.254
+        ("http://[64:ff9b::a00:1]/", "private"),  # NAT64 of 10.0.0.1
+        ("http://[64:ff9b:1::a9fe:a9fe]/", "not publicly routable"),  # NAT64, local use
+        ("http://[2002:7f00:1::]/", "loopback"),  # 6to4 of 127.0.0.1
+        ("http://[2002:a9fe:a9fe::1]/", "link-local or metadata"),  # 6to4 of 169.254.169.254
+        ("http://[::127.0.0.1]/", "loopback"),  # IPv4-compatible
+        ("http://[::a9fe:a9fe]/", "link-local or metadata"),
+        ("http://[fec0::1]/", "private"),  # site-local
+        ("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "private"),  # Teredo
+    ],
+)
 def test_unsafe_urls_are_refused_with_the_reason(url, reason):
     with pytest.raises(UnsafeUrl, match=reason):
         resolve(url, allow_loopback=False)
@@ -78,8 +81,9 @@ def test_the_signature_is_standard_webhooks_hmac_over_id_timestamp_and_body():
     secret = "whsec_" + base64.b64encode(b"k" * 24).decode()
     body = b'{"id":1,"status":"done"}'
     headers = signing.headers(secret, "msg_1", body, now=1_700_000_000)
-    expected = base64.b64encode(hmac.new(b"k" * 24, b"msg_1.1700000000." + body,
-                                         hashlib.sha256).digest()).decode()
+    expected = base64.b64encode(
+        hmac.new(b"k" * 24, b"msg_1.1700000000." + body, hashlib.sha256).digest()
+    ).decode()
     assert headers["webhook-signature"] == "v1," + expected
     assert headers["webhook-id"] == "msg_1" and headers["webhook-timestamp"] == "1700000000"
     assert not signing.verify(secret, headers, body)  # 1700000000 is long past

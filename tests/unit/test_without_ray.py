@@ -47,7 +47,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_training_and_predictors_need_no_ray():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.split() == ["YOLO", "ok", "SSD", "ok", "model_v1", "ok"]
