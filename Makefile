@@ -43,7 +43,8 @@ $(STAMP): pyproject.toml requirements.lock
 migrate: install  ## Apply the database migrations (PRIMITIVES_DATABASE_URL, else SQLite in var/)
 	$(BIN)/primitives-admin db upgrade
 
-lint: install  ## ruff and mypy
+lint: install  ## ruff format --check, ruff check and mypy over every package (CI runs it)
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
