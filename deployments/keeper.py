@@ -78,21 +78,22 @@ class Keeper:
     async def supervise(self) -> None:
         while True:
             await asyncio.sleep(SUPERVISE_SECONDS)
-            try:
-                await asyncio.wait_for(self.queue.ready.remote(), timeout=30)
-            except ray.exceptions.RayActorError:
-                log.warning("task queue actor is gone; creating it again")
+            if not await self._answers(self.queue, "task queue"):
                 self.queue = self._queue()
                 await self.queue.configure.remote(*self.queue_args)
-            except Exception:  # noqa: BLE001 - restarting or slow: look again next round
-                log.info("task queue did not answer; it may be restarting")
-            try:
-                await asyncio.wait_for(self.sender.ready.remote(), timeout=30)
-            except ray.exceptions.RayActorError:
-                log.warning("webhook sender actor is gone; creating it again")
+            if not await self._answers(self.sender, "webhook sender"):
                 self.sender = self._sender()
-            except Exception:  # noqa: BLE001
-                log.info("webhook sender did not answer; it may be restarting")
+
+    async def _answers(self, actor: ActorHandle, what: str) -> bool:
+        """False only when the actor is gone for good (Ray will not restart it)."""
+        try:
+            await asyncio.wait_for(actor.ready.remote(), timeout=30)
+        except ray.exceptions.RayActorError:
+            log.warning("%s actor is gone; creating it again", what)
+            return False
+        except Exception:  # noqa: BLE001 - restarting or slow: look again next round
+            log.info("%s did not answer; it may be restarting", what)
+        return True
 
     def check_health(self) -> None:
         if self._loop.done():

@@ -4,7 +4,7 @@ expired idempotency keys and finished webhook deliveries (with their attempt log
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
@@ -13,21 +13,17 @@ from storage.models import SETTLED_STATUSES, IdempotencyKey, Task, WebhookDelive
 from storage.webhooks import DELIVERED, GAVE_UP
 
 
-def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> int:
-    """Delete settled tasks that finished before ``moment`` (inputs and results go with
-    them), ``batch`` at a time so no transaction grows large; how many went."""
+def _delete_in_batches(db: Session, model: Any, *conditions: Any, batch: int) -> int:
+    """Delete the rows of ``model`` (by its ``id``) that meet ``conditions``, ``batch`` at a
+    time so that no transaction grows large; how many went."""
     purged = 0
     while True:
-        ids = (
-            select(Task.id)
-            .where(Task.status.in_(SETTLED_STATUSES), Task.finished_at < moment)
-            .limit(batch)
-        )
+        ids = select(model.id).where(*conditions).limit(batch)
         result = cast(
             CursorResult,
             db.execute(
-                delete(Task)
-                .where(Task.id.in_(ids.scalar_subquery()))
+                delete(model)
+                .where(model.id.in_(ids.scalar_subquery()))
                 .execution_options(synchronize_session=False)
             ),
         )
@@ -35,6 +31,14 @@ def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> 
         purged += int(result.rowcount or 0)
         if (result.rowcount or 0) < batch:
             return purged
+
+
+def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> int:
+    """Delete settled tasks that finished before ``moment`` (inputs and results go with
+    them); how many went."""
+    return _delete_in_batches(
+        db, Task, Task.status.in_(SETTLED_STATUSES), Task.finished_at < moment, batch=batch
+    )
 
 
 def purge_expired_keys(*, db: Session, moment: datetime) -> int:
@@ -49,25 +53,11 @@ def purge_expired_keys(*, db: Session, moment: datetime) -> int:
 
 def purge_finished_deliveries(*, db: Session, moment: datetime, batch: int = 500) -> int:
     """Delete webhook deliveries delivered or given up and made before ``moment``, with their
-    attempt logs, ``batch`` at a time; how many went. Pending ones stay, whatever their age."""
-    purged = 0
-    while True:
-        ids = (
-            select(WebhookDelivery.id)
-            .where(
-                WebhookDelivery.state.in_((DELIVERED, GAVE_UP)), WebhookDelivery.created_at < moment
-            )
-            .limit(batch)
-        )
-        result = cast(
-            CursorResult,
-            db.execute(
-                delete(WebhookDelivery)
-                .where(WebhookDelivery.id.in_(ids.scalar_subquery()))
-                .execution_options(synchronize_session=False)
-            ),
-        )
-        db.commit()
-        purged += int(result.rowcount or 0)
-        if (result.rowcount or 0) < batch:
-            return purged
+    attempt logs; how many went. Pending ones stay, whatever their age."""
+    return _delete_in_batches(
+        db,
+        WebhookDelivery,
+        WebhookDelivery.state.in_((DELIVERED, GAVE_UP)),
+        WebhookDelivery.created_at < moment,
+        batch=batch,
+    )
