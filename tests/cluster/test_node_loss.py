@@ -23,13 +23,16 @@ MODELS = ("YOLO", "SSD", "model_v1")
 
 
 def replicas_on(node_id: str) -> int:
-    """Model replicas alive on the node."""
-    from ray.util.state import list_actors
+    """Model replicas alive on the node, from the GCS's actor table (this cluster runs no
+    dashboard, which Ray's state API would need)."""
+    from ray._private.state import actors
 
     return sum(
         1
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-        if a.node_id == node_id and a.class_name.rsplit(":", 1)[-1] in MODELS
+        for a in actors().values()
+        if a["State"] == "ALIVE"
+        and a["Address"]["NodeID"] == node_id
+        and a["ActorClassName"].rsplit(":", 1)[-1] in MODELS
     )
 
 
