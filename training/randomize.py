@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -408,21 +409,7 @@ def render_randomized(
     random crop); pass only photographs set aside for training."""
     w = int(rng.integers(size_range[0], size_range[1] + 1))
     h = int(np.clip(w / rng.uniform(0.6, 1.6), size_range[0] * 0.75, size_range[1]))
-    if photo_backgrounds and rng.random() < 0.15:
-        scene = NO_SCENE
-        photo = photo_backgrounds[int(rng.integers(len(photo_backgrounds)))]
-        pw, ph = photo.size
-        share = rng.uniform(0.3, 1.0)
-        cw, ch = max(16, int(pw * share)), max(16, int(ph * share))
-        x, y = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
-        crop = photo.crop((x, y, x + cw, y + ch)).resize((w, h))
-        canvas = np.asarray(crop).astype(np.float32) / 255
-    elif rng.random() < 0.5:
-        scene = int(rng.integers(len(SCENE_CLASSES)))
-        canvas = np.asarray(_background(rng, scene, w, h)).astype(np.float32) / 255
-    else:
-        scene = NO_SCENE
-        canvas = _room(rng, w, h).astype(np.float32)
+    scene, canvas = _scene_canvas(rng, w, h, photo_backgrounds)
     if rng.random() < 0.5:
         canvas = _rolled(rng, canvas)
     lights = _lights(rng)
@@ -454,67 +441,9 @@ def render_randomized(
                 canvas = _lines(rng, canvas)
             ids[np.any(np.abs(canvas - before) > 0.5 / 255, axis=-1)] = -2
             continue
-        axis = None
-        if what == "p" and which == 0:
-            r = size / 2
-            mask, light, spec = _sphere_layer(rng, w, h, cx, cy, r, r, 0.0, lights, ambient)
-        elif what == "p":
-            verts, faces = MESHES[which]
-            stretch = np.array([1.0, 1.0, rng.uniform(0.8, 1.8)]) if which in (2, 3) else None
-            if which in (2, 3, 4):
-                rot = _rotation(
-                    rng.uniform(-0.9, 0.9),
-                    rng.uniform(math.pi / 2 - 0.8, math.pi / 2 + 0.6),
-                    rng.uniform(0, 2 * math.pi),
-                )
-                mask, light, spec, _, geo = _mesh_with(
-                    rng,
-                    w,
-                    h,
-                    verts,
-                    faces,
-                    cx,
-                    cy,
-                    size,
-                    lights,
-                    ambient,
-                    np.ones(3) if stretch is None else stretch,
-                    rot,
-                )
-                world, rot, focal, span, depth, st = geo
-                ends = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]) * st @ rot.T
-                ends_2d = ends[:, :2] * (focal / (ends[:, 2] + depth))[:, None] / span * size
-                axis = ends_2d[1] - ends_2d[0]
-            else:
-                mask, light, spec, _, _ = _mesh_layer(
-                    rng, w, h, verts, faces, cx, cy, size, lights, ambient
-                )
-        elif which == "torus":
-            mask, light, spec = _torus_layer(rng, w, h, cx, cy, size, lights, ambient)
-        elif which == "ellipsoid":
-            mask, light, spec = _sphere_layer(
-                rng,
-                w,
-                h,
-                cx,
-                cy,
-                size / 2,
-                size / 2 / rng.uniform(1.7, 3.0),
-                rng.uniform(0, math.pi),
-                lights,
-                ambient,
-            )
-        elif which == "capsule":
-            mask, light, spec = _capsule_layer(rng, w, h, cx, cy, size, lights, ambient)
-        elif which == "prism":
-            verts, faces = _prism_mesh(int(rng.choice([3, 5])), rng.uniform(0.5, 2.0))
-            mask, light, spec, _, _ = _mesh_layer(
-                rng, w, h, verts, faces, cx, cy, size, lights, ambient
-            )
-        else:  # blob
-            mask = _blob_mask(rng, w, h, cx, cy, size)
-            light = np.full((h, w, 3), 0.5 + ambient, np.float32)
-            spec = np.zeros((h, w), np.float32)
+        mask, light, spec, axis = _object_layer(
+            rng, what, which, w, h, cx, cy, size, lights, ambient
+        )
         if not mask.any():
             continue
         # Cast shadow: the silhouette pushed away from the light, darkening what is below.
@@ -531,6 +460,116 @@ def render_randomized(
         ids[mask] = len(objects) if what == "p" else -2
         objects.append((which if what == "p" else -1, mask, axis))
 
+    boxes = _visible_boxes(objects, ids)
+    return Sample(image=_camera(rng, canvas), scene=scene, boxes=boxes)
+
+
+def _scene_canvas(
+    rng: np.random.Generator, w: int, h: int, photo_backgrounds: Sequence[Image.Image]
+) -> tuple[int, np.ndarray]:
+    """The scene class and the float canvas behind the objects: a photograph's crop, a
+    scene of the first renderer, or a room (neither of them a scene class)."""
+    if photo_backgrounds and rng.random() < 0.15:
+        scene = NO_SCENE
+        photo = photo_backgrounds[int(rng.integers(len(photo_backgrounds)))]
+        pw, ph = photo.size
+        share = rng.uniform(0.3, 1.0)
+        cw, ch = max(16, int(pw * share)), max(16, int(ph * share))
+        x, y = int(rng.integers(0, pw - cw + 1)), int(rng.integers(0, ph - ch + 1))
+        crop = photo.crop((x, y, x + cw, y + ch)).resize((w, h))
+        canvas = np.asarray(crop).astype(np.float32) / 255
+    elif rng.random() < 0.5:
+        scene = int(rng.integers(len(SCENE_CLASSES)))
+        canvas = np.asarray(_background(rng, scene, w, h)).astype(np.float32) / 255
+    else:
+        scene = NO_SCENE
+        canvas = _room(rng, w, h).astype(np.float32)
+    return scene, canvas
+
+
+def _object_layer(
+    rng: np.random.Generator,
+    what: str,
+    which: Any,
+    w: int,
+    h: int,
+    cx: float,
+    cy: float,
+    size: float,
+    lights: Any,
+    ambient: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One object (``what`` "p": primitive class ``which``; "d": a distractor) drawn alone:
+    its mask, light, specular and, for a cylinder, cone or pyramid, its axis on screen."""
+    axis = None
+    if what == "p" and which == 0:
+        r = size / 2
+        mask, light, spec = _sphere_layer(rng, w, h, cx, cy, r, r, 0.0, lights, ambient)
+    elif what == "p":
+        verts, faces = MESHES[which]
+        stretch = np.array([1.0, 1.0, rng.uniform(0.8, 1.8)]) if which in (2, 3) else None
+        if which in (2, 3, 4):
+            rot = _rotation(
+                rng.uniform(-0.9, 0.9),
+                rng.uniform(math.pi / 2 - 0.8, math.pi / 2 + 0.6),
+                rng.uniform(0, 2 * math.pi),
+            )
+            mask, light, spec, _, geo = _mesh_with(
+                rng,
+                w,
+                h,
+                verts,
+                faces,
+                cx,
+                cy,
+                size,
+                lights,
+                ambient,
+                np.ones(3) if stretch is None else stretch,
+                rot,
+            )
+            world, rot, focal, span, depth, st = geo
+            ends = np.array([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]]) * st @ rot.T
+            ends_2d = ends[:, :2] * (focal / (ends[:, 2] + depth))[:, None] / span * size
+            axis = ends_2d[1] - ends_2d[0]
+        else:
+            mask, light, spec, _, _ = _mesh_layer(
+                rng, w, h, verts, faces, cx, cy, size, lights, ambient
+            )
+    elif which == "torus":
+        mask, light, spec = _torus_layer(rng, w, h, cx, cy, size, lights, ambient)
+    elif which == "ellipsoid":
+        mask, light, spec = _sphere_layer(
+            rng,
+            w,
+            h,
+            cx,
+            cy,
+            size / 2,
+            size / 2 / rng.uniform(1.7, 3.0),
+            rng.uniform(0, math.pi),
+            lights,
+            ambient,
+        )
+    elif which == "capsule":
+        mask, light, spec = _capsule_layer(rng, w, h, cx, cy, size, lights, ambient)
+    elif which == "prism":
+        verts, faces = _prism_mesh(int(rng.choice([3, 5])), rng.uniform(0.5, 2.0))
+        mask, light, spec, _, _ = _mesh_layer(
+            rng, w, h, verts, faces, cx, cy, size, lights, ambient
+        )
+    else:  # blob
+        mask = _blob_mask(rng, w, h, cx, cy, size)
+        light = np.full((h, w, 3), 0.5 + ambient, np.float32)
+        spec = np.zeros((h, w), np.float32)
+    return mask, light, spec, axis
+
+
+def _visible_boxes(
+    objects: list[tuple[int, np.ndarray, np.ndarray | None]], ids: np.ndarray
+) -> list[Box]:
+    """Labels of the primitives still visible enough (a fifth of their pixels) after the
+    objects drawn over them."""
     boxes: list[Box] = []
     for k, (class_id, mask, axis) in enumerate(objects):
         if class_id < 0:
@@ -541,7 +580,7 @@ def render_randomized(
         box = _label(class_id, mask, axis)
         if box is not None:
             boxes.append(box)
-    return Sample(image=_camera(rng, canvas), scene=scene, boxes=boxes)
+    return boxes
 
 
 def _camera(rng: np.random.Generator, canvas: np.ndarray) -> Image.Image:
