@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -502,76 +503,16 @@ def raycast_scene(
     """Render one room scene and its labels."""
     width = int(rng.integers(size_range[0], size_range[1] + 1))
     height = int(width * rng.uniform(0.62, 1.0))
-
-    things: list[Thing] = []
-    n_labelled = 0 if rng.random() < 0.08 else int(rng.integers(1, max_objects + 1))
-    n_distractors = int(rng.integers(0, 4)) if rng.random() < 0.6 else 0
-    kinds = [(CLASS_NAMES[c], c) for c in rng.integers(0, 5, size=n_labelled)]
-    kinds += [
-        (str(rng.choice(["ellipsoid", "prism", "capsule"])), None) for _ in range(n_distractors)
-    ]
-    spread = rng.uniform(2.5, 5.0)
-    for kind, label in kinds:
-        scale = float(np.exp(rng.uniform(math.log(0.35), math.log(1.6))))
-        for _ in range(12):
-            x, z = rng.uniform(-spread, spread, size=2)
-            if all(
-                math.hypot(x - t.pos[0], z - t.pos[2]) > 0.8 * (scale + t.scale) for t in things
-            ):
-                break
-        things.append(_make_thing(rng, kind, label, float(x), float(z), scale))
+    things, spread = _place_things(rng, max_objects)
     centre = np.mean([t.pos for t in things], axis=0) if things else np.array([0.0, 0.5, 0.0])
     reach = max([spread * 0.5] + [math.hypot(*(t.pos - centre)[[0, 2]]) + t.scale for t in things])
     cam = _camera(rng, width, height, centre * [1, 0.5, 1], reach)
-
-    # Room: ground plane, optional walls at the back (planes x = a or z = b facing the camera).
-    ground_tex = Texture.random(rng, plain_share=0.15)
-    walls = []
-    for axis in (0, 2):
-        if rng.random() < 0.55:
-            sign = -np.sign(cam.eye[axis] - centre[axis]) or 1.0
-            walls.append(
-                (
-                    axis,
-                    float(sign * rng.uniform(spread + 1.5, spread + 5)),
-                    Texture.random(rng, plain_share=0.3),
-                )
-            )
-    sky_top = rng.uniform(0.3, 1.0, size=3)
-    sky_bottom = np.clip(sky_top + rng.normal(0, 0.2, size=3), 0, 1)
-
-    lights = []
-    for _ in range(int(rng.integers(1, 4))):
-        az, el = rng.uniform(0, 2 * math.pi), rng.uniform(0.25, 1.35)
-        direction = np.array(
-            [math.cos(el) * math.cos(az), math.sin(el), math.cos(el) * math.sin(az)]
-        )
-        colour = np.clip(rng.normal(1.0, 0.15, size=3), 0.6, 1.3) * rng.uniform(0.35, 0.9)
-        lights.append((direction, colour))
-    ambient = rng.uniform(0.12, 0.4)
+    ground_tex, walls, sky_top, sky_bottom = _room(rng, cam, centre, spread)
+    lights, ambient = _scene_lights(rng)
 
     o, d = cam.rays(supersample)
     t_obj, n_obj, i_obj, masks = _trace(things, o, d)
-
-    # Planes: the ground and the walls.
-    t_plane = np.full(len(o), np.inf)
-    n_plane = np.zeros_like(o)
-    plane_id = np.full(len(o), -1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = -o[:, 1] / d[:, 1]
-    good = (t > 1e-4) & (t < t_plane)
-    t_plane, plane_id = np.where(good, t, t_plane), np.where(good, 0, plane_id)
-    n_plane[good] = [0.0, 1.0, 0.0]
-    for k, (axis, pos, _) in enumerate(walls, start=1):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = (pos - o[:, axis]) / d[:, axis]
-        y = o[:, 1] + t * d[:, 1]
-        good = (t > 1e-4) & (t < t_plane) & (y >= 0)
-        t_plane, plane_id = np.where(good, t, t_plane), np.where(good, k, plane_id)
-        normal = np.zeros(3)
-        normal[axis] = -np.sign(pos)
-        n_plane[good] = normal
-
+    t_plane, n_plane, plane_id = _trace_planes(o, d, walls)
     use_obj = t_obj < t_plane
     t_hit = np.where(use_obj, t_obj, t_plane)
     normal = np.where(use_obj[:, None], n_obj, n_plane)
@@ -590,26 +531,7 @@ def raycast_scene(
         if sel.any():
             albedo[sel] = tex(p[sel] * 0.25)
             shine[sel] = 0.1
-
-    colour = albedo * ambient
-    lit_idx = np.nonzero(hit)[0]
-    ph, nh = p[lit_idx] + normal[lit_idx] * 1e-3, normal[lit_idx]
-    view = -d[lit_idx]
-    for direction, light_colour in lights:
-        lambert = np.clip(nh @ direction, 0, None)
-        facing = np.nonzero(lambert > 0)[0]
-        shadow = np.zeros(len(lit_idx), dtype=bool)
-        if len(facing):
-            towards = np.broadcast_to(direction, (len(facing), 3)).copy()
-            ts, _, _, _ = _trace(things, ph[facing], towards)
-            shadow[facing] = np.isfinite(ts)
-        half = view + direction
-        half /= np.linalg.norm(half, axis=1, keepdims=True)
-        spec = np.clip((nh * half).sum(1), 0, None) ** 40 * shine[lit_idx]
-        lit = ~shadow
-        colour[lit_idx] += lit[:, None] * (
-            albedo[lit_idx] * lambert[:, None] * light_colour + spec[:, None] * light_colour
-        )
+    colour = _lit(things, albedo, shine, ambient, lights, p, normal, d, hit)
     sky = np.clip(d[:, 1:2], 0, 1) * sky_top + (1 - np.clip(d[:, 1:2], 0, 1)) * sky_bottom
     colour = np.where(hit[:, None], colour, sky)
     # Fog towards the horizon keeps the far ground from aliasing into noise.
@@ -633,6 +555,121 @@ def raycast_scene(
         if box is not None:
             boxes.append(box)
     return RaySample(Image.fromarray(image), boxes)
+
+
+def _place_things(rng: np.random.Generator, max_objects: int) -> tuple[list[Thing], float]:
+    """The labelled primitives and the distractors, spread on the ground without overlap
+    (twelve tries each), and how far they spread."""
+    things: list[Thing] = []
+    n_labelled = 0 if rng.random() < 0.08 else int(rng.integers(1, max_objects + 1))
+    n_distractors = int(rng.integers(0, 4)) if rng.random() < 0.6 else 0
+    kinds = [(CLASS_NAMES[c], c) for c in rng.integers(0, 5, size=n_labelled)]
+    kinds += [
+        (str(rng.choice(["ellipsoid", "prism", "capsule"])), None) for _ in range(n_distractors)
+    ]
+    spread = rng.uniform(2.5, 5.0)
+    for kind, label in kinds:
+        scale = float(np.exp(rng.uniform(math.log(0.35), math.log(1.6))))
+        for _ in range(12):
+            x, z = rng.uniform(-spread, spread, size=2)
+            if all(
+                math.hypot(x - t.pos[0], z - t.pos[2]) > 0.8 * (scale + t.scale) for t in things
+            ):
+                break
+        things.append(_make_thing(rng, kind, label, float(x), float(z), scale))
+    return things, spread
+
+
+def _room(rng: np.random.Generator, cam: Any, centre: np.ndarray, spread: float) -> tuple:
+    """The ground's texture, the walls at the back (planes x = a or z = b facing the camera:
+    (axis, position, texture)) and the sky's two colours."""
+    ground_tex = Texture.random(rng, plain_share=0.15)
+    walls = []
+    for axis in (0, 2):
+        if rng.random() < 0.55:
+            sign = -np.sign(cam.eye[axis] - centre[axis]) or 1.0
+            walls.append(
+                (
+                    axis,
+                    float(sign * rng.uniform(spread + 1.5, spread + 5)),
+                    Texture.random(rng, plain_share=0.3),
+                )
+            )
+    sky_top = rng.uniform(0.3, 1.0, size=3)
+    sky_bottom = np.clip(sky_top + rng.normal(0, 0.2, size=3), 0, 1)
+    return ground_tex, walls, sky_top, sky_bottom
+
+
+def _scene_lights(rng: np.random.Generator) -> tuple[list, float]:
+    """One to three directional lights (direction, colour) and the ambient share."""
+    lights = []
+    for _ in range(int(rng.integers(1, 4))):
+        az, el = rng.uniform(0, 2 * math.pi), rng.uniform(0.25, 1.35)
+        direction = np.array(
+            [math.cos(el) * math.cos(az), math.sin(el), math.cos(el) * math.sin(az)]
+        )
+        colour = np.clip(rng.normal(1.0, 0.15, size=3), 0.6, 1.3) * rng.uniform(0.35, 0.9)
+        lights.append((direction, colour))
+    ambient = rng.uniform(0.12, 0.4)
+    return lights, ambient
+
+
+def _trace_planes(o: np.ndarray, d: np.ndarray, walls: list) -> tuple:
+    """The nearest hit of each ray with the ground (id 0) or a wall (ids from 1): distance,
+    normal and plane id (-1: none)."""
+    t_plane = np.full(len(o), np.inf)
+    n_plane = np.zeros_like(o)
+    plane_id = np.full(len(o), -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = -o[:, 1] / d[:, 1]
+    good = (t > 1e-4) & (t < t_plane)
+    t_plane, plane_id = np.where(good, t, t_plane), np.where(good, 0, plane_id)
+    n_plane[good] = [0.0, 1.0, 0.0]
+    for k, (axis, pos, _) in enumerate(walls, start=1):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = (pos - o[:, axis]) / d[:, axis]
+        y = o[:, 1] + t * d[:, 1]
+        good = (t > 1e-4) & (t < t_plane) & (y >= 0)
+        t_plane, plane_id = np.where(good, t, t_plane), np.where(good, k, plane_id)
+        normal = np.zeros(3)
+        normal[axis] = -np.sign(pos)
+        n_plane[good] = normal
+    return t_plane, n_plane, plane_id
+
+
+def _lit(
+    things: list[Thing],
+    albedo: np.ndarray,
+    shine: np.ndarray,
+    ambient: float,
+    lights: list,
+    p: np.ndarray,
+    normal: np.ndarray,
+    d: np.ndarray,
+    hit: np.ndarray,
+) -> np.ndarray:
+    """The colour of every ray's hit: ambient, plus each light's diffuse and specular share
+    where no object shadows it."""
+    colour = albedo * ambient
+    lit_idx = np.nonzero(hit)[0]
+    ph, nh = p[lit_idx] + normal[lit_idx] * 1e-3, normal[lit_idx]
+    view = -d[lit_idx]
+    for direction, light_colour in lights:
+        lambert = np.clip(nh @ direction, 0, None)
+        facing = np.nonzero(lambert > 0)[0]
+        shadow = np.zeros(len(lit_idx), dtype=bool)
+        if len(facing):
+            towards = np.broadcast_to(direction, (len(facing), 3)).copy()
+            ts, _, _, _ = _trace(things, ph[facing], towards)
+            shadow[facing] = np.isfinite(ts)
+        half = view + direction
+        half /= np.linalg.norm(half, axis=1, keepdims=True)
+        spec = np.clip((nh * half).sum(1), 0, None) ** 40 * shine[lit_idx]
+        lit = ~shadow
+        colour[lit_idx] += lit[:, None] * (
+            albedo[lit_idx] * lambert[:, None] * light_colour + spec[:, None] * light_colour
+        )
+    return colour
 
 
 def _camera_effects(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
