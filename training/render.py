@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -211,86 +213,120 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amount: int = 2
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in rgb)
 
 
+# A colour jittered by the scene's generator: j(rgb) or j(rgb, amount).
+Jitter = Callable[..., Any]
+
+
 def _vertical_gradient(w: int, h: int, top, bottom) -> Image.Image:
     t = np.linspace(0, 1, h)[:, None, None]
     arr = np.asarray(top)[None, None, :] * (1 - t) + np.asarray(bottom)[None, None, :] * t
     return Image.fromarray(np.repeat(arr, w, axis=1).astype(np.uint8))
 
 
+# One function a scene class: the backdrop, before the clutter every scene shares.
+def _office(rng: np.random.Generator, j: Jitter, w: int, h: int) -> Image.Image:
+    img = _vertical_gradient(w, h, j((205, 205, 200)), j((170, 170, 165)))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.integers(1, 3)):  # windows with blinds
+        x = rng.integers(0, w - w // 4)
+        d.rectangle([x, h * 0.08, x + w // 4, h * 0.45], fill=j((180, 210, 235)))
+        for y in np.arange(h * 0.08, h * 0.45, 8):
+            d.line([x, y, x + w // 4, y], fill=j((150, 160, 170)), width=2)
+    d.rectangle([0, h * 0.62, w, h], fill=j((120, 85, 55)))  # desk
+    for _ in range(rng.integers(1, 3)):  # monitors
+        x = rng.integers(0, w - w // 5)
+        d.rectangle([x, h * 0.4, x + w // 5, h * 0.6], fill=(25, 25, 30))
+    return img
+
+
+def _kitchen(rng: np.random.Generator, j: Jitter, w: int, h: int) -> Image.Image:
+    img = Image.new("RGB", (w, h), j((235, 235, 225)))
+    d = ImageDraw.Draw(img)
+    tile = int(rng.integers(14, 28))
+    grout = j((170, 170, 160))
+    for x in range(0, w, tile):
+        d.line([x, 0, x, h * 0.55], fill=grout)
+    for y in range(0, int(h * 0.55), tile):
+        d.line([0, y, w, y], fill=grout)
+    d.rectangle([0, h * 0.55, w, h * 0.62], fill=j((90, 90, 95)))  # counter top
+    d.rectangle([0, h * 0.62, w, h], fill=j((200, 170, 120)))  # cabinets
+    for x in range(0, w, max(40, w // 6)):
+        d.line([x, h * 0.62, x, h], fill=j((120, 90, 60)), width=3)
+    return img
+
+
+def _bedroom(rng: np.random.Generator, j: Jitter, w: int, h: int) -> Image.Image:
+    img = Image.new("RGB", (w, h), j((200, 160, 170)))
+    d = ImageDraw.Draw(img)
+    stripe = int(rng.integers(10, 24))
+    for x in range(0, w, stripe * 2):
+        d.rectangle([x, 0, x + stripe, h * 0.5], fill=j((215, 180, 185), 10))
+    d.rectangle([w * 0.1, h * 0.35, w * 0.9, h * 0.55], fill=j((110, 70, 50)))  # headboard
+    d.rectangle([w * 0.05, h * 0.55, w * 0.95, h], fill=j((235, 235, 250)))  # bed
+    d.ellipse([w * 0.15, h * 0.5, w * 0.4, h * 0.62], fill=j((250, 250, 255)))  # pillow
+    return img
+
+
+def _street(rng: np.random.Generator, j: Jitter, w: int, h: int) -> Image.Image:
+    img = _vertical_gradient(w, h, j((120, 170, 230)), j((200, 220, 240)))
+    d = ImageDraw.Draw(img)
+    x = 0
+    while x < w:  # buildings
+        bw = int(rng.integers(w // 8, w // 3))
+        top = int(rng.integers(int(h * 0.1), int(h * 0.4)))
+        col = j((130, 120, 115), 40)
+        d.rectangle([x, top, x + bw, h * 0.6], fill=col)
+        for wy in range(top + 6, int(h * 0.58), 14):
+            for wx in range(x + 5, x + bw - 8, 12):
+                d.rectangle([wx, wy, wx + 5, wy + 7], fill=j((230, 220, 150), 30))
+        x += bw
+    d.rectangle([0, h * 0.6, w, h], fill=j((70, 70, 75), 10))  # road
+    for x in range(0, w, 60):
+        d.rectangle([x, h * 0.79, x + 30, h * 0.81], fill=(240, 240, 240))
+    return img
+
+
+def _forest(rng: np.random.Generator, j: Jitter, w: int, h: int) -> Image.Image:
+    img = _vertical_gradient(w, h, j((70, 120, 70)), j((40, 70, 35)))
+    d = ImageDraw.Draw(img)
+    for _ in range(rng.integers(6, 14)):
+        x = int(rng.integers(0, w))
+        tw = int(rng.integers(6, 20))
+        d.rectangle([x, h * rng.uniform(0.1, 0.4), x + tw, h], fill=j((90, 60, 35)))
+    for _ in range(rng.integers(15, 40)):
+        x, y, r = rng.integers(0, w), rng.integers(0, int(h * 0.5)), rng.integers(10, 40)
+        d.ellipse([x - r, y - r, x + r, y + r], fill=j((40, 110, 40), 30))
+    d.rectangle([0, h * 0.85, w, h], fill=j((60, 80, 30)))
+    return img
+
+
+def _beach(rng: np.random.Generator, j: Jitter, w: int, h: int) -> Image.Image:
+    img = _vertical_gradient(w, h, j((90, 160, 235)), j((170, 210, 240)))
+    d = ImageDraw.Draw(img)
+    d.rectangle([0, h * 0.4, w, h * 0.58], fill=j((30, 110, 170)))  # sea
+    d.rectangle([0, h * 0.58, w, h], fill=j((230, 210, 150)))  # sand
+    r = int(rng.integers(15, 35))
+    sx = int(rng.integers(r, w - r))
+    d.ellipse([sx - r, h * 0.08, sx + r, h * 0.08 + 2 * r], fill=(255, 240, 150))
+    for y in np.arange(h * 0.42, h * 0.58, 9):
+        d.line([0, y, w, y + rng.uniform(-3, 3)], fill=j((200, 220, 240)), width=1)
+    return img
+
+
+SCENES: dict[str, Callable[[np.random.Generator, Jitter, int, int], Image.Image]] = {
+    "office": _office,
+    "kitchen": _kitchen,
+    "bedroom": _bedroom,
+    "street": _street,
+    "forest": _forest,
+    "beach": _beach,
+}
+
+
 def _background(rng: np.random.Generator, scene: int, w: int, h: int) -> Image.Image:
     name = SCENE_CLASSES[scene]
     j = lambda c, a=25: _jitter(rng, c, a)  # noqa: E731
-    if name == "office":
-        img = _vertical_gradient(w, h, j((205, 205, 200)), j((170, 170, 165)))
-        d = ImageDraw.Draw(img)
-        for _ in range(rng.integers(1, 3)):  # windows with blinds
-            x = rng.integers(0, w - w // 4)
-            d.rectangle([x, h * 0.08, x + w // 4, h * 0.45], fill=j((180, 210, 235)))
-            for y in np.arange(h * 0.08, h * 0.45, 8):
-                d.line([x, y, x + w // 4, y], fill=j((150, 160, 170)), width=2)
-        d.rectangle([0, h * 0.62, w, h], fill=j((120, 85, 55)))  # desk
-        for _ in range(rng.integers(1, 3)):  # monitors
-            x = rng.integers(0, w - w // 5)
-            d.rectangle([x, h * 0.4, x + w // 5, h * 0.6], fill=(25, 25, 30))
-    elif name == "kitchen":
-        img = Image.new("RGB", (w, h), j((235, 235, 225)))
-        d = ImageDraw.Draw(img)
-        tile = int(rng.integers(14, 28))
-        grout = j((170, 170, 160))
-        for x in range(0, w, tile):
-            d.line([x, 0, x, h * 0.55], fill=grout)
-        for y in range(0, int(h * 0.55), tile):
-            d.line([0, y, w, y], fill=grout)
-        d.rectangle([0, h * 0.55, w, h * 0.62], fill=j((90, 90, 95)))  # counter top
-        d.rectangle([0, h * 0.62, w, h], fill=j((200, 170, 120)))  # cabinets
-        for x in range(0, w, max(40, w // 6)):
-            d.line([x, h * 0.62, x, h], fill=j((120, 90, 60)), width=3)
-    elif name == "bedroom":
-        img = Image.new("RGB", (w, h), j((200, 160, 170)))
-        d = ImageDraw.Draw(img)
-        stripe = int(rng.integers(10, 24))
-        for x in range(0, w, stripe * 2):
-            d.rectangle([x, 0, x + stripe, h * 0.5], fill=j((215, 180, 185), 10))
-        d.rectangle([w * 0.1, h * 0.35, w * 0.9, h * 0.55], fill=j((110, 70, 50)))  # headboard
-        d.rectangle([w * 0.05, h * 0.55, w * 0.95, h], fill=j((235, 235, 250)))  # bed
-        d.ellipse([w * 0.15, h * 0.5, w * 0.4, h * 0.62], fill=j((250, 250, 255)))  # pillow
-    elif name == "street":
-        img = _vertical_gradient(w, h, j((120, 170, 230)), j((200, 220, 240)))
-        d = ImageDraw.Draw(img)
-        x = 0
-        while x < w:  # buildings
-            bw = int(rng.integers(w // 8, w // 3))
-            top = int(rng.integers(int(h * 0.1), int(h * 0.4)))
-            col = j((130, 120, 115), 40)
-            d.rectangle([x, top, x + bw, h * 0.6], fill=col)
-            for wy in range(top + 6, int(h * 0.58), 14):
-                for wx in range(x + 5, x + bw - 8, 12):
-                    d.rectangle([wx, wy, wx + 5, wy + 7], fill=j((230, 220, 150), 30))
-            x += bw
-        d.rectangle([0, h * 0.6, w, h], fill=j((70, 70, 75), 10))  # road
-        for x in range(0, w, 60):
-            d.rectangle([x, h * 0.79, x + 30, h * 0.81], fill=(240, 240, 240))
-    elif name == "forest":
-        img = _vertical_gradient(w, h, j((70, 120, 70)), j((40, 70, 35)))
-        d = ImageDraw.Draw(img)
-        for _ in range(rng.integers(6, 14)):
-            x = int(rng.integers(0, w))
-            tw = int(rng.integers(6, 20))
-            d.rectangle([x, h * rng.uniform(0.1, 0.4), x + tw, h], fill=j((90, 60, 35)))
-        for _ in range(rng.integers(15, 40)):
-            x, y, r = rng.integers(0, w), rng.integers(0, int(h * 0.5)), rng.integers(10, 40)
-            d.ellipse([x - r, y - r, x + r, y + r], fill=j((40, 110, 40), 30))
-        d.rectangle([0, h * 0.85, w, h], fill=j((60, 80, 30)))
-    else:  # beach
-        img = _vertical_gradient(w, h, j((90, 160, 235)), j((170, 210, 240)))
-        d = ImageDraw.Draw(img)
-        d.rectangle([0, h * 0.4, w, h * 0.58], fill=j((30, 110, 170)))  # sea
-        d.rectangle([0, h * 0.58, w, h], fill=j((230, 210, 150)))  # sand
-        r = int(rng.integers(15, 35))
-        sx = int(rng.integers(r, w - r))
-        d.ellipse([sx - r, h * 0.08, sx + r, h * 0.08 + 2 * r], fill=(255, 240, 150))
-        for y in np.arange(h * 0.42, h * 0.58, 9):
-            d.line([0, y, w, y + rng.uniform(-3, 3)], fill=j((200, 220, 240)), width=1)
+    img = SCENES[name](rng, j, w, h)
     # Clutter shared by every scene so that no single stroke gives a class away.
     d = ImageDraw.Draw(img)
     for _ in range(rng.integers(0, 6)):
