@@ -101,7 +101,7 @@ class TaskQueue:
         from deployments.logs import json_logging
         from deployments.metrics import RayQueueMetrics
 
-        json_logging(__name__, file_name="task_queue.log")
+        json_logging(__name__, "taskqueue", file_name="task_queue.log")
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
