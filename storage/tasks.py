@@ -62,9 +62,11 @@ class NewTasks:
         return h.hexdigest()
 
 
-# Written against the tables (Core): SQLAlchemy's ORM bulk-insert path costs more CPU than
-# the statements on every submit.
+# The hot statements (every submit, claim and result) are written against the tables (Core):
+# SQLAlchemy's ORM bulk and unit-of-work paths cost more CPU than the statements themselves.
 TASKS, INPUTS = cast(Table, Task.__table__), cast(Table, TaskInput.__table__)
+RESULTS = cast(Table, TaskResult.__table__)
+TASK = TASKS.c
 
 
 def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
@@ -386,10 +388,25 @@ def claim_tasks_with_inputs(*, db: Session, limit: int, lease_seconds: float) ->
     return [ClaimedTask(c, images.get(c.task_id)) for c in claims]
 
 
-# The queue's hot statements are written against the tables (Core), not the mapped classes:
-# SQLAlchemy's ORM bulk-update and unit-of-work paths cost more CPU than the statements.
-TASKS, RESULTS = cast(Table, Task.__table__), cast(Table, TaskResult.__table__)
-TASK = TASKS.c
+def _held(claim: Claim) -> tuple[Any, ...]:
+    """The conditions under which a claim still holds its task: every write of the queue's
+    names them, so a dispatcher that lost its claim changes nothing."""
+    return (
+        TASK.id == claim.task_id,
+        TASK.claim_token == claim.token,
+        TASK.status == TaskStatus.in_progress.value,
+    )
+
+
+def _end(*, db: Session, claim: Claim, status: TaskStatus, error: str | None) -> Any:
+    """End the claimed task in ``status``; its (user_id, webhook_url), or None when the claim
+    was lost (nothing changed)."""
+    return db.execute(
+        update(TASKS)
+        .where(*_held(claim))
+        .values(status=status.value, finished_at=utcnow(), lease_expires_at=None, error=error)
+        .returning(TASK.user_id, TASK.webhook_url)
+    ).first()
 
 
 def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
@@ -514,18 +531,7 @@ def _complete(*, db: Session, item: Completion) -> bool:
         item.primitives,
         item.details,
     )
-    done = db.execute(
-        update(TASKS)
-        .where(
-            TASK.id == claim.task_id,
-            TASK.claim_token == claim.token,
-            TASK.status == TaskStatus.in_progress.value,
-        )
-        .values(
-            status=TaskStatus.done.value, finished_at=utcnow(), lease_expires_at=None, error=None
-        )
-        .returning(TASK.user_id, TASK.webhook_url)
-    ).first()
+    done = _end(db=db, claim=claim, status=TaskStatus.done, error=None)
     if done is None:  # the claim was lost: nothing was changed
         return False
     db.execute(
@@ -551,19 +557,7 @@ def _complete(*, db: Session, item: Completion) -> bool:
 def fail(*, db: Session, claim: Claim, error: str) -> bool:
     """Mark the task failed with ``error`` (queueing its webhook) if the claim still holds."""
     error = error[:MAX_ERROR]
-    row = db.execute(
-        update(Task)
-        .where(
-            Task.id == claim.task_id,
-            Task.claim_token == claim.token,
-            Task.status == TaskStatus.in_progress.value,
-        )
-        .values(
-            status=TaskStatus.failed.value, finished_at=utcnow(), lease_expires_at=None, error=error
-        )
-        .returning(Task.user_id, Task.webhook_url)
-        .execution_options(synchronize_session=False)
-    ).first()
+    row = _end(db=db, claim=claim, status=TaskStatus.failed, error=error)
     if row is not None and row.webhook_url:
         webhooks.enqueue(
             db=db,
@@ -579,15 +573,10 @@ def fail(*, db: Session, claim: Claim, error: str) -> bool:
 def release(*, db: Session, claim: Claim) -> bool:
     """Give the task back to the queue (a transient failure) if the claim still holds."""
     row = db.execute(
-        update(Task)
-        .where(
-            Task.id == claim.task_id,
-            Task.claim_token == claim.token,
-            Task.status == TaskStatus.in_progress.value,
-        )
+        update(TASKS)
+        .where(*_held(claim))
         .values(status=TaskStatus.queued.value, claim_token=None, lease_expires_at=None)
-        .returning(Task.id)
-        .execution_options(synchronize_session=False)
+        .returning(TASK.id)
     ).first()
     db.commit()
     return row is not None
