@@ -5,9 +5,7 @@ so route code declares what it needs (``settings: SettingsDep``) and tests can s
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Annotated, Any, Protocol, TypeVar
@@ -19,34 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from config.registry import Registry
 from config.settings import Settings
 from serve_app.auth.guard import LoginGuard, parse_networks
-from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow
+from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow, UserSlots
 from serve_app.tasks.visualize import DrawingSlots, PictureCache
 
 T = TypeVar("T")
-
-
-class WaitSlots:
-    """Requests of one user held open at once, waiting for a task (long polls, Prefer: wait),
-    in this replica: each holds a connection and a waiter in the queue. Beyond ``per_user``
-    a request is answered at once with the task as it is."""
-
-    def __init__(self, per_user: int):
-        self.per_user = per_user
-        self._waiting: Counter[int] = Counter()
-
-    @contextmanager
-    def slot(self, user_id: int) -> Iterator[bool]:
-        """Whether this request may wait (the event loop's thread only: no lock)."""
-        if self._waiting[user_id] >= self.per_user:
-            yield False
-            return
-        self._waiting[user_id] += 1
-        try:
-            yield True
-        finally:
-            self._waiting[user_id] -= 1
-            if not self._waiting[user_id]:
-                del self._waiting[user_id]
 
 
 class QueueLink(Protocol):
@@ -160,7 +134,7 @@ class AppServices:
     request_rate: Limiter
     pictures: PictureCache
     drawing: DrawingSlots
-    waits: WaitSlots
+    waits: UserSlots
 
     @classmethod
     def create(
@@ -218,7 +192,7 @@ class AppServices:
             request_rate=request_rate,
             pictures=PictureCache(),
             drawing=DrawingSlots(per_user=settings.drawings_per_user),
-            waits=WaitSlots(per_user=settings.waits_per_user),
+            waits=UserSlots(per_user=settings.waits_per_user),
         )
 
 
@@ -264,7 +238,7 @@ async def get_queue(services: Services) -> QueueLink:
     return services.queue
 
 
-async def get_waits(services: Services) -> WaitSlots:
+async def get_waits(services: Services) -> UserSlots:
     return services.waits
 
 
@@ -293,6 +267,9 @@ AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
 LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
 Pictures = Annotated[PictureCache, Depends(get_pictures)]
-Waits = Annotated[WaitSlots, Depends(get_waits)]
+# Requests of one user held open waiting for a task (long polls, Prefer: wait) in this
+# replica, each holding a connection and a waiter in the queue; beyond the cap a request is
+# answered at once with the task as it is.
+Waits = Annotated[UserSlots, Depends(get_waits)]
 Drawing = Annotated[DrawingSlots, Depends(get_drawing)]
 RequestRate = Annotated[Limiter, Depends(get_request_rate)]

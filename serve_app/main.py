@@ -18,6 +18,7 @@ from serve_app.account.router import router as account_router
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
 from serve_app.dependencies import AppServices, NoQueue, QueueLink
+from serve_app.health.router import ReadyCache
 from serve_app.health.router import router as health_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
@@ -64,6 +65,7 @@ def create_app(
     app.include_router(catalog_router)
     app.include_router(account_router)
     app.include_router(health_router)
+    app.state.ready_cache = ReadyCache()
     web.mount(app)
     return app
 

@@ -11,8 +11,9 @@ import math
 import random
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable, Hashable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -312,3 +313,25 @@ class BatchedWindow:
 
 def _moment(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
+
+
+class UserSlots:
+    """At most ``per_user`` things at once for each user in this replica (the event loop's
+    thread only: no lock). ``slot`` yields whether this one got a place."""
+
+    def __init__(self, per_user: int):
+        self.per_user = per_user
+        self._taken: Counter[int] = Counter()
+
+    @contextmanager
+    def slot(self, user_id: int) -> Iterator[bool]:
+        if self._taken[user_id] >= self.per_user:
+            yield False
+            return
+        self._taken[user_id] += 1
+        try:
+            yield True
+        finally:
+            self._taken[user_id] -= 1
+            if not self._taken[user_id]:
+                del self._taken[user_id]

@@ -62,7 +62,7 @@ def healthz() -> Alive:
 async def readyz(
     request: Request, sessions: ReadSessionFactory, queue: Queue, registry: RegistryDep
 ) -> Ready | JSONResponse:
-    cache: ReadyCache = request.app.state.__dict__.setdefault("ready_cache", ReadyCache())
+    cache: ReadyCache = request.app.state.ready_cache  # made with the app (create_app)
     if not cache.fresh():
         async with cache.lock:  # callers that arrive meanwhile take this check's answer
             if not cache.fresh():

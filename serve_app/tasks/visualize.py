@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from serve_app.ratelimit import UserSlots
 
 # One colour per primitive class (colour-blind-safe, after Okabe and Ito), grey otherwise.
 COLOURS = {
@@ -128,19 +130,13 @@ class DrawingSlots:
     this replica (the rest wait their turn)."""
 
     def __init__(self, *, per_user: int = 2, total: int = 2):
-        self.per_user = per_user
-        self._running: Counter[int] = Counter()
+        self._users = UserSlots(per_user)
         self._total = asyncio.Semaphore(total)
 
     @asynccontextmanager
     async def slot(self, user_id: int) -> AsyncIterator[None]:
-        if self._running[user_id] >= self.per_user:
-            raise Busy
-        self._running[user_id] += 1
-        try:
+        with self._users.slot(user_id) as granted:
+            if not granted:
+                raise Busy
             async with self._total:
                 yield
-        finally:
-            self._running[user_id] -= 1
-            if not self._running[user_id]:
-                del self._running[user_id]
