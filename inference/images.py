@@ -11,21 +11,6 @@ from PIL import Image, ImageOps
 from inference.types import ImageUnreadable
 
 ORIENTATION = 0x0112  # the EXIF tag
-# EXIF orientation -> the transpose that shows the image upright (as ImageOps.exif_transpose).
-_TRANSPOSES = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _upright(image: Image.Image, orientation: int) -> Image.Image:
-    transpose = _TRANSPOSES.get(orientation)
-    return image.transpose(transpose) if transpose is not None else image
 
 
 def decode_image(data: bytes, *, min_side: int | None = None) -> np.ndarray:
@@ -49,8 +34,9 @@ def decode_image(data: bytes, *, min_side: int | None = None) -> np.ndarray:
                 # A PNG decodes whole; reduced at once (box filter, by a whole factor that
                 # keeps the longer side at least min_side), the copies after it (upright,
                 # RGB, array) are small.
-                orientation = img.getexif().get(ORIENTATION, 1)
-                return np.asarray(_upright(img.reduce(factor), orientation).convert("RGB"))
+                reduced = img.reduce(factor)
+                reduced.getexif()[ORIENTATION] = img.getexif().get(ORIENTATION, 1)
+                return np.asarray(ImageOps.exif_transpose(reduced).convert("RGB"))
             upright = ImageOps.exif_transpose(img)
             return np.asarray(upright.convert("RGB"))
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
