@@ -1,8 +1,10 @@
 """Node loss: a head and two worker nodes on this machine (Ray's own `cluster_utils`); one
 worker node, its raylet and every worker process on it, is killed with tasks in flight. The
 test first makes sure the kill hurts (model replicas on the doomed node, tasks running), then
-that it did (tasks cut off and claimed again), then that no task is lost, none is done twice,
-and the lost replicas come back on the remaining node."""
+that it did (those replicas died and Serve had to start others on the remaining node), then
+that no task is lost and none is done twice. How many tasks the queue claimed again is recorded,
+not required: Serve re-routes a call whose replica died by itself when it can, so a cut-off
+call does not always come back to the queue (9 such tasks in one run, 0 in the next)."""
 
 from __future__ import annotations
 
@@ -22,18 +24,18 @@ WORKER: dict[str, Any] = {"num_cpus": 2, "resources": {"model_node": 4}}
 MODELS = ("YOLO", "SSD", "model_v1")
 
 
-def replicas_on(node_id: str) -> int:
-    """Model replicas alive on the node, from the GCS's actor table (this cluster runs no
-    dashboard, which Ray's state API would need)."""
+def replicas_on(node_id: str) -> set[str]:
+    """The actor ids of the model replicas alive on the node, from the GCS's actor table (this
+    cluster runs no dashboard, which Ray's state API would need)."""
     from ray._private.state import actors
 
-    return sum(
-        1
-        for a in actors().values()
+    return {
+        actor_id
+        for actor_id, a in actors().items()
         if a["State"] == "ALIVE"
         and a["Address"]["NodeID"] == node_id
         and a["ActorClassName"].rsplit(":", 1)[-1] in MODELS
-    )
+    }
 
 
 def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
@@ -73,9 +75,8 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         # The kill must hurt: model replicas live on the doomed node (two YOLO replicas and
         # room for everything on either node: Serve spreads them).
         wait_for(
-            lambda: replicas_on(doomed.node_id) > 0, 60, "a model replica on the node to be killed"
+            lambda: replicas_on(doomed.node_id), 60, "a model replica on the node to be killed"
         )
-        timings["replicas_on_the_killed_node"] = replicas_on(doomed.node_id)
         ids = add_backlog(sessions, username="node-loss", count=300, seed=950)
 
         def count(*statuses: str) -> int:
@@ -95,6 +96,9 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
             "tasks done and in flight",
         )
         in_flight = count("in progress")
+        lost = replicas_on(doomed.node_id)
+        assert lost, "no model replica on the node to be killed: the test would prove nothing"
+        timings["replicas_on_the_killed_node"] = len(lost)
         cluster.remove_node(doomed, allow_graceful=False)  # its raylet and workers, killed
         killed = time.monotonic()
         timings["tasks_in_flight_at_kill"] = in_flight
@@ -111,6 +115,10 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
             "the replicas back on the other node",
         )
         timings["replicas_back_after_kill_s"] = round(time.monotonic() - killed, 1)
+        # It did hurt: the replicas the node held are gone, and Serve started others on the
+        # remaining node to serve all four again.
+        serving = replicas_on(survivor.node_id)
+        assert len(serving) == 4 and not serving & lost
 
         with sessions() as db:
             statuses = dict(
@@ -128,11 +136,9 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
             )
         assert statuses == {"done": 300}
         assert len(per_task) == 300 and {n for _, n in per_task} == {1}
-        # It did hurt: runs were cut off with the node and their tasks claimed again (a task
-        # is claimed once per run: attempts counts the runs it took to finish once).
-        retried = sum(1 for n in attempts.values() if n > 1)
-        timings["tasks_claimed_again_after_the_kill"] = retried
-        assert retried >= 1, "no task was cut off by the kill: the test proved nothing"
+        # Recorded, not required (see the module's docstring): tasks whose cut-off run came
+        # back to the queue and were claimed again.
+        timings["tasks_claimed_again_after_the_kill"] = sum(1 for n in attempts.values() if n > 1)
         assert max(attempts.values()) <= 3  # within the queue's attempts
         assert survivor.node_id in {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     finally:
