@@ -83,12 +83,20 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200
+    # The platform's queue (docs/api.md §E10): beyond this many tasks waiting to start, all
+    # users together, a submission is answered 503 with Retry-After and stores nothing.
+    max_queued_tasks: int = Field(default=10_000, ge=1)
+    queue_full_retry_after_seconds: int = Field(default=10, ge=1)
     # Pictures (GET .../visualization) one user may have drawn at once per ingress replica;
     # each decodes and encodes the whole input.
     drawings_per_user: int = Field(default=2, ge=1)
     # Requests one user may hold open per ingress replica waiting for a task (?wait=,
     # Prefer: wait); beyond them a request is answered at once with the task as it is.
     waits_per_user: int = Field(default=64, ge=1)
+    # Event streams (GET /api/tasks/events) one user may hold open per ingress replica; how
+    # often an open stream looks for new events.
+    event_streams_per_user: int = Field(default=8, ge=1)
+    event_poll_seconds: float = Field(default=0.5, gt=0)
 
     # Storage: a user's stored images may take this many bytes (0: no limit); settled tasks
     # (done, failed, canceled) older than this many days are purged with their inputs and

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import builtins
 import ipaddress
+import json
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,24 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+# An event stream sends at least a comment every 15 s; silence this long means it is gone.
+EVENTS_READ_TIMEOUT_S = 45.0
+
+
+def _server_sent_events(lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    """The events (their ``id`` and ``data`` fields) in a ``text/event-stream``'s lines;
+    comments and events without an id or data are skipped."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "id" in fields and "data" in fields:
+                yield fields
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
 
 
 class PrimitivesError(Exception):
@@ -151,12 +170,15 @@ class Client:
         idempotency_key: str | None = None,
         wait: bool = False,
         timeout: float = 600.0,
+        priority: int | None = None,
+        deadline_s: int | None = None,
     ) -> dict[str, Any]:
         """Submit one image (a path or its bytes). Without ``wait``: ``{"id": ...}``; with
         it, the result route's body once the task is done, failed or canceled: one request
         (``Prefer: wait``) answers most tasks, long polls of the result route the rest;
         TimeoutError after ``timeout`` seconds. A retry of the POST (same idempotency key)
-        never makes a second task."""
+        never makes a second task. ``priority`` (0 to 9, default 5) and ``deadline_s`` (the
+        seconds it may wait to start): the queue policy, docs/api.md §E10."""
         data = image if isinstance(image, bytes) else Path(image).read_bytes()
         params: dict[str, Any] = {}
         if detection_model_id is not None:
@@ -165,6 +187,10 @@ class Client:
             params["classification_model_id"] = classification_model_id
         if webhook is not None:
             params["webhook"] = webhook
+        if priority is not None:
+            params["priority"] = priority
+        if deadline_s is not None:
+            params["deadline_s"] = deadline_s
         headers = {
             "Content-Type": _media_type(data),
             "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
@@ -214,6 +240,46 @@ class Client:
             if progress:
                 progress(1)
         return results
+
+    def events(
+        self, *, last_event_id: int | None = None, reconnect: bool = True
+    ) -> Iterator[dict[str, Any]]:
+        """The caller's task status changes as they happen (``GET /api/tasks/events``):
+        ``{"event_id": 12, "id": 7, "status": "done"}`` each. A dropped stream is opened
+        again from the last event received (``reconnect``), so none is lost or repeated;
+        pass ``last_event_id`` to resume an earlier stream. Runs until the token expires or
+        the caller stops iterating."""
+        headers = {"Accept": "text/event-stream"}
+        while True:
+            if self.token:
+                headers["Authorization"] = f"Bearer {self.token}"
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = str(last_event_id)
+            try:
+                with self.http.stream(
+                    "GET",
+                    "/api/tasks/events",
+                    headers=headers,
+                    timeout=httpx.Timeout(self.http.timeout.connect, read=EVENTS_READ_TIMEOUT_S),
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        try:
+                            detail = response.json().get("detail")
+                        except ValueError:
+                            detail = response.text
+                        raise PrimitivesError(response.status_code, detail)
+                    for event in _server_sent_events(response.iter_lines()):
+                        last_event_id = int(event["id"])
+                        yield {"event_id": last_event_id, **json.loads(event["data"])}
+            except (httpx.TransportError, httpx.StreamError):
+                if not reconnect:
+                    raise
+                time.sleep(1.0)
+                continue
+            if not reconnect:
+                return
+            time.sleep(0.2)  # the server ended it (the token expired): the next call says why
 
     def status(self, task_id: int) -> str:
         return str(self._json("GET", f"/api/tasks/{task_id}/status")["status"])

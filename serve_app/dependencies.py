@@ -135,6 +135,7 @@ class AppServices:
     pictures: PictureCache
     drawing: DrawingSlots
     waits: UserSlots
+    streams: UserSlots  # open event streams (docs/api.md §E11), per user in this replica
 
     @classmethod
     def create(
@@ -193,6 +194,7 @@ class AppServices:
             pictures=PictureCache(),
             drawing=DrawingSlots(per_user=settings.drawings_per_user),
             waits=UserSlots(per_user=settings.waits_per_user),
+            streams=UserSlots(per_user=settings.event_streams_per_user),
         )
 
 
@@ -242,6 +244,10 @@ async def get_waits(services: Services) -> UserSlots:
     return services.waits
 
 
+async def get_streams(services: Services) -> UserSlots:
+    return services.streams
+
+
 async def get_pictures(services: Services) -> PictureCache:
     return services.pictures
 
@@ -272,4 +278,5 @@ Pictures = Annotated[PictureCache, Depends(get_pictures)]
 # answered at once with the task as it is.
 Waits = Annotated[UserSlots, Depends(get_waits)]
 Drawing = Annotated[DrawingSlots, Depends(get_drawing)]
+Streams = Annotated[UserSlots, Depends(get_streams)]
 RequestRate = Annotated[Limiter, Depends(get_request_rate)]

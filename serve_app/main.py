@@ -20,6 +20,7 @@ from serve_app.catalog.router import router as catalog_router
 from serve_app.dependencies import AppServices, NoQueue, QueueLink
 from serve_app.health.router import ReadyCache
 from serve_app.health.router import router as health_router
+from serve_app.tasks.events import router as events_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
 
@@ -61,6 +62,7 @@ def create_app(
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(auth_router)
+    app.include_router(events_router)  # before /api/tasks/{task_id}: "events" is no id
     app.include_router(tasks_router)
     app.include_router(catalog_router)
     app.include_router(account_router)

@@ -323,15 +323,24 @@ class UserSlots:
         self.per_user = per_user
         self._taken: Counter[int] = Counter()
 
+    def take(self, user_id: int) -> bool:
+        """Take a place for the user if one is free (give it back with ``give``)."""
+        if self._taken[user_id] >= self.per_user:
+            return False
+        self._taken[user_id] += 1
+        return True
+
+    def give(self, user_id: int) -> None:
+        self._taken[user_id] -= 1
+        if not self._taken[user_id]:
+            del self._taken[user_id]
+
     @contextmanager
     def slot(self, user_id: int) -> Iterator[bool]:
-        if self._taken[user_id] >= self.per_user:
+        if not self.take(user_id):
             yield False
             return
-        self._taken[user_id] += 1
         try:
             yield True
         finally:
-            self._taken[user_id] -= 1
-            if not self._taken[user_id]:
-                del self._taken[user_id]
+            self.give(user_id)

@@ -18,8 +18,10 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -42,6 +44,9 @@ class User(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
     # Tokens issued before this moment are refused: set by a password change and by logout.
     tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The id of the user's latest task event (docs/api.md §E11): raised, under the row's
+    # lock, by the transaction that stores events, so the user's event ids commit in order.
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -72,6 +77,8 @@ SETTLED_STATUSES = (TaskStatus.done.value, TaskStatus.failed.value, TaskStatus.c
 UNSETTLED_STATUSES = (TaskStatus.queued.value, TaskStatus.in_progress.value)
 MEDIA_EXTENSIONS = {"image/jpeg": "jpeg", "image/png": "png"}
 STATUS_VALUES = ", ".join(f"'{s.value}'" for s in TaskStatus)
+PRIORITIES = range(10)
+DEFAULT_PRIORITY = 5
 
 
 class Task(Base):
@@ -81,6 +88,22 @@ class Task(Base):
         Index("ix_task_user_id_id", "user_id", "id"),
         Index("ix_task_status_id", "status", "id"),
         Index("ix_task_finished_at", "finished_at"),
+        # The claim's order (docs/api.md §E10), over the waiting tasks only.
+        Index(
+            "ix_task_queued_order",
+            text("priority DESC"),
+            "turn",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+        Index("ix_task_user_priority_turn", "user_id", "priority", "turn"),
+        Index(
+            "ix_task_queued_deadline",
+            "deadline_at",
+            postgresql_where=text("status = 'queued' AND deadline_at IS NOT NULL"),
+            sqlite_where=text("status = 'queued' AND deadline_at IS NOT NULL"),
+        ),
         NEVER_REUSE_IDS,
     )
 
@@ -102,6 +125,15 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Where to POST the result when the task settles (docs/api.md §E4); None for no webhook.
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # Queue policy (docs/api.md §E10): started highest priority first; within a priority by
+    # turn (users take turns, see storage/tasks.py), then by id. A task still queued at its
+    # deadline is never started.
+    priority: Mapped[int] = mapped_column(
+        SmallInteger, default=DEFAULT_PRIORITY, server_default="5"
+    )
+    turn: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    deadline_s: Mapped[int | None] = mapped_column(Integer)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     input: Mapped[TaskInput] = relationship(
         back_populates="task", cascade="all, delete-orphan", passive_deletes=True
@@ -215,3 +247,29 @@ class RateCounter(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     count: Mapped[int] = mapped_column(default=0)
+
+
+class QueueTurn(Base):
+    """The queue's clock, one per priority: the turn of the latest task started. A new task
+    takes its turn from it (storage/tasks.py), so a user who waited gets the next one."""
+
+    __tablename__ = "queue_turn"
+
+    priority: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    turn: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TaskEvent(Base):
+    """A status change of one of the user's tasks (docs/api.md §E11), numbered per user;
+    kept for the events window, then purged."""
+
+    __tablename__ = "task_event"
+    __table_args__ = (Index("ix_task_event_created_at", "created_at"),)
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    task_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from storage.models import TaskStatus
+from storage.models import DEFAULT_PRIORITY, TaskStatus
 
 
 def result_payload(
@@ -20,10 +20,16 @@ def result_body(
     status: TaskStatus,
     result: dict[str, Any] | None = None,
     error: str | None = None,
+    priority: int = DEFAULT_PRIORITY,
+    deadline_s: int | None = None,
 ) -> dict[str, Any]:
     """``GET /tasks/{id}/result``'s body for a task in ``status`` (``error`` only when
-    failed)."""
+    failed). A task submitted with a queue policy (docs/api.md §E10) carries it as extra
+    keys; one submitted without has the seed's body exactly."""
     body: dict[str, Any] = {"id": task_id, "status": status.value, "result": result}
     if status is TaskStatus.failed:
         body["error"] = error or "the task failed"
+    if priority != DEFAULT_PRIORITY or deadline_s is not None:
+        body["priority"] = priority
+        body["deadline_s"] = deadline_s
     return body

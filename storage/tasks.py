@@ -7,6 +7,17 @@ A claim moves a task to ``in progress`` with a fresh token and a lease. Every la
 names the token, so a dispatcher that lost its claim (lease expired, task deleted or canceled,
 task claimed again) can change nothing. PostgreSQL claims with ``FOR UPDATE SKIP LOCKED``;
 SQLite serialises writers, which gives the same guarantee.
+
+Every status change stores its event (storage/events.py) in the same transaction.
+
+The queue's order (docs/api.md §E10) is kept in the database, so every queue replica and a
+restarted one see the same: highest ``priority`` first, then lowest ``turn``, then oldest. A
+task's turn is fixed when it is stored: the user's next turn at that priority, but never
+before the queue's clock (``queue_turn``: the turn of the latest task started there). A user
+who submits 500 tasks at once takes 500 consecutive turns from the clock; a user who submits
+one afterwards takes the clock's turn, so only tasks with a turn at or below it (at most one
+per other user, plus any given back after a failure) start before theirs. A user whose tasks
+were just started is at or above the clock already, so one who has had none goes first.
 """
 
 from __future__ import annotations
@@ -17,15 +28,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import webhooks
+from storage import events, webhooks
 from storage.database import upsert_insert, utcnow
 from storage.models import (
+    DEFAULT_PRIORITY,
     SETTLED_STATUSES,
     UNSETTLED_STATUSES,
     IdempotencyKey,
+    QueueTurn,
     Task,
     TaskInput,
     TaskResult,
@@ -48,6 +61,8 @@ class NewTasks:
     classification_model_id: int
     images: list[tuple[bytes, str]]
     webhook_url: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    deadline_s: int | None = None
 
     def digest(self) -> str:
         """What makes two submissions the same request (for idempotency keys)."""
@@ -56,6 +71,9 @@ class NewTasks:
             f"{self.detection_model_id}:{self.classification_model_id}:"
             f"{self.webhook_url or ''}:{len(self.images)}".encode()
         )
+        if self.priority != DEFAULT_PRIORITY or self.deadline_s is not None:
+            # Only then: keys taken before the queue policy existed still match.
+            h.update(f"|policy:{self.priority}:{self.deadline_s}".encode())
         for data, media_type in self.images:
             h.update(f"|{media_type}:{len(data)}:".encode())
             h.update(data)
@@ -69,8 +87,20 @@ RESULTS = cast(Table, TaskResult.__table__)
 TASK = TASKS.c
 
 
+def _first_turn(*, db: Session, user_id: int, priority: int) -> int:
+    """The turn the user's next task at ``priority`` takes: after the user's latest, never
+    before the queue's clock."""
+    clock = db.scalar(select(QueueTurn.turn).where(QueueTurn.priority == priority)) or 0
+    last = db.scalar(
+        select(func.max(TASK.turn)).where(TASK.user_id == user_id, TASK.priority == priority)
+    )
+    return max(clock, last + 1 if last is not None else 0)
+
+
 def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
     now = utcnow()
+    turn = _first_turn(db=db, user_id=user_id, priority=new.priority)
+    deadline_at = now + timedelta(seconds=new.deadline_s) if new.deadline_s else None
     ids = list(
         db.scalars(
             insert(TASKS).returning(TASKS.c.id, sort_by_parameter_order=True),
@@ -85,8 +115,12 @@ def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
                     "webhook_url": new.webhook_url,
                     "created_at": now,
                     "attempts": 0,
+                    "priority": new.priority,
+                    "turn": turn + i,
+                    "deadline_s": new.deadline_s,
+                    "deadline_at": deadline_at,
                 }
-                for data, media_type in new.images
+                for i, (data, media_type) in enumerate(new.images)
             ],
         )
     )
@@ -97,6 +131,7 @@ def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
             for task_id, (data, _) in zip(ids, new.images, strict=True)
         ],
     )
+    events.record(db=db, changes=[(user_id, i, TaskStatus.queued.value) for i in ids])
     return ids
 
 
@@ -110,6 +145,13 @@ def create_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
 
 class OverQuota(Exception):
     """The user would have more tasks waiting than allowed."""
+
+
+@dataclass(frozen=True)
+class QueueFull(Exception):
+    """The platform holds as many queued tasks as configured (docs/api.md §E10)."""
+
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -143,10 +185,12 @@ def create_tasks_within_quota(
     idempotency_key: str | None = None,
     key_hours: float = 24.0,
     max_stored_bytes: int = 0,
+    max_queued: int = 0,
 ) -> Created:
     """Store the tasks unless the user would then have more than ``max_active`` waiting
-    (OverQuota) or their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
-    limit). With an idempotency key, a request seen before within ``key_hours`` gets the
+    (OverQuota), their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
+    limit) or the platform more than ``max_queued`` queued tasks (QueueFull; 0: no limit).
+    With an idempotency key, a request seen before within ``key_hours`` gets the
     first one's ids and stores nothing (KeyReused when its body or parameters differ); the
     key's row is taken first in the same transaction, so racing retries wait for the first
     and then find its answer."""
@@ -166,6 +210,9 @@ def create_tasks_within_quota(
     if max_stored_bytes and stored + adding > max_stored_bytes:
         db.rollback()
         raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
+    if max_queued and queued_count(db=db) + len(new.images) > max_queued:
+        db.rollback()
+        raise QueueFull(limit=max_queued)
     ids = _insert_tasks(db=db, user_id=user_id, new=new)
     if idempotency_key is not None:
         db.execute(
@@ -236,6 +283,11 @@ def usage(*, db: Session, user_id: int) -> tuple[int, int]:
         )
     ).one()
     return int(row[0] or 0), int(row[1] or 0)
+
+
+def queued_count(*, db: Session) -> int:
+    """How many tasks wait to be started, all users together."""
+    return int(db.scalar(select(func.count()).where(TASK.status == TaskStatus.queued.value)) or 0)
 
 
 def task_summaries(
@@ -310,7 +362,7 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
             lease_expires_at=None,
             finished_at=utcnow(),
         )
-        .returning(Task.webhook_url)
+        .returning(Task.webhook_url, Task.priority, Task.deadline_s)
         .execution_options(synchronize_session=False)
     ).first()
     if row is None:
@@ -325,8 +377,14 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
             task_id=task_id,
             user_id=user_id,
             url=row.webhook_url,
-            body=result_body(task_id=task_id, status=TaskStatus.canceled),
+            body=result_body(
+                task_id=task_id,
+                status=TaskStatus.canceled,
+                priority=row.priority,
+                deadline_s=row.deadline_s,
+            ),
         )
+    events.record(db=db, changes=[(user_id, task_id, TaskStatus.canceled.value)])
     db.commit()
     return True
 
@@ -356,6 +414,18 @@ class Claim:
     classification_model_id: int
     created_at: datetime | None = None  # when the task was accepted
     user_id: int | None = None
+    priority: int = DEFAULT_PRIORITY
+    deadline_s: int | None = None
+
+    def body(self, status: TaskStatus, **fields: Any) -> dict[str, Any]:
+        """The result route's body of this task in ``status``."""
+        return result_body(
+            task_id=self.task_id,
+            status=status,
+            priority=self.priority,
+            deadline_s=self.deadline_s,
+            **fields,
+        )
 
     def log_extra(self) -> dict[str, int | None]:
         """What every log line about this task carries (not ``task_id``: Ray's JSON log
@@ -399,53 +469,141 @@ def _held(claim: Claim) -> tuple[Any, ...]:
 
 
 def _end(*, db: Session, claim: Claim, status: TaskStatus, error: str | None) -> Any:
-    """End the claimed task in ``status``; its (user_id, webhook_url), or None when the claim
-    was lost (nothing changed)."""
-    return db.execute(
+    """End the claimed task in ``status`` (and store its event); its (user_id, webhook_url),
+    or None when the claim was lost (nothing changed)."""
+    row = db.execute(
         update(TASKS)
         .where(*_held(claim))
         .values(status=status.value, finished_at=utcnow(), lease_expires_at=None, error=error)
         .returning(TASK.user_id, TASK.webhook_url)
     ).first()
+    if row is not None:
+        events.record(db=db, changes=[(row.user_id, claim.task_id, status.value)])
+    return row
+
+
+_CLAIMED = (
+    TASK.id,
+    TASK.attempts,
+    TASK.detection_model_id,
+    TASK.classification_model_id,
+    TASK.created_at,
+    TASK.user_id,
+    TASK.priority,
+    TASK.deadline_s,
+    TASK.turn,
+)
 
 
 def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
+    """Claim tasks whose lease lapsed (their run died), then queued ones in the queue's
+    order, never one past its deadline; the clock moves to the turns started."""
     now = utcnow()
-    runnable = (
+    token = str(uuid.uuid4())
+    claim_values = {
+        "status": TaskStatus.in_progress.value,
+        "claim_token": token,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "attempts": TASK.attempts + 1,
+        "started_at": now,
+    }
+    lapsed = (
         select(TASK.id)
-        .where(
-            or_(
-                TASK.status == TaskStatus.queued.value,
-                and_(TASK.status == TaskStatus.in_progress.value, TASK.lease_expires_at < now),
-            )
-        )
+        .where(TASK.status == TaskStatus.in_progress.value, TASK.lease_expires_at < now)
         .order_by(TASK.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    token = str(uuid.uuid4())
     rows = db.execute(
         update(TASKS)
-        .where(TASK.id.in_(runnable.scalar_subquery()))
-        .values(
-            status=TaskStatus.in_progress.value,
-            claim_token=token,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            attempts=TASK.attempts + 1,
-            started_at=now,
-        )
-        .returning(
-            TASK.id,
-            TASK.attempts,
-            TASK.detection_model_id,
-            TASK.classification_model_id,
-            TASK.created_at,
-            TASK.user_id,
-        )
+        .where(TASK.id.in_(lapsed.scalar_subquery()))
+        .values(**claim_values)
+        .returning(*_CLAIMED)
     ).all()
+    if len(rows) < limit:
+        waiting = (
+            select(TASK.id)
+            .where(
+                TASK.status == TaskStatus.queued.value,
+                or_(TASK.deadline_at.is_(None), TASK.deadline_at > now),
+            )
+            .order_by(TASK.priority.desc(), TASK.turn, TASK.id)
+            .limit(limit - len(rows))
+            .with_for_update(skip_locked=True)
+        )
+        started = db.execute(
+            update(TASKS)
+            .where(TASK.id.in_(waiting.scalar_subquery()))
+            .values(**claim_values)
+            .returning(*_CLAIMED)
+        ).all()
+        clock: dict[int, int] = {}
+        for r in started:
+            clock[r.priority] = max(clock.get(r.priority, 0), r.turn)
+        for priority, turn in sorted(clock.items()):
+            db.execute(
+                update(QueueTurn)
+                .where(QueueTurn.priority == priority, QueueTurn.turn < turn)
+                .values(turn=turn)
+            )
+        events.record(
+            db=db, changes=[(r.user_id, r.id, TaskStatus.in_progress.value) for r in started]
+        )
+        rows = [*rows, *started]
     return sorted(
-        (Claim(r[0], token, r[1], r[2], r[3], r[4], r[5]) for r in rows), key=lambda c: c.task_id
+        (Claim(r[0], token, r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows),
+        key=lambda c: c.task_id,
     )
+
+
+def expire_overdue(*, db: Session, limit: int = 500) -> list[Claim]:
+    """End as failed the queued tasks whose deadline passed (docs/api.md §E10), with their
+    webhooks and events; the tasks ended (as claims, for their result bodies)."""
+    now = utcnow()
+    overdue = db.execute(
+        select(TASK.id, TASK.user_id, TASK.webhook_url, TASK.priority, TASK.deadline_s)
+        .where(TASK.status == TaskStatus.queued.value, TASK.deadline_at <= now)
+        .order_by(TASK.deadline_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    ended: list[Claim] = []
+    for row in overdue:
+        error = deadline_error(row.deadline_s)
+        db.execute(
+            update(TASKS)
+            .where(TASK.id == row.id)
+            .values(status=TaskStatus.failed.value, finished_at=now, error=error)
+        )
+        claim = Claim(
+            row.id,
+            "",
+            0,
+            0,
+            0,
+            user_id=row.user_id,
+            priority=row.priority,
+            deadline_s=row.deadline_s,
+        )
+        if row.webhook_url:
+            webhooks.enqueue(
+                db=db,
+                task_id=row.id,
+                user_id=row.user_id,
+                url=row.webhook_url,
+                body=claim.body(TaskStatus.failed, error=error),
+            )
+        ended.append(claim)
+    events.record(
+        db=db, changes=[(row.user_id, row.id, TaskStatus.failed.value) for row in overdue]
+    )
+    db.commit()
+    return ended
+
+
+def deadline_error(deadline_s: int | None) -> str:
+    """A deadline-expired task's error (docs/api.md §E10)."""
+    return f"Not started within its deadline of {deadline_s} s."
 
 
 def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -545,10 +703,8 @@ def _complete(*, db: Session, item: Completion) -> bool:
             task_id=claim.task_id,
             user_id=done.user_id,
             url=done.webhook_url,
-            body=result_body(
-                task_id=claim.task_id,
-                status=TaskStatus.done,
-                result=result_payload(image_class, primitives, details),
+            body=claim.body(
+                TaskStatus.done, result=result_payload(image_class, primitives, details)
             ),
         )
     return True
@@ -564,7 +720,7 @@ def fail(*, db: Session, claim: Claim, error: str) -> bool:
             task_id=claim.task_id,
             user_id=row.user_id,
             url=row.webhook_url,
-            body=result_body(task_id=claim.task_id, status=TaskStatus.failed, error=error),
+            body=claim.body(TaskStatus.failed, error=error),
         )
     db.commit()
     return row is not None
@@ -576,8 +732,10 @@ def release(*, db: Session, claim: Claim) -> bool:
         update(TASKS)
         .where(*_held(claim))
         .values(status=TaskStatus.queued.value, claim_token=None, lease_expires_at=None)
-        .returning(TASK.id)
+        .returning(TASK.user_id)
     ).first()
+    if row is not None:
+        events.record(db=db, changes=[(row.user_id, claim.task_id, TaskStatus.queued.value)])
     db.commit()
     return row is not None
 
@@ -619,3 +777,11 @@ class ClaimStore:
     def release(self, *, claim: Claim) -> bool:
         with self.sessions() as db:
             return release(db=db, claim=claim)
+
+    def expire_overdue(self) -> list[Claim]:
+        with self.sessions() as db:
+            return expire_overdue(db=db)
+
+    def purge_events(self, *, moment: datetime) -> int:
+        with self.sessions() as db:
+            return events.purge_before(db=db, moment=moment)

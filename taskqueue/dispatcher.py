@@ -19,14 +19,14 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from storage.database import utcnow
 from storage.models import TaskStatus
-from storage.results import result_body, result_payload
-from storage.tasks import MAX_ERROR, Claim, ClaimedTask, Completion
+from storage.results import result_payload
+from storage.tasks import MAX_ERROR, Claim, ClaimedTask, Completion, deadline_error
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class Store(Protocol):
     def complete_many(self, *, items: list[Completion]) -> list[bool]: ...
     def fail(self, *, claim: Claim, error: str) -> bool: ...
     def release(self, *, claim: Claim) -> bool: ...
+    def expire_overdue(self) -> list[Claim]: ...
+    def purge_events(self, *, moment: datetime) -> int: ...
 
 
 class QueueObserver(Protocol):
@@ -78,9 +80,15 @@ RunModels = Callable[[Claim, bytes], Awaitable[tuple[ModelAnswer, ModelAnswer]]]
 RECENTLY_ENDED = 4096
 
 
-def failed_body(task_id: int, error: str) -> dict[str, Any]:
+def failed_body(claim: Claim, error: str) -> dict[str, Any]:
     """The result route's body of a task failed with ``error`` (stored cut to its column)."""
-    return result_body(task_id=task_id, status=TaskStatus.failed, error=error[:MAX_ERROR])
+    return claim.body(TaskStatus.failed, error=error[:MAX_ERROR])
+
+
+# Events are kept this long (docs/api.md §E11: a reconnect within it resumes exactly), and
+# purged this often.
+EVENTS_KEPT = timedelta(minutes=10, seconds=30)
+EVENTS_PURGE_EVERY_S = 60.0
 
 
 def requeue_delay(attempts: int) -> float:
@@ -261,12 +269,37 @@ class Dispatcher:
         self.depths = depths
         return depths
 
+    async def expire_once(self) -> int:
+        """End the queued tasks past their deadline (failed; whoever waits for them is
+        answered); how many."""
+        ended = await self._db(self.store.expire_overdue)
+        for claim in ended:
+            self._ended(claim.task_id, failed_body(claim, deadline_error(claim.deadline_s)))
+            event = self.waiters.pop(claim.task_id, None)
+            if event is not None:
+                event.set()
+            self.observer.ended("failed")
+            log.info(
+                "task %d not started within its deadline of %s s",
+                claim.task_id,
+                claim.deadline_s,
+                extra={**claim.log_extra(), "outcome": "failed"},
+            )
+        return len(ended)
+
     async def depth_loop(self) -> None:
+        """Every poll: report the backlog and end the tasks past their deadline; every
+        minute, purge the events older than the window a reconnect may resume in."""
+        purged_at = 0.0
         while True:
             try:
                 await self.report_depth_once()
+                await self.expire_once()
+                if time.monotonic() - purged_at > EVENTS_PURGE_EVERY_S:
+                    await self._db(self.store.purge_events, moment=utcnow() - EVENTS_KEPT)
+                    purged_at = time.monotonic()
             except Exception:  # noqa: BLE001 - the database may be restarting
-                log.warning("could not count the backlog; retrying")
+                log.warning("could not count the backlog or end overdue tasks; retrying")
             await asyncio.sleep(self.poll_seconds)
 
     async def lease_loop(self) -> None:
@@ -310,7 +343,7 @@ class Dispatcher:
         if claim.attempts > self.max_attempts:
             error = f"gave up after {claim.attempts - 1} attempts that crashed"
             if await self._db(self.store.fail, claim=claim, error=error):
-                self._ended(claim.task_id, failed_body(claim.task_id, error))
+                self._ended(claim.task_id, failed_body(claim, error))
                 self.observer.ended("failed")
             self.stats.failed += 1
             return
@@ -348,9 +381,8 @@ class Dispatcher:
             if await self._store(completion):
                 self._ended(
                     claim.task_id,
-                    result_body(
-                        task_id=claim.task_id,
-                        status=TaskStatus.done,
+                    claim.body(
+                        TaskStatus.done,
                         result=result_payload(
                             completion.image_class, completion.primitives, details
                         ),
@@ -373,7 +405,7 @@ class Dispatcher:
             raise
         except ModelRefused as exc:
             if await self._db(self.store.fail, claim=claim, error=exc.reason):
-                self._ended(claim.task_id, failed_body(claim.task_id, exc.reason))
+                self._ended(claim.task_id, failed_body(claim, exc.reason))
                 self.observer.ended("failed")
                 log.info(
                     "task %d failed: %s",

@@ -49,7 +49,15 @@ from serve_app.tasks.schemas import (
 )
 from serve_app.tasks.visualize import Busy, draw_result
 from storage import tasks, webhooks
-from storage.models import UNSETTLED_STATUSES, Task, TaskResult, TaskStatus, input_path
+from storage.models import (
+    DEFAULT_PRIORITY,
+    PRIORITIES,
+    UNSETTLED_STATUSES,
+    Task,
+    TaskResult,
+    TaskStatus,
+    input_path,
+)
 from storage.results import result_body, result_payload
 
 router = APIRouter(tags=["tasks"])
@@ -65,6 +73,24 @@ WaitSeconds = Annotated[
         le=30,
         description="Long poll: hold the answer up to this many seconds until the "
         "task is done, failed or canceled (0 answers at once)",
+    ),
+]
+Priority = Annotated[
+    int,
+    Query(
+        ge=min(PRIORITIES),
+        le=max(PRIORITIES),
+        description="0 to 9: waiting tasks start highest priority first; within one priority "
+        "users take turns",
+    ),
+]
+DeadlineSeconds = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=86_400,
+        description="Seconds from acceptance within which the task must start; one not "
+        "started by then ends failed and never runs",
     ),
 ]
 _IMAGE_BODY = {
@@ -169,6 +195,7 @@ def _read_task(
         },
         415: {"model": Message, "description": "Not a JPEG or PNG"},
         429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
+        503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
     },
 )
 async def create_task(
@@ -183,6 +210,8 @@ async def create_task(
     db: AsyncDb,
     queue: Queue,
     waits: Waits,
+    priority: Priority = DEFAULT_PRIORITY,
+    deadline_s: DeadlineSeconds = None,
 ) -> TaskCreated | TasksCreated | Response:
     limit = settings.max_active_tasks_per_user
     new = tasks.NewTasks(
@@ -190,6 +219,8 @@ async def create_task(
         classification_model_id=classification_id,
         images=[(u.data, u.media_type) for u in uploads.images],
         webhook_url=webhook,
+        priority=priority,
+        deadline_s=deadline_s,
     )
     try:
         created = await db.run(
@@ -201,6 +232,7 @@ async def create_task(
                 idempotency_key=key,
                 key_hours=settings.idempotency_hours,
                 max_stored_bytes=settings.max_stored_bytes_per_user,
+                max_queued=settings.max_queued_tasks,
             )
         )
     except tasks.OverQuota:
@@ -209,6 +241,13 @@ async def create_task(
             detail=f"You may have {limit} tasks waiting; this request would "
             "pass that. Submit more when some have finished.",
             headers={"Retry-After": "5"},
+        ) from None
+    except tasks.QueueFull as full:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"The platform's queue is full ({full.limit} tasks waiting); nothing was "
+            "stored. Try again after the Retry-After seconds.",
+            headers={"Retry-After": str(settings.queue_full_retry_after_seconds)},
         ) from None
     except tasks.OverStorage as over:
         raise HTTPException(
@@ -368,7 +407,14 @@ def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
         else None
     )
     return TaskResultOut.model_validate(
-        result_body(task_id=task.id, status=status_, result=result, error=task.error)
+        result_body(
+            task_id=task.id,
+            status=status_,
+            result=result,
+            error=task.error,
+            priority=task.priority,
+            deadline_s=task.deadline_s,
+        )
     )
 
 

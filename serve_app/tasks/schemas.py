@@ -82,6 +82,10 @@ class TaskResultOut(BaseModel):
     status: TaskStatus
     result: Prediction | None
     error: str | None = Field(default=None, description="only when status is failed")
+    priority: int = Field(default=5, description="the task's priority (0 to 9)")
+    deadline_s: int | None = Field(
+        default=None, description="seconds it had to start in; null for none"
+    )
 
 
 class Message(BaseModel):

@@ -301,14 +301,17 @@ def test_openapi_documents_every_route(client):
         "webhook",
         "Idempotency-Key",
         "Prefer",
+        "priority",
+        "deadline_s",
     }
-    assert {"400", "401", "409", "413", "415"} <= set(post["responses"])
+    assert {"400", "401", "409", "413", "415", "503"} <= set(post["responses"])
     assert {
         "/api/tasks/{task_id}/cancel",
         "/api/tasks/{task_id}/visualization",
         "/api/tasks/{task_id}/webhooks",
         "/api/me",
         "/api/me/webhook-secret",
+        "/api/tasks/events",
     } <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
 

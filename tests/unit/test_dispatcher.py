@@ -107,6 +107,12 @@ class MemoryStore:
         self.rows[claim.task_id].status, self.rows[claim.task_id].token = "queued", None
         return True
 
+    def expire_overdue(self) -> list[Claim]:
+        return []  # no deadlines here: tests/api/test_queue_policy.py has them
+
+    def purge_events(self, *, moment: Any) -> int:
+        return 0
+
 
 class StandInModels:
     """Answers by the image's bytes: b"refuse" is refused, b"crash" fails transiently (once per

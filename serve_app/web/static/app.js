@@ -3,8 +3,11 @@
 "use strict";
 
 const PAGE = 20;
-const POLL_MS = 1000;
+const RECONNECT_MS = 1000;
 const SETTLED = new Set(["done", "failed", "canceled"]);
+// How far along a status is: a list read and an event that cross keep the later one.
+const RANK = { queued: 0, "in progress": 1, done: 2, failed: 2, canceled: 2 };
+const SEEN_KEPT = 1000;
 const SUBMIT_WAIT_S = 30;  // how long one upload waits for its result before the list takes over
 const $ = (id) => document.getElementById(id);
 
@@ -16,7 +19,9 @@ const state = {
   more: false,
   selected: null,        // id of the task shown in detail
   shownStatus: null,     // its status when it was drawn
-  timer: null,
+  events: null,          // the AbortController of the open event stream
+  lastEventId: null,     // the last event received: a reconnect resumes after it
+  seen: new Map(),       // the latest status each recent event told, by task id
   pictureUrl: null,
 };
 
@@ -63,7 +68,9 @@ function signOut(message = "") {
   state.token = null;
   sessionStorage.removeItem("token");
   sessionStorage.removeItem("user");
-  clearTimeout(state.timer);
+  if (state.events) state.events.abort();
+  state.events = null;
+  state.lastEventId = null;
   $("app").hidden = true;
   $("session").hidden = true;
   $("login-section").hidden = false;
@@ -77,7 +84,69 @@ async function start() {
   $("session").hidden = false;
   $("whoami").textContent = state.user || "";
   await loadModels();
+  listen();
   await refresh();
+}
+
+// -- live status: the server's event stream (GET /api/tasks/events), no polling ---------------
+
+async function listen() {
+  if (state.events) state.events.abort();
+  const controller = new AbortController();
+  state.events = controller;
+  while (state.events === controller && state.token) {
+    const headers = { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" };
+    if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
+    try {
+      const response = await fetch("/api/tasks/events", { headers, signal: controller.signal });
+      if (response.status === 401) {
+        signOut("Your session ended; sign in again.");
+        return;
+      }
+      if (response.ok) await readEvents(response.body, controller);
+    } catch {
+      if (controller.signal.aborted) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, RECONNECT_MS));  // then resume
+  }
+}
+
+async function readEvents(body, controller) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  while (!controller.signal.aborted) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      let id = null;
+      let data = null;
+      for (const line of block.split("\n")) {
+        if (line.startsWith("id: ")) id = line.slice(4);
+        else if (line.startsWith("data: ")) data = line.slice(6);
+      }
+      if (id !== null) state.lastEventId = id;
+      if (data !== null) await taskChanged(JSON.parse(data));
+    }
+  }
+}
+
+async function taskChanged(event) {
+  state.seen.delete(event.id);
+  state.seen.set(event.id, event.status);
+  if (state.seen.size > SEEN_KEPT) state.seen.delete(state.seen.keys().next().value);
+  const task = state.tasks.find((t) => t.id === event.id);
+  if (!task || task.status === event.status) return;
+  if ($("status-filter").value) {
+    await refresh();  // it may leave (or join) the filtered page
+    return;
+  }
+  task.status = event.status;
+  renderTasks();
+  if (event.id === state.selected && event.status !== state.shownStatus) await showTask(event.id);
 }
 
 // -- models and submitting -------------------------------------------------------------------
@@ -144,7 +213,6 @@ async function submitFiles(files) {
 // -- the task list ---------------------------------------------------------------------------
 
 async function refresh() {
-  clearTimeout(state.timer);
   const after = state.cursors[state.cursors.length - 1];
   const query = new URLSearchParams({ after_id: after, limit: PAGE + 1 });
   if ($("status-filter").value) query.set("status", $("status-filter").value);
@@ -158,12 +226,13 @@ async function refresh() {
   const tasks = (await response.json()).tasks;
   state.more = tasks.length > PAGE;
   state.tasks = tasks.slice(0, PAGE);
+  for (const task of state.tasks) {  // an event that came while the list was read
+    const seen = state.seen.get(task.id);
+    if (seen && RANK[seen] > RANK[task.status]) task.status = seen;
+  }
   renderTasks();
   const current = state.tasks.find((t) => t.id === state.selected);
   if (current && current.status !== state.shownStatus) await showTask(current.id);
-  if (state.tasks.some((t) => !SETTLED.has(t.status))) {
-    state.timer = setTimeout(refresh, POLL_MS);  // live until everything shown has settled
-  }
 }
 
 function button(label, handler, secondary = true) {

@@ -1,0 +1,121 @@
+"""``GET /api/tasks/events`` (docs/api.md §E11): the caller's task status changes as
+server-sent events, read from the database (storage/events.py), so any ingress replica, or
+one restarted meanwhile, serves a stream and resumes it from ``Last-Event-ID`` alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
+from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials
+from jose import jwt
+from starlette.concurrency import run_in_threadpool
+
+from serve_app.auth.dependencies import CurrentUser, bearer
+from serve_app.dependencies import AsyncDb, ReadSessionFactory, SettingsDep, Streams, load_caller
+from serve_app.tasks.schemas import Message
+from storage import events
+
+router = APIRouter(tags=["tasks"])
+
+KEEP_ALIVE_S = 15.0  # a comment line at least this often, so proxies keep the stream open
+RECHECK_S = 15.0  # how often a stream checks that its token was not revoked (logout)
+_EVENT_STREAM = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+
+
+def _last_event_id(raw: str | None) -> int | None:
+    """The event id a reconnecting client saw last; 400 for anything but a whole number."""
+    if raw is None or not raw.strip():
+        return None
+    value = raw.strip()
+    if not (value.isascii() and value.isdecimal() and len(value) < 19):
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="Last-Event-ID must be the id of an event this stream sent (a whole number).",
+        )
+    return int(value)
+
+
+def frame(seq: int, task_id: int, task_status: str) -> str:
+    """One event as the stream sends it."""
+    data = json.dumps({"id": task_id, "status": task_status}, separators=(", ", ": "))
+    return f"id: {seq}\nevent: task\ndata: {data}\n\n"
+
+
+@router.get(
+    "/api/tasks/events",
+    summary="The caller's task status changes, as server-sent events",
+    description="One `task` event per status change of the caller's tasks. Reconnect with "
+    "`Last-Event-ID` to receive every event after it (kept for 10 minutes), none twice. "
+    "A `: keep-alive` comment at least every 15 s; the stream ends when the token expires.",
+    response_class=StreamingResponse,
+    responses={
+        200: _EVENT_STREAM,
+        400: {"model": Message, "description": "A malformed Last-Event-ID"},
+        401: {"model": Message, "description": "Not authenticated"},
+        429: {"model": Message, "description": "Too many streams open for this user"},
+    },
+)
+async def task_events(
+    request: Request,
+    user: CurrentUser,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    settings: SettingsDep,
+    db: AsyncDb,
+    sessions: ReadSessionFactory,
+    streams: Streams,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> StreamingResponse:
+    after = _last_event_id(last_event_id)
+    if after is None:  # a new stream: what happens from now on
+        after = await db.read(lambda s: events.latest(db=s, user_id=user.id))
+    # Verified by the authentication above: only its times are read here.
+    assert credentials is not None
+    claims = jwt.get_unverified_claims(credentials.credentials)
+    expires, issued_at = float(claims["exp"]), float(claims["iat"])
+    if not streams.take(user.id):  # given back when the stream ends
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"You have {settings.event_streams_per_user} event streams open; close one "
+            "first.",
+            headers={"Retry-After": "5"},
+        )
+
+    async def stream() -> AsyncIterator[str]:
+        seq = after
+        sent_at = checked_at = time.monotonic()
+        try:
+            yield ": stream open\n\n"  # the headers and a first byte now, not at the first event
+            while time.time() < expires:
+                found = await db.read(
+                    lambda s: events.after(db=s, user_id=user.id, seq=seq)  # noqa: B023
+                )
+                for seq, task_id, task_status in found:  # noqa: B007 - seq: the last sent
+                    yield frame(seq, task_id, task_status)
+                now = time.monotonic()
+                if found:
+                    sent_at = now
+                    continue  # maybe more than one page waits
+                if now - checked_at > RECHECK_S:
+                    checked_at = now
+                    if await run_in_threadpool(load_caller, sessions, user.id, issued_at) is None:
+                        return  # logged out, or the password changed
+                if now - sent_at >= KEEP_ALIVE_S:
+                    sent_at = now
+                    yield ": keep-alive\n\n"
+                if await request.is_disconnected():
+                    return
+                await asyncio.sleep(min(settings.event_poll_seconds, max(expires - time.time(), 0)))
+        finally:
+            streams.give(user.id)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
