@@ -1,0 +1,227 @@
+"""``GET /api/tasks/events`` (docs/api.md §E11) served by two real HTTP servers (uvicorn, two
+"ingress replicas") over one PostgreSQL: every status change in order, none missing, a
+reconnect on the other server resuming exactly, nobody else's events, keep-alives, and the
+stream ending with its token."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import uvicorn
+from jose import jwt
+
+from harness.local_platform import free_port
+from primitives_client import Client
+from serve_app.main import create_app
+from serve_app.tasks import events as events_route
+from storage import tasks
+from tests.api.conftest import JWT_SECRET, claim_batch
+
+
+class Server:
+    """The API on a free loopback port, served by uvicorn in a thread."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def servers(settings, registry, sessions, read_sessions) -> Iterator[tuple[Server, Server]]:
+    fast = settings.model_copy(update={"event_poll_seconds": 0.05})
+
+    def app():
+        return create_app(
+            settings=fast,
+            registry=registry,
+            session_factory=sessions,
+            read_session_factory=read_sessions,
+        )
+
+    with Server(app()) as first, Server(app()) as second:
+        yield first, second
+
+
+def run_all(sessions, count: int) -> None:
+    """The queue's side for ``count`` tasks: claim (in progress), then done, in batches."""
+    finished = 0
+    while finished < count:
+        with sessions() as db:
+            batch = claim_batch(db=db, limit=7, lease_seconds=60)
+            for claim in batch:
+                tasks.complete(db=db, claim=claim, image_class="office", primitives=[], details={})
+        finished += len(batch)
+
+
+def collect(stream: Iterator[dict], count: int, timeout: float = 30.0) -> list[dict]:
+    got: list[dict] = []
+    deadline = time.monotonic() + timeout
+    for event in stream:
+        got.append(event)
+        if len(got) == count:
+            return got
+        assert time.monotonic() < deadline, f"only {len(got)} events"
+    return got
+
+
+def test_events_of_50_tasks_arrive_in_order_and_a_reconnect_elsewhere_resumes_exactly(
+    servers, make_user, sessions, sample_jpeg
+):
+    first, second = servers
+    name, password = make_user("alice")
+    alice = Client(first.url)
+    alice.login(name, password)
+    stream = alice.events(reconnect=False)
+    opened = threading.Event()
+    received: list[dict] = []
+
+    def read_70() -> None:
+        opened.set()
+        received.extend(collect(stream, 70))
+
+    reader = threading.Thread(target=read_70)
+    reader.start()
+    opened.wait()
+    time.sleep(0.5)  # the stream is open before the first change
+    ids = [alice.submit(sample_jpeg)["id"] for _ in range(50)]
+    run_all(sessions, 50)
+    reader.join(timeout=60)
+    stream.close()
+    assert len(received) == 70
+    # The rest, from the other server, after the 70th event: exactly the 80 that follow.
+    resumed = Client(second.url, alice.token)
+    rest = collect(resumed.events(last_event_id=received[-1]["event_id"], reconnect=False), 80)
+    everything = received + rest
+    assert [e["event_id"] for e in everything] == list(
+        range(everything[0]["event_id"], everything[0]["event_id"] + 150)
+    )  # consecutive: none missing, none twice
+    for task_id in ids:
+        assert [e["status"] for e in everything if e["id"] == task_id] == [
+            "queued",
+            "in progress",
+            "done",
+        ]
+
+
+def test_another_users_events_never_appear(servers, make_user, sessions, sample_jpeg):
+    first, second = servers
+    alice, bob = Client(first.url), Client(second.url)
+    alice.login(*make_user("alice"))
+    bob.login(*make_user("bob"))
+    bob_events = bob.events(reconnect=False)
+    got: list[dict] = []
+    reader = threading.Thread(target=lambda: got.extend(collect(bob_events, 3)))
+    reader.start()
+    time.sleep(0.5)
+    for _ in range(10):
+        alice.submit(sample_jpeg)
+    run_all(sessions, 10)
+    (mine,) = [bob.submit(sample_jpeg)["id"]]
+    run_all(sessions, 1)
+    reader.join(timeout=30)
+    bob_events.close()
+    assert [(e["id"], e["status"]) for e in got] == [
+        (mine, "queued"),
+        (mine, "in progress"),
+        (mine, "done"),
+    ]
+
+
+def test_keep_alive_comments_and_the_stream_ends_with_its_token(servers, make_user, monkeypatch):
+    first, _ = servers
+    monkeypatch.setattr(events_route, "KEEP_ALIVE_S", 0.3)
+    name, password = make_user("alice")
+    with Client(first.url) as alice:
+        alice.login(name, password)
+        user_id = int(jwt.get_unverified_claims(alice.token)["sub"])
+    now = datetime.now(UTC)
+    short = jwt.encode(
+        {
+            "sub": str(user_id),
+            "iat": now.timestamp(),
+            "exp": now + timedelta(seconds=2),
+            "type": "access",
+        },
+        JWT_SECRET,
+        algorithm="HS256",
+    )
+    started = time.monotonic()
+    lines = []
+    with httpx.stream(
+        "GET",
+        f"{first.url}/api/tasks/events",
+        headers={"Authorization": f"Bearer {short}"},
+        timeout=10,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():  # ends when the server ends the stream
+            lines.append(line)
+            if time.monotonic() - started > 8:
+                break
+    assert time.monotonic() - started < 5, "the stream outlived its token"
+    assert lines.count(": keep-alive") >= 3
+
+
+def test_logout_ends_an_open_stream(servers, make_user, monkeypatch):
+    first, _ = servers
+    monkeypatch.setattr(events_route, "RECHECK_S", 0.2)
+    alice = Client(first.url)
+    alice.login(*make_user("alice"))
+    token = alice.token
+    ended = threading.Event()
+
+    def read() -> None:
+        with httpx.stream(
+            "GET",
+            f"{first.url}/api/tasks/events",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        ) as response:
+            for _ in response.iter_lines():
+                pass
+        ended.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.5)
+    assert not ended.is_set()
+    alice.logout()
+    assert ended.wait(5)
+
+
+def test_a_stream_needs_a_token_and_a_whole_last_event_id(servers, make_user):
+    first, _ = servers
+    assert httpx.get(f"{first.url}/api/tasks/events").status_code == 401
+    alice = Client(first.url)
+    alice.login(*make_user("alice"))
+    response = httpx.get(
+        f"{first.url}/api/tasks/events",
+        headers={"Authorization": f"Bearer {alice.token}", "Last-Event-ID": "12abc"},
+    )
+    assert response.status_code == 400
+    assert "Last-Event-ID" in response.json()["detail"]
