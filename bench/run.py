@@ -280,11 +280,12 @@ def run_minimal_serve(
 
 
 def model_stats() -> dict[str, dict[str, Any]]:
-    """Every model replica's counters, by pid (calls spread over the replicas)."""
+    """Every model replica's counters, by pid (calls spread over the replicas). Not SSD's:
+    the benchmark sends it nothing, and a call would start a replica (it scales to zero)."""
     from ray import serve
 
     out: dict[str, dict[str, Any]] = {}
-    for name in (DETECTOR, CLASSIFIER, "SSD"):
+    for name in (DETECTOR, CLASSIFIER):
         handle = serve.get_deployment_handle(name, app_name="primitives")
         for _ in range(12):
             stats = handle.stats.remote().result()
@@ -323,20 +324,25 @@ def scratch_database(name: str, database: str) -> Iterator[str]:
 
 @contextlib.contextmanager
 def local_platform(
-    name: str, config: Path | None = None, ray_env: Path | None = None, database: str = "postgresql"
+    name: str,
+    config: Path | None = None,
+    ray_env: Path | None = None,
+    database: str = "postgresql",
+    overlays: list[Path] | None = None,
 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     """The platform on a local Ray and a scratch database, with one user logged in:
-    ``(base URL, auth headers, PRIMITIVES_* settings)``; everything removed afterwards."""
+    ``(base URL, auth headers, PRIMITIVES_* settings)``; everything removed afterwards.
+    ``overlays``: config files laid over ``config``."""
     with (
         scratch_database(name, database) as url,
-        _platform_on(name, url, config, ray_env) as running,
+        _platform_on(name, url, config, ray_env, overlays) as running,
     ):
         yield running
 
 
 @contextlib.contextmanager
 def _platform_on(
-    name: str, url: str, config: Path | None, ray_env: Path | None
+    name: str, url: str, config: Path | None, ray_env: Path | None, overlays: list[Path] | None
 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     from config.serve_config import load_ray_env
     from harness.local_platform import start_local_platform, stop_local_platform
@@ -355,7 +361,11 @@ def _platform_on(
     }
     try:
         base = start_local_platform(
-            env, namespace=f"primitives-{name}", config=config, ray_env=load_ray_env(ray_env)
+            env,
+            namespace=f"primitives-{name}",
+            config=config,
+            ray_env=load_ray_env(ray_env),
+            overlays=overlays,
         )
         engine = make_engine(url)
         with make_session_factory(engine)() as db:

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # often an open stream looks for new events.
     event_streams_per_user: int = Field(default=8, ge=1)
     event_poll_seconds: float = Field(default=0.5, gt=0)
+    # An open stream ends after this long (below serve_config.yaml's request_timeout_s, which
+    # would cut it); clients reconnect with Last-Event-ID and lose nothing.
+    event_stream_seconds: float = Field(default=80.0, gt=0)
 
     # Storage: a user's stored images may take this many bytes (0: no limit); settled tasks
     # (done, failed, canceled) older than this many days are purged with their inputs and

@@ -23,6 +23,8 @@ from storage.database import make_engine, make_session_factory
 log = logging.getLogger("ray.serve")
 
 DESCRIBE_TIMEOUT_S = 2.0
+# How long the replica counts read from Serve's controller are trusted (describe_models).
+REPLICAS_SECONDS = 5.0
 # How long the ingress keeps a looked-up queue handle before asking Ray for the name again
 # (the keeper may have recreated the actor meanwhile).
 LOOKUP_SECONDS = 5.0
@@ -42,6 +44,9 @@ class RayQueueLink:
         self.handles = {**detectors, **classifiers}
         self._actor: ActorHandle | None = None
         self._looked_up = 0.0
+        self._described: dict[int, dict[str, Any]] = {}  # the last answer of each model
+        self._running: dict[str, int] = {}  # running replicas by deployment name
+        self._counted = -REPLICAS_SECONDS
 
     @property
     def actor(self) -> ActorHandle:
@@ -92,15 +97,43 @@ class RayQueueLink:
             return False
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
+        """What each model's replicas say of themselves. A deployment scaled to zero is not
+        asked (a request would start a replica: a probe of /readyz would keep it up for
+        ever): it is ready, with no replica, and what its last replica said."""
+        running = await self._running_replicas()
+
         async def one(model_id: int, handle: DeploymentHandle) -> tuple[int, dict[str, Any]]:
+            if running.get(handle.deployment_name) == 0:
+                return model_id, {**self._described.get(model_id, {}), "ready": True, "replicas": 0}
             try:
-                return model_id, await asyncio.wait_for(
-                    handle.describe.remote(), DESCRIBE_TIMEOUT_S
-                )
+                answer = await asyncio.wait_for(handle.describe.remote(), DESCRIBE_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - not ready yet: say so rather than fail
                 return model_id, {"ready": False}
+            self._described[model_id] = answer
+            return model_id, {**answer, "replicas": running.get(handle.deployment_name)}
 
         return dict(await asyncio.gather(*(one(i, h) for i, h in self.handles.items())))
+
+    async def _running_replicas(self) -> dict[str, int]:
+        """Running replicas by deployment name, from Serve's controller (read at most every
+        few seconds); empty when it cannot say."""
+        if time.monotonic() - self._counted < REPLICAS_SECONDS:
+            return self._running
+        self._counted = time.monotonic()
+        try:
+            app = serve.get_replica_context().app_name
+            status = await asyncio.wait_for(asyncio.to_thread(serve.status), DESCRIBE_TIMEOUT_S)
+            self._running = {
+                name: sum(
+                    n
+                    for state, n in deployment.replica_states.items()
+                    if str(getattr(state, "value", state)) == "RUNNING"
+                )
+                for name, deployment in status.applications[app].deployments.items()
+            }
+        except Exception:  # noqa: BLE001 - the controller is busy: ask the replicas
+            self._running = {}
+        return self._running
 
 
 @serve.deployment

@@ -10,7 +10,14 @@ class ModelOut(BaseModel):
     classes: list[str] | None = None
     weights_sha256: str | None = Field(default=None, description="checksum of the loaded weights")
     device: str | None = None
-    ready: bool = Field(default=False, description="a replica answered just now")
+    ready: bool = Field(
+        default=False,
+        description="a replica answered just now, or the model is scaled to zero (its next "
+        "task starts one)",
+    )
+    replicas: int | None = Field(
+        default=None, description="replicas running now; 0: scaled to zero until a task needs it"
+    )
 
 
 class ModelCatalog(BaseModel):

@@ -52,7 +52,8 @@ def frame(seq: int, task_id: int, task_status: str) -> str:
     summary="The caller's task status changes, as server-sent events",
     description="One `task` event per status change of the caller's tasks. Reconnect with "
     "`Last-Event-ID` to receive every event after it (kept for 10 minutes), none twice. "
-    "A `: keep-alive` comment at least every 15 s; the stream ends when the token expires.",
+    "A `: keep-alive` comment at least every 15 s. The stream ends when the token expires, "
+    "and after `event_stream_seconds` (80 by default): reconnect with `Last-Event-ID`.",
     response_class=StreamingResponse,
     responses={
         200: _EVENT_STREAM,
@@ -77,7 +78,10 @@ async def task_events(
     # Verified by the authentication above: only its times are read here.
     assert credentials is not None
     claims = jwt.get_unverified_claims(credentials.credentials)
-    expires, issued_at = float(claims["exp"]), float(claims["iat"])
+    issued_at = float(claims["iat"])
+    # The token's end, or sooner: Serve's proxy cuts any request at its request_timeout_s,
+    # so the stream ends first, cleanly, and the client resumes it from its last event.
+    ends = min(float(claims["exp"]), time.time() + settings.event_stream_seconds)
     if not streams.take(user.id):  # given back when the stream ends
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -91,7 +95,7 @@ async def task_events(
         sent_at = checked_at = time.monotonic()
         try:
             yield ": stream open\n\n"  # the headers and a first byte now, not at the first event
-            while time.time() < expires:
+            while time.time() < ends:
                 found = await db.read(
                     lambda s: events.after(db=s, user_id=user.id, seq=seq)  # noqa: B023
                 )
@@ -110,7 +114,7 @@ async def task_events(
                     yield ": keep-alive\n\n"
                 if await request.is_disconnected():
                     return
-                await asyncio.sleep(min(settings.event_poll_seconds, max(expires - time.time(), 0)))
+                await asyncio.sleep(min(settings.event_poll_seconds, max(ends - time.time(), 0)))
         finally:
             streams.give(user.id)
 

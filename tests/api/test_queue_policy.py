@@ -26,7 +26,9 @@ CONCURRENCY = 4
 
 
 @pytest.fixture
-def roomy_client(settings, registry, sessions, read_sessions, notifications) -> Iterator[TestClient]:
+def roomy_client(
+    settings, registry, sessions, read_sessions, notifications
+) -> Iterator[TestClient]:
     """The API with room for a 500-task backlog and a queue capped at 600 tasks."""
     app = create_app(
         settings=settings.model_copy(

@@ -67,7 +67,10 @@ def test_a_backlog_brings_worker_nodes_up_and_idle_ones_are_removed(
                     **FAST_SCALING,
                 },
             },
-            {"name": "SSD", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+            {
+                "name": "SSD",
+                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1},
+            },
             {"name": "model_v1", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
         ],
     )

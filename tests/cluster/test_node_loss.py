@@ -52,7 +52,10 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
         tmp_path,
         [
             {"name": "YOLO", "autoscaling_config": {"min_replicas": 2, "max_replicas": 2}},
-            {"name": "SSD", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
+            {
+                "name": "SSD",
+                "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 1},
+            },
             {"name": "model_v1", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
         ],
     )

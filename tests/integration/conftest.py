@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from config.settings import REPO_ROOT
+
 SECRET = "integration-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
@@ -66,6 +68,8 @@ class Platform:
             port=self.port,
             metrics_port=self.metrics_port,
             dashboard_port=self._another_port(),
+            # SSD at zero as it ships, idle 10 s instead of 300 (test_scale_to_zero.py).
+            overlays=[REPO_ROOT / "config" / "short-idle.yaml"],
         )
 
     def stop(self) -> None:

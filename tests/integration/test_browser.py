@@ -57,12 +57,23 @@ def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(
     expect(page.locator("#whoami")).to_have_text(account[0])
     expect(page.get_by_label("Detection model")).to_contain_text("YOLO")
 
+    listings: list[str] = []  # GET /api/tasks?...: the list, read
+    page.on(
+        "request",
+        lambda r: (
+            listings.append(r.url)
+            if r.method == "GET" and re.search(r"/api/tasks(\?|$)", r.url)
+            else None
+        ),
+    )
     page.set_input_files("#files", [str(p) for p in images])
     expect(page.locator("#submit-message")).to_have_text("Submitted 2 images.")
     rows = page.locator("#tasks tbody tr")
     expect(rows).to_have_count(2)
-    # Live: the statuses turn to done with no reload.
+    # Live: the statuses turn to done with no reload, told by the event stream (opened at
+    # sign-in), not by reading the list again: one listing, after the upload.
     expect(page.locator("#tasks tbody .status-done")).to_have_count(2, timeout=120_000)
+    assert len(listings) == 1, listings
     first_id = rows.first.get_attribute("data-id")
 
     page.get_by_role("button", name=f"View task {first_id}").click()

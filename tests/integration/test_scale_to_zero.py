@@ -1,0 +1,54 @@
+"""Scale to zero on the running platform: SSD ships with no replica at rest (serve_config.yaml;
+the tests' overlay shortens its idle delay to 10 s). A task for it waits for a replica to
+start and completes; idle, the replica goes again; asking the platform about its models (as a
+readiness probe does every few seconds) never starts one."""
+
+from __future__ import annotations
+
+import time
+
+from harness.local_platform import replicas
+
+SSD = 2
+
+
+def until(condition, timeout: float) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        time.sleep(0.25)
+    return time.monotonic() - started
+
+
+def ssd_replicas() -> int:
+    return replicas("SSD", ("RUNNING", "STARTING", "UPDATING", "RECOVERING"))
+
+
+def test_a_task_for_a_model_at_zero_starts_a_replica_which_goes_again_when_idle(
+    http, user_headers, sample_jpeg
+):
+    headers = user_headers()
+    until(lambda: ssd_replicas() == 0, 120)  # at rest: none (earlier SSD tasks' replica gone)
+    # Probes and catalog reads in the meantime ask nothing of a model at zero.
+    for _ in range(8):
+        assert http.get("/readyz").status_code == 200
+        models = http.get("/api/models", headers=headers).json()["detection_models"]
+        (ssd,) = [m for m in models if m["model_id"] == SSD]
+        assert ssd["ready"] is True and ssd["replicas"] == 0
+        time.sleep(1)
+    assert ssd_replicas() == 0
+
+    response = http.post(
+        "/api/tasks",
+        params={"detection_model_id": SSD},
+        content=sample_jpeg,
+        headers={**headers, "Content-Type": "image/jpeg", "Prefer": "wait=60"},
+        timeout=90,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "done", body  # it waited for the replica, it did not fail
+    assert body["result"]["detection_model"] == "SSD"
+    assert replicas("SSD") == 1
+    # Idle for the delay (10 s here), it is at zero again.
+    until(lambda: ssd_replicas() == 0, 60)
