@@ -82,7 +82,11 @@ class ModelDeployment:
             o
             if isinstance(o, ModelRefused)
             else ModelAnswer(
-                prediction=o, model=self.spec.name, batch_size=size, inference_ms=elapsed_ms
+                prediction=o,
+                model=self.spec.name,
+                batch_size=size,
+                inference_ms=elapsed_ms,
+                weights_sha256=self.predictor.weights_sha256,
             )
             for o in outputs
         ]

@@ -55,14 +55,13 @@ def start_local_platform(
     import ray
     from ray import serve
 
-    from config.serve_config import AppArgs, load_app_config, load_ray_env
-    from deployments.app import compose_app
+    from config.serve_config import load_app_config, load_ray_env
 
     os.environ.update(env)  # the driver reads the same settings as the workers
     from config.settings import get_settings
 
     get_settings.cache_clear()
-    app_config = load_app_config(config, overlays=overlays or [])
+    load_app_config(config, overlays=overlays or [])  # a config that does not load stops here
     ray_vars = load_ray_env() if ray_env is None else ray_env
     runtime_env = {"env_vars": {**env, **ray_vars}}
     # Serve's controller and HAProxy read their switches (the fast path) from the environment
@@ -86,6 +85,28 @@ def start_local_platform(
         )
     port = port or free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    deploy(models=models, config=config, overlays=overlays)
+    for prefix, app in (extra_apps or {}).items():
+        serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
+    return f"http://127.0.0.1:{port}"
+
+
+def deploy(
+    *,
+    models: list[dict[str, Any]] | None = None,
+    config: Path | None = None,
+    overlays: list[Path] | None = None,
+) -> None:
+    """Deploy (or update: a rollout) the application on the running Serve, from ``config``
+    and its ``overlays`` (``models`` replaces the registry); returns once it runs. Serve
+    restarts only the deployments whose options or arguments changed, as for ``serve
+    deploy`` of the same file."""
+    from ray import serve
+
+    from config.serve_config import AppArgs, load_app_config
+    from deployments.app import compose_app
+
+    app_config = load_app_config(config, overlays=overlays or [])
     args = AppArgs(models=models) if models is not None else app_config.args
     serve.run(
         compose_app(args, deployment_options=app_config.deployments),
@@ -93,9 +114,6 @@ def start_local_platform(
         route_prefix="/",
         logging_config=app_config.logging_config or None,
     )
-    for prefix, app in (extra_apps or {}).items():
-        serve.run(app, name=prefix.strip("/"), route_prefix=prefix)
-    return f"http://127.0.0.1:{port}"
 
 
 def replicas(

@@ -50,6 +50,8 @@ class ModelAnswer:
     model: str
     batch_size: int
     inference_ms: float
+    # The checksum of the weights that answered: a result names the version that made it.
+    weights_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -368,6 +368,8 @@ class Dispatcher:
             details = {
                 "detection_model": detection.model,
                 "classification_model": classification.model,
+                "detection_weights_sha256": detection.weights_sha256,
+                "classification_weights_sha256": classification.weights_sha256,
                 "class_probability": classification.prediction.probability,
                 "class_probabilities": classification.prediction.probabilities,
                 "timings_ms": timings,

@@ -12,6 +12,8 @@ import pytest
 
 from config.settings import REPO_ROOT
 
+# SSD at zero as it ships, idle 10 s instead of 300 (test_scale_to_zero.py).
+OVERLAY = REPO_ROOT / "config" / "short-idle.yaml"
 SECRET = "integration-" + uuid.uuid4().hex + uuid.uuid4().hex
 
 
@@ -68,8 +70,7 @@ class Platform:
             port=self.port,
             metrics_port=self.metrics_port,
             dashboard_port=self._another_port(),
-            # SSD at zero as it ships, idle 10 s instead of 300 (test_scale_to_zero.py).
-            overlays=[REPO_ROOT / "config" / "short-idle.yaml"],
+            overlays=[OVERLAY],
         )
 
     def stop(self) -> None:
@@ -89,6 +90,14 @@ class Platform:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def rollout(self, models: list[dict]) -> None:
+        """Apply a new registry to the running application (as ``serve deploy`` of an edited
+        serve_config.yaml does); returns when the application runs it everywhere."""
+        from harness.local_platform import deploy
+
+        self.models = models
+        deploy(models=models, overlays=[OVERLAY])
 
 
 @pytest.fixture(scope="session")
