@@ -21,8 +21,9 @@ test: install  ## Type check, then unit, API, integration and browser tests (sta
 	bash scripts/ensure-test-tools.sh
 	PYTHONFAULTHANDLER=1 PRIMITIVES_TESTS_STRICT_SKIPS=1 $(BIN)/python -m pytest --ignore=tests/cluster
 
-test-cluster: install  ## Multi-node tests: cluster autoscaling (fake provider), node loss
+test-cluster: install  ## Multi-node tests: cluster autoscaling (fake provider), node loss, GCS restart
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-test-tools.sh
 	PRIMITIVES_TESTS_STRICT_SKIPS=1 $(BIN)/python -m pytest tests/cluster -s
 
 observe:  ## Prometheus on 127.0.0.1:9090 over the running platform's Ray nodes (after make run)

@@ -11,7 +11,10 @@ in-tree autoscaler adds and removes workers as replicas are pending or idle. Sec
 the Kubernetes Secret `primitives-secrets` (keys `jwt-secret`, `database-url`): PostgreSQL
 lives outside the cluster. Ray's own ports (GCS, dashboard and its job API) answer only with
 Ray's token (`authOptions`): the operator makes the token and hands it to every Ray container,
-so no other pod can run code on the cluster.
+so no other pod can run code on the cluster. The GCS keeps its tables in an external Redis
+(`gcsFaultToleranceOptions`, password from the same Secret, key `redis-password`): a head pod
+that restarts reloads them, and the worker pods, their replicas and the application keep
+serving meanwhile (tests/cluster/test_gcs_restart.py shows it on one machine).
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ MANIFEST = REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 RAY_VERSION = "2.60.0"
 IMAGE = "ghcr.io/example/primitives:0.1.0"  # built from deploy/Dockerfile
 SECRET = "primitives-secrets"
+# An HA Redis you run beside the cluster (one shard; a managed one, or a chart with
+# persistence): the GCS's tables, for a head that restarts.
+REDIS_ADDRESS = "primitives-redis:6379"
 
 
 def serve_config(overlays: list[Path]) -> dict[str, Any]:
@@ -115,6 +121,15 @@ def manifest(overlays: list[Path] | None = None) -> dict[str, Any]:
             "rayClusterConfig": {
                 "rayVersion": RAY_VERSION,
                 "authOptions": {"mode": "token"},
+                # KubeRay 1.3 or newer: RAY_REDIS_ADDRESS, the password and a storage
+                # namespace (the cluster's uid) on the head, and readiness probes that wait
+                # for a restarted GCS.
+                "gcsFaultToleranceOptions": {
+                    "redisAddress": REDIS_ADDRESS,
+                    "redisPassword": {
+                        "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "redis-password"}}
+                    },
+                },
                 "enableInTreeAutoscaling": True,
                 "autoscalerOptions": {"upscalingMode": "Default", "idleTimeoutSeconds": 120},
                 "headGroupSpec": {

@@ -103,3 +103,19 @@ def test_the_vm_cluster_keeps_its_secrets_in_a_file_and_ray_behind_its_token():
         if "ray start" in command:
             assert command.startswith("set -a && . ~/primitives.env && ")
     assert "RAY_AUTH_MODE=token" in text
+    # GCS fault tolerance: the head reads Redis's address from the file (exported by set -a)
+    # and its password from there too, never from this file.
+    assert "RAY_REDIS_ADDRESS=" in text and "RAY_REDIS_PASSWORD=" in text
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert '--redis-password="$RAY_REDIS_PASSWORD"' in head
+
+
+def test_the_kubernetes_head_keeps_the_gcs_in_redis_with_its_password_from_the_secret():
+    cluster = yaml.safe_load(MANIFEST.read_text())["spec"]["rayClusterConfig"]
+    options = cluster["gcsFaultToleranceOptions"]
+    assert options["redisAddress"].rpartition(":")[2].isdigit()
+    assert options["redisPassword"] == {
+        "valueFrom": {"secretKeyRef": {"name": "primitives-secrets", "key": "redis-password"}}
+    }
+    secret = yaml.safe_load((KUBERAY / "secret.example.yaml").read_text())
+    assert secret["stringData"]["redis-password"] == ""  # yours to fill, never ours
