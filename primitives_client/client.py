@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +243,7 @@ class Client:
 
     def events(
         self, *, last_event_id: int | None = None, reconnect: bool = True
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         """The caller's task status changes as they happen (``GET /api/tasks/events``):
         ``{"event_id": 12, "id": 7, "status": "done"}`` each. A dropped stream is opened
         again from the last event received (``reconnect``), so none is lost or repeated;

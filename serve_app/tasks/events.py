@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from jose import jwt
+from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.dependencies import CurrentUser, bearer
@@ -70,7 +71,12 @@ async def task_events(
     db: AsyncDb,
     sessions: ReadSessionFactory,
     streams: Streams,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None,
+        # Parsed here (a 400 that names it); documented as the whole number it must be.
+        WithJsonSchema({"type": "string", "pattern": "^[0-9]{1,18}$"}),
+        Header(alias="Last-Event-ID", description="the id of the last event received"),
+    ] = None,
 ) -> StreamingResponse:
     after = _last_event_id(last_event_id)
     if after is None:  # a new stream: what happens from now on

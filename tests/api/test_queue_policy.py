@@ -87,9 +87,14 @@ class RunningQueue:
     """The queue's dispatcher over the test database, in a thread with its own event loop."""
 
     def __init__(self, sessions, models: RecordingModels) -> None:
-        self.dispatcher: Dispatcher | None = None
-        self.models = models
-        self.sessions = sessions
+        self.dispatcher = Dispatcher(
+            store=ClaimStore(sessions),
+            run_models=models,
+            concurrency=CONCURRENCY,
+            lease_seconds=30,
+            poll_seconds=0.05,
+            max_attempts=3,
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -97,14 +102,6 @@ class RunningQueue:
         self.thread.start()
 
         async def start() -> None:
-            self.dispatcher = Dispatcher(
-                store=ClaimStore(self.sessions),
-                run_models=self.models,
-                concurrency=CONCURRENCY,
-                lease_seconds=30,
-                poll_seconds=0.05,
-                max_attempts=3,
-            )
             self._loop_task = asyncio.create_task(self.dispatcher.dispatch_loop())
 
         asyncio.run_coroutine_threadsafe(start(), self.loop).result()

@@ -18,16 +18,20 @@ def test_no_server_errors_and_conforming_responses(settings, registry, sessions,
         "access_token"
     ]
     # A queue link that reports the queue and models ready: /readyz's 503 is for parts that
-    # are down, which is not what this test looks at.
+    # are down, which is not what this test looks at. Event streams end after 0.2 s (they
+    # otherwise run until the token expires).
     app = create_app(
-        settings=settings, registry=registry, session_factory=sessions, queue=Running(registry)
+        settings=settings.model_copy(update={"event_stream_seconds": 0.2}),
+        registry=registry,
+        session_factory=sessions,
+        queue=Running(registry),
     )
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     # The contract's eight routes (result at two paths), then the extensions: logout, cancel,
     # the visualization, the webhook log, the account and its secret rotation, the two health
-    # routes. Logout goes last: it ends the token the others are called with.
-    assert len(operations) == 17
+    # routes, the event stream. Logout goes last: it ends the token the others are called with.
+    assert len(operations) == 18
     operations.sort(key=lambda op: op.path == "/oauth/logout")
     for operation in operations:
 

@@ -96,6 +96,8 @@ def test_a_killed_gcs_restarts_from_redis_and_every_task_ends_done_once(
         connect=False,
         head_node_args={"num_cpus": 4, "include_dashboard": False},
     )
+    head = cluster.head_node
+    assert head is not None
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     try:
@@ -125,14 +127,14 @@ def test_a_killed_gcs_restarts_from_redis_and_every_task_ends_done_once(
             "tasks done and in flight",
         )
         timings["in_flight_at_kill"] = count(before, "queued", "in progress")
-        cluster.head_node.kill_gcs_server()
+        head.kill_gcs_server()
         killed = time.monotonic()
         # The GCS is down: the API, the queue and the models still serve (they talk to each
         # other directly, and to PostgreSQL).
         during = submit(base, headers, sample_jpeg, 30)
         timings["accepted_while_down"] = len(during)
         time.sleep(max(0.0, 3.0 - (time.monotonic() - killed)))
-        cluster.head_node.start_gcs_server()
+        head.start_gcs_server()
         timings["gcs_down_s"] = round(time.monotonic() - killed, 1)
         after = submit(base, headers, sample_jpeg, 30)
         everything = before + during + after
