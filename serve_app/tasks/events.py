@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -96,6 +97,14 @@ async def task_events(
             headers={"Retry-After": "5"},
         )
 
+    given_back = False
+
+    def give_back() -> None:
+        nonlocal given_back
+        if not given_back:
+            given_back = True
+            streams.give(user.id)
+
     async def stream() -> AsyncIterator[str]:
         seq = after
         sent_at = checked_at = time.monotonic()
@@ -122,10 +131,14 @@ async def task_events(
                     return
                 await asyncio.sleep(min(settings.event_poll_seconds, max(ends - time.time(), 0)))
         finally:
-            streams.give(user.id)
+            give_back()
 
+    events_stream = stream()
+    # A client gone before the first byte leaves the generator unstarted, so its ``finally``
+    # never runs: its place is given back when the generator is collected.
+    weakref.finalize(events_stream, give_back)
     return StreamingResponse(
-        stream(),
+        events_stream,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -52,7 +52,7 @@ class Server:
 
 @pytest.fixture
 def servers(settings, registry, sessions, read_sessions) -> Iterator[tuple[Server, Server]]:
-    fast = settings.model_copy(update={"event_poll_seconds": 0.05})
+    fast = settings.model_copy(update={"event_poll_seconds": 0.05, "event_streams_per_user": 2})
 
     def app():
         return create_app(
@@ -225,3 +225,28 @@ def test_a_stream_needs_a_token_and_a_whole_last_event_id(servers, make_user):
     )
     assert response.status_code == 400
     assert "Last-Event-ID" in response.json()["detail"]
+
+
+def test_a_user_holds_at_most_the_allowed_streams_and_a_closed_one_frees_its_place(
+    servers, make_user
+):
+    first, _ = servers
+    alice = Client(first.url)
+    alice.login(*make_user("alice"))
+    url, headers = f"{first.url}/api/tasks/events", {"Authorization": f"Bearer {alice.token}"}
+    with httpx.Client(timeout=10) as http:
+        with (
+            http.stream("GET", url, headers=headers) as one,
+            http.stream("GET", url, headers=headers) as two,
+        ):
+            assert one.status_code == two.status_code == 200  # the two allowed here
+            third = httpx.get(url, headers=headers, timeout=10)
+            assert third.status_code == 429 and "2 event streams open" in third.json()["detail"]
+        # Both closed by the client: their places come back.
+        deadline = time.monotonic() + 5
+        while True:
+            with http.stream("GET", url, headers=headers) as again:
+                if again.status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "a closed stream kept its place"
+            time.sleep(0.1)
