@@ -21,22 +21,12 @@ import httpx
 from bench import cpu
 from bench.run import local_platform
 from config.settings import REPO_ROOT
-from harness.local_platform import replicas
+from harness.local_platform import replicas, wait_for
 from training.render import render_jpeg
 
 MODEL = "SSD"
 MODEL_ID = 2
 OVERLAY = REPO_ROOT / "config" / "short-idle.yaml"
-
-
-def until(condition, timeout: float, every: float = 0.25) -> float:
-    """Seconds until ``condition()`` holds; TimeoutError after ``timeout``."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout:
-            raise TimeoutError
-        time.sleep(every)
-    return time.monotonic() - started
 
 
 def one_task(base: str, headers: dict[str, str], image: bytes) -> tuple[float, dict[str, Any]]:
@@ -65,11 +55,15 @@ def main(argv: list[str] | None = None) -> None:
     images = [render_jpeg(seed)[0] for seed in range(args.starts + 5)]
     report: dict[str, Any] = {"model": MODEL, "cold_s": [], "warm_s": []}
     with local_platform("cold", overlays=[OVERLAY]) as (base, headers, _env):
-        until(lambda: replicas(MODEL) == 0, 60)
+        wait_for(lambda: replicas(MODEL) == 0, 60, "SSD at zero")
         time.sleep(10)  # everything else settles
         report["pss_mib_at_zero"] = cpu.memory_pss_mib()
         for n in range(args.starts):
-            until(lambda: replicas(MODEL, ("RUNNING", "STARTING", "UPDATING")) == 0, 120)
+            wait_for(
+                lambda: replicas(MODEL, ("RUNNING", "STARTING", "UPDATING")) == 0,
+                120,
+                "SSD at zero",
+            )
             cold, _ = one_task(base, headers, images[n])
             report["cold_s"].append(round(cold, 2))
             warm = [one_task(base, headers, images[args.starts + i])[0] for i in range(3)]
@@ -77,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             if n == 0:
                 report["pss_mib_with_replica"] = cpu.memory_pss_mib()
             report.setdefault("back_to_zero_s", []).append(
-                round(until(lambda: replicas(MODEL) == 0, 120), 1)
+                wait_for(lambda: replicas(MODEL) == 0, 120, "SSD back at zero", step=0.25)
             )
     report["cold_s_median"] = statistics.median(report["cold_s"])
     report["warm_s_median"] = statistics.median(report["warm_s"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,16 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def wait_for(predicate, timeout: float, what: str, step: float = 0.5) -> float:
+    """Seconds until ``predicate()`` held; TimeoutError after ``timeout``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(step)
+    return round(time.monotonic() - started, 1)
 
 
 def free_port() -> int:

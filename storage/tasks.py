@@ -507,21 +507,27 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
         "attempts": TASK.attempts + 1,
         "started_at": now,
     }
-    lapsed = (
+
+    def take(ids: Any) -> list[Any]:
+        """Claim the tasks ``ids`` (a locking select) selects; their claimed columns."""
+        return list(
+            db.execute(
+                update(TASKS)
+                .where(TASK.id.in_(ids.scalar_subquery()))
+                .values(**claim_values)
+                .returning(*_CLAIMED)
+            ).all()
+        )
+
+    rows = take(
         select(TASK.id)
         .where(TASK.status == TaskStatus.in_progress.value, TASK.lease_expires_at < now)
         .order_by(TASK.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    rows = db.execute(
-        update(TASKS)
-        .where(TASK.id.in_(lapsed.scalar_subquery()))
-        .values(**claim_values)
-        .returning(*_CLAIMED)
-    ).all()
     if len(rows) < limit:
-        waiting = (
+        started = take(
             select(TASK.id)
             .where(
                 TASK.status == TaskStatus.queued.value,
@@ -531,12 +537,6 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
             .limit(limit - len(rows))
             .with_for_update(skip_locked=True)
         )
-        started = db.execute(
-            update(TASKS)
-            .where(TASK.id.in_(waiting.scalar_subquery()))
-            .values(**claim_values)
-            .returning(*_CLAIMED)
-        ).all()
         clock: dict[int, int] = {}
         for r in started:
             clock[r.priority] = max(clock.get(r.priority, 0), r.turn)
@@ -549,16 +549,26 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
         events.record(
             db=db, changes=[(r.user_id, r.id, TaskStatus.in_progress.value) for r in started]
         )
-        rows = [*rows, *started]
+        rows += started
     return sorted(
         (Claim(r[0], token, r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows),
         key=lambda c: c.task_id,
     )
 
 
-def expire_overdue(*, db: Session, limit: int = 500) -> list[Claim]:
+@dataclass(frozen=True)
+class Expired:
+    """A queued task ended failed at its deadline, with its result route's body."""
+
+    task_id: int
+    user_id: int
+    deadline_s: int | None
+    body: dict[str, Any]
+
+
+def expire_overdue(*, db: Session, limit: int = 500) -> list[Expired]:
     """End as failed the queued tasks whose deadline passed (docs/api.md §E10), with their
-    webhooks and events; the tasks ended (as claims, for their result bodies)."""
+    webhooks and events; the tasks ended."""
     now = utcnow()
     overdue = db.execute(
         select(TASK.id, TASK.user_id, TASK.webhook_url, TASK.priority, TASK.deadline_s)
@@ -567,43 +577,31 @@ def expire_overdue(*, db: Session, limit: int = 500) -> list[Claim]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    ended: list[Claim] = []
+    ended: list[Expired] = []
     for row in overdue:
-        error = deadline_error(row.deadline_s)
+        error = f"Not started within its deadline of {row.deadline_s} s."
         db.execute(
             update(TASKS)
             .where(TASK.id == row.id)
             .values(status=TaskStatus.failed.value, finished_at=now, error=error)
         )
-        claim = Claim(
-            row.id,
-            "",
-            0,
-            0,
-            0,
-            user_id=row.user_id,
+        body = result_body(
+            task_id=row.id,
+            status=TaskStatus.failed,
+            error=error,
             priority=row.priority,
             deadline_s=row.deadline_s,
         )
         if row.webhook_url:
             webhooks.enqueue(
-                db=db,
-                task_id=row.id,
-                user_id=row.user_id,
-                url=row.webhook_url,
-                body=claim.body(TaskStatus.failed, error=error),
+                db=db, task_id=row.id, user_id=row.user_id, url=row.webhook_url, body=body
             )
-        ended.append(claim)
+        ended.append(Expired(row.id, row.user_id, row.deadline_s, body))
     events.record(
         db=db, changes=[(row.user_id, row.id, TaskStatus.failed.value) for row in overdue]
     )
     db.commit()
     return ended
-
-
-def deadline_error(deadline_s: int | None) -> str:
-    """A deadline-expired task's error (docs/api.md §E10)."""
-    return f"Not started within its deadline of {deadline_s} s."
 
 
 def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> set[int]:
@@ -778,7 +776,7 @@ class ClaimStore:
         with self.sessions() as db:
             return release(db=db, claim=claim)
 
-    def expire_overdue(self) -> list[Claim]:
+    def expire_overdue(self) -> list[Expired]:
         with self.sessions() as db:
             return expire_overdue(db=db)
 

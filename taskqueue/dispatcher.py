@@ -26,7 +26,7 @@ from inference import Classification, Detection, ModelAnswer, ModelRefused
 from storage.database import utcnow
 from storage.models import TaskStatus
 from storage.results import result_payload
-from storage.tasks import MAX_ERROR, Claim, ClaimedTask, Completion, deadline_error
+from storage.tasks import MAX_ERROR, Claim, ClaimedTask, Completion, Expired
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class Store(Protocol):
     def complete_many(self, *, items: list[Completion]) -> list[bool]: ...
     def fail(self, *, claim: Claim, error: str) -> bool: ...
     def release(self, *, claim: Claim) -> bool: ...
-    def expire_overdue(self) -> list[Claim]: ...
+    def expire_overdue(self) -> list[Expired]: ...
     def purge_events(self, *, moment: datetime) -> int: ...
 
 
@@ -273,17 +273,17 @@ class Dispatcher:
         """End the queued tasks past their deadline (failed; whoever waits for them is
         answered); how many."""
         ended = await self._db(self.store.expire_overdue)
-        for claim in ended:
-            self._ended(claim.task_id, failed_body(claim, deadline_error(claim.deadline_s)))
-            event = self.waiters.pop(claim.task_id, None)
+        for task in ended:
+            self._ended(task.task_id, task.body)
+            event = self.waiters.pop(task.task_id, None)  # never ran: no run's end wakes it
             if event is not None:
                 event.set()
             self.observer.ended("failed")
             log.info(
                 "task %d not started within its deadline of %s s",
-                claim.task_id,
-                claim.deadline_s,
-                extra={**claim.log_extra(), "outcome": "failed"},
+                task.task_id,
+                task.deadline_s,
+                extra={"task": task.task_id, "user": task.user_id, "outcome": "failed"},
             )
         return len(ended)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -80,16 +81,23 @@ def notifications() -> Notifications:
     return Notifications()
 
 
-@pytest.fixture
-def client(settings, registry, sessions, read_sessions, notifications) -> Iterator[TestClient]:
+@contextmanager
+def serving(settings, registry, sessions, read_sessions, queue) -> Iterator[TestClient]:
+    """The API over the test database, with these settings and this queue link."""
     app = create_app(
         settings=settings,
         registry=registry,
         session_factory=sessions,
         read_session_factory=read_sessions,
-        queue=notifications,
+        queue=queue,
     )
     with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def client(settings, registry, sessions, read_sessions, notifications) -> Iterator[TestClient]:
+    with serving(settings, registry, sessions, read_sessions, notifications) as test_client:
         yield test_client
 
 

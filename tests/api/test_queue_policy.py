@@ -14,13 +14,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from harness.local_platform import wait_for
 from inference import Classification, Detection, ModelAnswer
-from serve_app.main import create_app
 from storage import tasks
 from storage.models import Task, WebhookDelivery
 from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher
-from tests.api.conftest import claim_batch
+from tests.api.conftest import claim_batch, serving
 
 CONCURRENCY = 4
 
@@ -30,34 +30,27 @@ def roomy_client(
     settings, registry, sessions, read_sessions, notifications
 ) -> Iterator[TestClient]:
     """The API with room for a 500-task backlog and a queue capped at 600 tasks."""
-    app = create_app(
-        settings=settings.model_copy(
-            update={"max_active_tasks_per_user": 1000, "max_queued_tasks": 600}
-        ),
-        registry=registry,
-        session_factory=sessions,
-        read_session_factory=read_sessions,
-        queue=notifications,
-    )
-    with TestClient(app) as test_client:
+    roomy = settings.model_copy(update={"max_active_tasks_per_user": 1000, "max_queued_tasks": 600})
+    with serving(roomy, registry, sessions, read_sessions, notifications) as test_client:
         yield test_client
 
 
 def submit(client, headers, jpeg: bytes, count: int = 1, **params) -> list[int]:
-    """POST ``count`` images (multipart, 32 a request); the ids."""
+    """POST one image (raw), or ``count`` (multipart, 32 a request); the ids."""
+    if count == 1:
+        response = client.post(
+            "/api/tasks",
+            params=params,
+            content=jpeg,
+            headers={**headers, "Content-Type": "image/jpeg"},
+        )
+        assert response.status_code == 200, response.text
+        return [response.json()["id"]]
     ids: list[int] = []
     while len(ids) < count:
-        n = min(32, count - len(ids))
-        if count == 1:
-            response = client.post(
-                "/api/tasks",
-                params=params,
-                content=jpeg,
-                headers={**headers, "Content-Type": "image/jpeg"},
-            )
-            assert response.status_code == 200, response.text
-            return [response.json()["id"]]
-        files = [("file", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(n)]
+        files = [
+            ("file", (f"{i}.jpg", jpeg, "image/jpeg")) for i in range(min(32, count - len(ids)))
+        ]
         response = client.post("/api/tasks", params=params, files=files, headers=headers)
         assert response.status_code == 200, response.text
         ids += response.json()["ids"]
@@ -122,13 +115,6 @@ class RunningQueue:
         self.thread.join(timeout=5)
 
 
-def wait_until(condition, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def test_one_users_backlog_never_starves_anothers_single_task(
     roomy_client, make_user, login, sessions, sample_jpeg
 ):
@@ -139,10 +125,11 @@ def test_one_users_backlog_never_starves_anothers_single_task(
     models = RecordingModels(seconds=0.05)  # 4 at once: about 80 tasks a second
     with RunningQueue(sessions, models):
         a_ids = submit(roomy_client, alice, sample_jpeg, 500)
-        wait_until(lambda: len(models.started) >= 20)  # the queue is well under way
+        # The queue well under way:
+        wait_for(lambda: len(models.started) >= 20, 60, "the queue", step=0.01)
         (b_id,) = submit(roomy_client, bob, sample_jpeg)
         started_before = len(models.started)
-        wait_until(lambda: b_id in models.started)
+        wait_for(lambda: b_id in models.started, 60, "the queue", step=0.01)
         position = models.started.index(b_id)
     a_before_b = position - started_before
     print(f"A started before B: {a_before_b} (of {started_before} started when B submitted)")
@@ -198,7 +185,7 @@ def test_a_task_past_its_deadline_never_reaches_a_model_and_fails_with_its_reaso
     with RunningQueue(sessions, models) as queue:
         models.gate = asyncio.Event()  # the models hold what they get: the queue is full
         busy = submit(client, alice, sample_jpeg, CONCURRENCY)
-        wait_until(lambda: len(models.started) == CONCURRENCY)
+        wait_for(lambda: len(models.started) == CONCURRENCY, 60, "the queue", step=0.01)
         (late,) = submit(
             client, alice, sample_jpeg, deadline_s=1, webhook="http://127.0.0.1:9/hook"
         )
@@ -206,7 +193,7 @@ def test_a_task_past_its_deadline_never_reaches_a_model_and_fails_with_its_reaso
         time.sleep(1.2)
         assert queue.call(queue.dispatcher.expire_once()) == 1
         queue.loop.call_soon_threadsafe(models.gate.set)
-        wait_until(lambda: patient in models.started)
+        wait_for(lambda: patient in models.started, 60, "the queue", step=0.01)
     assert late not in models.started and set(busy) < set(models.started)
     body = client.get(f"/api/tasks/{late}/result", headers=alice).json()
     assert body == {

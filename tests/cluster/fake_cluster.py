@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from config.settings import REPO_ROOT
+from harness.local_platform import wait_for
+
+__all__ = ["wait_for"]  # the cluster tests import it from here
 
 HEAD = "ray.head.default"
 CPU_WORKER = "cpu_worker"
@@ -136,12 +138,3 @@ def alive_workers() -> dict[str, str]:
 
 def _node_type(node: dict[str, Any]) -> str:
     return GPU_WORKER if node.get("Resources", {}).get("GPU") else CPU_WORKER
-
-
-def wait_for(predicate, timeout: float, what: str, step: float = 0.5) -> float:
-    """Seconds until ``predicate()`` held; AssertionError after ``timeout``."""
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout:g} s"
-        time.sleep(step)
-    return round(time.monotonic() - started, 1)

@@ -7,17 +7,9 @@ from __future__ import annotations
 
 import time
 
-from harness.local_platform import replicas
+from harness.local_platform import replicas, wait_for
 
 SSD = 2
-
-
-def until(condition, timeout: float) -> float:
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout, "timed out"
-        time.sleep(0.25)
-    return time.monotonic() - started
 
 
 def ssd_replicas() -> int:
@@ -28,7 +20,8 @@ def test_a_task_for_a_model_at_zero_starts_a_replica_which_goes_again_when_idle(
     http, user_headers, sample_jpeg
 ):
     headers = user_headers()
-    until(lambda: ssd_replicas() == 0, 120)  # at rest: none (earlier SSD tasks' replica gone)
+    # At rest: none (the replica of earlier SSD tasks gone).
+    wait_for(lambda: ssd_replicas() == 0, 120, "SSD at zero")
     # Probes and catalog reads in the meantime ask nothing of a model at zero.
     for _ in range(8):
         assert http.get("/readyz").status_code == 200
@@ -51,4 +44,4 @@ def test_a_task_for_a_model_at_zero_starts_a_replica_which_goes_again_when_idle(
     assert body["result"]["detection_model"] == "SSD"
     assert replicas("SSD") == 1
     # Idle for the delay (10 s here), it is at zero again.
-    until(lambda: ssd_replicas() == 0, 60)
+    wait_for(lambda: ssd_replicas() == 0, 60, "SSD back at zero")
