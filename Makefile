@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help autoscale observe run test test-cluster test-unit install migrate lint data samples train evaluate bench profile load clean
+.PHONY: help autoscale observe run test test-cluster test-unit install migrate lint data samples train failures evaluate bench profile load clean
 
 help:  ## This list: every target that carries a description
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' | \
@@ -55,16 +55,27 @@ data: install  ## Render the data set from every source into data/primitives (~2
 samples: install  ## Contact sheets with the labels drawn, and the box convention (docs/)
 	$(BIN)/python -m training.samples --out docs
 
-# The shipped weights are fine-tuned from the previous ones (renderer A only; see
-# weights/README.md for that first stage). Each step resumes from its last checkpoint.
-train: data  ## Fine-tune the three shipped models on the mixed data; calibrate model_v1
+# One sitting of training: each model is fine-tuned from the shipped weights (the previous
+# sitting's), a run resumes from its checkpoint in runs/ when stopped, and its validation
+# curve is appended to weights/training-log.json, which carries the curve from machine to
+# machine (weights/README.md). On a GPU machine: training/gpu.sh (about 10 minutes).
+YOLO_HOURS ?= 1.2
+SSD_EPOCHS ?= 3
+CLASSIFIER_EPOCHS ?= 3
+train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
 	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml \
-	  --model weights/yolo_obb.pt --name yolo_mixed --epochs 4 --close-mosaic 1
+	  --model weights/yolo_obb.pt --name yolo_sitting --hours $(YOLO_HOURS) --epochs 100 \
+	  --close-mosaic 2
 	$(BIN)/python -m training.train_ssd --data data/primitives --init weights/ssdlite.pt \
-	  --run runs/ssd_mixed --epochs 2 --lr 1e-3
+	  --run runs/ssd_sitting --epochs $(SSD_EPOCHS) --lr 1e-3
 	$(BIN)/python -m training.train_classifier --data data/primitives \
-	  --init weights/scene_classifier.pt --run runs/classifier_mixed --epochs 3 --lr 1e-3
+	  --init weights/scene_classifier.pt --run runs/classifier_sitting \
+	  --epochs $(CLASSIFIER_EPOCHS) --lr 1e-3
 	$(BIN)/python -m training.calibrate --data data/primitives --model model_v1
+
+failures: install  ## Contact sheets and tables of each detector's failures on the ray-caster split
+	$(BIN)/python -m training.failures --model YOLO --split test_raycast --out docs
+	$(BIN)/python -m training.failures --model SSD --split test_raycast --out docs
 
 evaluate: install  ## Per model: own split, other renderer, background-only images, calibration
 	$(BIN)/python -m training.evaluate --data data/primitives --out weights/metrics.json

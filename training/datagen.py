@@ -36,10 +36,11 @@ PLAN: dict[str, dict[str, int]] = {
     "train": {
         "classic": 1500,
         "randomized": 2200,
-        "raycast": 1100,
+        "raycast": 2200,
         "distractors": 300,
         "photo": 250,
         "noise": 100,
+        "photo_recoloured": 400,
     },
     "val": {
         "classic": 100,
@@ -48,6 +49,7 @@ PLAN: dict[str, dict[str, int]] = {
         "distractors": 30,
         "photo": 20,
         "noise": 20,
+        "photo_recoloured": 20,
     },
     "test": {"classic": 400},
     "test_randomized": {"randomized": 300},
@@ -80,17 +82,36 @@ def _write_one(job: tuple[Path, str, str, int, int]) -> tuple[str, str, str, int
     return split, f"{name}.jpg", source, scene
 
 
+def _rendered(out: Path) -> dict[tuple[str, str], list[str]]:
+    """The rows of ``scenes.csv`` whose image and label are on disk, by (split, file)."""
+    if not (out / "scenes.csv").exists():
+        return {}
+    with (out / "scenes.csv").open() as fh:
+        rows = [r for r in csv.reader(fh) if r[0] != "split"]
+    return {
+        (r[0], r[1]): r
+        for r in rows
+        if (out / "images" / r[0] / r[1]).exists()
+        and (out / "labels" / r[0] / (Path(r[1]).stem + ".txt")).exists()
+    }
+
+
 def generate(out: Path, plan: dict[str, dict[str, int]], seed: int, workers: int) -> None:
-    """Render every split of ``plan`` into ``out`` and write the ultralytics data file."""
+    """Render every (split, source) of ``plan`` into ``out`` and write the ultralytics data
+    file. Images already on disk with their row are kept (rendering is deterministic), so
+    growing one count renders only the new images."""
     for split in plan:
         (out / "images" / split).mkdir(parents=True, exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-    jobs = [
-        (out, split, source, i, seed)
+    done = _rendered(out)
+    wanted = {
+        (split, f"{source}-{i:06d}.jpg"): (out, split, source, i, seed)
         for split, sources in plan.items()
         for source, n in sources.items()
         for i in range(n)
-    ]
+    }
+    jobs = [job for key, job in wanted.items() if key not in done]
+    log.info("%d images to render, %d already there", len(jobs), len(wanted) - len(jobs))
     # Slow sources first, so the pool does not end on a straggler.
     jobs.sort(key=lambda j: j[2] != "raycast")
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -106,9 +127,8 @@ def generate(out: Path, plan: dict[str, dict[str, int]], seed: int, workers: int
         [split, file, source, SCENE_CLASSES[scene] if scene >= 0 else "none"]
         for split, file, source, scene in rows
     ]
-    if (out / "scenes.csv").exists():  # keep the splits not rendered this time
-        with (out / "scenes.csv").open() as fh:
-            table += [r for r in csv.reader(fh) if r[0] != "split" and r[0] not in plan]
+    # Keep what was there: this plan's images rendered before, and every other source.
+    table += [r for key, r in done.items() if key in wanted or r[2] not in plan.get(key[0], {})]
     table.sort()
     with (out / "scenes.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -127,12 +147,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("data/primitives"))
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every count")
     parser.add_argument("--splits", nargs="*", default=list(PLAN), help="splits to render")
+    parser.add_argument("--sources", nargs="*", default=list(SOURCES), help="sources to render")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     plan = {
-        split: {source: max(1, round(n * args.scale)) for source, n in PLAN[split].items()}
+        split: {
+            source: max(1, round(n * args.scale))
+            for source, n in PLAN[split].items()
+            if source in args.sources
+        }
         for split in args.splits
     }
     generate(args.out, plan, args.seed, args.workers)

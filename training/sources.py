@@ -14,6 +14,12 @@ Sources:
   scaled and colour-jittered; no labels. The photographs in ``EVAL_PHOTOS`` are never used
   for training: they are the background-only evaluation set.
 - ``noise``: random noise and smooth colour fields (out-of-domain inputs for the classifier).
+- ``photo_recoloured``: photographic content in a synthetic scene's colours: one to three
+  crops of the training photographs stacked in horizontal bands, their colour statistics
+  (mean and spread of each channel in Lab) moved onto those of a scene of the first
+  generator; no labels, no scene. A scene class must come from a scene's structure, not from
+  its colours: ``grace_hopper.jpg`` was called a street at 0.95 because her dark navy uniform
+  has the road's colour and her ribbons sit like lit windows above it (weights/README.md).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import importlib.util
 from functools import cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -29,7 +36,8 @@ from training.randomize import NO_SCENE, render_randomized
 from training.raycast import raycast_scene
 from training.render import render_scene
 
-SOURCES = ("classic", "randomized", "raycast", "distractors", "photo", "noise")
+# New sources go at the end: a source's place names its seed stream (training.datagen).
+SOURCES = ("classic", "randomized", "raycast", "distractors", "photo", "noise", "photo_recoloured")
 
 # Photographs without primitives shipped inside installed packages: (package, path in it).
 EVAL_PHOTOS = (
@@ -97,6 +105,38 @@ def _photo_crop(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(arr + rng.uniform(-20, 20), 0, 255).astype(np.uint8))
 
 
+def recolour(image: Image.Image, reference: Image.Image) -> Image.Image:
+    """``image`` with the per-channel mean and spread of ``reference`` in Lab (Reinhard et
+    al., 2001): the reference's colour statistics, the image's content."""
+    src = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2LAB).astype(np.float32)
+    ref = cv2.cvtColor(np.asarray(reference), cv2.COLOR_RGB2LAB).astype(np.float32)
+    s_mean, s_std = src.reshape(-1, 3).mean(0), src.reshape(-1, 3).std(0) + 1e-3
+    r_mean, r_std = ref.reshape(-1, 3).mean(0), ref.reshape(-1, 3).std(0)
+    out = np.clip((src - s_mean) / s_std * r_std + r_mean, 0, 255).astype(np.uint8)
+    return Image.fromarray(cv2.cvtColor(out, cv2.COLOR_LAB2RGB))
+
+
+def _photo_recoloured(rng: np.random.Generator) -> Image.Image:
+    """Photograph crops in a scene's colour layout: each horizontal strip of the collage takes
+    the colour statistics of the same strip of a rendered scene (sky, buildings, road)."""
+    bands = [_photo_crop(rng) for _ in range(int(rng.integers(1, 4)))]
+    w = bands[0].width
+    heights = [max(32, int(b.height * w / b.width / len(bands))) for b in bands]
+    collage = Image.new("RGB", (w, sum(heights)))
+    y = 0
+    for band, bh in zip(bands, heights, strict=True):
+        collage.paste(band.resize((w, bh)), (0, y))
+        y += bh
+    scene = render_scene(rng).image.resize(collage.size)
+    strips = int(rng.integers(1, 5))
+    cuts = np.linspace(0, collage.height, strips + 1).astype(int)
+    out = Image.new("RGB", collage.size)
+    for top, bottom in zip(cuts[:-1], cuts[1:], strict=True):
+        box = (0, int(top), w, int(bottom))
+        out.paste(recolour(collage.crop(box), scene.crop(box)), box[:2])
+    return out
+
+
 def _noise(rng: np.random.Generator) -> Image.Image:
     w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
     cells = int(rng.integers(2, 64))
@@ -140,4 +180,6 @@ def render_source(
         return (_photo_crop(rng), *_boxes([]), NO_SCENE)
     if name == "noise":
         return (_noise(rng), *_boxes([]), NO_SCENE)
+    if name == "photo_recoloured":
+        return (_photo_recoloured(rng), *_boxes([]), NO_SCENE)
     raise ValueError(f"unknown source {name!r}; choose from {SOURCES}")

@@ -8,13 +8,17 @@ turns into ``"unknown"``.
 
 Usage: ``python -m training.train_classifier --data data/primitives --epochs 8``
 (``--init weights/scene_classifier.pt`` fine-tunes the shipped weights). Resumes from
-``runs/classifier/last.pt`` unless ``--fresh``; uses CUDA when present.
+``runs/classifier/last.pt`` unless ``--fresh``; uses CUDA when present. After each epoch:
+accuracy on the validation split's images with a scene, and the mean top probability on its
+images without one (lower is better: that is what ``"unknown"`` is cut from); the curve goes
+to the training history (``training.history``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from tqdm import tqdm
 
 from inference.processing import classifier_input
 from inference.weights import load_torchvision_checkpoint
+from training import history
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, read_split
 from training.render import SCENE_CLASSES
@@ -64,6 +69,24 @@ def scene_loss(logits: torch.Tensor, scene: torch.Tensor, outlier_weight: float)
     return loss
 
 
+@torch.inference_mode()
+def validate(model, loader: DataLoader, device: str) -> dict[str, float]:
+    """Accuracy on images with a scene; mean top probability (T = 1) on those without."""
+    model.eval()
+    right = known = 0
+    top_ood: list[float] = []
+    for x, y in loader:
+        probs = torch.softmax(model(x.to(device)).float(), dim=1).cpu()
+        k = y >= 0
+        right += int((probs[k].argmax(1) == y[k]).sum())
+        known += int(k.sum())
+        top_ood += probs[~k].max(1).values.tolist()
+    return {
+        "accuracy": round(right / max(1, known), 4),
+        "top_probability_out_of_domain": round(float(np.mean(top_ood)) if top_ood else 0.0, 4),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
@@ -83,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--outlier-weight", type=float, default=1.0, help="weight of the outlier-exposure term"
     )
+    parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -96,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         Scenes(items, args.size, train=True),
         batch_size=args.batch,
         shuffle=True,
-        num_workers=2,
+        num_workers=args.workers,
         drop_last=True,
     )
     model = torchvision.models.mobilenet_v3_small(weights=None, num_classes=len(SCENE_CLASSES)).to(
@@ -109,6 +133,13 @@ def main(argv: list[str] | None = None) -> None:
         opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader)
     )
     start = 0 if args.fresh else load_run(args.run, model, opt, sched)
+    val_loader = DataLoader(
+        Scenes(read_split(args.data, "val"), args.size, train=False),
+        batch_size=64,
+        num_workers=args.workers,
+    )
+    curve = history.read_curve(args.run)
+    began = time.monotonic() - (curve[-1]["seconds"] if curve else 0.0)
     for epoch in range(start, args.epochs):
         model.train()
         bar = tqdm(loader, desc=f"classifier epoch {epoch + 1}/{args.epochs}", unit="batch")
@@ -120,6 +151,10 @@ def main(argv: list[str] | None = None) -> None:
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        scores = validate(model, val_loader, device)
+        log.info("epoch %d: %s", epoch + 1, scores)
+        curve.append({"epoch": epoch + 1, **scores, "seconds": round(time.monotonic() - began, 1)})
+        history.write_curve(args.run, curve)
         save_run(args.run, model, opt, sched, epoch + 1)
     write_weights(
         args.out,
@@ -128,6 +163,15 @@ def main(argv: list[str] | None = None) -> None:
         classes=list(SCENE_CLASSES),
         image_size=args.size,
     )
+    if curve:
+        history.record(
+            "model_v1",
+            init=str(args.init or "scratch"),
+            epochs=curve,
+            seconds=curve[-1]["seconds"],
+            metric="accuracy",
+            images=f"{args.data} (train), size {args.size}",
+        )
 
 
 if __name__ == "__main__":

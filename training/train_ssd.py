@@ -7,13 +7,18 @@ Images without labels (photographs, distractor-only scenes) teach it the backgro
 
 Usage: ``python -m training.train_ssd --data data/primitives --epochs 8`` (``--init
 weights/ssdlite.pt`` fine-tunes the shipped weights)
-Resumes from ``runs/ssd/last.pt`` unless ``--fresh``; uses CUDA when present.
+Resumes from ``runs/ssd/last.pt`` unless ``--fresh``; uses CUDA when present. After each
+epoch the served predictor (``inference``) measures mAP@0.5 on the validation split's
+labelled images; the best epoch's weights are the ones written to ``--out``, and the curve
+goes to the training history (``training.history``).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,7 @@ from tqdm import tqdm
 
 from inference.processing import set_ssd_input_size
 from inference.weights import load_torchvision_checkpoint
+from training import history
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
 from training.render import PRIMITIVE_CLASSES
@@ -77,6 +83,18 @@ def build_model(num_classes: int, size: int):
     return model
 
 
+def validation_map(weights: Path, items: list[Item], device: str) -> float:
+    """mAP@0.5 of these weights through the predictor the SSD deployment serves."""
+    from config.serve_config import load_app_config
+    from inference import build_predictor
+    from training.evaluate import EVAL_CONFIDENCE, detection_map
+
+    spec = next(m for m in load_app_config(None).registry.models if m.arch == ARCH)
+    spec = spec.model_copy(update={"weights": weights, "confidence_threshold": EVAL_CONFIDENCE})
+    predictor = build_predictor(spec, device=device)
+    return round(detection_map(predictor.predict, items, rotated=False)["mAP50"], 4)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
@@ -93,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="start from these shipped weights instead of from scratch",
     )
+    parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -106,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         Boxes(items, args.size, train=True),
         batch_size=args.batch,
         shuffle=True,
-        num_workers=2,
+        num_workers=args.workers,
         drop_last=True,
         collate_fn=lambda batch: tuple(zip(*batch, strict=True)),
     )
@@ -118,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader), pct_start=0.15
     )
     start = 0 if args.fresh else load_run(args.run, model, opt, sched)
+    val = [i for i in read_split(args.data, "val") if len(i.classes)]
+    curve = history.read_curve(args.run)
+    began = time.monotonic() - (curve[-1]["seconds"] if curve else 0.0)
     for epoch in range(start, args.epochs):
         model.train()
         bar = tqdm(loader, desc=f"ssd epoch {epoch + 1}/{args.epochs}", unit="batch")
@@ -132,8 +154,34 @@ def main(argv: list[str] | None = None) -> None:
             opt.step()
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        epoch_weights = args.run / f"epoch-{epoch + 1}.pt"
+        write_weights(
+            epoch_weights, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES), image_size=args.size
+        )
+        score = validation_map(epoch_weights, val, device)
+        log.info("epoch %d: validation mAP@0.5 %.4f", epoch + 1, score)
+        curve.append(
+            {"epoch": epoch + 1, "mAP50": score, "seconds": round(time.monotonic() - began, 1)}
+        )
+        history.write_curve(args.run, curve)
         save_run(args.run, model, opt, sched, epoch + 1)
-    write_weights(args.out, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES), image_size=args.size)
+    if not curve:  # nothing trained in this call and no curve on record
+        write_weights(
+            args.out, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES), image_size=args.size
+        )
+        return
+    best = max(curve, key=lambda row: row["mAP50"])
+    shutil.copyfile(args.run / f"epoch-{best['epoch']}.pt", args.out)
+    log.info("wrote %s (epoch %d of %d)", args.out, best["epoch"], len(curve))
+    history.record(
+        "SSD",
+        init=str(args.init or "scratch"),
+        epochs=curve,
+        seconds=curve[-1]["seconds"],
+        metric="mAP50",
+        images=f"{args.data} (train), size {args.size}",
+        best_epoch=best["epoch"],
+    )
 
 
 if __name__ == "__main__":

@@ -2,17 +2,23 @@
 
 Usage: ``python -m training.train_yolo --data data/primitives/dataset.yaml --epochs 20``
 Resumes from ``runs/yolo/weights/last.pt`` when it exists (``--fresh`` starts over), uses
-CUDA when present, and copies the best checkpoint to ``--out``.
+CUDA when present, and copies the best checkpoint to ``--out``. ``--hours H`` fits the run
+to H hours: after the first epoch, ultralytics sets the number of epochs (and the learning
+rate schedule with it) to what the time allows. The run's validation curve is appended to
+the training history (``training.history``).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import shutil
 from pathlib import Path
 
 import torch
+
+from training import history
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--close-mosaic", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--hours", type=float, default=0.0, help="fit the run to this time (0: --epochs)"
+    )
     parser.add_argument("--imgsz", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of train images used")
@@ -68,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             mosaic=1.0,
             close_mosaic=args.close_mosaic,
             patience=100,
+            time=args.hours or None,
             seed=0,
             deterministic=False,
             verbose=False,
@@ -76,6 +86,32 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best if best.exists() else last, args.out)
     log.info("wrote %s", args.out)
+    curve = read_curve(run_dir / "results.csv")
+    history.record(
+        "YOLO",
+        init=str(args.model),
+        epochs=curve,
+        seconds=curve[-1]["seconds"] if curve else 0.0,
+        metric="mAP50",
+        images=f"{args.data} (train, fraction {args.fraction}), imgsz {args.imgsz}",
+    )
+
+
+def read_curve(results: Path) -> list[dict[str, float]]:
+    """Ultralytics' per-epoch results: the validation mAP (probIoU-based) and the time."""
+    if not results.exists():
+        return []
+    with results.open() as fh:
+        rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(fh)]
+    return [
+        {
+            "epoch": int(float(r["epoch"])),
+            "mAP50": round(float(r["metrics/mAP50(B)"]), 4),
+            "mAP50-95": round(float(r["metrics/mAP50-95(B)"]), 4),
+            "seconds": round(float(r.get("time", 0) or 0), 1),
+        }
+        for r in rows
+    ]
 
 
 if __name__ == "__main__":

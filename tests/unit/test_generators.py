@@ -15,7 +15,7 @@ from training.dataset import read_split
 from training.randomize import NO_SCENE, render_randomized
 from training.raycast import CLASS_NAMES, raycast_scene
 from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_scene
-from training.sources import SOURCES, render_source
+from training.sources import SOURCES, recolour, render_source
 
 pytestmark = pytest.mark.unit
 
@@ -104,6 +104,41 @@ def test_the_data_set_keeps_the_original_held_out_split(tmp_path):
     assert [i.scene for i in read_split(tmp_path, "test_raycast")] == [-1]
     photo = [i for i in read_split(tmp_path, "train") if i.image.name.startswith("photo")]
     assert photo and len(photo[0].classes) == 0 and photo[0].scene == -1
+
+
+def test_growing_one_source_renders_only_its_new_images(tmp_path):
+    generate(tmp_path, {"train": {"classic": 2, "photo": 1}}, seed=0, workers=1)
+    first = tmp_path / "images" / "train" / "classic-000000.jpg"
+    first.write_bytes(first.read_bytes() + b"kept")  # marks the file: re-rendering drops it
+    generate(tmp_path, {"train": {"classic": 3}}, seed=0, workers=1)
+    assert first.read_bytes().endswith(b"kept")
+    names = [i.image.name for i in read_split(tmp_path, "train")]
+    assert names == [
+        "classic-000000.jpg",
+        "classic-000001.jpg",
+        "classic-000002.jpg",
+        "photo-000000.jpg",
+    ]  # the other source's rows stay in scenes.csv
+    grown = render_scene(np.random.default_rng([0, 2]))  # the third image of the stream
+    assert read_split(tmp_path, "train")[2].scene == grown.scene
+
+
+def test_a_recoloured_photograph_takes_the_scenes_colour_statistics():
+    rng = np.random.default_rng(3)
+    photo = Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    scene = render_scene(np.random.default_rng(4)).image
+    out = recolour(photo, scene)
+    assert out.size == photo.size
+
+    def lab_stats(image):
+        import cv2
+
+        lab = cv2.cvtColor(np.asarray(image), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(float)
+        return lab.mean(0), lab.std(0)
+
+    (m_out, s_out), (m_ref, s_ref), (m_in, _) = lab_stats(out), lab_stats(scene), lab_stats(photo)
+    assert np.abs(m_out - m_ref).max() < 6 < np.abs(m_in - m_ref).max()
+    assert np.abs(s_out - s_ref).max() < 6
 
 
 def test_temperature_scaling_recovers_an_overconfident_model():
