@@ -41,6 +41,7 @@ PLAN: dict[str, dict[str, int]] = {
         "photo": 250,
         "noise": 100,
         "photo_recoloured": 400,
+        "photo_on_scene": 400,
     },
     "val": {
         "classic": 100,
@@ -50,6 +51,7 @@ PLAN: dict[str, dict[str, int]] = {
         "photo": 20,
         "noise": 20,
         "photo_recoloured": 20,
+        "photo_on_scene": 20,
     },
     "test": {"classic": 400},
     "test_randomized": {"randomized": 300},

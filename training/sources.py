@@ -20,6 +20,13 @@ Sources:
   generator; no labels, no scene. A scene class must come from a scene's structure, not from
   its colours: ``grace_hopper.jpg`` was called a street at 0.95 because her dark navy uniform
   has the road's colour and her ribbons sit like lit windows above it (weights/README.md).
+- ``photo_on_scene``: one of the six scene backgrounds (no primitives) with a large crop of a
+  training photograph standing in front of it, from the bottom edge up, the background
+  showing around it; no labels, no scene. What made ``grace_hopper.jpg`` a street is a
+  street's layout: blue above, a grid of small bright marks (the flag's stars, the windows),
+  a dark lower half (the uniform, the road) with white marks at four fifths of the height
+  (her ribbons, the road's dashes). A scene with a photograph in front of it is not that
+  scene: the class must come from the background being the picture, not from its layout.
 """
 
 from __future__ import annotations
@@ -34,10 +41,19 @@ from PIL import Image, ImageOps
 
 from training.randomize import NO_SCENE, render_randomized
 from training.raycast import raycast_scene
-from training.render import render_scene
+from training.render import SCENE_CLASSES, _background, render_scene
 
 # New sources go at the end: a source's place names its seed stream (training.datagen).
-SOURCES = ("classic", "randomized", "raycast", "distractors", "photo", "noise", "photo_recoloured")
+SOURCES = (
+    "classic",
+    "randomized",
+    "raycast",
+    "distractors",
+    "photo",
+    "noise",
+    "photo_recoloured",
+    "photo_on_scene",
+)
 
 # Photographs without primitives shipped inside installed packages: (package, path in it).
 EVAL_PHOTOS = (
@@ -137,6 +153,16 @@ def _photo_recoloured(rng: np.random.Generator) -> Image.Image:
     return out
 
 
+def _photo_on_scene(rng: np.random.Generator) -> Image.Image:
+    w, h = int(rng.integers(320, 641)), int(rng.integers(320, 641))
+    scene = _background(rng, int(rng.integers(len(SCENE_CLASSES))), w, h)
+    crop = _photo_crop(rng)
+    pw, ph = int(w * rng.uniform(0.35, 0.8)), int(h * rng.uniform(0.45, 0.95))
+    x = int(rng.integers(0, w - pw + 1))
+    scene.paste(crop.resize((pw, ph)), (x, h - ph))
+    return scene
+
+
 def _noise(rng: np.random.Generator) -> Image.Image:
     w, h = int(rng.integers(256, 513)), int(rng.integers(256, 513))
     cells = int(rng.integers(2, 64))
@@ -182,4 +208,6 @@ def render_source(
         return (_noise(rng), *_boxes([]), NO_SCENE)
     if name == "photo_recoloured":
         return (_photo_recoloured(rng), *_boxes([]), NO_SCENE)
+    if name == "photo_on_scene":
+        return (_photo_on_scene(rng), *_boxes([]), NO_SCENE)
     raise ValueError(f"unknown source {name!r}; choose from {SOURCES}")
