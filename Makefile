@@ -65,6 +65,7 @@ CLASSIFIER_EPOCHS ?= 3
 train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
 	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml \
 	  --model weights/yolo_obb.pt --name yolo_sitting --hours $(YOLO_HOURS) --epochs 100 \
+	  --optimizer AdamW --lr0 0.001 \
 	  --close-mosaic 2
 	$(BIN)/python -m training.train_ssd --data data/primitives --init weights/ssdlite.pt \
 	  --run runs/ssd_sitting --epochs $(SSD_EPOCHS) --lr 1e-3

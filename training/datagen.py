@@ -40,7 +40,7 @@ PLAN: dict[str, dict[str, int]] = {
         "distractors": 300,
         "photo": 250,
         "noise": 100,
-        "photo_recoloured": 400,
+        "photo_recoloured": 800,
         "photo_on_scene": 400,
     },
     "val": {

@@ -39,6 +39,7 @@ $PY -m training.datagen --out data/primitives --splits train val --workers "$COR
 step "YOLO for $YOLO_HOURS h"
 $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/yolo_obb.pt \
   --name yolo_gpu --hours "$YOLO_HOURS" --epochs 100 --close-mosaic 2 --batch 64 \
+  --optimizer AdamW --lr0 0.001 \
   --workers "$(at_least_1 $((CORES - 2)))" --out "$OUT/yolo_obb.pt"
 
 step "SSD for $SSD_EPOCHS epochs and model_v1 for $CLASSIFIER_EPOCHS, side by side"

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
 from training.randomize import NO_SCENE, render_randomized
 from training.raycast import raycast_scene
@@ -143,8 +143,10 @@ def _photo_recoloured(rng: np.random.Generator) -> Image.Image:
     for band, bh in zip(bands, heights, strict=True):
         collage.paste(band.resize((w, bh)), (0, y))
         y += bh
+    if rng.random() < 0.5:  # smooth, as a portrait's backdrop and clothes are: layout alone
+        collage = collage.filter(ImageFilter.GaussianBlur(float(rng.uniform(2, 8))))
     scene = render_scene(rng).image.resize(collage.size)
-    strips = int(rng.integers(1, 5))
+    strips = int(rng.integers(2, 5))  # two to four bands, as the scenes are laid out
     cuts = np.linspace(0, collage.height, strips + 1).astype(int)
     out = Image.new("RGB", collage.size)
     for top, bottom in zip(cuts[:-1], cuts[1:], strict=True):

@@ -38,6 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--imgsz", type=int, default=256)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument(
+        "--optimizer",
+        default="auto",
+        help="ultralytics' choice: 'auto' picks by the planned iterations, so a long --epochs "
+        "or an --hours budget gets SGD at lr 0.01; fine-tuning wants AdamW at --lr0 1e-3",
+    )
+    parser.add_argument("--lr0", type=float, default=0.01)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of train images used")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", type=Path, default=Path("runs"))
@@ -63,6 +70,8 @@ def main(argv: list[str] | None = None) -> None:
             epochs=args.epochs,
             imgsz=args.imgsz,
             batch=args.batch,
+            optimizer=args.optimizer,
+            lr0=args.lr0,
             fraction=args.fraction,
             workers=args.workers,
             device=device,
