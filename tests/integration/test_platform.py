@@ -233,27 +233,30 @@ def test_long_poll_answers_when_the_task_finishes(http, user_headers):
     assert result["status"] == "done" and result["result"] is not None
 
 
-def test_a_generated_scene_comes_back_with_the_primitives_it_holds(http, user_headers):
-    """The shipped YOLO finds what the generator drew: each drawn primitive is matched by a
-    returned one of the same class whose centre lies within a tenth of the image of it."""
+def test_generated_scenes_come_back_with_the_primitives_they_hold(http, user_headers):
+    """The shipped YOLO finds what the generator drew: over ten scenes, at least 85 % of the
+    drawn primitives are matched by a returned one of the same class whose centre lies
+    within a tenth of the image of it (the model finds about 95 %; one scene alone can
+    lose two of eight objects, so the figure is over all ten)."""
     headers = user_headers()
-    image, sample = render_jpeg(2025)
-    assert len(sample.boxes) >= 3
-    task_id = submit(http, headers, image, detection=1)
-    assert wait_finished(http, headers, [task_id]) == {task_id: "done"}
-    found = http.get(f"/tasks/{task_id}/result", headers=headers).json()["result"]["primitives"]
-    w, h = sample.image.size
-    matched = 0
-    for box in sample.boxes:
-        name = PRIMITIVE_CLASSES[box.class_id]
-        if any(
-            p["primitive_class"] == name
-            and abs(p["x"] - box.cx / w) < 0.1
-            and abs(p["y"] - box.cy / h) < 0.1
-            for p in found
-        ):
-            matched += 1
-    assert matched >= 0.8 * len(sample.boxes), (sample.boxes, found)
+    scenes = [render_jpeg(seed) for seed in range(2025, 2035)]
+    task_ids = [submit(http, headers, image, detection=1) for image, _ in scenes]
+    assert set(wait_finished(http, headers, task_ids).values()) == {"done"}
+    matched = drawn = 0
+    for task_id, (_, sample) in zip(task_ids, scenes, strict=True):
+        found = http.get(f"/tasks/{task_id}/result", headers=headers).json()["result"]["primitives"]
+        w, h = sample.image.size
+        drawn += len(sample.boxes)
+        for box in sample.boxes:
+            name = PRIMITIVE_CLASSES[box.class_id]
+            matched += any(
+                p["primitive_class"] == name
+                and abs(p["x"] - box.cx / w) < 0.1
+                and abs(p["y"] - box.cy / h) < 0.1
+                for p in found
+            )
+    assert drawn >= 20
+    assert matched >= 0.85 * drawn, (matched, drawn)
 
 
 def test_health_routes_answer_without_a_token(http):
