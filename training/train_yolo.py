@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 
 from training import history
 
@@ -46,6 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr0", type=float, default=0.01)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of train images used")
+    parser.add_argument(
+        "--mix",
+        nargs="*",
+        default=[],
+        metavar="SOURCE=WEIGHT",
+        help="how often each source's training images are drawn per epoch (2: every image "
+        "twice, 0.5: half of them, 1 for sources not named); the validation split is unchanged",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", type=Path, default=Path("runs"))
     parser.add_argument("--name", default="yolo")
@@ -58,6 +67,10 @@ def main(argv: list[str] | None = None) -> None:
 
     run_dir = args.project.resolve() / args.name
     last = run_dir / "weights" / "last.pt"
+    data = args.data
+    if args.mix:
+        data = mixed_dataset(args.data, parse_mix(args.mix), run_dir)
+        log.info("training images drawn by source: %s (%s)", " ".join(args.mix), data)
     device = 0 if torch.cuda.is_available() else "cpu"
     if last.exists() and not args.fresh:
         log.info("resuming from %s", last)
@@ -66,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model = YOLO(args.model)
         model.train(
-            data=str(args.data.resolve()),
+            data=str(data.resolve()),
             epochs=args.epochs,
             imgsz=args.imgsz,
             batch=args.batch,
@@ -102,8 +115,56 @@ def main(argv: list[str] | None = None) -> None:
         epochs=curve,
         seconds=curve[-1]["seconds"] if curve else 0.0,
         metric="mAP50",
-        images=f"{args.data} (train, fraction {args.fraction}), imgsz {args.imgsz}",
+        images=f"{args.data} (train, fraction {args.fraction}"
+        + (f", drawn {' '.join(args.mix)}" if args.mix else "")
+        + f"), imgsz {args.imgsz}",
     )
+
+
+def parse_mix(items: list[str]) -> dict[str, float]:
+    """``["raycast=2", "classic=0.5"]`` -> ``{"raycast": 2.0, "classic": 0.5}``."""
+    mix = {}
+    for item in items:
+        source, _, weight = item.partition("=")
+        try:
+            mix[source] = float(weight)
+        except ValueError:
+            raise SystemExit(f"--mix {item!r}: expected SOURCE=WEIGHT, e.g. raycast=2") from None
+        if mix[source] < 0:
+            raise SystemExit(f"--mix {item!r}: a weight is 0 or more")
+    return mix
+
+
+def mixed_dataset(data_yaml: Path, mix: dict[str, float], run_dir: Path) -> Path:
+    """Write ``run_dir/dataset.yaml`` whose train split is a list of the training images with
+    each source's share scaled by ``mix``: the whole source ``int(weight)`` times, then the
+    first part of it for the fraction left (images are named ``<source>-<index>.jpg`` and a
+    source's images are alike, so its first ones are as good as any). Validation and test
+    splits are the data set's own."""
+    spec = yaml.safe_load(data_yaml.read_text())
+    root = Path(spec["path"])
+    by_source: dict[str, list[Path]] = {}
+    for image in sorted((root / spec["train"]).glob("*.jpg")):
+        by_source.setdefault(image.name.rpartition("-")[0], []).append(image)
+    unknown = sorted(set(mix) - set(by_source))
+    if unknown:
+        raise SystemExit(f"--mix names {unknown}, not among the sources {sorted(by_source)}")
+    lines = []
+    for source, images in by_source.items():
+        weight = mix.get(source, 1.0)
+        lines += [str(i) for i in images] * int(weight)
+        lines += [str(i) for i in images[: round(len(images) * (weight % 1))]]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "train.txt").write_text("\n".join(lines) + "\n")
+    spec.update(
+        path=str(root),
+        train=str(run_dir / "train.txt"),
+        val=str(root / spec["val"]),
+        test=str(root / spec["test"]),
+    )
+    out = run_dir / "dataset.yaml"
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
 
 
 def read_curve(results: Path) -> list[dict[str, float]]:

@@ -1,0 +1,71 @@
+"""The YOLO trainer's source mix: how often each source's training images are drawn."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.train_yolo import mixed_dataset, parse_mix
+
+
+@pytest.fixture
+def data_yaml(tmp_path: Path) -> Path:
+    root = tmp_path / "primitives"
+    for split, sources in {
+        "train": {"raycast": 4, "classic": 6, "noise": 3},
+        "val": {"x": 1},
+    }.items():
+        (root / "images" / split).mkdir(parents=True)
+        for source, n in sources.items():
+            for i in range(n):
+                (root / "images" / split / f"{source}-{i:06d}.jpg").write_bytes(b"")
+    spec = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test"}
+    spec["names"] = {0: "sphere", 1: "cube"}
+    (root / "dataset.yaml").write_text(yaml.safe_dump(spec))
+    return root / "dataset.yaml"
+
+
+def test_each_source_is_drawn_by_its_weight(data_yaml: Path, tmp_path: Path) -> None:
+    out = mixed_dataset(data_yaml, parse_mix(["raycast=2", "classic=0.5"]), tmp_path / "run")
+    spec = yaml.safe_load(out.read_text())
+    lines = Path(spec["train"]).read_text().split()
+    drawn = {
+        s: sum(Path(x).name.startswith(s + "-") for x in lines)
+        for s in ("raycast", "classic", "noise")
+    }
+    assert drawn == {"raycast": 8, "classic": 3, "noise": 3}
+    # Half of a source is its first images, and every line is an image that exists.
+    assert sorted(Path(x).name for x in lines if "classic" in x) == [
+        f"classic-{i:06d}.jpg" for i in range(3)
+    ]
+    assert all(Path(x).is_file() for x in lines)
+    # Validation, test and class names are the data set's own.
+    root = data_yaml.parent
+    assert spec["val"] == str(root / "images/val")
+    assert spec["test"] == str(root / "images/test")
+    assert spec["names"] == {0: "sphere", 1: "cube"}
+
+
+def test_a_weight_of_zero_leaves_a_source_out(data_yaml: Path, tmp_path: Path) -> None:
+    out = mixed_dataset(data_yaml, {"noise": 0.0}, tmp_path / "run")
+    lines = Path(yaml.safe_load(out.read_text())["train"]).read_text().split()
+    assert len(lines) == 10
+    assert not any("noise" in x for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("items", "message"),
+    [
+        (["raycast"], "expected SOURCE=WEIGHT"),
+        (["raycast=two"], "expected SOURCE=WEIGHT"),
+        (["raycast=-1"], "0 or more"),
+    ],
+)
+def test_a_malformed_mix_says_what_is_wrong(items: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        parse_mix(items)
+
+
+def test_a_source_not_in_the_data_set_is_refused(data_yaml: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"\['raycats'\], not among the sources"):
+        mixed_dataset(data_yaml, {"raycats": 2.0}, tmp_path / "run")
