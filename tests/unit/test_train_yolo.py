@@ -19,8 +19,13 @@ def data_yaml(tmp_path: Path) -> Path:
         for source, n in sources.items():
             for i in range(n):
                 (root / "images" / split / f"{source}-{i:06d}.jpg").write_bytes(b"")
-    spec = {"path": str(root), "train": "images/train", "val": "images/val", "test": "images/test"}
-    spec["names"] = {0: "sphere", 1: "cube"}
+    spec = {
+        "path": str(root),
+        "train": "images/train",
+        "val": "images/val",
+        "test": "images/test",
+        "names": {0: "sphere", 1: "cube"},
+    }
     (root / "dataset.yaml").write_text(yaml.safe_dump(spec))
     return root / "dataset.yaml"
 
