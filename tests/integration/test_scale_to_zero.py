@@ -43,7 +43,7 @@ def test_a_task_for_a_model_at_zero_starts_a_replica_which_goes_again_when_idle(
     body = response.json()
     if body["status"] == "in progress":  # a cold start past the 60 s wait (a loaded machine)
         assert wait_finished(http, headers, [body["id"]], timeout=120) == {body["id"]: "done"}
-        body = http.get(f"/api/tasks/{body['id']}", headers=headers).json()
+        body = http.get(f"/api/tasks/{body['id']}/result", headers=headers).json()
     assert body["status"] == "done", body  # it waited for the replica, it did not fail
     assert body["result"]["detection_model"] == "SSD"
     assert replicas("SSD") == 1
