@@ -100,9 +100,10 @@ CARDS: dict[str, dict[str, Any]] = {
         "surfaces need photographs of that kind, which this offline build does not have; "
         "answering from the agreement of crops would catch it (each half is uniform) at "
         "three times the cost, over the 1.3 × bound.\n\n"
-        "Round 3's second sitting looked further. Greying out a quarter of the frame at a "
-        "time (80 pixels of 160) takes street down to 0.09 only where it covers the flag "
-        "and the face; the photograph's nearest training images in the model's pooled "
+        "Round 3's second sitting looked further. Covering part of the 160-pixel input "
+        "with the photograph's mean colour: a 40-pixel square slid 20 pixels at a time "
+        "leaves street at 0.40 or more (0.90 or more in most places), an 80-pixel one takes "
+        "it down to 0.09 only where it covers the flag and the face; the photograph's nearest training images in the model's pooled "
         "features (cosine distance, 10th neighbour: 0.033, inside the 95th percentile of "
         "in-domain validation images, 0.041; the other six photographs 0.32 to 0.58) are "
         "all `randomized` streets whose middle is hidden by large objects, leaving a grid "
@@ -150,7 +151,8 @@ def _data_section() -> str:
             "`photo_recoloured` (round 3): one to three crops of the training photographs in "
             "horizontal bands, each band given the colour statistics (Lab mean and spread) of "
             "the same band of a rendered scene: a scene's colours without its structure "
-            "(no labels).",
+            "(no labels); `photo_on_scene` (round 3): a scene background with a large crop of "
+            "a training photograph standing in front of it (no labels, no scene).",
             "",
             "Images per split and source:",
             "",
