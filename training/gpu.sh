@@ -40,7 +40,7 @@ step "YOLO for $YOLO_HOURS h"
 $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/yolo_obb.pt \
   --name yolo_gpu --hours "$YOLO_HOURS" --epochs 100 --close-mosaic 2 --batch 64 \
   --optimizer AdamW --lr0 0.001 \
-  --mix raycast=2 randomized=1.5 distractors=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 \
+  --mix raycast=2 randomized=2 distractors=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 \
   --workers "$(at_least_1 $((CORES - 2)))" --out "$OUT/yolo_obb.pt"
 
 step "SSD for $SSD_EPOCHS epochs and model_v1 for $CLASSIFIER_EPOCHS, side by side"
