@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -54,6 +55,28 @@ class Scenes(Dataset):
             gain = np.random.uniform(0.8, 1.2, size=3) * np.random.uniform(0.8, 1.2)
             arr = np.clip(arr * gain, 0, 255).astype(np.uint8)
         return torch.from_numpy(classifier_input(np.ascontiguousarray(arr), self.size)), item.scene
+
+
+def object_coverage(item: Item, grid: int = 64) -> float:
+    """Share of the frame inside the item's labelled boxes (their union, on a grid)."""
+    mask = Image.new("L", (grid, grid), 0)
+    draw = ImageDraw.Draw(mask)
+    for corners in item.corners:
+        draw.polygon([(float(x) * grid, float(y) * grid) for x, y in corners], fill=1)
+    return float(np.asarray(mask).mean())
+
+
+def occluded_as_unknown(items: list[Item], fraction: float) -> tuple[list[Item], int]:
+    """The items, those with a scene whose boxes cover at least ``fraction`` of the frame
+    learnt as having none (the scene is mostly hidden: a uniform answer, not a guess from
+    what is left of it at the edges); how many were changed. ``fraction`` 0 changes none."""
+    if fraction <= 0:
+        return items, 0
+    out = [
+        replace(it, scene=-1) if it.scene >= 0 and object_coverage(it) >= fraction else it
+        for it in items
+    ]
+    return out, sum(a.scene != b.scene for a, b in zip(items, out, strict=True))
 
 
 def scene_loss(logits: torch.Tensor, scene: torch.Tensor, outlier_weight: float) -> torch.Tensor:
@@ -106,6 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--outlier-weight", type=float, default=1.0, help="weight of the outlier-exposure term"
     )
+    parser.add_argument(
+        "--occluded-as-unknown",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="learn images whose labelled objects cover this share of the frame as no scene",
+    )
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
@@ -116,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     items = read_split(args.data, "train")
     if args.limit:
         items = items[: args.limit]
+    items, hidden = occluded_as_unknown(items, args.occluded_as_unknown)
+    if hidden:
+        log.info("%d training images with their scene mostly hidden learnt as none", hidden)
     loader = DataLoader(
         Scenes(items, args.size, train=True),
         batch_size=args.batch,
@@ -170,7 +203,12 @@ def main(argv: list[str] | None = None) -> None:
             epochs=curve,
             seconds=curve[-1]["seconds"],
             metric="accuracy",
-            images=f"{args.data} (train), size {args.size}",
+            images=f"{args.data} (train), size {args.size}"
+            + (
+                f", scenes covered {args.occluded_as_unknown:g} or more learnt as none"
+                if args.occluded_as_unknown
+                else ""
+            ),
         )
 
 
