@@ -48,8 +48,8 @@ CARDS: dict[str, dict[str, Any]] = {
         "Round 3's third sitting drew randomized scenes twice per epoch (the split furthest "
         "from its target): mAP rose on every split, while confident false detections on "
         "distractor scenes rose from 0.233 (second sitting) to 0.300 per scene, already over "
-        "the 0.10 target before it; the next sitting raises the distractors' share. The "
-        "curve still rose 0.814 → 0.830 in the last epoch: not converged.",
+        "the 0.10 target before it; the next sitting should raise the distractors' share. "
+        "The curve still rose 0.814 → 0.830 in the last epoch: not converged.",
     },
     "SSD": {
         "what": "torchvision SSDlite320 with a MobileNetV3-Large backbone (reduced tail), run "
