@@ -64,9 +64,10 @@ SSD_EPOCHS ?= 3
 CLASSIFIER_EPOCHS ?= 3
 # Each source's training images drawn per epoch (docs/failures.md): the ray-caster's scenes
 # (where the misses are), the randomized scenes (the split furthest from its target after
-# round 3's second sitting) and the distractors (false boxes) more, the learned ones less.
+# round 3's second sitting) and the distractors (false boxes; 3 since the third sitting left
+# 0.30 false boxes per distractor scene) more, the learned ones less.
 # training/gpu.sh reads this line too.
-YOLO_MIX ?= raycast=2 randomized=2 distractors=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
+YOLO_MIX ?= raycast=2 randomized=2 distractors=3 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
 train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
 	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml \
 	  --model weights/yolo_obb.pt --name yolo_sitting --hours $(YOLO_HOURS) --epochs 100 \
