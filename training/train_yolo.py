@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -60,10 +61,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="yolo")
     parser.add_argument("--out", type=Path, default=Path("weights/yolo_obb.pt"))
     parser.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CPU threads for training (every core; ultralytics alone keeps one core idle)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from ultralytics import YOLO
+
+    train_on_threads(args.threads)
 
     run_dir = args.project.resolve() / args.name
     last = run_dir / "weights" / "last.pt"
@@ -119,6 +128,15 @@ def main(argv: list[str] | None = None) -> None:
         + (f", drawn {' '.join(args.mix)}" if args.mix else "")
         + f"), imgsz {args.imgsz}",
     )
+
+
+def train_on_threads(threads: int) -> None:
+    """Have ultralytics train on ``threads`` CPU threads. Its ``select_device()`` sets torch's
+    threads to ``os.cpu_count() - 1`` on CPU: one on a two-core machine, where both cores
+    train about 1.45x faster (2.1 -> 1.5 s a batch of 16 at 256 px here)."""
+    from ultralytics.utils import torch_utils
+
+    torch_utils.NUM_THREADS = threads
 
 
 def parse_mix(items: list[str]) -> dict[str, float]:

@@ -1,11 +1,13 @@
-"""The YOLO trainer's source mix: how often each source's training images are drawn."""
+"""The YOLO trainer: how often each source's training images are drawn, and its CPU threads."""
 
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from ultralytics.utils import torch_utils
 
-from training.train_yolo import mixed_dataset, parse_mix
+from training.train_yolo import mixed_dataset, parse_mix, train_on_threads
 
 
 @pytest.fixture
@@ -74,3 +76,16 @@ def test_a_malformed_mix_says_what_is_wrong(items: list[str], message: str) -> N
 def test_a_source_not_in_the_data_set_is_refused(data_yaml: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"\['raycats'\], not among the sources"):
         mixed_dataset(data_yaml, {"raycats": 2.0}, tmp_path / "run")
+
+
+def test_cpu_training_uses_the_threads_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ultralytics' own default is one core fewer than the machine has (one of two here)."""
+    monkeypatch.setattr(torch_utils, "NUM_THREADS", torch_utils.NUM_THREADS)  # put back after
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        train_on_threads(3)
+        torch_utils.select_device("cpu", verbose=False)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
