@@ -106,8 +106,14 @@ class UltralyticsPredictor(Predictor[Detection]):
     backend = Backend.ultralytics
 
     def _load(self) -> None:
+        import torch
         from ultralytics import YOLO
+        from ultralytics.utils import torch_utils
 
+        # The first predict runs ultralytics' select_device(), which on CPU sets torch's
+        # threads for the whole process to os.cpu_count() - 1 (at most 8): keep the
+        # process's own (Ray's, from the replica's num_cpus, or torch_threads) instead.
+        torch_utils.NUM_THREADS = torch.get_num_threads()
         self.model = YOLO(str(self.weights_path))
         self.model.to(self.device)
         names = self.model.names

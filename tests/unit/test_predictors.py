@@ -48,3 +48,21 @@ def test_describe_names_the_weights_and_device(registry):
     assert info.name == "SSD" and info.backend == "torchvision_ssd" and info.device == "cpu"
     assert info.classes == ["sphere", "cube", "cylinder", "cone", "pyramid"]
     assert len(info.weights_sha256) == 64
+
+
+def test_loading_yolo_keeps_the_process_torch_threads(registry, monkeypatch):
+    """ultralytics would set them to os.cpu_count() - 1 on its first predict (one of two cores
+    here, up to 8 on a large node whatever the replica's num_cpus)."""
+    import torch
+    from ultralytics import utils
+    from ultralytics.utils import torch_utils
+
+    monkeypatch.setattr(torch_utils, "NUM_THREADS", torch_utils.NUM_THREADS)  # put back after
+    before = torch.get_num_threads()
+    wanted = utils.NUM_THREADS + 1  # never ultralytics' own choice
+    try:
+        torch.set_num_threads(wanted)
+        build_predictor(registry.by_name("YOLO"), device="cpu")  # warms up: one predict
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(before)
