@@ -63,11 +63,11 @@ YOLO_HOURS ?= 1.2
 SSD_EPOCHS ?= 3
 CLASSIFIER_EPOCHS ?= 3
 # Each source's training images drawn per epoch (docs/failures.md): the ray-caster's scenes
-# (where the misses are), the randomized scenes (the split furthest from its target: 2.5
-# since the fourth sitting left it at 0.69 against the ray-caster's 0.77) and the
-# distractors (false boxes; 4 since the fourth sitting left 0.21 false boxes per distractor
-# scene against 0.10) more, the learned ones less. training/gpu.sh reads this line too.
-YOLO_MIX ?= raycast=2 randomized=2.5 distractors=4 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
+# (where the misses are), the randomized scenes (the split furthest from its target after
+# round 3's second sitting) and the distractors (false boxes; 3 since the third sitting left
+# 0.30 false boxes per distractor scene) more, the learned ones less.
+# training/gpu.sh reads this line too.
+YOLO_MIX ?= raycast=2 randomized=2 distractors=3 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
 train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
 	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml \
 	  --model weights/yolo_obb.pt --name yolo_sitting --hours $(YOLO_HOURS) --epochs 100 \
