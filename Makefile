@@ -49,7 +49,7 @@ lint: install  ## ruff format --check, ruff check and mypy over every package (C
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-data: install  ## Render the data set from every source into data/primitives (~25 min; then only what is missing)
+data: install  ## Render the data set from every source into data/primitives (25-35 min on two cores; then only what is missing)
 	$(BIN)/python -m training.datagen --out data/primitives
 
 samples: install  ## Contact sheets with the labels drawn, and the box convention (docs/)
