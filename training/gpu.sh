@@ -23,6 +23,7 @@ CLASSIFIER_EPOCHS=${CLASSIFIER_EPOCHS:-4}
 # The sources' mix is the Makefile's (one recipe for both machines).
 YOLO_MIX=${YOLO_MIX:-$(sed -n 's/^YOLO_MIX ?= //p' Makefile)}
 [ -n "$YOLO_MIX" ] || { echo "no YOLO_MIX in the Makefile" >&2; exit 1; }
+YOLO_VAL=${YOLO_VAL:-$(sed -n 's/^YOLO_VAL ?= //p' Makefile)}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-train.log") 2>&1
 if [ -d .whl ]; then
@@ -43,7 +44,7 @@ step "YOLO for $YOLO_HOURS h"
 $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/yolo_obb.pt \
   --name yolo_gpu --hours "$YOLO_HOURS" --epochs 100 --close-mosaic 2 --batch 64 \
   --optimizer AdamW --lr0 0.001 \
-  --mix $YOLO_MIX \
+  --mix $YOLO_MIX ${YOLO_VAL:+--val-sources $YOLO_VAL} \
   --workers "$(at_least_1 $((CORES - 2)))" --out "$OUT/yolo_obb.pt"
 
 step "SSD for $SSD_EPOCHS epochs and model_v1 for $CLASSIFIER_EPOCHS, side by side"

@@ -56,6 +56,14 @@ def main(argv: list[str] | None = None) -> None:
         help="how often each source's training images are drawn per epoch (2: every image "
         "twice, 0.5: half of them, 1 for sources not named); the validation split is unchanged",
     )
+    parser.add_argument(
+        "--val-sources",
+        nargs="*",
+        default=[],
+        metavar="SOURCE",
+        help="validate (and pick the epoch that ships) on these sources' validation images "
+        "only, e.g. the ones the targets are measured on (default: the whole split)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", type=Path, default=Path("runs"))
     parser.add_argument("--name", default="yolo")
@@ -77,9 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.project.resolve() / args.name
     last = run_dir / "weights" / "last.pt"
     data = args.data
-    if args.mix:
-        data = mixed_dataset(args.data, parse_mix(args.mix), run_dir)
+    if args.mix or args.val_sources:
+        data = mixed_dataset(args.data, parse_mix(args.mix), run_dir, args.val_sources)
         log.info("training images drawn by source: %s (%s)", " ".join(args.mix), data)
+        if args.val_sources:
+            log.info("validation on %s only", " ".join(args.val_sources))
     device = 0 if torch.cuda.is_available() else "cpu"
     if last.exists() and not args.fresh:
         log.info("resuming from %s", last)
@@ -126,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         metric="mAP50",
         images=f"{args.data} (train, fraction {args.fraction}"
         + (f", drawn {' '.join(args.mix)}" if args.mix else "")
+        + (f"; validated on {' '.join(args.val_sources)}" if args.val_sources else "")
         + f"), imgsz {args.imgsz}",
     )
 
@@ -153,17 +164,29 @@ def parse_mix(items: list[str]) -> dict[str, float]:
     return mix
 
 
-def mixed_dataset(data_yaml: Path, mix: dict[str, float], run_dir: Path) -> Path:
+def _by_source(folder: Path) -> dict[str, list[Path]]:
+    """A split's images by source (images are named ``<source>-<index>.jpg``)."""
+    by_source: dict[str, list[Path]] = {}
+    for image in sorted(folder.glob("*.jpg")):
+        by_source.setdefault(image.name.rpartition("-")[0], []).append(image)
+    return by_source
+
+
+def mixed_dataset(
+    data_yaml: Path,
+    mix: dict[str, float],
+    run_dir: Path,
+    val_sources: list[str] | None = None,
+) -> Path:
     """Write ``run_dir/dataset.yaml`` whose train split is a list of the training images with
     each source's share scaled by ``mix``: the whole source ``int(weight)`` times, then the
-    first part of it for the fraction left (images are named ``<source>-<index>.jpg`` and a
-    source's images are alike, so its first ones are as good as any). Validation and test
-    splits are the data set's own."""
+    first part of it for the fraction left (a source's images are alike, so its first ones
+    are as good as any). The validation split, which picks the epoch that ships, is the data
+    set's own, or only its images from ``val_sources`` when given; the test split is the
+    data set's own."""
     spec = yaml.safe_load(data_yaml.read_text())
     root = Path(spec["path"])
-    by_source: dict[str, list[Path]] = {}
-    for image in sorted((root / spec["train"]).glob("*.jpg")):
-        by_source.setdefault(image.name.rpartition("-")[0], []).append(image)
+    by_source = _by_source(root / spec["train"])
     unknown = sorted(set(mix) - set(by_source))
     if unknown:
         raise SystemExit(f"--mix names {unknown}, not among the sources {sorted(by_source)}")
@@ -174,10 +197,22 @@ def mixed_dataset(data_yaml: Path, mix: dict[str, float], run_dir: Path) -> Path
         lines += [str(i) for i in images[: round(len(images) * (weight % 1))]]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train.txt").write_text("\n".join(lines) + "\n")
+    val = str(root / spec["val"])
+    if val_sources:
+        val_by_source = _by_source(root / spec["val"])
+        unknown = sorted(set(val_sources) - set(val_by_source))
+        if unknown:
+            raise SystemExit(
+                f"--val-sources names {unknown}, not among the validation sources "
+                f"{sorted(val_by_source)}"
+            )
+        val_lines = [str(i) for source in val_sources for i in val_by_source[source]]
+        (run_dir / "val.txt").write_text("\n".join(val_lines) + "\n")
+        val = str(run_dir / "val.txt")
     spec.update(
         path=str(root),
         train=str(run_dir / "train.txt"),
-        val=str(root / spec["val"]),
+        val=val,
         test=str(root / spec["test"]),
     )
     out = run_dir / "dataset.yaml"

@@ -15,7 +15,7 @@ def data_yaml(tmp_path: Path) -> Path:
     root = tmp_path / "primitives"
     for split, sources in {
         "train": {"raycast": 4, "classic": 6, "noise": 3},
-        "val": {"x": 1},
+        "val": {"raycast": 2, "classic": 3, "distractors": 1},
     }.items():
         (root / "images" / split).mkdir(parents=True)
         for source, n in sources.items():
@@ -76,6 +76,21 @@ def test_a_malformed_mix_says_what_is_wrong(items: list[str], message: str) -> N
 def test_a_source_not_in_the_data_set_is_refused(data_yaml: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"\['raycats'\], not among the sources"):
         mixed_dataset(data_yaml, {"raycats": 2.0}, tmp_path / "run")
+
+
+def test_validation_can_be_only_the_target_sources(data_yaml: Path, tmp_path: Path) -> None:
+    out = mixed_dataset(data_yaml, {}, tmp_path / "run", ["raycast", "distractors"])
+    spec = yaml.safe_load(out.read_text())
+    val = sorted(Path(x).name for x in Path(spec["val"]).read_text().split())
+    assert val == ["distractors-000000.jpg", "raycast-000000.jpg", "raycast-000001.jpg"]
+    assert all(Path(x).is_file() for x in Path(spec["val"]).read_text().split())
+    # The training images are all drawn, once each.
+    assert len(Path(spec["train"]).read_text().split()) == 13
+
+
+def test_a_validation_source_not_in_the_split_is_refused(data_yaml: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"--val-sources names \['randomized'\]"):
+        mixed_dataset(data_yaml, {}, tmp_path / "run", ["raycast", "randomized"])
 
 
 def test_cpu_training_uses_the_threads_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
