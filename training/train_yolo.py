@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         metavar="SOURCE=WEIGHT",
         help="how often each source's training images are drawn per epoch (2: every image "
-        "twice, 0.5: half of them, 1 for sources not named); the validation split is unchanged",
+        "twice, 0.5: half of them, 1 for sources not named); validation: --val-sources",
     )
     parser.add_argument(
         "--val-sources",
