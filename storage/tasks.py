@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -441,11 +442,14 @@ class ClaimedTask:
     image: bytes | None
 
 
-def claim_tasks_with_inputs(*, db: Session, limit: int, lease_seconds: float) -> list[ClaimedTask]:
-    """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease),
-    their images read in the same transaction (one query for the whole batch, not one per
-    task; None for a task deleted meanwhile)."""
-    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds)
+def claim_tasks_with_inputs(
+    *, db: Session, limit: int, lease_seconds: float, running: Collection[int] = ()
+) -> list[ClaimedTask]:
+    """Claim up to ``limit`` runnable tasks (queued, or in progress with a lapsed lease and
+    not among ``running``, the claimer's own runs), their images read in the same
+    transaction (one query for the whole batch, not one per task; None for a task deleted
+    meanwhile)."""
+    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds, running=running)
     images: dict[int, bytes] = {}
     if claims:
         rows = db.execute(
@@ -495,9 +499,13 @@ _CLAIMED = (
 )
 
 
-def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
+def _claim(
+    *, db: Session, limit: int, lease_seconds: float, running: Collection[int] = ()
+) -> list[Claim]:
     """Claim tasks whose lease lapsed (their run died), then queued ones in the queue's
-    order, never one past its deadline; the clock moves to the turns started."""
+    order, never one past its deadline; the clock moves to the turns started. A lapsed task
+    among ``running`` is the claimer's own run, alive but late to renew (a busy process):
+    claiming it again would run it twice and count an attempt that never crashed."""
     now = utcnow()
     token = str(uuid.uuid4())
     claim_values = {
@@ -521,7 +529,11 @@ def _claim(*, db: Session, limit: int, lease_seconds: float) -> list[Claim]:
 
     rows = take(
         select(TASK.id)
-        .where(TASK.status == TaskStatus.in_progress.value, TASK.lease_expires_at < now)
+        .where(
+            TASK.status == TaskStatus.in_progress.value,
+            TASK.lease_expires_at < now,
+            TASK.id.notin_(list(running)),
+        )
         .order_by(TASK.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -748,9 +760,13 @@ class ClaimStore:
         self.sessions = sessions
         self.read_sessions = read_sessions or sessions
 
-    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
+    def claim_tasks(
+        self, *, limit: int, lease_seconds: float, running: Collection[int] = ()
+    ) -> list[ClaimedTask]:
         with self.sessions() as db:
-            return claim_tasks_with_inputs(db=db, limit=limit, lease_seconds=lease_seconds)
+            return claim_tasks_with_inputs(
+                db=db, limit=limit, lease_seconds=lease_seconds, running=running
+            )
 
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
         with self.sessions() as db:

@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 class Store(Protocol):
     """The claim operations the dispatcher needs (``storage.tasks.ClaimStore``)."""
 
-    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]: ...
+    def claim_tasks(
+        self, *, limit: int, lease_seconds: float, running: Collection[int] = ()
+    ) -> list[ClaimedTask]: ...
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]: ...
     def is_settled(self, *, task_id: int) -> bool: ...
     def waiting_by_model(self) -> dict[int, int]: ...
@@ -208,7 +210,10 @@ class Dispatcher:
         if free <= 0 or self.paused:
             return 0
         claimed = await self._db(
-            self.store.claim_tasks, limit=free, lease_seconds=self.lease_seconds
+            self.store.claim_tasks,
+            limit=free,
+            lease_seconds=self.lease_seconds,
+            running=list(self.running),
         )
         for item in claimed:
             claim = item.claim
@@ -232,8 +237,10 @@ class Dispatcher:
                 log.exception("dispatch failed; retrying")
                 await asyncio.sleep(1.0)
 
-    def _finished(self, task_id: int, _task: asyncio.Task[None] | None = None) -> None:
-        self.running.pop(task_id, None)
+    def _finished(self, task_id: int, task: asyncio.Task[None]) -> None:
+        entry = self.running.get(task_id)
+        if entry is not None and entry[1] is task:
+            del self.running[task_id]  # never a newer run of the same task
         event = self.waiters.pop(task_id, None)
         if event is not None:
             event.set()

@@ -148,13 +148,15 @@ def submit(client, headers, image: bytes, **params) -> int:
     return int(response.json()["id"])
 
 
-def claim_batch(*, db, limit: int, lease_seconds: float) -> list:
+def claim_batch(*, db, limit: int, lease_seconds: float, running=()) -> list:
     """Claim as the queue does (storage.tasks.claim_tasks_with_inputs), without the images."""
     from storage import tasks
 
     return [
         c.claim
-        for c in tasks.claim_tasks_with_inputs(db=db, limit=limit, lease_seconds=lease_seconds)
+        for c in tasks.claim_tasks_with_inputs(
+            db=db, limit=limit, lease_seconds=lease_seconds, running=running
+        )
     ]
 
 

@@ -69,6 +69,17 @@ def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
         assert db.get(Task, task_id).status == "done"
 
 
+def test_a_claimer_never_claims_again_a_lapsed_task_it_is_still_running(sessions):
+    mine, dead = _tasks(sessions, 2)
+    with sessions() as db:
+        claim_batch(db=db, limit=5, lease_seconds=0.2)
+    time.sleep(0.3)
+    with sessions() as db:  # both lapsed; ``mine`` still runs in this claimer, late to renew
+        (again,) = claim_batch(db=db, limit=5, lease_seconds=30, running=[mine])
+        assert (again.task_id, again.attempts) == (dead, 2)
+        assert db.get(Task, mine).attempts == 1
+
+
 def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
     keep, gone = _tasks(sessions, 2)
     with sessions() as db:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -31,6 +33,7 @@ class MemoryStore:
     rows: dict[int, Row] = field(default_factory=dict)
     tokens: itertools.count = field(default_factory=itertools.count)
     lost: set[int] = field(default_factory=set)  # leases the store will refuse to renew
+    lapsed: set[int] = field(default_factory=set)  # leases past their time, not yet renewed
     writes: list[int] = field(default_factory=list)  # results stored per transaction
 
     def add(self, *images: bytes) -> list[int]:
@@ -45,11 +48,15 @@ class MemoryStore:
         row = self.rows.get(claim.task_id)
         return row is not None and row.token == claim.token and row.status == "in progress"
 
-    def claim_tasks(self, *, limit: int, lease_seconds: float) -> list[ClaimedTask]:
+    def claim_tasks(
+        self, *, limit: int, lease_seconds: float, running: Collection[int] = ()
+    ) -> list[ClaimedTask]:
         token = f"t{next(self.tokens)}"
         out: list[ClaimedTask] = []
         for task_id, row in sorted(self.rows.items()):
-            if row.status == "queued" and len(out) < limit:
+            lapsed = row.status == "in progress" and task_id in self.lapsed
+            if (row.status == "queued" or (lapsed and task_id not in running)) and len(out) < limit:
+                self.lapsed.discard(task_id)
                 row.status, row.token = "in progress", token
                 row.attempts += 1
                 out.append(
@@ -61,7 +68,9 @@ class MemoryStore:
         return out
 
     def renew_leases(self, *, claims: list[Claim], lease_seconds: float) -> set[int]:
-        return {c.task_id for c in claims if self._holds(c) and c.task_id not in self.lost}
+        held = {c.task_id for c in claims if self._holds(c) and c.task_id not in self.lost}
+        self.lapsed -= held
+        return held
 
     def is_settled(self, *, task_id: int) -> bool:
         row = self.rows.get(task_id)
@@ -239,6 +248,83 @@ def test_a_lost_lease_cancels_the_running_task_and_nothing_is_stored():
         models.gate.set()
         await asyncio.sleep(0.05)
         assert store.rows[task_id].result is None
+
+    asyncio.run(scenario())
+
+
+def test_a_run_late_to_renew_its_lease_is_not_claimed_again_by_its_own_dispatcher():
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        (task_id,) = store.add(b"slow")
+        dispatcher = make_dispatcher(store, models)
+        assert await dispatcher.dispatch_once() == 1
+        await asyncio.sleep(0.05)
+        store.lapsed.add(task_id)  # the process was too busy to renew in time
+        assert await dispatcher.dispatch_once() == 0  # its own run: not a second one
+        await dispatcher.renew_once()
+        assert task_id not in store.lapsed and list(dispatcher.running) == [task_id]
+        models.gate.set()
+        async with asyncio.timeout(1):
+            while store.rows[task_id].status != "done":
+                await asyncio.sleep(0.01)
+        assert store.rows[task_id].attempts == 1
+        assert dispatcher.stats.claimed == 1 and dispatcher.stats.discarded == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_run_that_returns_after_its_task_was_claimed_again_leaves_the_new_run_tracked():
+    """A released task can be claimed again (the claim ran in another thread) before the
+    run that released it has returned: the old run's end must not untrack the new one, whose
+    lease would then never be renewed."""
+
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels(crashes=1)
+        (task_id,) = store.add(b"crash")
+        returned = threading.Event()
+        release = store.release
+
+        def release_then_wait(*, claim: Claim) -> bool:
+            done = release(claim=claim)
+            store.rows[task_id].image = b"slow"  # the next run waits for the gate
+            returned.wait(timeout=5)
+            return done
+
+        store.release = release_then_wait  # type: ignore[method-assign]
+        dispatcher = make_dispatcher(store, models)
+        assert await dispatcher.dispatch_once() == 1
+        async with asyncio.timeout(2):
+            while store.rows[task_id].status != "queued":
+                await asyncio.sleep(0.01)
+        _, first = dispatcher.running[task_id]
+        assert await dispatcher.dispatch_once() == 1  # claimed again: the first run not back
+        _, second = dispatcher.running[task_id]
+        returned.set()
+        async with asyncio.timeout(2):
+            await first
+        await asyncio.sleep(0)
+        assert task_id in dispatcher.running and dispatcher.running[task_id][1] is second
+        models.gate.set()
+        async with asyncio.timeout(2):
+            await second
+        assert store.rows[task_id].status == "done" and store.rows[task_id].attempts == 2
+        assert dispatcher.running == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_lapsed_lease_of_a_dead_dispatcher_is_claimed_and_run_again():
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        (task_id,) = store.add(b"img")
+        store.claim_tasks(limit=1, lease_seconds=30)  # a dispatcher claims it, then dies
+        store.lapsed.add(task_id)
+        dispatcher = make_dispatcher(store, models)
+        assert await dispatcher.dispatch_once() == 1
+        async with asyncio.timeout(1):
+            while store.rows[task_id].status != "done":
+                await asyncio.sleep(0.01)
+        assert store.rows[task_id].attempts == 2
 
     asyncio.run(scenario())
 
