@@ -72,7 +72,7 @@ CARDS: dict[str, dict[str, Any]] = {
         "notes": "SSD predicts axis-aligned boxes: the API reports `rotation` 0 for it, and its "
         "mAP is measured with axis-aligned IoU against the axis-aligned hulls of the "
         "oriented labels (what it is trained on).\n\n"
-        "Round 3's four sittings so far (two CPU cores, no GPU lent) went to YOLO, the "
+        "Round 3's five sittings so far (two CPU cores, no GPU lent) went to YOLO, the "
         "furthest along toward its targets, and model_v1: SSD's weights are round 2's, so "
         "both columns measure the same file (the CPU times show the noise of one run). Its "
         "trainer now measures validation mAP after each epoch and ships the best epoch; "

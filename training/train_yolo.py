@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from inference.predictors import set_ultralytics_cpu_threads
 from training import history
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from ultralytics import YOLO
 
-    train_on_threads(args.threads)
+    set_ultralytics_cpu_threads(args.threads)
 
     run_dir = args.project.resolve() / args.name
     last = run_dir / "weights" / "last.pt"
@@ -139,15 +140,6 @@ def main(argv: list[str] | None = None) -> None:
         + (f"; validated on {' '.join(args.val_sources)}" if args.val_sources else "")
         + f"), imgsz {args.imgsz}",
     )
-
-
-def train_on_threads(threads: int) -> None:
-    """Have ultralytics train on ``threads`` CPU threads. Its ``select_device()`` sets torch's
-    threads to ``os.cpu_count() - 1`` on CPU: one on a two-core machine, where both cores
-    train about 1.45x faster (2.1 -> 1.5 s a batch of 16 at 256 px here)."""
-    from ultralytics.utils import torch_utils
-
-    torch_utils.NUM_THREADS = threads
 
 
 def parse_mix(items: list[str]) -> dict[str, float]:

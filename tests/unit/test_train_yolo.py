@@ -7,7 +7,8 @@ import torch
 import yaml
 from ultralytics.utils import torch_utils
 
-from training.train_yolo import mixed_dataset, parse_mix, train_on_threads
+from inference.predictors import set_ultralytics_cpu_threads
+from training.train_yolo import mixed_dataset, parse_mix
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_cpu_training_uses_the_threads_asked_for(monkeypatch: pytest.MonkeyPatch
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        train_on_threads(3)
+        set_ultralytics_cpu_threads(3)
         torch_utils.select_device("cpu", verbose=False)
         assert torch.get_num_threads() == 3
     finally:
