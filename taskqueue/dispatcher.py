@@ -239,8 +239,9 @@ class Dispatcher:
 
     def _finished(self, task_id: int, task: asyncio.Task[None]) -> None:
         entry = self.running.get(task_id)
-        if entry is not None and entry[1] is task:
-            del self.running[task_id]  # never a newer run of the same task
+        if entry is not None and entry[1] is not task:
+            return  # a run of a task released and claimed again since: the newer run ends it
+        self.running.pop(task_id, None)
         event = self.waiters.pop(task_id, None)
         if event is not None:
             event.set()
