@@ -233,13 +233,25 @@ def test_retry_delay_doubles_up_to_ten_seconds():
     assert [requeue_delay(n) for n in (1, 2, 3, 4, 5, 9)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
 
 
+async def one_slow_run() -> tuple[MemoryStore, StandInModels, Dispatcher, int]:
+    """A dispatcher running one task that waits for ``models.gate``; the task's id."""
+    store, models = MemoryStore(), StandInModels()
+    (task_id,) = store.add(b"slow")
+    dispatcher = make_dispatcher(store, models)
+    assert await dispatcher.dispatch_once() == 1
+    await asyncio.sleep(0.05)
+    return store, models, dispatcher, task_id
+
+
+async def until_status(store: MemoryStore, task_id: int, status: str) -> None:
+    async with asyncio.timeout(2):
+        while store.rows[task_id].status != status:
+            await asyncio.sleep(0.01)
+
+
 def test_a_lost_lease_cancels_the_running_task_and_nothing_is_stored():
     async def scenario() -> None:
-        store, models = MemoryStore(), StandInModels()
-        (task_id,) = store.add(b"slow")
-        dispatcher = make_dispatcher(store, models)
-        assert await dispatcher.dispatch_once() == 1
-        await asyncio.sleep(0.05)
+        store, models, dispatcher, task_id = await one_slow_run()
         store.lost.add(task_id)  # deleted or reclaimed meanwhile
         await dispatcher.renew_once()
         await asyncio.sleep(0.01)
@@ -254,19 +266,13 @@ def test_a_lost_lease_cancels_the_running_task_and_nothing_is_stored():
 
 def test_a_run_late_to_renew_its_lease_is_not_claimed_again_by_its_own_dispatcher():
     async def scenario() -> None:
-        store, models = MemoryStore(), StandInModels()
-        (task_id,) = store.add(b"slow")
-        dispatcher = make_dispatcher(store, models)
-        assert await dispatcher.dispatch_once() == 1
-        await asyncio.sleep(0.05)
+        store, models, dispatcher, task_id = await one_slow_run()
         store.lapsed.add(task_id)  # the process was too busy to renew in time
         assert await dispatcher.dispatch_once() == 0  # its own run: not a second one
         await dispatcher.renew_once()
         assert task_id not in store.lapsed and list(dispatcher.running) == [task_id]
         models.gate.set()
-        async with asyncio.timeout(1):
-            while store.rows[task_id].status != "done":
-                await asyncio.sleep(0.01)
+        await until_status(store, task_id, "done")
         assert store.rows[task_id].attempts == 1
         assert dispatcher.stats.claimed == 1 and dispatcher.stats.discarded == 0
 
@@ -293,9 +299,7 @@ def test_a_run_that_returns_after_its_task_was_claimed_again_leaves_the_new_run_
         store.release = release_then_wait  # type: ignore[method-assign]
         dispatcher = make_dispatcher(store, models)
         assert await dispatcher.dispatch_once() == 1
-        async with asyncio.timeout(2):
-            while store.rows[task_id].status != "queued":
-                await asyncio.sleep(0.01)
+        await until_status(store, task_id, "queued")
         _, first = dispatcher.running[task_id]
         assert await dispatcher.dispatch_once() == 1  # claimed again: the first run not back
         _, second = dispatcher.running[task_id]
@@ -321,9 +325,7 @@ def test_a_lapsed_lease_of_a_dead_dispatcher_is_claimed_and_run_again():
         store.lapsed.add(task_id)
         dispatcher = make_dispatcher(store, models)
         assert await dispatcher.dispatch_once() == 1
-        async with asyncio.timeout(1):
-            while store.rows[task_id].status != "done":
-                await asyncio.sleep(0.01)
+        await until_status(store, task_id, "done")
         assert store.rows[task_id].attempts == 2
 
     asyncio.run(scenario())
