@@ -317,20 +317,6 @@ def test_a_run_that_returns_after_its_task_was_claimed_again_leaves_the_new_run_
     asyncio.run(scenario())
 
 
-def test_a_lapsed_lease_of_a_dead_dispatcher_is_claimed_and_run_again():
-    async def scenario() -> None:
-        store, models = MemoryStore(), StandInModels()
-        (task_id,) = store.add(b"img")
-        store.claim_tasks(limit=1, lease_seconds=30)  # a dispatcher claims it, then dies
-        store.lapsed.add(task_id)
-        dispatcher = make_dispatcher(store, models)
-        assert await dispatcher.dispatch_once() == 1
-        await until_status(store, task_id, "done")
-        assert store.rows[task_id].attempts == 2
-
-    asyncio.run(scenario())
-
-
 def test_paused_queue_claims_nothing_until_resumed_and_long_polls_wake_on_finish():
     async def scenario() -> None:
         store, models = MemoryStore(), StandInModels()
