@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     data = args.data
     if args.mix or args.val_sources:
         data = mixed_dataset(args.data, parse_mix(args.mix), run_dir, args.val_sources)
-        log.info("training images drawn by source: %s (%s)", " ".join(args.mix), data)
+        if args.mix:
+            log.info("training images drawn by source: %s (%s)", " ".join(args.mix), data)
         if args.val_sources:
             log.info("validation on %s only", " ".join(args.val_sources))
     device = 0 if torch.cuda.is_available() else "cpu"
