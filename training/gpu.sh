@@ -24,6 +24,8 @@ CLASSIFIER_EPOCHS=${CLASSIFIER_EPOCHS:-4}
 YOLO_MIX=${YOLO_MIX:-$(sed -n 's/^YOLO_MIX ?= //p' Makefile)}
 [ -n "$YOLO_MIX" ] || { echo "no YOLO_MIX in the Makefile" >&2; exit 1; }
 YOLO_VAL=${YOLO_VAL:-$(sed -n 's/^YOLO_VAL ?= //p' Makefile)}
+YOLO_LR0=${YOLO_LR0:-$(sed -n 's/^YOLO_LR0 ?= //p' Makefile)}
+[ -n "$YOLO_LR0" ] || { echo "no YOLO_LR0 in the Makefile" >&2; exit 1; }
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-train.log") 2>&1
 if [ -d .whl ]; then
@@ -43,7 +45,7 @@ $PY -m training.datagen --out data/primitives --splits train val --workers "$COR
 step "YOLO for $YOLO_HOURS h"
 $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/yolo_obb.pt \
   --name yolo_gpu --hours "$YOLO_HOURS" --epochs 100 --close-mosaic 2 --batch 64 \
-  --optimizer AdamW --lr0 0.001 \
+  --optimizer AdamW --lr0 "$YOLO_LR0" \
   --mix $YOLO_MIX ${YOLO_VAL:+--val-sources $YOLO_VAL} \
   --workers "$(at_least_1 $((CORES - 2)))" --out "$OUT/yolo_obb.pt"
 
