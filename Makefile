@@ -60,7 +60,7 @@ samples: install  ## Contact sheets with the labels drawn, and the box conventio
 # curve is appended to weights/training-log.json, which carries the curve from machine to
 # machine (weights/README.md). On a GPU machine: training/gpu.sh (about 10 minutes).
 YOLO_HOURS ?= 1.4
-SSD_EPOCHS ?= 3
+SSD_EPOCHS ?= 5
 CLASSIFIER_EPOCHS ?= 3
 # Each source's training images drawn per epoch (docs/failures.md): the ray-caster's scenes
 # (where the misses are), the randomized scenes (the split furthest from its target after
@@ -74,13 +74,20 @@ YOLO_VAL ?= raycast randomized distractors
 # AdamW's starting rate for a sitting from the shipped weights: 1e-3 up to round 3's fifth
 # sitting, half that since the sixth (the shipped weights). training/gpu.sh too.
 YOLO_LR0 ?= 0.0005
+# SSD's sitting: its mix and validation the same way, for its one target (the ray-caster split,
+# the randomized scenes beside it so that 250 images pick the epoch, not 100), and a one-cycle
+# peak rate for a sitting of SSD_EPOCHS. training/gpu.sh reads these lines too.
+SSD_MIX ?= raycast=2 distractors=3 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
+SSD_VAL ?= raycast randomized
+SSD_LR ?= 0.002
 train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
 	$(BIN)/python -m training.train_yolo --data data/primitives/dataset.yaml \
 	  --model weights/yolo_obb.pt --name yolo_sitting --hours $(YOLO_HOURS) --epochs 100 \
 	  --optimizer AdamW --lr0 $(YOLO_LR0) --mix $(YOLO_MIX) --val-sources $(YOLO_VAL) \
 	  --close-mosaic 2
 	$(BIN)/python -m training.train_ssd --data data/primitives --init weights/ssdlite.pt \
-	  --run runs/ssd_sitting --epochs $(SSD_EPOCHS) --lr 1e-3
+	  --run runs/ssd_sitting --epochs $(SSD_EPOCHS) --lr $(SSD_LR) --mix $(SSD_MIX) \
+	  --val-sources $(SSD_VAL)
 	$(BIN)/python -m training.train_classifier --data data/primitives \
 	  --init weights/scene_classifier.pt --run runs/classifier_sitting \
 	  --epochs $(CLASSIFIER_EPOCHS) --lr 1e-3

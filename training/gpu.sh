@@ -26,6 +26,10 @@ YOLO_MIX=${YOLO_MIX:-$(sed -n 's/^YOLO_MIX ?= //p' Makefile)}
 YOLO_VAL=${YOLO_VAL:-$(sed -n 's/^YOLO_VAL ?= //p' Makefile)}
 YOLO_LR0=${YOLO_LR0:-$(sed -n 's/^YOLO_LR0 ?= //p' Makefile)}
 [ -n "$YOLO_LR0" ] || { echo "no YOLO_LR0 in the Makefile" >&2; exit 1; }
+SSD_MIX=${SSD_MIX:-$(sed -n 's/^SSD_MIX ?= //p' Makefile)}
+SSD_VAL=${SSD_VAL:-$(sed -n 's/^SSD_VAL ?= //p' Makefile)}
+SSD_LR=${SSD_LR:-$(sed -n 's/^SSD_LR ?= //p' Makefile)}
+[ -n "$SSD_LR" ] || { echo "no SSD_LR in the Makefile" >&2; exit 1; }
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-train.log") 2>&1
 if [ -d .whl ]; then
@@ -51,7 +55,8 @@ $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/y
 
 step "SSD for $SSD_EPOCHS epochs and model_v1 for $CLASSIFIER_EPOCHS, side by side"
 $PY -m training.train_ssd --data data/primitives --init weights/ssdlite.pt --run runs/ssd_gpu \
-  --epochs "$SSD_EPOCHS" --lr 1e-3 --batch 64 --workers "$(at_least_1 $((CORES / 2)))" --out "$OUT/ssdlite.pt" &
+  --epochs "$SSD_EPOCHS" --lr "$SSD_LR" --batch 64 ${SSD_MIX:+--mix $SSD_MIX} \
+  ${SSD_VAL:+--val-sources $SSD_VAL} --workers "$(at_least_1 $((CORES / 2)))" --out "$OUT/ssdlite.pt" &
 ssd=$!
 $PY -m training.train_classifier --data data/primitives --init weights/scene_classifier.pt \
   --run runs/classifier_gpu --epochs "$CLASSIFIER_EPOCHS" --lr 1e-3 --batch 64 \

@@ -6,7 +6,8 @@ axis-aligned hulls of the oriented labels.
 Images without labels (photographs, distractor-only scenes) teach it the background.
 
 Usage: ``python -m training.train_ssd --data data/primitives --epochs 8`` (``--init
-weights/ssdlite.pt`` fine-tunes the shipped weights)
+weights/ssdlite.pt`` fine-tunes the shipped weights; ``--mix`` and ``--val-sources`` as for
+``training.train_yolo``)
 Resumes from ``runs/ssd/last.pt`` unless ``--fresh``; uses CUDA when present. After each
 epoch the served predictor (``inference``) measures mAP@0.5 on the validation split's
 labelled images; the best epoch's weights are the ones written to ``--out``, and the curve
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ from inference.weights import load_torchvision_checkpoint
 from training import history
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
+from training.mix import by_source, draw, only, parse_mix
 from training.render import PRIMITIVE_CLASSES
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,10 @@ class Boxes(Dataset):
         return x, target
 
 
+def _image(item: Item) -> Path:
+    return item.image
+
+
 def build_model(num_classes: int, size: int):
     model = torchvision.models.get_model(
         ARCH, weights=None, weights_backbone=None, num_classes=num_classes + 1
@@ -111,6 +118,22 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="start from these shipped weights instead of from scratch",
     )
+    parser.add_argument(
+        "--mix",
+        nargs="*",
+        default=[],
+        metavar="SOURCE=WEIGHT",
+        help="how often each source's training images are drawn per epoch (2: every image "
+        "twice, 0.5: half of them, 1 for sources not named)",
+    )
+    parser.add_argument(
+        "--val-sources",
+        nargs="*",
+        default=[],
+        metavar="SOURCE",
+        help="validate (and pick the epoch that ships) on these sources' validation images "
+        "only, e.g. the ones the targets are measured on (default: the whole split)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
@@ -118,9 +141,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    items = read_split(args.data, "train")
-    if args.limit:
-        items = items[: args.limit]
+    items = draw(by_source(read_split(args.data, "train"), _image), parse_mix(args.mix))
+    if args.limit:  # a sample of what the mix draws, every source in its share
+        items = random.Random(0).sample(items, min(args.limit, len(items)))
     loader = DataLoader(
         Boxes(items, args.size, train=True),
         batch_size=args.batch,
@@ -137,7 +160,11 @@ def main(argv: list[str] | None = None) -> None:
         opt, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=len(loader), pct_start=0.15
     )
     start = 0 if args.fresh else load_run(args.run, model, opt, sched)
-    val = [i for i in read_split(args.data, "val") if len(i.classes)]
+    val = read_split(args.data, "val")
+    if args.val_sources:
+        val = only(by_source(val, _image), args.val_sources)
+    val = [i for i in val if len(i.classes)]
+    log.info("%d training images an epoch, %d validation images", len(items), len(val))
     curve = history.read_curve(args.run)
     began = time.monotonic() - (curve[-1]["seconds"] if curve else 0.0)
     for epoch in range(start, args.epochs):
@@ -179,7 +206,10 @@ def main(argv: list[str] | None = None) -> None:
         epochs=curve,
         seconds=curve[-1]["seconds"],
         metric="mAP50",
-        images=f"{args.data} (train), size {args.size}",
+        images=f"{args.data} (train"
+        + (f", drawn {' '.join(args.mix)}" if args.mix else "")
+        + (f"; validated on {' '.join(args.val_sources)}" if args.val_sources else "")
+        + f"), size {args.size}",
         best_epoch=best["epoch"],
     )
 

@@ -22,6 +22,7 @@ import yaml
 
 from inference.predictors import set_ultralytics_cpu_threads
 from training import history
+from training.mix import by_source, draw, only, parse_mix
 
 log = logging.getLogger(__name__)
 
@@ -143,26 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def parse_mix(items: list[str]) -> dict[str, float]:
-    """``["raycast=2", "classic=0.5"]`` -> ``{"raycast": 2.0, "classic": 0.5}``."""
-    mix = {}
-    for item in items:
-        source, _, weight = item.partition("=")
-        try:
-            mix[source] = float(weight)
-        except ValueError:
-            raise SystemExit(f"--mix {item!r}: expected SOURCE=WEIGHT, e.g. raycast=2") from None
-        if mix[source] < 0:
-            raise SystemExit(f"--mix {item!r}: a weight is 0 or more")
-    return mix
-
-
 def _by_source(folder: Path) -> dict[str, list[Path]]:
-    """A split's images by source (images are named ``<source>-<index>.jpg``)."""
-    by_source: dict[str, list[Path]] = {}
-    for image in sorted(folder.glob("*.jpg")):
-        by_source.setdefault(image.name.rpartition("-")[0], []).append(image)
-    return by_source
+    """A split's images by source."""
+    return by_source(sorted(folder.glob("*.jpg")), lambda image: image)
 
 
 def mixed_dataset(
@@ -179,27 +163,12 @@ def mixed_dataset(
     data set's own."""
     spec = yaml.safe_load(data_yaml.read_text())
     root = Path(spec["path"])
-    by_source = _by_source(root / spec["train"])
-    unknown = sorted(set(mix) - set(by_source))
-    if unknown:
-        raise SystemExit(f"--mix names {unknown}, not among the sources {sorted(by_source)}")
-    lines = []
-    for source, images in by_source.items():
-        weight = mix.get(source, 1.0)
-        lines += [str(i) for i in images] * int(weight)
-        lines += [str(i) for i in images[: round(len(images) * (weight % 1))]]
+    lines = [str(i) for i in draw(_by_source(root / spec["train"]), mix)]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train.txt").write_text("\n".join(lines) + "\n")
     val = str(root / spec["val"])
     if val_sources:
-        val_by_source = _by_source(root / spec["val"])
-        unknown = sorted(set(val_sources) - set(val_by_source))
-        if unknown:
-            raise SystemExit(
-                f"--val-sources names {unknown}, not among the validation sources "
-                f"{sorted(val_by_source)}"
-            )
-        val_lines = [str(i) for source in val_sources for i in val_by_source[source]]
+        val_lines = [str(i) for i in only(_by_source(root / spec["val"]), val_sources)]
         (run_dir / "val.txt").write_text("\n".join(val_lines) + "\n")
         val = str(run_dir / "val.txt")
     spec.update(

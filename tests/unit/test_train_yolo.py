@@ -1,4 +1,4 @@
-"""The YOLO trainer: how often each source's training images are drawn, and its CPU threads."""
+"""The detectors' trainers: how often each source's training images are drawn; CPU threads."""
 
 from pathlib import Path
 
@@ -8,7 +8,8 @@ import yaml
 from ultralytics.utils import torch_utils
 
 from inference.predictors import set_ultralytics_cpu_threads
-from training.train_yolo import mixed_dataset, parse_mix
+from training.mix import by_source, draw, parse_mix
+from training.train_yolo import mixed_dataset
 
 
 @pytest.fixture
@@ -92,6 +93,20 @@ def test_validation_can_be_only_the_target_sources(data_yaml: Path, tmp_path: Pa
 def test_a_validation_source_not_in_the_split_is_refused(data_yaml: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"--val-sources names \['randomized'\]"):
         mixed_dataset(data_yaml, {}, tmp_path / "run", ["raycast", "randomized"])
+
+
+def test_the_ssd_trainer_draws_the_same_images_for_the_same_mix(
+    data_yaml: Path, tmp_path: Path
+) -> None:
+    """train_ssd groups its labelled items by their image's source and draws them as YOLO's
+    list file does, so a sitting of each sees the same share of each source."""
+    mix = parse_mix(["raycast=2", "classic=0.5", "noise=0"])
+    out = mixed_dataset(data_yaml, mix, tmp_path / "run")
+    yolo = Path(yaml.safe_load(out.read_text())["train"]).read_text().split()
+    images = sorted((data_yaml.parent / "images" / "train").glob("*.jpg"))
+    ssd = draw(by_source(images, lambda image: image), mix)
+    assert sorted(str(i) for i in ssd) == sorted(yolo)
+    assert len(ssd) == 11
 
 
 def test_cpu_training_uses_the_threads_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,65 @@
+"""Which images a training sitting draws, by source: the mix of training images and the
+sources whose validation images pick the epoch that ships. Both detectors' trainers use it.
+
+Images are named ``<source>-<index>.jpg`` (``training.datagen``), so an image's source is
+its name up to the last dash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def parse_mix(items: list[str]) -> dict[str, float]:
+    """``["raycast=2", "classic=0.5"]`` -> ``{"raycast": 2.0, "classic": 0.5}``."""
+    mix = {}
+    for item in items:
+        source, _, weight = item.partition("=")
+        try:
+            mix[source] = float(weight)
+        except ValueError:
+            raise SystemExit(f"--mix {item!r}: expected SOURCE=WEIGHT, e.g. raycast=2") from None
+        if mix[source] < 0:
+            raise SystemExit(f"--mix {item!r}: a weight is 0 or more")
+    return mix
+
+
+def source_of(image: Path) -> str:
+    return image.name.rpartition("-")[0]
+
+
+def by_source(items: Iterable[T], image_of: Callable[[T], Path]) -> dict[str, list[T]]:
+    """``items`` grouped by the source of their image, each group in the given order."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(source_of(image_of(item)), []).append(item)
+    return groups
+
+
+def draw(groups: dict[str, list[T]], mix: dict[str, float]) -> list[T]:
+    """Each source's items scaled by its weight in ``mix`` (1 for sources not named): the
+    whole source ``int(weight)`` times, then its first part for the fraction left (a
+    source's images are alike, so its first ones are as good as any)."""
+    unknown = sorted(set(mix) - set(groups))
+    if unknown:
+        raise SystemExit(f"--mix names {unknown}, not among the sources {sorted(groups)}")
+    drawn: list[T] = []
+    for source, items in groups.items():
+        weight = mix.get(source, 1.0)
+        drawn += items * int(weight)
+        drawn += items[: round(len(items) * (weight % 1))]
+    return drawn
+
+
+def only(groups: dict[str, list[T]], sources: list[str]) -> list[T]:
+    """The items of these sources (``--val-sources``), in the order the sources are named."""
+    unknown = sorted(set(sources) - set(groups))
+    if unknown:
+        raise SystemExit(
+            f"--val-sources names {unknown}, not among the validation sources {sorted(groups)}"
+        )
+    return [item for source in sources for item in groups[source]]
