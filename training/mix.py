@@ -7,11 +7,32 @@ its name up to the last dash.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """A trainer's ``--mix`` and ``--val-sources``."""
+    parser.add_argument(
+        "--mix",
+        nargs="*",
+        default=[],
+        metavar="SOURCE=WEIGHT",
+        help="how often each source's training images are drawn per epoch (2: every image "
+        "twice, 0.5: half of them, 1 for sources not named)",
+    )
+    parser.add_argument(
+        "--val-sources",
+        nargs="*",
+        default=[],
+        metavar="SOURCE",
+        help="validate (and pick the epoch that ships) on these sources' validation images "
+        "only, e.g. the ones the targets are measured on (default: the whole split)",
+    )
 
 
 def parse_mix(items: list[str]) -> dict[str, float]:

@@ -35,7 +35,7 @@ from inference.weights import load_torchvision_checkpoint
 from training import history
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
-from training.mix import by_source, draw, only, parse_mix
+from training.mix import add_arguments, by_source, draw, only, parse_mix
 from training.render import PRIMITIVE_CLASSES
 
 log = logging.getLogger(__name__)
@@ -118,22 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="start from these shipped weights instead of from scratch",
     )
-    parser.add_argument(
-        "--mix",
-        nargs="*",
-        default=[],
-        metavar="SOURCE=WEIGHT",
-        help="how often each source's training images are drawn per epoch (2: every image "
-        "twice, 0.5: half of them, 1 for sources not named)",
-    )
-    parser.add_argument(
-        "--val-sources",
-        nargs="*",
-        default=[],
-        metavar="SOURCE",
-        help="validate (and pick the epoch that ships) on these sources' validation images "
-        "only, e.g. the ones the targets are measured on (default: the whole split)",
-    )
+    add_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ import yaml
 
 from inference.predictors import set_ultralytics_cpu_threads
 from training import history
-from training.mix import by_source, draw, only, parse_mix
+from training.mix import add_arguments, by_source, draw, only, parse_mix
 
 log = logging.getLogger(__name__)
 
@@ -50,22 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr0", type=float, default=0.01)
     parser.add_argument("--fraction", type=float, default=1.0, help="share of train images used")
-    parser.add_argument(
-        "--mix",
-        nargs="*",
-        default=[],
-        metavar="SOURCE=WEIGHT",
-        help="how often each source's training images are drawn per epoch (2: every image "
-        "twice, 0.5: half of them, 1 for sources not named); validation: --val-sources",
-    )
-    parser.add_argument(
-        "--val-sources",
-        nargs="*",
-        default=[],
-        metavar="SOURCE",
-        help="validate (and pick the epoch that ships) on these sources' validation images "
-        "only, e.g. the ones the targets are measured on (default: the whole split)",
-    )
+    add_arguments(parser)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--project", type=Path, default=Path("runs"))
     parser.add_argument("--name", default="yolo")
