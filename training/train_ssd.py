@@ -82,6 +82,13 @@ def _image(item: Item) -> Path:
     return item.image
 
 
+def training_items(items: list[Item], mix: dict[str, float], limit: int = 0) -> list[Item]:
+    """An epoch's training images: each source's drawn by its weight in ``mix``; with
+    ``limit``, a sample of that, every source in its share."""
+    drawn = draw(by_source(items, _image), mix)
+    return random.Random(0).sample(drawn, min(limit, len(drawn))) if limit else drawn
+
+
 def build_model(num_classes: int, size: int):
     model = torchvision.models.get_model(
         ARCH, weights=None, weights_backbone=None, num_classes=num_classes + 1
@@ -126,9 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    items = draw(by_source(read_split(args.data, "train"), _image), parse_mix(args.mix))
-    if args.limit:  # a sample of what the mix draws, every source in its share
-        items = random.Random(0).sample(items, min(args.limit, len(items)))
+    items = training_items(read_split(args.data, "train"), parse_mix(args.mix), args.limit)
     loader = DataLoader(
         Boxes(items, args.size, train=True),
         batch_size=args.batch,

@@ -2,13 +2,16 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from ultralytics.utils import torch_utils
 
 from inference.predictors import set_ultralytics_cpu_threads
-from training.mix import by_source, draw, parse_mix
+from training.dataset import Item
+from training.mix import parse_mix
+from training.train_ssd import training_items
 from training.train_yolo import mixed_dataset
 
 
@@ -104,8 +107,10 @@ def test_the_ssd_trainer_draws_the_same_images_for_the_same_mix(
     out = mixed_dataset(data_yaml, mix, tmp_path / "run")
     yolo = Path(yaml.safe_load(out.read_text())["train"]).read_text().split()
     images = sorted((data_yaml.parent / "images" / "train").glob("*.jpg"))
-    ssd = draw(by_source(images, lambda image: image), mix)
-    assert sorted(str(i) for i in ssd) == sorted(yolo)
+    none = np.zeros(0, dtype=np.int64)
+    items = [Item(image, -1, none, np.zeros((0, 4, 2))) for image in images]
+    ssd = training_items(items, mix)
+    assert sorted(str(i.image) for i in ssd) == sorted(yolo)
     assert len(ssd) == 11
 
 
