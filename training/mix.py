@@ -2,7 +2,8 @@
 sources whose validation images pick the epoch that ships. Both detectors' trainers use it.
 
 Images are named ``<source>-<index>.jpg`` (``training.datagen``), so an image's source is
-its name up to the last dash.
+its name up to the last dash. Hard negatives listed by ``training.mine`` are one more
+group, ``mined``, drawn on top of their own source's share.
 """
 
 from __future__ import annotations
@@ -33,6 +34,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="validate (and pick the epoch that ships) on these sources' validation images "
         "only, e.g. the ones the targets are measured on (default: the whole split)",
     )
+    parser.add_argument(
+        "--mined",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="training images listed one a line (python -m training.mine: the hard "
+        "negatives) drawn as one more source, 'mined', by its weight in --mix (default 1)",
+    )
+
+
+def describe(args: argparse.Namespace) -> str:
+    """What a sitting drew, for the training log's ``images`` line: ``, drawn raycast=2 ...,
+    mined FILE; validated on raycast ...`` (``training.model_card`` reads the sources after
+    "validated on")."""
+    return (
+        (f", drawn {' '.join(args.mix)}" if args.mix else "")
+        + (f", mined {args.mined}" if args.mined else "")
+        + (f"; validated on {' '.join(args.val_sources)}" if args.val_sources else "")
+    )
 
 
 def parse_mix(items: list[str]) -> dict[str, float]:
@@ -59,6 +79,23 @@ def by_source(items: Iterable[T], image_of: Callable[[T], Path]) -> dict[str, li
     for item in items:
         groups.setdefault(source_of(image_of(item)), []).append(item)
     return groups
+
+
+def with_mined(
+    groups: dict[str, list[T]], listed: Path | None, image_of: Callable[[T], Path]
+) -> dict[str, list[T]]:
+    """``groups`` and, when ``listed`` names a file, one more group ``mined``: the items
+    whose image that file lists (``training.mine``), so that ``draw`` can weight them."""
+    if listed is None:
+        return groups
+    if not listed.is_file():
+        raise SystemExit(f"--mined {listed}: no such file (python -m training.mine writes it)")
+    names = {Path(line).name for line in listed.read_text().split()}
+    mined = [item for items in groups.values() for item in items if image_of(item).name in names]
+    missing = len(names) - len({image_of(item).name for item in mined})
+    if missing:
+        raise SystemExit(f"--mined {listed}: {missing} of its images are not training images")
+    return {**groups, "mined": mined}
 
 
 def draw(groups: dict[str, list[T]], mix: dict[str, float]) -> list[T]:

@@ -35,7 +35,15 @@ from inference.weights import load_torchvision_checkpoint
 from training import history
 from training.checkpoints import load_run, save_run, write_weights
 from training.dataset import Item, axis_aligned, read_split
-from training.mix import add_arguments, by_source, draw, only, parse_mix
+from training.mix import (
+    add_arguments,
+    by_source,
+    describe,
+    draw,
+    only,
+    parse_mix,
+    with_mined,
+)
 from training.render import PRIMITIVE_CLASSES
 
 log = logging.getLogger(__name__)
@@ -82,10 +90,13 @@ def _image(item: Item) -> Path:
     return item.image
 
 
-def training_items(items: list[Item], mix: dict[str, float], limit: int = 0) -> list[Item]:
-    """An epoch's training images: each source's drawn by its weight in ``mix``; with
-    ``limit``, a sample of that, every source in its share."""
-    drawn = draw(by_source(items, _image), mix)
+def training_items(
+    items: list[Item], mix: dict[str, float], limit: int = 0, mined: Path | None = None
+) -> list[Item]:
+    """An epoch's training images: each source's drawn by its weight in ``mix``, the images
+    ``mined`` lists as the source ``mined``; with ``limit``, a sample of that, every source
+    in its share."""
+    drawn = draw(with_mined(by_source(items, _image), mined, _image), mix)
     return random.Random(0).sample(drawn, min(limit, len(drawn))) if limit else drawn
 
 
@@ -133,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    items = training_items(read_split(args.data, "train"), parse_mix(args.mix), args.limit)
+    items = training_items(
+        read_split(args.data, "train"), parse_mix(args.mix), args.limit, args.mined
+    )
     loader = DataLoader(
         Boxes(items, args.size, train=True),
         batch_size=args.batch,
@@ -196,10 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs=curve,
         seconds=curve[-1]["seconds"],
         metric="mAP50",
-        images=f"{args.data} (train"
-        + (f", drawn {' '.join(args.mix)}" if args.mix else "")
-        + (f"; validated on {' '.join(args.val_sources)}" if args.val_sources else "")
-        + f"), size {args.size}",
+        images=f"{args.data} (train{describe(args)}), size {args.size}",
         best_epoch=best["epoch"],
     )
 

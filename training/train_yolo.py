@@ -22,7 +22,15 @@ import yaml
 
 from inference.predictors import set_ultralytics_cpu_threads
 from training import history
-from training.mix import add_arguments, by_source, draw, only, parse_mix
+from training.mix import (
+    add_arguments,
+    by_source,
+    describe,
+    draw,
+    only,
+    parse_mix,
+    with_mined,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.project.resolve() / args.name
     last = run_dir / "weights" / "last.pt"
     data = args.data
-    if args.mix or args.val_sources:
-        data = mixed_dataset(args.data, parse_mix(args.mix), run_dir, args.val_sources)
+    if args.mix or args.val_sources or args.mined:
+        data = mixed_dataset(args.data, parse_mix(args.mix), run_dir, args.val_sources, args.mined)
         if args.mix:
             log.info("training images drawn by source: %s (%s)", " ".join(args.mix), data)
         if args.val_sources:
@@ -122,10 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs=curve,
         seconds=curve[-1]["seconds"] if curve else 0.0,
         metric="mAP50",
-        images=f"{args.data} (train, fraction {args.fraction}"
-        + (f", drawn {' '.join(args.mix)}" if args.mix else "")
-        + (f"; validated on {' '.join(args.val_sources)}" if args.val_sources else "")
-        + f"), imgsz {args.imgsz}",
+        images=f"{args.data} (train, fraction {args.fraction}{describe(args)}), imgsz {args.imgsz}",
     )
 
 
@@ -139,16 +144,19 @@ def mixed_dataset(
     mix: dict[str, float],
     run_dir: Path,
     val_sources: list[str] | None = None,
+    mined: Path | None = None,
 ) -> Path:
     """Write ``run_dir/dataset.yaml`` whose train split is a list of the training images with
     each source's share scaled by ``mix``: the whole source ``int(weight)`` times, then the
     first part of it for the fraction left (a source's images are alike, so its first ones
-    are as good as any). The validation split, which picks the epoch that ships, is the data
+    are as good as any), and the images ``mined`` lists (``training.mine``) as the source
+    ``mined``. The validation split, which picks the epoch that ships, is the data
     set's own, or only its images from ``val_sources`` when given; the test split is the
     data set's own."""
     spec = yaml.safe_load(data_yaml.read_text())
     root = Path(spec["path"])
-    lines = [str(i) for i in draw(_by_source(root / spec["train"]), mix)]
+    groups = with_mined(_by_source(root / spec["train"]), mined, lambda image: image)
+    lines = [str(i) for i in draw(groups, mix)]
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train.txt").write_text("\n".join(lines) + "\n")
     val = str(root / spec["val"])

@@ -125,3 +125,37 @@ def test_cpu_training_uses_the_threads_asked_for(monkeypatch: pytest.MonkeyPatch
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_mined_images_are_one_more_source_drawn_by_its_weight(
+    data_yaml: Path, tmp_path: Path
+) -> None:
+    """The hard negatives training.mine lists come on top of their own source's share, for
+    YOLO's list file and SSD's items alike."""
+    root = data_yaml.parent / "images" / "train"
+    listed = tmp_path / "mined.txt"
+    listed.write_text(f"{root / 'noise-000001.jpg'}\n{root / 'classic-000004.jpg'}\n")
+    mix = parse_mix(["mined=3", "classic=0.5"])
+    out = mixed_dataset(data_yaml, mix, tmp_path / "run", mined=listed)
+    lines = [
+        Path(x).name for x in Path(yaml.safe_load(out.read_text())["train"]).read_text().split()
+    ]
+    assert lines.count("noise-000001.jpg") == 1 + 3
+    assert lines.count("classic-000004.jpg") == 3  # not in classic's first half: mined only
+    assert lines.count("noise-000000.jpg") == 1
+    assert len(lines) == 4 + 3 + 3 + 6
+    none = np.zeros(0, dtype=np.int64)
+    items = [Item(image, -1, none, np.zeros((0, 4, 2))) for image in sorted(root.glob("*.jpg"))]
+    ssd = [i.image.name for i in training_items(items, mix, mined=listed)]
+    assert sorted(ssd) == sorted(lines)
+
+
+def test_a_mined_list_that_is_missing_or_names_other_images_is_refused(
+    data_yaml: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(SystemExit, match="no such file"):
+        mixed_dataset(data_yaml, {}, tmp_path / "run", mined=tmp_path / "absent.txt")
+    listed = tmp_path / "mined.txt"
+    listed.write_text("/elsewhere/distractors-000009.jpg\n")
+    with pytest.raises(SystemExit, match="1 of its images are not training images"):
+        mixed_dataset(data_yaml, {}, tmp_path / "run", mined=listed)
