@@ -371,8 +371,11 @@ def _history(name: str, runs: list[dict], figure: Path | None) -> list[str]:
 
 
 def validated_on(run: dict) -> str:
-    """The sources whose validation images a run's curve is measured on (its ``images``
-    line, written by the trainers), or the whole validation split."""
+    """The sources whose validation images a run's curve is measured on: its ``val_sources``
+    as the trainers record them; for runs logged before they did, the ``images`` line's
+    "validated on ..."; else the whole validation split."""
+    if run.get("val_sources"):
+        return " ".join(run["val_sources"])
     found = re.search(r"validated on ([^)]+)\)", run.get("images", ""))
     return found.group(1) if found else "the whole split"
 

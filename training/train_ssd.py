@@ -209,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs=curve,
         seconds=curve[-1]["seconds"],
         metric="mAP50",
+        val_sources=args.val_sources,
         images=f"{args.data} (train{describe(args)}), size {args.size}",
         best_epoch=best["epoch"],
     )

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs=curve,
         seconds=curve[-1]["seconds"] if curve else 0.0,
         metric="mAP50",
+        val_sources=args.val_sources,
         images=f"{args.data} (train, fraction {args.fraction}{describe(args)}), imgsz {args.imgsz}",
     )
 
