@@ -46,21 +46,17 @@ step() { echo "== $(date -u +%T) +${SECONDS}s: $*"; }
 step "rendering train and val with $CORES processes"
 $PY -m training.datagen --out data/primitives --splits train val --workers "$CORES" ${DATA_SCALE:+--scale $DATA_SCALE}
 
-step "hard negatives: the training images without primitives each detector fires on"
-$PY -m training.mine --model YOLO --data data/primitives --out runs/mined-YOLO.txt
-$PY -m training.mine --model SSD --data data/primitives --out runs/mined-SSD.txt
-
 step "YOLO for $YOLO_HOURS h"
 $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/yolo_obb.pt \
   --name yolo_gpu --hours "$YOLO_HOURS" --epochs 100 --close-mosaic 2 --batch 64 \
   --optimizer AdamW --lr0 "$YOLO_LR0" \
-  --mix $YOLO_MIX ${YOLO_VAL:+--val-sources $YOLO_VAL} --mined runs/mined-YOLO.txt \
+  --mix $YOLO_MIX ${YOLO_VAL:+--val-sources $YOLO_VAL} \
   --workers "$(at_least_1 $((CORES - 2)))" --out "$OUT/yolo_obb.pt"
 
 step "SSD for $SSD_EPOCHS epochs and model_v1 for $CLASSIFIER_EPOCHS, side by side"
 $PY -m training.train_ssd --data data/primitives --init weights/ssdlite.pt --run runs/ssd_gpu \
   --epochs "$SSD_EPOCHS" --lr "$SSD_LR" --batch 64 ${SSD_MIX:+--mix $SSD_MIX} \
-  ${SSD_VAL:+--val-sources $SSD_VAL} --mined runs/mined-SSD.txt --workers "$(at_least_1 $((CORES / 2)))" --out "$OUT/ssdlite.pt" &
+  ${SSD_VAL:+--val-sources $SSD_VAL} --workers "$(at_least_1 $((CORES / 2)))" --out "$OUT/ssdlite.pt" &
 ssd=$!
 $PY -m training.train_classifier --data data/primitives --init weights/scene_classifier.pt \
   --run runs/classifier_gpu --epochs "$CLASSIFIER_EPOCHS" --lr 1e-3 --batch 64 \
