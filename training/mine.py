@@ -71,9 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     from config.serve_config import load_app_config
     from inference import build_predictor
 
-    spec = next((m for m in load_app_config(None).registry.models if m.name == args.model), None)
-    if spec is None or spec.type is not ModelType.detection:
-        raise SystemExit(f"--model {args.model!r}: not a registered detector")
+    try:
+        spec = load_app_config(None).registry.by_name(args.model)
+    except KeyError as e:
+        raise SystemExit(f"--model: {e.args[0]}") from None
+    if spec.type is not ModelType.detection:
+        raise SystemExit(f"--model {args.model!r}: not a detector")
     update: dict = {"confidence_threshold": args.at}
     if args.weights is not None:
         update["weights"] = args.weights
