@@ -3,7 +3,9 @@
 SSD predicts axis-aligned boxes, so the served SSD reports rotation 0; its targets are the
 axis-aligned hulls of the oriented labels.
 
-Images without labels (photographs, distractor-only scenes) teach it the background.
+Images without labels (photographs, distractor-only scenes) teach it the background: through
+``learn_background``, since torchvision's SSD loss takes its negatives in proportion to an
+image's positives and so learns nothing from an image without any.
 
 Usage: ``python -m training.train_ssd --data data/primitives --epochs 8`` (``--init
 weights/ssdlite.pt`` fine-tunes the shipped weights; ``--mix`` and ``--val-sources`` as for
@@ -108,6 +110,42 @@ def build_model(num_classes: int, size: int):
     return model
 
 
+def learn_background(model: torchvision.models.detection.SSD) -> torchvision.models.detection.SSD:
+    """Give ``model``'s training loss the images without a primitive.
+
+    torchvision's SSD loss classifies ``neg_to_pos_ratio`` background anchors for each
+    foreground anchor of the same image (the hardest ones), so an image with no foreground
+    adds nothing: distractor scenes and photographs drawn as negatives were never learned,
+    and the weights fired on more of them after a sitting that drew them than before. This
+    adds, for each such image, the background loss of its hardest anchors, as many as a
+    labelled image of the batch gets on average (``neg_to_pos_ratio`` times its foreground
+    anchors), normalised like the rest of the loss by the batch's foreground anchors.
+    """
+    standard = model.compute_loss
+
+    def compute_loss(targets, head_outputs, anchors, matched_idxs):
+        losses = standard(targets, head_outputs, anchors, matched_idxs)
+        foreground = torch.stack([(m >= 0).sum() for m in matched_idxs])
+        empty = foreground == 0
+        if not empty.any():
+            return losses
+        labelled = int((~empty).sum())
+        per_image = foreground.sum().item() / labelled if labelled else 1.0
+        hardest = max(1, round(model.neg_to_pos_ratio * per_image))
+        logits = head_outputs["cls_logits"][empty]
+        background = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1),
+            torch.zeros(logits.shape[0] * logits.shape[1], dtype=torch.long, device=logits.device),
+            reduction="none",
+        ).view(logits.shape[:2])
+        worst = background.topk(min(hardest, background.shape[1]), dim=1).values.sum()
+        losses["classification"] = losses["classification"] + worst / max(1, int(foreground.sum()))
+        return losses
+
+    model.compute_loss = compute_loss
+    return model
+
+
 def validation_map(weights: Path, items: list[Item], device: str) -> float:
     """mAP@0.5 of these weights through the predictor the SSD deployment serves."""
     from config.serve_config import load_app_config
@@ -155,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         drop_last=True,
         collate_fn=lambda batch: tuple(zip(*batch, strict=True)),
     )
-    model = build_model(len(PRIMITIVE_CLASSES), args.size).to(device)
+    model = learn_background(build_model(len(PRIMITIVE_CLASSES), args.size)).to(device)
     if args.init is not None:
         model.load_state_dict(load_torchvision_checkpoint(args.init))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=4e-5)
