@@ -76,8 +76,10 @@ YOLO_VAL ?= raycast randomized distractors
 YOLO_LR0 ?= 0.0005
 # SSD's sitting: its mix and validation the same way, for its one target (the ray-caster split,
 # the randomized scenes beside it so that 250 images pick the epoch, not 100), and a one-cycle
-# peak rate for a sitting of SSD_EPOCHS. training/gpu.sh reads these lines too.
-SSD_MIX ?= raycast=2 distractors=3 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
+# peak rate for a sitting of SSD_EPOCHS. `mined` are its hard negatives: the training images
+# without primitives its weights find one in (training.mine, run first), drawn twice more.
+# training/gpu.sh reads these lines too.
+SSD_MIX ?= raycast=2 distractors=3 mined=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
 SSD_VAL ?= raycast randomized
 SSD_LR ?= 0.002
 train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
@@ -85,9 +87,10 @@ train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the 
 	  --model weights/yolo_obb.pt --name yolo_sitting --hours $(YOLO_HOURS) --epochs 100 \
 	  --optimizer AdamW --lr0 $(YOLO_LR0) --mix $(YOLO_MIX) --val-sources $(YOLO_VAL) \
 	  --close-mosaic 2
+	$(BIN)/python -m training.mine --model SSD --data data/primitives --out runs/mined-SSD.txt
 	$(BIN)/python -m training.train_ssd --data data/primitives --init weights/ssdlite.pt \
 	  --run runs/ssd_sitting --epochs $(SSD_EPOCHS) --lr $(SSD_LR) --mix $(SSD_MIX) \
-	  --val-sources $(SSD_VAL)
+	  --val-sources $(SSD_VAL) --mined runs/mined-SSD.txt
 	$(BIN)/python -m training.train_classifier --data data/primitives \
 	  --init weights/scene_classifier.pt --run runs/classifier_sitting \
 	  --epochs $(CLASSIFIER_EPOCHS) --lr 1e-3

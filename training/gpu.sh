@@ -53,10 +53,13 @@ $PY -m training.train_yolo --data data/primitives/dataset.yaml --model weights/y
   --mix $YOLO_MIX ${YOLO_VAL:+--val-sources $YOLO_VAL} \
   --workers "$(at_least_1 $((CORES - 2)))" --out "$OUT/yolo_obb.pt"
 
+step "SSD's hard negatives"
+$PY -m training.mine --model SSD --data data/primitives --out runs/mined-SSD.txt
+
 step "SSD for $SSD_EPOCHS epochs and model_v1 for $CLASSIFIER_EPOCHS, side by side"
 $PY -m training.train_ssd --data data/primitives --init weights/ssdlite.pt --run runs/ssd_gpu \
   --epochs "$SSD_EPOCHS" --lr "$SSD_LR" --batch 64 ${SSD_MIX:+--mix $SSD_MIX} \
-  ${SSD_VAL:+--val-sources $SSD_VAL} --workers "$(at_least_1 $((CORES / 2)))" --out "$OUT/ssdlite.pt" &
+  ${SSD_VAL:+--val-sources $SSD_VAL} --mined runs/mined-SSD.txt --workers "$(at_least_1 $((CORES / 2)))" --out "$OUT/ssdlite.pt" &
 ssd=$!
 $PY -m training.train_classifier --data data/primitives --init weights/scene_classifier.pt \
   --run runs/classifier_gpu --epochs "$CLASSIFIER_EPOCHS" --lr 1e-3 --batch 64 \
