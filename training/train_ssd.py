@@ -132,12 +132,8 @@ def learn_background(model: torchvision.models.detection.SSD) -> torchvision.mod
         labelled = int((~empty).sum())
         per_image = foreground.sum().item() / labelled if labelled else 1.0
         hardest = max(1, round(model.neg_to_pos_ratio * per_image))
-        logits = head_outputs["cls_logits"][empty]
-        background = torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1),
-            torch.zeros(logits.shape[0] * logits.shape[1], dtype=torch.long, device=logits.device),
-            reduction="none",
-        ).view(logits.shape[:2])
+        # cross-entropy against class 0 (background) for every anchor of those images
+        background = -head_outputs["cls_logits"][empty].log_softmax(-1)[..., 0]
         worst = background.topk(min(hardest, background.shape[1]), dim=1).values.sum()
         losses["classification"] = losses["classification"] + worst / max(1, int(foreground.sum()))
         return losses
