@@ -37,7 +37,7 @@ PLAN: dict[str, dict[str, int]] = {
         "classic": 1500,
         "randomized": 2200,
         "raycast": 2200,
-        "distractors": 300,
+        "distractors": 1200,
         "photo": 250,
         "noise": 100,
         "photo_recoloured": 800,
