@@ -24,6 +24,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -47,6 +48,9 @@ from training.mix import (
     with_mined,
 )
 from training.render import PRIMITIVE_CLASSES
+
+if TYPE_CHECKING:
+    from config.registry import ModelSpec
 
 log = logging.getLogger(__name__)
 ARCH = "ssdlite320_mobilenet_v3_large"
@@ -142,14 +146,22 @@ def learn_background(model: torchvision.models.detection.SSD) -> torchvision.mod
     return model
 
 
-def validation_map(weights: Path, items: list[Item], device: str) -> float:
-    """mAP@0.5 of these weights through the predictor the SSD deployment serves."""
+def served_spec() -> ModelSpec:
+    """The SSD model that serve_config.yaml registers."""
     from config.serve_config import load_app_config
+
+    return next(m for m in load_app_config(None).registry.models if m.arch == ARCH)
+
+
+def validation_map(weights: Path, items: list[Item], device: str, size: int) -> float:
+    """mAP@0.5 of these weights through the predictor the SSD deployment serves, at the
+    input size they were trained at (the served size may not have caught up yet)."""
     from inference import build_predictor
     from training.evaluate import EVAL_CONFIDENCE, detection_map
 
-    spec = next(m for m in load_app_config(None).registry.models if m.arch == ARCH)
-    spec = spec.model_copy(update={"weights": weights, "confidence_threshold": EVAL_CONFIDENCE})
+    spec = served_spec().model_copy(
+        update={"weights": weights, "confidence_threshold": EVAL_CONFIDENCE, "image_size": size}
+    )
     predictor = build_predictor(spec, device=device)
     return round(detection_map(predictor.predict, items, rotated=False)["mAP50"], 4)
 
@@ -158,7 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/primitives"))
     parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument(
+        "--size", type=int, default=None, help="input side; default: the served one"
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--limit", type=int, default=0, help="use only this many train images")
@@ -174,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2, help="data loading processes")
     parser.add_argument("--fresh", action="store_true")
     args = parser.parse_args(argv)
+    if args.size is None:
+        args.size = served_spec().image_size
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -222,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         write_weights(
             epoch_weights, model, arch=ARCH, classes=list(PRIMITIVE_CLASSES), image_size=args.size
         )
-        score = validation_map(epoch_weights, val, device)
+        score = validation_map(epoch_weights, val, device, args.size)
         log.info("epoch %d: validation mAP@0.5 %.4f", epoch + 1, score)
         curve.append(
             {"epoch": epoch + 1, "mAP50": score, "seconds": round(time.monotonic() - began, 1)}
