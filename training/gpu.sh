@@ -28,7 +28,8 @@ YOLO_LR0=${YOLO_LR0:-$(sed -n 's/^YOLO_LR0 ?= //p' Makefile)}
 [ -n "$YOLO_LR0" ] || { echo "no YOLO_LR0 in the Makefile" >&2; exit 1; }
 SSD_MIX=${SSD_MIX:-$(sed -n 's/^SSD_MIX ?= //p' Makefile)}
 SSD_VAL=${SSD_VAL:-$(sed -n 's/^SSD_VAL ?= //p' Makefile)}
-SSD_LR=${SSD_LR:-$(sed -n 's/^SSD_LR ?= //p' Makefile)}
+# SSD's batch here is 64, twice the Makefile's 32: twice its rate (the linear scaling rule).
+SSD_LR=${SSD_LR:-$(awk '/^SSD_LR \?= /{print 2 * $3}' Makefile)}
 [ -n "$SSD_LR" ] || { echo "no SSD_LR in the Makefile" >&2; exit 1; }
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-train.log") 2>&1
