@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--hours", type=float, default=0.0, help="fit the run to this time (0: --epochs)"
     )
-    parser.add_argument("--imgsz", type=int, default=256)
+    parser.add_argument(
+        "--imgsz", type=int, default=None, help="input side; default: the served one"
+    )
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
         "--optimizer",
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         help="CPU threads for training (every core; ultralytics alone keeps one core idle)",
     )
     args = parser.parse_args(argv)
+    if args.imgsz is None:
+        args.imgsz = served_image_size()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from ultralytics import YOLO
@@ -133,6 +137,15 @@ def main(argv: list[str] | None = None) -> None:
         val_sources=args.val_sources,
         images=f"{args.data} (train, fraction {args.fraction}{describe(args)}), imgsz {args.imgsz}",
     )
+
+
+def served_image_size() -> int:
+    """The input side of the YOLO model that serve_config.yaml registers."""
+    from config.registry import Backend
+    from config.serve_config import load_app_config
+
+    models = load_app_config(None).registry.models
+    return next(m for m in models if m.backend is Backend.ultralytics).image_size
 
 
 def _by_source(folder: Path) -> dict[str, list[Path]]:
