@@ -28,7 +28,8 @@ CLASS_FLOOR = 0.70  # no class below this on the randomized and ray-caster split
 
 CARDS: dict[str, dict[str, Any]] = {
     "YOLO": {
-        "what": "Ultralytics YOLOv8n-OBB (oriented boxes) at 256x256, first trained from "
+        "what": "Ultralytics YOLOv8n-OBB (oriented boxes) at 288x288 (256x256 until round 3's "
+        "eighth sitting), first trained from "
         "scratch (no downloaded weights) on the original renderer, then fine-tuned on "
         "the mixed data set.",
         "commands": [
@@ -70,7 +71,28 @@ CARDS: dict[str, dict[str, Any]] = {
         "times, and the 685 training images without primitives the shipped weights fired on "
         "drawn once more, `training.mine`) lowered the false detections per distractor scene "
         "0.287 → 0.253 but cost both target splits (ray-caster 0.784, randomized 0.712; "
-        "validation 0.770 → 0.798 over 4.2 epochs): not shipped (docs/failures.md).",
+        "validation 0.770 → 0.798 over 4.2 epochs): not shipped (docs/failures.md).\n\n"
+        "The eighth sitting (shipped) took the lever that met SSD's target, the input size. "
+        "The sixth's weights alone, served at 288 and 320 instead of 256 (same commands, "
+        "same images): ray-caster 0.795 → 0.823 / 0.827, randomized 0.721 → 0.749 / 0.751, "
+        "own 0.971 → 0.979 / 0.980, false detections per distractor scene 0.287 → 0.353 / "
+        "0.380, per photograph 0.143 → 0 / 0.286; CPU ms per image 1.15-1.23 × (288) and "
+        "1.34-1.53 × (320) the 256-pixel cost in pairs: 320 is past the 1.3 × bound, 288 "
+        "inside it. So YOLO is served and trained at 288 (`image_size: 288`; `train_yolo` "
+        "follows the served size), and the sitting was `make train`'s YOLO line at 288 from "
+        "the sixth's weights: 1.2 h, 8 epochs of 11 100 images (the 1 200 distractor scenes "
+        "once each, no mined images: the mix YOLO had not had), validation 0.788 → 0.805 "
+        "(epoch 3) → 0.815 (6) → 0.813 (8), the last epoch shipped. Against the sixth at "
+        "256: ray-caster 0.795 → 0.817 (every class ≥ 0.76: sphere 0.907, cube 0.794, "
+        "cylinder 0.852, cone 0.770, pyramid 0.762), randomized 0.721 → 0.752 (cone 0.694 → "
+        "0.734; pyramid 0.602 → 0.666 is the one class under the floor), own 0.971 → 0.979, "
+        "false detections per photograph 0.143 → 0 (target met), per distractor scene 0.287 "
+        "→ 0.293. Against the sixth's weights at 288 untrained, the sitting traded 0.006 on "
+        "the ray-caster split for 0.353 → 0.293 false detections per distractor scene. Cost "
+        "0.92-1.27 × round 2's per image in three pairs in one run (stored 17.5 against "
+        "19.4 ms), inside the 1.3 × bound. The curve flattened at ~0.81 on the validation "
+        "images within the sitting: the randomized target (0.80, pyramid 0.70) and the false "
+        "boxes are not a few more epochs of this recipe away.",
     },
     "SSD": {
         "what": "torchvision SSDlite320 with a MobileNetV3-Large backbone (reduced tail), run "
