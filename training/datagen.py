@@ -42,6 +42,7 @@ PLAN: dict[str, dict[str, int]] = {
         "noise": 100,
         "photo_recoloured": 800,
         "photo_on_scene": 400,
+        "prisms": 1500,
     },
     "val": {
         "classic": 100,
@@ -52,6 +53,7 @@ PLAN: dict[str, dict[str, int]] = {
         "noise": 20,
         "photo_recoloured": 20,
         "photo_on_scene": 20,
+        "prisms": 30,
     },
     "test": {"classic": 400},
     "test_randomized": {"randomized": 300},

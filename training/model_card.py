@@ -307,7 +307,10 @@ def _data_section() -> str:
             "horizontal bands, each band given the colour statistics (Lab mean and spread) of "
             "the same band of a rendered scene: a scene's colours without its structure "
             "(no labels); `photo_on_scene` (round 3): a scene background with a large crop of "
-            "a training photograph standing in front of it (no labels, no scene).",
+            "a training photograph standing in front of it (no labels, no scene); `prisms` "
+            "(round 3): randomized scenes whose distractors are all prisms (triangular, "
+            "pentagonal) beside primitives drawn mostly as pyramids and cubes, the shapes "
+            "the detectors took prisms for (docs/failures.md).",
             "",
             "Images per split and source:",
             "",

@@ -30,7 +30,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from training.render import MESHES, SCENE_CLASSES, Box, Sample, _background, _rotation
+from training.render import (
+    MESHES,
+    PRIMITIVE_CLASSES,
+    SCENE_CLASSES,
+    Box,
+    Sample,
+    _background,
+    _rotation,
+)
 
 NO_SCENE = -1  # rooms: not one of the six scene classes
 
@@ -402,11 +410,16 @@ def render_randomized(
     size_range: tuple[int, int] = (320, 512),
     distractors_only: bool = False,
     photo_backgrounds: Sequence[Image.Image] = (),
+    distractors: Sequence[str] = DISTRACTORS,
+    distractor_count: tuple[int, int] = (0, 3),
+    class_weights: Sequence[float] | None = None,
 ) -> Sample:
     """One randomized scene; ``scene`` is ``NO_SCENE`` for rooms and photographs.
 
     ``photo_backgrounds``: photographs a share of the scenes use as their background (a
-    random crop); pass only photographs set aside for training."""
+    random crop); pass only photographs set aside for training. ``distractors`` are the kinds
+    drawn, ``distractor_count`` how many (inclusive) beside primitives, and
+    ``class_weights`` how often each primitive class is (default: equally often)."""
     w = int(rng.integers(size_range[0], size_range[1] + 1))
     h = int(np.clip(w / rng.uniform(0.6, 1.6), size_range[0] * 0.75, size_range[1]))
     scene, canvas = _scene_canvas(rng, w, h, photo_backgrounds)
@@ -417,9 +430,10 @@ def render_randomized(
     short = min(w, h)
 
     n_prim = 0 if distractors_only or rng.random() < 0.1 else int(rng.integers(1, max_objects + 1))
-    n_dis = int(rng.integers(1, 6)) if distractors_only else int(rng.integers(0, 4))
-    plan = [("p", int(rng.integers(5))) for _ in range(n_prim)]
-    plan += [("d", str(rng.choice(DISTRACTORS))) for _ in range(n_dis)]
+    low, high = distractor_count
+    n_dis = int(rng.integers(1, 6)) if distractors_only else int(rng.integers(low, high + 1))
+    plan = [("p", _primitive_class(rng, class_weights)) for _ in range(n_prim)]
+    plan += [("d", str(rng.choice(distractors))) for _ in range(n_dis)]
     order = rng.permutation(len(plan))
 
     ids = np.full((h, w), -1, dtype=np.int32)
@@ -462,6 +476,13 @@ def render_randomized(
 
     boxes = _visible_boxes(objects, ids)
     return Sample(image=_camera(rng, canvas), scene=scene, boxes=boxes)
+
+
+def _primitive_class(rng: np.random.Generator, weights: Sequence[float] | None) -> int:
+    if weights is None:
+        return int(rng.integers(len(PRIMITIVE_CLASSES)))
+    p = np.asarray(weights, dtype=float)
+    return int(rng.choice(len(p), p=p / p.sum()))
 
 
 def _scene_canvas(

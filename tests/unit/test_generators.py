@@ -56,6 +56,16 @@ def test_randomized_scenes_hold_primitives_and_empty_ones_exist():
     )
 
 
+def test_prism_scenes_set_mostly_pyramids_and_cubes_beside_the_prisms():
+    # The shapes the detectors take prisms for (training.sources): 70 % of the primitives.
+    classes = np.concatenate(
+        [render_source("prisms", np.random.default_rng([3, i]))[1] for i in range(30)]
+    )
+    assert len(classes) >= 60
+    cube, pyramid = PRIMITIVE_CLASSES.index("cube"), PRIMITIVE_CLASSES.index("pyramid")
+    assert np.isin(classes, [cube, pyramid]).mean() >= 0.55
+
+
 def test_a_sphere_is_labelled_axis_aligned_and_a_cylinder_along_its_axis():
     found = {0: 0, 2: 0}
     for i in range(12):
