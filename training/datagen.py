@@ -43,6 +43,7 @@ PLAN: dict[str, dict[str, int]] = {
         "photo_recoloured": 800,
         "photo_on_scene": 400,
         "prisms": 1500,
+        "small_pyramids": 1500,
     },
     "val": {
         "classic": 100,
@@ -54,6 +55,7 @@ PLAN: dict[str, dict[str, int]] = {
         "photo_recoloured": 20,
         "photo_on_scene": 20,
         "prisms": 30,
+        "small_pyramids": 30,
     },
     "test": {"classic": 400},
     "test_randomized": {"randomized": 300},

@@ -335,7 +335,10 @@ def _data_section() -> str:
             "a training photograph standing in front of it (no labels, no scene); `prisms` "
             "(round 3): randomized scenes whose distractors are all prisms (triangular, "
             "pentagonal) beside primitives drawn mostly as pyramids and cubes, the shapes "
-            "the detectors took prisms for (docs/failures.md).",
+            "the detectors took prisms for (docs/failures.md); `small_pyramids` (round 3): "
+            "randomized scenes of up to ten objects 4-30 % of the shorter side (against "
+            "6-80 %), half the primitives pyramids and a fifth cubes: YOLO's weakest class on "
+            "randomized scenes, small ones worst (docs/failures.md).",
             "",
             "Images per split and source:",
             "",

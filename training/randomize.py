@@ -413,13 +413,15 @@ def render_randomized(
     distractors: Sequence[str] = DISTRACTORS,
     distractor_count: tuple[int, int] = (0, 3),
     class_weights: Sequence[float] | None = None,
+    object_scale: tuple[float, float] = (0.06, 0.8),
 ) -> Sample:
     """One randomized scene; ``scene`` is ``NO_SCENE`` for rooms and photographs.
 
     ``photo_backgrounds``: photographs a share of the scenes use as their background (a
     random crop); pass only photographs set aside for training. ``distractors`` are the kinds
     drawn, ``distractor_count`` how many (inclusive) beside primitives, and
-    ``class_weights`` how often each primitive class is (default: equally often)."""
+    ``class_weights`` how often each primitive class is (default: equally often);
+    ``object_scale`` bounds each object's size as a share of the shorter side (log-uniform)."""
     w = int(rng.integers(size_range[0], size_range[1] + 1))
     h = int(np.clip(w / rng.uniform(0.6, 1.6), size_range[0] * 0.75, size_range[1]))
     scene, canvas = _scene_canvas(rng, w, h, photo_backgrounds)
@@ -440,7 +442,8 @@ def render_randomized(
     objects: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (class, mask, axis)
     for k in order:
         what, which = plan[k]
-        size = float(np.exp(rng.uniform(math.log(0.06), math.log(0.8)))) * short
+        low_size, high_size = math.log(object_scale[0]), math.log(object_scale[1])
+        size = float(np.exp(rng.uniform(low_size, high_size))) * short
         cut = rng.random() < 0.2
         margin = -0.3 * size if cut else 0.5 * size
         cx = rng.uniform(margin, w - margin) if w > 2 * margin else w / 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -64,6 +65,25 @@ def test_prism_scenes_set_mostly_pyramids_and_cubes_beside_the_prisms():
     assert len(classes) >= 60
     cube, pyramid = PRIMITIVE_CLASSES.index("cube"), PRIMITIVE_CLASSES.index("pyramid")
     assert np.isin(classes, [cube, pyramid]).mean() >= 0.55
+
+
+def test_small_pyramid_scenes_hold_mostly_small_pyramids():
+    # Pyramids are half the primitives there, and the objects far smaller than randomized ones.
+    def boxes(source):
+        samples = [render_source(source, np.random.default_rng([4, i])) for i in range(30)]
+        classes = np.concatenate([s[1] for s in samples])
+        areas = [
+            cv2.contourArea(corners) / (image.width * image.height)
+            for image, _, quads, _ in samples
+            for corners in quads
+        ]
+        return classes, np.array(areas)
+
+    classes, areas = boxes("small_pyramids")
+    _, randomized_areas = boxes("randomized")
+    assert len(classes) >= 60
+    assert (classes == PRIMITIVE_CLASSES.index("pyramid")).mean() >= 0.4
+    assert np.median(areas) < 0.4 * np.median(randomized_areas)
 
 
 def test_a_sphere_is_labelled_axis_aligned_and_a_cylinder_along_its_axis():
