@@ -67,9 +67,10 @@ CLASSIFIER_EPOCHS ?= 3
 # round 3's second sitting) more, the learned ones less. The distractor scenes (false boxes)
 # are drawn once: 1 200 of them since SSD's seventh sitting (its sixth showed that the 300
 # there were before, drawn three times, are learned by heart: docs/failures.md); YOLO's eighth
-# sitting was its first with them. The prism scenes (YOLO's ninth sitting, shipped) are drawn
-# once, as every source the mix does not name. Each detector trains at its served input side
-# (serve_config.yaml's image_size: YOLO 288, SSD 320). training/gpu.sh reads this line too.
+# sitting was its first with them. The prism scenes and the small-pyramid scenes (YOLO's ninth
+# and tenth sittings, shipped) are drawn once, as every source the mix does not name. Each
+# detector trains at its served input side (serve_config.yaml's image_size: YOLO 288, SSD 320).
+# training/gpu.sh reads this line too.
 YOLO_MIX ?= raycast=2 randomized=2 distractors=1 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
 # The validation images that pick the epoch that ships: the sources the targets are measured
 # on (round 3's fifth sitting rose on the whole split while these fell). training/gpu.sh too.
