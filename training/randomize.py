@@ -440,9 +440,9 @@ def render_randomized(
 
     ids = np.full((h, w), -1, dtype=np.int32)
     objects: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (class, mask, axis)
+    low_size, high_size = math.log(object_scale[0]), math.log(object_scale[1])
     for k in order:
         what, which = plan[k]
-        low_size, high_size = math.log(object_scale[0]), math.log(object_scale[1])
         size = float(np.exp(rng.uniform(low_size, high_size))) * short
         cut = rng.random() < 0.2
         margin = -0.3 * size if cut else 0.5 * size

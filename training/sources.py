@@ -33,11 +33,11 @@ Sources:
   pyramid, a pentagonal one for a cube (docs/failures.md). Prisms were one distractor kind
   in eight; here they stand next to the shapes they are taken for.
 - ``small_pyramids``: randomized scenes of up to ten small objects (4-30 % of the shorter
-  side, against 6-80 %), half the primitives pyramids and a fifth cubes (what they are
-  most often taken for). Pyramid was YOLO's
-  weakest class on the randomized split (AP50 0.655 after the ninth sitting): of the
-  pyramids it did not find, most were small, dark or low in contrast on a busy background,
-  and it found 53 % of those under 1 % of the image against 65 % of all (docs/failures.md).
+  side, against 6-80 %), half the primitives pyramids and a fifth cubes (what pyramids are
+  most often taken for). Pyramid was YOLO's weakest class on the randomized split (AP50
+  0.655 after the ninth sitting): most of the pyramids it missed were small, dark or low in
+  contrast on a busy background, and it found 53 % of those under 1 % of the image against
+  65 % of all. The tenth sitting, with these scenes: 0.706 (docs/failures.md).
 """
 
 from __future__ import annotations
