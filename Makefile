@@ -68,9 +68,9 @@ CLASSIFIER_EPOCHS ?= 3
 # are drawn once: 1 200 of them since SSD's seventh sitting (its sixth showed that the 300
 # there were before, drawn three times, are learned by heart: docs/failures.md); YOLO's eighth
 # sitting was its first with them. The prism scenes (YOLO's ninth sitting, shipped) are drawn
-# once, as every source the mix does not name (SSD's too); the small-pyramid scenes twice for
-# YOLO since its twelfth sitting (shipped: the randomized pyramid, drawn once in the eleventh,
-# fell under its 0.70 floor). Each detector trains at its served input side
+# once, as every source a mix does not name (in SSD's mix too); the small-pyramid scenes are
+# drawn twice for YOLO since its twelfth sitting (shipped; with them drawn once, the eleventh's
+# randomized pyramid fell under its 0.70 floor). Each detector trains at its served input side
 # (serve_config.yaml's image_size: YOLO 288, SSD 320). training/gpu.sh reads this line too.
 YOLO_MIX ?= raycast=2 randomized=2 distractors=1 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 small_pyramids=2
 # The validation images that pick the epoch that ships: the sources the targets are measured

@@ -37,7 +37,9 @@ Sources:
   most often taken for). Pyramid was YOLO's weakest class on the randomized split (AP50
   0.655 after the ninth sitting): most of the pyramids it missed were small, dark or low in
   contrast on a busy background, and it found 53 % of those under 1 % of the image against
-  65 % of all. The tenth sitting, with these scenes: 0.706 (docs/failures.md).
+  65 % of all. The tenth sitting, with these scenes once an epoch: 0.706; `make train`
+  draws them twice for YOLO since the twelfth, which ended at 0.704 with the randomized
+  split at 0.789 (docs/failures.md).
 """
 
 from __future__ import annotations
