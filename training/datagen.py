@@ -44,6 +44,7 @@ PLAN: dict[str, dict[str, int]] = {
         "photo_on_scene": 400,
         "prisms": 1500,
         "small_pyramids": 1500,
+        "lookalikes": 1500,
     },
     "val": {
         "classic": 100,
@@ -56,6 +57,7 @@ PLAN: dict[str, dict[str, int]] = {
         "photo_on_scene": 20,
         "prisms": 30,
         "small_pyramids": 30,
+        "lookalikes": 30,
     },
     "test": {"classic": 400},
     "test_randomized": {"randomized": 300},

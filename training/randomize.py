@@ -300,6 +300,24 @@ def _blob_mask(rng, w, h, cx, cy, size) -> np.ndarray:
     return cv2.GaussianBlur(mask, (blur, blur), 0) > 127
 
 
+def _flat_mask(rng, w, h, cx, cy, size) -> np.ndarray:
+    """A flat outline: a triangle, a quadrilateral or an ellipse, turned at random. With flat
+    light it is a primitive's silhouette without the shading that makes it a solid."""
+    kind = int(rng.integers(3))
+    mask = np.zeros((h, w), np.uint8)
+    turn = rng.uniform(0, 2 * math.pi)
+    if kind == 2:
+        axes = (max(1, int(size / 2)), max(1, int(size / 2 * rng.uniform(0.4, 1.0))))
+        cv2.ellipse(mask, (int(cx), int(cy)), axes, math.degrees(turn), 0, 360, 255, -1)
+        return mask > 0
+    corners = 3 + kind
+    a = turn + np.arange(corners) * 2 * math.pi / corners + rng.uniform(-0.3, 0.3, corners)
+    r = size / 2 * rng.uniform(0.7, 1.0, size=corners)
+    pts = np.column_stack([cx + r * np.cos(a), cy + r * np.sin(a)]).astype(np.int32)
+    cv2.fillPoly(mask, [pts], 255)
+    return mask > 0
+
+
 SKIN = [(224, 172, 140), (198, 134, 100), (141, 85, 54), (255, 219, 172), (110, 70, 45)]
 
 
@@ -582,6 +600,14 @@ def _object_layer(
         mask, light, spec, _, _ = _mesh_layer(
             rng, w, h, verts, faces, cx, cy, size, lights, ambient
         )
+    elif which == "flat":  # lit evenly, or along one direction
+        mask = _flat_mask(rng, w, h, cx, cy, size)
+        v, u = np.mgrid[0:h, 0:w].astype(np.float32) / max(size, 1.0)
+        turn = rng.uniform(0, 2 * math.pi)
+        ramp = (u * math.cos(turn) + v * math.sin(turn)) * rng.uniform(0.0, 0.3)
+        ramp -= ramp[mask].mean() if mask.any() else 0.0
+        light = np.repeat((0.5 + ambient + ramp)[..., None], 3, axis=-1)
+        spec = np.zeros((h, w), np.float32)
     else:  # blob
         mask = _blob_mask(rng, w, h, cx, cy, size)
         light = np.full((h, w, 3), 0.5 + ambient, np.float32)

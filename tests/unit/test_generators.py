@@ -13,7 +13,7 @@ from PIL import Image
 from training import calibrate
 from training.datagen import generate
 from training.dataset import read_split
-from training.randomize import NO_SCENE, render_randomized
+from training.randomize import NO_SCENE, _lights, _object_layer, render_randomized
 from training.raycast import CLASS_NAMES, raycast_scene
 from training.render import PRIMITIVE_CLASSES, SCENE_CLASSES, render_scene
 from training.sources import SOURCES, recolour, render_source
@@ -84,6 +84,36 @@ def test_small_pyramid_scenes_hold_mostly_small_pyramids():
     assert len(classes) >= 60
     assert (classes == PRIMITIVE_CLASSES.index("pyramid")).mean() >= 0.4
     assert np.median(areas) < 0.4 * np.median(randomized_areas)
+
+
+def test_lookalike_scenes_set_cubes_pyramids_and_cones_beside_what_is_taken_for_them():
+    samples = [render_source("lookalikes", np.random.default_rng([6, i])) for i in range(40)]
+    classes = np.concatenate([s[1] for s in samples])
+    assert len(classes) >= 60
+    confused = [PRIMITIVE_CLASSES.index(c) for c in ("cube", "pyramid", "cone")]
+    assert np.isin(classes, confused).mean() >= 0.65
+    # About three scenes in ten hold only the lookalikes, which carry no label.
+    assert 5 <= sum(len(s[1]) == 0 for s in samples) <= 20
+
+
+def test_a_flat_outline_is_a_solid_silhouette_lit_evenly_and_never_labelled():
+    rng = np.random.default_rng(8)
+    for _ in range(12):
+        mask, light, spec, axis = _object_layer(
+            rng, "d", "flat", 200, 160, 100.0, 80.0, 80.0, _lights(rng), 0.3
+        )
+        # A triangle, quadrilateral or ellipse of about the size asked for, in one piece.
+        assert 0.15 * 80**2 <= mask.sum() <= 0.8 * 80**2
+        assert cv2.connectedComponents(mask.astype(np.uint8))[0] == 2
+        # No highlight and at most a gentle ramp of light across it: nothing makes it a solid.
+        assert not spec.any() and axis is None
+        assert np.ptp(light[mask]) <= 0.31
+    assert not any(
+        render_randomized(
+            np.random.default_rng([7, i]), distractors_only=True, distractors=("flat",)
+        ).boxes
+        for i in range(6)
+    )
 
 
 def test_a_sphere_is_labelled_axis_aligned_and_a_cylinder_along_its_axis():
