@@ -167,7 +167,23 @@ CARDS: dict[str, dict[str, Any]] = {
         "validation curve peaked at 0.837-0.844 in each of three sittings (2.65 h): more epochs of "
         "this mix move the ray-caster split, not the randomized one or the false boxes. Cost "
         "of the twelfth at IoU 0.7: 1.09-1.13 × round 2's per image in three pairs in one run "
-        "(stored 15.6 against 14.3 ms), inside the 1.3 × bound.",
+        "(stored 15.6 against 14.3 ms), inside the 1.3 × bound.\n\n"
+        "A fourteenth sitting (not shipped) added a source aimed at the false boxes: "
+        "`lookalikes` (1 500 scenes) sets prisms, capsules, ellipsoids, tori and flat "
+        "outlines (triangles, quadrilaterals, ellipses lit evenly) beside cubes, pyramids and "
+        "cones, or alone; the shipped weights' false boxes on the held-out distractor scenes "
+        "sit nearly all on those things (docs/failures.md). `make train`'s mix plus these "
+        "scenes twice, from the twelfth's weights at 2e-4 (1.2 h: 6 epochs of 18 600 images, "
+        "the sixth cut by the clock): validation 0.832 → 0.834 → 0.836 → 0.841 → 0.842 → "
+        "0.843, the sixth kept. Against the twelfth at IoU 0.7: ray-caster 0.822 → 0.833 "
+        "(cube 0.819, cone 0.800), false detections per distractor scene 0.240 → 0.213 (36 "
+        "→ 32 boxes), own 0.977 → 0.981, per photograph 0, but randomized 0.797 → 0.785 "
+        "(cone 0.744, pyramid 0.692, under its class floor). Not shipped. Over the four "
+        "sittings since the tenth (3.85 h) the validation curve peaked at 0.837-0.844 each "
+        "time and the randomized split stayed within 0.784-0.797 whatever the mix: the "
+        "randomized target (0.80) and the distractor target (0.10) are not reached by more "
+        "epochs on these renderers; what is left there is nearly invisible pyramids and "
+        "pyramids and cones taken for each other.",
     },
     "SSD": {
         "what": "torchvision SSDlite320 with a MobileNetV3-Large backbone (reduced tail), run "
