@@ -75,8 +75,8 @@ CLASSIFIER_EPOCHS ?= 3
 # the lookalike scenes twice (not shipped) cut false boxes on distractor scenes by a tenth but
 # lowered the randomized split, so YOLO's mix does not draw them (=0); SSD's eleventh sitting
 # drew them once and shipped (SSD_MIX names no weight for them); model_v1 reads every
-# source's scenes, these too. Each detector trains at its
-# served input side (serve_config.yaml's image_size: YOLO 288, SSD 320).
+# source's scenes, these too. Each detector trains at its served input side
+# (serve_config.yaml's image_size: YOLO 288, SSD 320).
 # training/gpu.sh reads this line too.
 YOLO_MIX ?= raycast=2 randomized=2 distractors=1 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 small_pyramids=2 lookalikes=0
 # The validation images that pick the epoch that ships: the sources the targets are measured

@@ -42,7 +42,7 @@ Sources:
   split at 0.789 (docs/failures.md).
 - ``lookalikes``: randomized scenes of two to five things that are not primitives but are
   taken for them, beside primitives drawn mostly as cubes, pyramids and cones (three scenes
-  in ten: those things alone): prisms, capsules, ellipsoids, tori, and flat outlines
+  in ten: one to five of those things alone): prisms, capsules, ellipsoids, tori, and flat outlines
   (triangles, quadrilaterals, ellipses lit evenly: a silhouette without a solid's shading).
   After the twelfth sitting, YOLO's false boxes on the 150 held-out distractor scenes sat
   almost all on prisms (triangular ones taken for pyramids, pentagonal ones for cubes) and
