@@ -74,9 +74,9 @@ CLASSIFIER_EPOCHS ?= 3
 # raised the ray-caster split but not the randomized one: converged there; a fourteenth with
 # the lookalike scenes twice (not shipped) cut false boxes on distractor scenes by a tenth but
 # lowered the randomized split, so YOLO's mix does not draw them (=0); SSD's eleventh sitting
-# drew them once and shipped (SSD_MIX names no weight for them); model_v1 reads every
-# source's scenes, these too. Each detector trains at its served input side
-# (serve_config.yaml's image_size: YOLO 288, SSD 320).
+# drew them once and shipped, its twelfth twice and shipped (lookalikes=2 in SSD_MIX);
+# model_v1 reads every source's scenes, these too. Each detector trains at its served input
+# side (serve_config.yaml's image_size: YOLO 288, SSD 320).
 # training/gpu.sh reads this line too.
 YOLO_MIX ?= raycast=2 randomized=2 distractors=1 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 small_pyramids=2 lookalikes=0
 # The validation images that pick the epoch that ships: the sources the targets are measured
@@ -93,7 +93,7 @@ YOLO_LR0 ?= 0.0003
 # side is the served one (serve_config.yaml's image_size for SSD). `mined` are its hard
 # negatives: the training images without primitives its weights find one in (training.mine,
 # run first), drawn twice more. training/gpu.sh reads these lines too.
-SSD_MIX ?= raycast=2 distractors=1 mined=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25
+SSD_MIX ?= raycast=2 distractors=1 mined=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 lookalikes=2
 SSD_VAL ?= raycast randomized
 SSD_LR ?= 0.001
 train: data  ## One training sitting: YOLO (YOLO_HOURS), SSD, model_v1 from the shipped weights
