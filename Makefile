@@ -60,7 +60,7 @@ samples: install  ## Contact sheets with the labels drawn, and the box conventio
 # curve is appended to weights/training-log.json, which carries the curve from machine to
 # machine (weights/README.md). On a GPU machine: training/gpu.sh (about 10 minutes).
 YOLO_HOURS ?= 1.4
-SSD_EPOCHS ?= 2
+SSD_EPOCHS ?= 1
 CLASSIFIER_EPOCHS ?= 3
 # Each source's training images drawn per epoch (docs/failures.md): the ray-caster's scenes
 # (where the misses are) and the randomized scenes (the split furthest from its target after
@@ -88,8 +88,9 @@ YOLO_VAL ?= raycast randomized distractors
 YOLO_LR0 ?= 0.0003
 # SSD's sitting: its mix and validation the same way, for its one target (the ray-caster split,
 # the randomized scenes beside it so that 250 images pick the epoch, not 100), and a one-cycle
-# peak rate for a sitting of SSD_EPOCHS from the shipped weights (2 epochs at 1e-3: sittings
-# four to nine ran 2-3 at that rate; the second's 5 at 2e-3 were from weaker ones). Its input
+# peak rate for a sitting of SSD_EPOCHS from the shipped weights (1 epoch at 1e-3, as the
+# eleventh and twelfth, the shipped weights, ran; sittings four to nine ran 2-3 at that rate,
+# the second's 5 at 2e-3 were from weaker ones). Its input
 # side is the served one (serve_config.yaml's image_size for SSD). `mined` are its hard
 # negatives: the training images without primitives its weights find one in (training.mine,
 # run first), drawn twice more. training/gpu.sh reads these lines too.

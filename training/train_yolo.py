@@ -153,6 +153,27 @@ def _by_source(folder: Path) -> dict[str, list[Path]]:
     return by_source(sorted(folder.glob("*.jpg")), lambda image: image)
 
 
+def class_balance(images: list[Path], names: dict[int, str]) -> dict[str, tuple[float, float]]:
+    """Per class, over the drawn images (each copy counted): its share of the labelled objects
+    and the share of the images that show it. An image's labels are ultralytics' file for it
+    (``images/`` -> ``labels/``, ``.txt``); an image without one shows nothing."""
+    objects = dict.fromkeys(names, 0)
+    showing = dict.fromkeys(names, 0)
+    for image in images:
+        label = image.parent.parent.parent / "labels" / image.parent.name / f"{image.stem}.txt"
+        ids = (
+            [int(line.split()[0]) for line in label.read_text().splitlines() if line.strip()]
+            if label.is_file()
+            else []
+        )
+        for k in ids:
+            objects[k] += 1
+        for k in set(ids):
+            showing[k] += 1
+    total = max(1, sum(objects.values()))
+    return {names[k]: (objects[k] / total, showing[k] / max(1, len(images))) for k in names}
+
+
 def mixed_dataset(
     data_yaml: Path,
     mix: dict[str, float],
@@ -170,7 +191,14 @@ def mixed_dataset(
     spec = yaml.safe_load(data_yaml.read_text())
     root = Path(spec["path"])
     groups = with_mined(_by_source(root / spec["train"]), mined, lambda image: image)
-    lines = [str(i) for i in draw(groups, mix)]
+    drawn = draw(groups, mix)
+    lines = [str(i) for i in drawn]
+    names = spec.get("names", {})
+    names = dict(enumerate(names)) if isinstance(names, list) else names
+    log.info(
+        "drawn per epoch, by class (share of the objects, share of the images showing it): %s",
+        ", ".join(f"{c} {o:.1%} {i:.1%}" for c, (o, i) in class_balance(drawn, names).items()),
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "train.txt").write_text("\n".join(lines) + "\n")
     val = str(root / spec["val"])

@@ -159,3 +159,21 @@ def test_a_mined_list_that_is_missing_or_names_other_images_is_refused(
     listed.write_text("/elsewhere/distractors-000009.jpg\n")
     with pytest.raises(SystemExit, match="1 of its images are not training images"):
         mixed_dataset(data_yaml, {}, tmp_path / "run", mined=listed)
+
+
+def test_the_class_balance_of_what_is_drawn_is_logged(
+    data_yaml: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    labels = data_yaml.parent / "labels" / "train"
+    labels.mkdir(parents=True)
+    # Each raycast image shows two spheres and a cube; classic-000000 a cube; the rest nothing.
+    for i in range(4):
+        (labels / f"raycast-{i:06d}.txt").write_text(
+            "0 0.1 0.1 0.2 0.1 0.2 0.2 0.1 0.2\n0 0.5 0.5 0.6 0.5 0.6 0.6 0.5 0.6\n"
+            "1 0.3 0.3 0.4 0.3 0.4 0.4 0.3 0.4\n"
+        )
+    (labels / "classic-000000.txt").write_text("1 0.3 0.3 0.4 0.3 0.4 0.4 0.3 0.4\n")
+    with caplog.at_level("INFO", logger="training.train_yolo"):
+        mixed_dataset(data_yaml, parse_mix(["raycast=2", "classic=0.5"]), tmp_path / "run")
+    # 14 images drawn: raycast 8 (16 spheres, 8 cubes), classic 3 (one cube), noise 3.
+    assert "sphere 64.0% 57.1%, cube 36.0% 64.3%" in caplog.text, caplog.text
