@@ -15,6 +15,7 @@ import csv
 import logging
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -157,19 +158,16 @@ def class_balance(images: list[Path], names: dict[int, str]) -> dict[str, tuple[
     """Per class, over the drawn images (each copy counted): its share of the labelled objects
     and the share of the images that show it. An image's labels are ultralytics' file for it
     (``images/`` -> ``labels/``, ``.txt``); an image without one shows nothing."""
-    objects = dict.fromkeys(names, 0)
-    showing = dict.fromkeys(names, 0)
+    objects: Counter[int] = Counter()
+    showing: Counter[int] = Counter()
+    read: dict[Path, list[int]] = {}
     for image in images:
-        label = image.parent.parent.parent / "labels" / image.parent.name / f"{image.stem}.txt"
-        ids = (
-            [int(line.split()[0]) for line in label.read_text().splitlines() if line.strip()]
-            if label.is_file()
-            else []
-        )
-        for k in ids:
-            objects[k] += 1
-        for k in set(ids):
-            showing[k] += 1
+        if image not in read:
+            label = image.parent.parent.parent / "labels" / image.parent.name / f"{image.stem}.txt"
+            lines = label.read_text().splitlines() if label.is_file() else []
+            read[image] = [int(line.split()[0]) for line in lines if line.strip()]
+        objects.update(read[image])
+        showing.update(set(read[image]))
     total = max(1, sum(objects.values()))
     return {names[k]: (objects[k] / total, showing[k] / max(1, len(images))) for k in names}
 
