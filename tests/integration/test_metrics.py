@@ -34,19 +34,39 @@ def _page(platform) -> str:
     return httpx.get(f"http://127.0.0.1:{platform.metrics_port}/metrics", timeout=10).text
 
 
-def _counts(page: str) -> dict[str, float]:
-    """The counters this test moves, as totals: the platform is shared by the whole session,
-    so the test asserts how far they grow (``_Growth``)."""
+def _counts(page: str) -> dict[str, dict[frozenset, float]]:
+    """The counters this test moves, series by series (a series is one process's, told apart
+    by its labels): the platform is shared by the whole session, so the test asserts how far
+    they grow (``_Growth``)."""
+
+    def series(samples, **labels: str) -> dict[frozenset, float]:
+        return {
+            frozenset(got.items()): v
+            for got, v in samples
+            if all(got.get(k) == w for k, w in labels.items())
+        }
+
     tasks = _samples(page, "ray_primitives_tasks_total")
     stages = _samples(page, "ray_primitives_task_seconds_count")
     batches = _samples(page, "ray_primitives_batch_size_count")
     return {
-        "done": _total(tasks, outcome="done"),
-        "canceled": _total(tasks, outcome="canceled"),
-        **{f"stage {s}": _total(stages, stage=s) for s in ("wait", "inference", "total")},
-        "batches YOLO": _total(batches, model="YOLO"),
-        "batches model_v1": _total(batches, model="model_v1"),
+        "done": series(tasks, outcome="done"),
+        "canceled": series(tasks, outcome="canceled"),
+        **{f"stage {s}": series(stages, stage=s) for s in ("wait", "inference", "total")},
+        "batches YOLO": series(batches, model="YOLO"),
+        "batches model_v1": series(batches, model="model_v1"),
     }
+
+
+def _increase(before: dict[frozenset, float], now: dict[frozenset, float]) -> float:
+    """How far a counter grew between two reads, series by series, as Prometheus reads it: a
+    series that fell was reset and grew by all it holds now, a series first seen grew from 0,
+    and a series gone (its process dead) adds nothing."""
+    grown = 0.0
+    for key, value in now.items():
+        last = before.get(key, 0.0)
+        grown += value - last if value >= last else value
+    return grown
 
 
 # What one cancelled and three finished tasks add to the counters of ``_counts``.
@@ -63,10 +83,10 @@ EXPECTED = {
 
 class _Growth:
     """How far each counter of ``_counts`` grows while this runs, read every 0.2 s in a
-    thread. A total sums the node's processes, and Ray's metrics agent stops exporting a dead
-    process's series 120 s after its last report (RAY_WORKER_TIMEOUT_S): the queue actor that
-    test_faults kills makes a total fall once, mid-test. A fall is read as Prometheus reads a
-    counter reset, not as negative growth."""
+    thread, series by series (``_increase``): Ray's metrics agent stops exporting a dead
+    process's series 120 s after its last report (RAY_WORKER_TIMEOUT_S), and the queue actor
+    that test_faults kills drops its series mid-test; a sum over the series would fall then,
+    hiding what the other series grew in the same 0.2 s."""
 
     def __init__(self, platform) -> None:
         self._platform = platform
@@ -83,8 +103,11 @@ class _Growth:
             except httpx.HTTPError:
                 continue  # the next read counts what this one missed
             now = _counts(page)
-            self.grown = {k: g + max(0.0, now[k] - self._last[k]) for k, g in self.grown.items()}
-            self._last, self.page = now, page
+            self.grown = {k: g + _increase(self._last[k], now[k]) for k, g in self.grown.items()}
+            # A series missing from one page keeps its last value (Prometheus compares with the
+            # series' last sample, not with 0, when it comes back).
+            self._last = {k: {**self._last[k], **now[k]} for k in now}
+            self.page = page
 
     def __enter__(self) -> _Growth:
         self._thread.start()
