@@ -208,7 +208,8 @@ CARDS: dict[str, dict[str, Any]] = {
         'Class balance (measured in docs/failures.md, "Class balance, measured"): the '
         "shipped mix draws pyramids most (29.7 % of the objects; spheres, cylinders and cones "
         "16 % each), and the class found least on the randomized split is the pyramid (0.708), "
-        "with spheres and cones, drawn alike, at the two ends (0.920, 0.766): how often a class "
+        "while spheres and cones, drawn alike, are found best and second worst (0.920, 0.766): "
+        "how often a class "
         "is drawn does not set how well it is found, and repeat-factor sampling would move the "
         "share of images showing a cone by under 2 points. No sitting was spent on it.",
     },
