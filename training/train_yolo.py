@@ -156,18 +156,18 @@ def _by_source(folder: Path) -> dict[str, list[Path]]:
 
 def class_balance(images: list[Path], names: dict[int, str]) -> dict[str, tuple[float, float]]:
     """Per class, over the drawn images (each copy counted): its share of the labelled objects
-    and the share of the images that show it. An image's labels are ultralytics' file for it
-    (``images/`` -> ``labels/``, ``.txt``); an image without one shows nothing."""
-    objects: Counter[int] = Counter()
-    showing: Counter[int] = Counter()
-    read: dict[Path, list[int]] = {}
-    for image in images:
-        if image not in read:
-            label = image.parent.parent.parent / "labels" / image.parent.name / f"{image.stem}.txt"
-            lines = label.read_text().splitlines() if label.is_file() else []
-            read[image] = [int(line.split()[0]) for line in lines if line.strip()]
-        objects.update(read[image])
-        showing.update(set(read[image]))
+    and the share of the images that show it. An image's labels are the file ultralytics reads
+    for it (``img2label_paths``); an image without one shows nothing."""
+    from ultralytics.data.utils import img2label_paths
+
+    unique = sorted(set(images))
+    paths: list[str | Path] = list(unique)
+    ids: dict[Path, list[int]] = {}
+    for image, label in zip(unique, map(Path, img2label_paths(paths)), strict=True):
+        lines = label.read_text().splitlines() if label.is_file() else []
+        ids[image] = [int(line.split()[0]) for line in lines if line.strip()]
+    objects = Counter(k for image in images for k in ids[image])
+    showing = Counter(k for image in images for k in set(ids[image]))
     total = max(1, sum(objects.values()))
     return {names[k]: (objects[k] / total, showing[k] / max(1, len(images))) for k in names}
 

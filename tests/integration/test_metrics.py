@@ -26,8 +26,13 @@ def _samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     return found
 
 
-def _total(samples, **labels: str) -> float:
-    return sum(v for got, v in samples if all(got.get(k) == w for k, w in labels.items()))
+def _series(samples, **labels: str) -> dict[frozenset, float]:
+    """The samples carrying these labels, by their whole label set (one series each)."""
+    return {
+        frozenset(got.items()): v
+        for got, v in samples
+        if all(got.get(k) == w for k, w in labels.items())
+    }
 
 
 def _page(platform) -> str:
@@ -38,23 +43,15 @@ def _counts(page: str) -> dict[str, dict[frozenset, float]]:
     """The counters this test moves, series by series (a series is one process's, told apart
     by its labels): the platform is shared by the whole session, so the test asserts how far
     they grow (``_Growth``)."""
-
-    def series(samples, **labels: str) -> dict[frozenset, float]:
-        return {
-            frozenset(got.items()): v
-            for got, v in samples
-            if all(got.get(k) == w for k, w in labels.items())
-        }
-
     tasks = _samples(page, "ray_primitives_tasks_total")
     stages = _samples(page, "ray_primitives_task_seconds_count")
     batches = _samples(page, "ray_primitives_batch_size_count")
     return {
-        "done": series(tasks, outcome="done"),
-        "canceled": series(tasks, outcome="canceled"),
-        **{f"stage {s}": series(stages, stage=s) for s in ("wait", "inference", "total")},
-        "batches YOLO": series(batches, model="YOLO"),
-        "batches model_v1": series(batches, model="model_v1"),
+        "done": _series(tasks, outcome="done"),
+        "canceled": _series(tasks, outcome="canceled"),
+        **{f"stage {s}": _series(stages, stage=s) for s in ("wait", "inference", "total")},
+        "batches YOLO": _series(batches, model="YOLO"),
+        "batches model_v1": _series(batches, model="model_v1"),
     }
 
 
