@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 
 from bench import cpu
-from bench.run import local_platform, platform_load
+from bench.run import NOOP_OVERLAY, local_platform, platform_load, platform_sync_load
 
 
 def platform_pids() -> dict[str, list[int]]:
@@ -61,6 +61,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("bench/out/profile"))
+    parser.add_argument(
+        "--noop", action="store_true", help="the no-op models (bench/noop.yaml): the platform alone"
+    )
+    parser.add_argument(
+        "--sync", action="store_true", help="one POST with Prefer: wait per task, not two requests"
+    )
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only threads holding the GIL (Python's CPU)"
+    )
     args = parser.parse_args()
     py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
     if py_spy is None:
@@ -69,13 +78,15 @@ def main() -> None:
 
     images = [render_jpeg(10_000 + i)[0] for i in range(64)]
     args.out.mkdir(parents=True, exist_ok=True)
-    with local_platform("profile") as (base, headers, _env):
-        asyncio.run(platform_load(base, headers, images[:16], 8))
+    overlays = [NOOP_OVERLAY] if args.noop else None
+    run_load = platform_sync_load if args.sync else platform_load
+    with local_platform("profile", overlays=overlays) as (base, headers, _env):
+        asyncio.run(run_load(base, headers, images[:16], 8))
         stop = threading.Event()
 
         def load() -> None:
             while not stop.is_set():
-                asyncio.run(platform_load(base, headers, images, 32))
+                asyncio.run(run_load(base, headers, images, 32))
 
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
@@ -100,6 +111,7 @@ def main() -> None:
                                 "--format",
                                 "raw",
                                 "--nonblocking",
+                                *(["--gil"] if args.gil else []),
                                 "--output",
                                 str(args.out / f"{name}.txt"),
                             ],

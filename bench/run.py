@@ -253,8 +253,10 @@ def run_minimal_serve(
     wait_s: float,
     threads: int,
     ray_env: dict[str, str],
+    overlays: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The smallest app, its Ray started with ``ray_env`` ({} for Ray's defaults)."""
+    """The smallest app, its Ray started with ``ray_env`` ({} for Ray's defaults), its models
+    from serve_config.yaml's registry with ``overlays`` laid over it."""
     import ray
     import torch
     from ray import serve
@@ -267,12 +269,22 @@ def run_minimal_serve(
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         gpus = 1 if torch.cuda.is_available() else 0
-        serve.run(minimal_serve_app(batch, wait_s, threads, gpus), name="minimal", route_prefix="/")
+        app = minimal_serve_app(batch, wait_s, threads, gpus, overlays=overlays or [])
+        serve.run(app, name="minimal", route_prefix="/")
         base = f"http://127.0.0.1:{port}"
+        asyncio.run(
+            sync_peer_load(base, "/", images[:16], 8, as_json=False)
+        )  # warm, as the platform
         time.sleep(2)
+        handle = serve.get_deployment_handle("BothModels", app_name="minimal")
+        inference_before = handle.stats.remote().result()["inference_cpu_s"]
         before = cpu.sample()
         result = asyncio.run(sync_peer_load(base, "/", images, concurrency, as_json=False))
-        result["cpu_s_by_group"] = cpu.cpu_by_group(before, cpu.sample())
+        by_group = cpu.cpu_by_group(before, cpu.sample())
+        by_group.pop("postgresql", None)  # not this row's: it stores nothing
+        inference = handle.stats.remote().result()["inference_cpu_s"] - inference_before
+        result["cpu_s_by_group"] = by_group
+        _per_task(result, by_group, inference)
         return result
     finally:
         serve.shutdown()
@@ -379,17 +391,23 @@ def _platform_on(
         stop_local_platform(env)
 
 
+def _per_task(out: dict[str, Any], by_group: dict[str, float], inference: float) -> None:
+    """CPU ms per task by process group, inside the models (each replica's batches: decode and
+    predict) and outside them (everything else the row's processes spent, the database's
+    included), the same way for every row."""
+    tasks = max(1, out["images"] - out["errors"])
+    out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2) for g, s in by_group.items()}
+    out["inference_cpu_ms_per_task"] = round(1000 * inference / tasks, 2)
+    out["platform_cpu_ms_per_task"] = round(1000 * (sum(by_group.values()) - inference) / tasks, 2)
+
+
 def measured_load(load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     """Run one load on the running platform; its figures with the CPU it cost by process
     group, and how much of that ran outside the models' ``predict``."""
     stats_before, cpu_before = model_stats(), cpu.sample()
     out: dict[str, Any] = asyncio.run(load)  # type: ignore[arg-type]
     by_group = cpu.cpu_by_group(cpu_before, cpu.sample())
-    inference = inference_cpu(stats_before, model_stats())
-    tasks = max(1, out["images"] - out["errors"])
-    out["cpu_ms_per_task_by_group"] = {g: round(1000 * s / tasks, 2) for g, s in by_group.items()}
-    out["inference_cpu_ms_per_task"] = round(1000 * inference / tasks, 2)
-    out["platform_cpu_ms_per_task"] = round(1000 * (sum(by_group.values()) - inference) / tasks, 2)
+    _per_task(out, by_group, inference_cpu(stats_before, model_stats()))
     out["pss_mib"] = cpu.memory_pss_mib()
     return out
 
@@ -401,12 +419,18 @@ def run_platform(
     ray_env: Path | None,
     database: str,
     full: bool = True,
+    overlays: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Both paths on one platform; with ``full``, also at rest, idle latency and batches."""
+    """Both paths on one platform; with ``full``, also at rest, idle latency and batches.
+    ``overlays``: laid over the config (bench/noop.yaml: the no-op models)."""
     import ray
 
     out: dict[str, Any] = {"database": database}
-    with local_platform(f"bench_{database}", config, ray_env, database) as (base, headers, env):
+    with local_platform(f"bench_{database}", config, ray_env, database, overlays) as (
+        base,
+        headers,
+        env,
+    ):
         asyncio.run(platform_load(base, headers, images[:16], 8))  # warm every code path
         asyncio.run(platform_sync_load(base, headers, images[:16], 8))
         time.sleep(5)
@@ -466,7 +490,13 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         nargs="*",
         default=None,
-        help="rows to run: floor litserve minimal platform sqlite (default all)",
+        help="rows to run: floor litserve minimal platform sqlite ceiling (default all)",
+    )
+    parser.add_argument(
+        "--ceiling-images",
+        type=int,
+        default=1024,
+        help="images of the ceiling rows (the no-op models of bench/noop.yaml)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
@@ -497,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
     wait_s = float(options.get("batch_wait_timeout_s", 0.005))
     threads = int(options.get("torch_threads", os.cpu_count() or 1))
     torch.set_num_threads(threads)
-    rows = set(args.only or ["floor", "litserve", "minimal", "platform", "sqlite"])
+    rows = set(args.only or ["floor", "litserve", "minimal", "platform", "sqlite", "ceiling"])
     images = [render_jpeg(10_000 + i)[0] for i in range(args.images)]
     report: dict[str, Any] = {
         "images": len(images),
@@ -535,10 +565,46 @@ def main(argv: list[str] | None = None) -> None:
             images, args.concurrency, config, args.ray_env, "sqlite", full=False
         )
         log.info("platform on SQLite: %s", report["platform_sqlite"])
+    if "ceiling" in rows:
+        report["ceiling"] = ceiling(
+            [render_jpeg(20_000 + i)[0] for i in range(args.ceiling_images)],
+            args.concurrency,
+            (batch, wait_s, threads),
+            config,
+            args.ray_env,
+        )
+        log.info("ceiling: %s", report["ceiling"])
     report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(render_table(report))
+
+
+NOOP_OVERLAY = Path(__file__).with_name("noop.yaml")
+
+
+def ceiling(
+    images: list[bytes],
+    concurrency: int,
+    batching: tuple[int, float, int],
+    config: Path | None,
+    ray_env: Path | None,
+) -> dict[str, Any]:
+    """The platform's own ceiling: every row with the no-op models (bench/noop.yaml: each
+    model replica decodes the image at its input's scale and answers a fixed result), so
+    what is measured is the platform's cost, not the models'."""
+    from config.serve_config import load_ray_env
+
+    batch, wait_s, threads = batching
+    overlays = [str(NOOP_OVERLAY)]
+    out: dict[str, Any] = {"images": len(images), "concurrency": concurrency}
+    minimal = (images, concurrency, batch, wait_s, threads)
+    out["minimal_serve_fast"] = run_minimal_serve(*minimal, load_ray_env(ray_env), overlays)
+    out["minimal_serve"] = run_minimal_serve(*minimal, {}, overlays)
+    out["platform"] = run_platform(
+        images, concurrency, config, ray_env, "postgresql", full=False, overlays=[NOOP_OVERLAY]
+    )
+    return out
 
 
 PEERS = (
@@ -568,6 +634,14 @@ def ratios(report: dict[str, Any]) -> dict[str, float]:
         lite = report.get("platform_sqlite", {}).get(path, {}).get("img_per_s")
         if pg and lite:
             out[f"sqlite_over_postgresql_{path}"] = round(lite / pg, 3)
+    ceiling_ = report.get("ceiling", {})
+    for path in ("load", "sync"):
+        rate = ceiling_.get("platform", {}).get(path, {}).get("img_per_s")
+        for peer in ("minimal_serve_fast", "minimal_serve"):
+            if rate and peer in ceiling_:
+                out[f"ceiling_platform_{path}_over_{peer}"] = round(
+                    rate / ceiling_[peer]["img_per_s"], 3
+                )
     platform = report.get("platform", {})
     if "floor" in report and "idle_ms_p50" in platform:
         single = report["floor"]["single_image_ms_p50"]
@@ -629,6 +703,8 @@ def render_table(report: dict[str, Any]) -> str:
             f"| batch submit ({b['files_per_request']} files per request, 4 clients): "
             f"tasks accepted/s | {b['tasks_per_s']} |"
         )
+    if "ceiling" in report:
+        lines += ["", *render_ceiling(report["ceiling"])]
     for key, label in PEERS[2:]:
         if key in report and "cpu_s_by_group" in report[key]:
             m = report[key]
@@ -641,6 +717,36 @@ def render_table(report: dict[str, Any]) -> str:
                 ),
             ]
     return "\n".join(lines)
+
+
+def render_ceiling(c: dict[str, Any]) -> list[str]:
+    """The ceiling section: rates and CPU per task with the no-op models."""
+    rows = [
+        ("smallest Ray Serve app, fast path", c.get("minimal_serve_fast")),
+        ("smallest Ray Serve app, Ray's defaults", c.get("minimal_serve")),
+        ("platform, PostgreSQL: submit + long-poll result", c.get("platform", {}).get("load")),
+        ("platform, PostgreSQL: one POST with Prefer: wait", c.get("platform", {}).get("sync")),
+    ]
+    base = (c.get("minimal_serve_fast") or {}).get("img_per_s")
+    lines = [
+        f"Ceiling: no-op models (bench/noop.yaml), {c['images']} images, "
+        f"{c['concurrency']} clients",
+        "",
+        "| served by | tasks/s | over the smallest app, fast path | p50 ms | CPU ms per task "
+        "outside the models | inside | by process |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for label, r in rows:
+        if not r:
+            continue
+        ratio = round(r["img_per_s"] / base, 3) if base else ""
+        groups = ", ".join(f"{g} {v}" for g, v in r.get("cpu_ms_per_task_by_group", {}).items())
+        lines.append(
+            f"| {label} | {r['img_per_s']} | {ratio} | {r['ms_p50']} | "
+            f"{r.get('platform_cpu_ms_per_task', '')} | {r.get('inference_cpu_ms_per_task', '')} "
+            f"| {groups} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

@@ -25,8 +25,13 @@ class Backend(StrEnum):
     ultralytics = "ultralytics"  # any ultralytics checkpoint; oriented boxes when it is -obb
     torchvision_ssd = "torchvision_ssd"
     torchvision_classifier = "torchvision_classifier"
+    # No model: a fixed answer for any image, after decoding it as a model's replica would.
+    # For measuring the platform's own cost (bench/noop.yaml); refused in production and
+    # never in the shipped registry (tests/unit/test_config.py).
+    noop = "noop"
 
 
+# The one type each backend serves; the no-op backend serves either.
 BACKEND_TYPES = {
     Backend.ultralytics: ModelType.detection,
     Backend.torchvision_ssd: ModelType.detection,
@@ -41,7 +46,8 @@ class ModelSpec(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
     type: ModelType
     backend: Backend
-    weights: Path
+    # Required but for the no-op backend, which loads nothing.
+    weights: Path | None = None
     # torchvision builder (``ssdlite320_mobilenet_v3_large``, ``mobilenet_v3_small``...);
     # ultralytics checkpoints carry their own architecture.
     arch: str | None = None
@@ -60,6 +66,10 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if self.backend is Backend.noop:
+            return self  # loads nothing; answers with ``classes``, or its own, for either type
+        if self.weights is None:
+            raise ValueError(f"model {self.name}: `weights` names the weights file to load")
         if BACKEND_TYPES[self.backend] is not self.type:
             raise ValueError(
                 f"backend {self.backend} serves {BACKEND_TYPES[self.backend]}, not {self.type}"
@@ -79,6 +89,8 @@ class ModelSpec(BaseModel):
 
     @property
     def weights_path(self) -> Path:
+        if self.weights is None:
+            raise ValueError(f"model {self.name} ({self.backend}) has no weights file")
         return self.weights if self.weights.is_absolute() else REPO_ROOT / self.weights
 
 

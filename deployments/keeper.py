@@ -44,7 +44,6 @@ class Keeper:
         self.queue_args = (
             detectors,
             classifiers,
-            {spec.id: spec.image_size for spec in registry.models},
             queue_concurrency,
             {spec.id: spec.name for spec in registry.models},
         )

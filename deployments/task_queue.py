@@ -17,7 +17,6 @@ from ray.serve.handle import DeploymentHandle
 
 from config.settings import Settings, get_settings
 from inference import ModelAnswer, ModelRefused
-from inference.images import decode_image
 from storage.database import make_engine, make_session_factory
 from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher, retention_loop
@@ -40,33 +39,24 @@ def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, Deploymen
 
 
 class ServeModels:
-    """``RunModels`` over Serve deployment handles, by model id. The image is decoded once,
-    here, at the scale the larger of the two models needs (``input_sides``: model id -> input
-    size), and the array goes to the object store once for both deployments."""
+    """``RunModels`` over Serve deployment handles, by model id. The image goes to both models
+    as the stored bytes (smaller than any array of it); each replica decodes it at the scale
+    its own input needs, so decoding scales with the model replicas, not with the queue."""
 
     def __init__(
-        self,
-        detectors: dict[int, DeploymentHandle],
-        classifiers: dict[int, DeploymentHandle],
-        input_sides: dict[int, int],
+        self, detectors: dict[int, DeploymentHandle], classifiers: dict[int, DeploymentHandle]
     ):
         self.detectors, self.classifiers = serve_transport(detectors), serve_transport(classifiers)
-        self.input_sides = dict(input_sides)
 
     async def __call__(self, claim: Claim, image: bytes) -> tuple[ModelAnswer, ModelAnswer]:
         detector = self.detectors.get(claim.detection_model_id)
         classifier = self.classifiers.get(claim.classification_model_id)
         if detector is None or classifier is None:
             raise ModelRefused("the model this task asked for is no longer configured")
-        side = max(
-            self.input_sides.get(claim.detection_model_id, 0),
-            self.input_sides.get(claim.classification_model_id, 0),
-        )
-        # ImageUnreadable (a ModelRefused) fails the task with its reason.
-        array = await asyncio.to_thread(decode_image, image, min_side=side or None)
+        # A replica's ImageUnreadable (a ModelRefused) fails the task with its reason.
         try:
             detection, classification = await asyncio.gather(
-                detector.predict.remote(array), classifier.predict.remote(array)
+                detector.predict.remote(image), classifier.predict.remote(image)
             )
         except RayTaskError as exc:
             # ``cause`` is the replica's own exception (Ray may raise a class derived from
@@ -94,7 +84,6 @@ class TaskQueue:
         self,
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
-        input_sides: dict[int, int],
         concurrency: int,
         model_names: dict[int, str] | None = None,
     ):
@@ -105,7 +94,7 @@ class TaskQueue:
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
-        self.models = ServeModels(detectors, classifiers, input_sides)
+        self.models = ServeModels(detectors, classifiers)
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
             run_models=self.models,
@@ -137,14 +126,12 @@ class TaskQueue:
         self,
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
-        input_sides: dict[int, int],
         concurrency: int,
         model_names: dict[int, str] | None = None,
     ) -> None:
         """Point at the current application's deployments and scaling (after a redeploy)."""
         self.models.detectors = serve_transport(detectors)
         self.models.classifiers = serve_transport(classifiers)
-        self.models.input_sides = dict(input_sides)
         self.dispatcher.concurrency = concurrency
         self.dispatcher.model_names = dict(model_names or {})
         self.dispatcher.notify()
@@ -155,9 +142,11 @@ class TaskQueue:
 
     @ray.method(enable_task_events=False)
     async def wait_finished(
-        self, task_id: int, timeout: float, notify: bool = False
+        self, task_id: int, timeout: float, notify: bool = False, unsettled: bool = False
     ) -> dict[str, Any] | None:
-        return await self.dispatcher.wait_finished(task_id, timeout, notify=notify)
+        return await self.dispatcher.wait_finished(
+            task_id, timeout, notify=notify, unsettled=unsettled
+        )
 
     @ray.method(enable_task_events=False)
     def abandon(self, task_id: int) -> None:

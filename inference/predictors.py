@@ -8,6 +8,7 @@ images one by one.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -16,7 +17,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from config.registry import Backend, ModelSpec
+from config.registry import Backend, ModelSpec, ModelType
 from inference.images import decode_image
 from inference.processing import (
     classifier_input,
@@ -27,6 +28,7 @@ from inference.processing import (
 )
 from inference.types import (
     Classification,
+    DetectedPrimitive,
     Detection,
     ModelOutput,
     ModelRefused,
@@ -47,6 +49,10 @@ class Predictor(ABC, Generic[P]):
     """A loaded model: ``predict(images) -> list of typed results``, ``describe()``."""
 
     backend: ClassVar[Backend]
+    # How the model fits an image to its input side: a detector fits the longer side in it
+    # (letterbox), a classifier stretches both sides to it. Image bytes are decoded no larger
+    # than that needs (``decode``).
+    stretches: bool = False
 
     def __init__(self, spec: ModelSpec, *, device: str | None = None):
         self.spec = spec
@@ -66,14 +72,21 @@ class Predictor(ABC, Generic[P]):
     def predict(self, images: Sequence[np.ndarray]) -> list[P]:
         """One result per RGB uint8 (H, W, 3) array, in order, run as one batch."""
 
+    def decode(self, data: bytes) -> np.ndarray:
+        """The image's array at the least resolution this model's input needs (a JPEG decoded
+        at a reduced scale: a fraction of a full decode's cost); ImageUnreadable when the
+        bytes do not decode."""
+        return decode_image(data, min_side=self.spec.image_size, cover=self.stretches)
+
     def predict_encoded(self, images: Sequence[bytes | np.ndarray]) -> list[P | ModelRefused]:
-        """Decode (bytes) or take (arrays) each image and predict the good ones as one batch;
-        an undecodable image gets its ImageUnreadable, its neighbours are not affected."""
+        """Decode (bytes, ``decode``) or take (arrays) each image and predict the good ones as
+        one batch; an undecodable image gets its ImageUnreadable, its neighbours are not
+        affected."""
         arrays: list[np.ndarray | None] = []
         refusals: list[ModelRefused | None] = []
         for image in images:
             try:
-                arrays.append(image if isinstance(image, np.ndarray) else decode_image(image))
+                arrays.append(image if isinstance(image, np.ndarray) else self.decode(image))
                 refusals.append(None)
             except ModelRefused as exc:
                 arrays.append(None)
@@ -217,6 +230,7 @@ class ClassifierPredictor(Predictor[Classification]):
     """A torchvision image classifier (any builder name) from a state dict."""
 
     backend = Backend.torchvision_classifier
+    stretches = True
 
     def _load(self) -> None:
         import torchvision
@@ -250,10 +264,41 @@ class ClassifierPredictor(Predictor[Classification]):
         )
 
 
+# The no-op model's answers: one primitive, and the first of its classes (a classifier's).
+NOOP_PRIMITIVE = DetectedPrimitive("sphere", 0.5, 0.5, 0.25, 0.25, 0.0, 0.9)
+NOOP_CLASSES = ["office"]
+
+
+class NoopPredictor(Predictor[Any]):
+    """No model and no weights: the same answer for any image, after the image was decoded
+    as a real model of its type decodes it. The platform's own cost is measured with it
+    (``make bench``'s ceiling rows), through the platform's code, not a patch of it."""
+
+    backend = Backend.noop
+
+    def __init__(self, spec: ModelSpec, *, device: str | None = None):
+        self.spec = spec
+        self.device = device or "cpu"
+        self.weights_sha256 = hashlib.sha256(b"noop").hexdigest()
+        self.classes = list(spec.classes or NOOP_CLASSES)
+        self.stretches = spec.type is ModelType.classification
+        log.info("%s: no-op model (fixed answers, no weights)", spec.name)
+
+    def _load(self) -> None:
+        return None
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
+        if self.spec.type is ModelType.classification:
+            probabilities = {c: (1.0 if i == 0 else 0.0) for i, c in enumerate(self.classes)}
+            return [Classification(self.classes[0], 1.0, probabilities) for _ in images]
+        return [Detection((NOOP_PRIMITIVE,)) for _ in images]
+
+
 PREDICTORS: dict[Backend, type[Predictor[Any]]] = {
     Backend.ultralytics: UltralyticsPredictor,
     Backend.torchvision_ssd: SsdPredictor,
     Backend.torchvision_classifier: ClassifierPredictor,
+    Backend.noop: NoopPredictor,
 }
 
 
@@ -265,6 +310,7 @@ def build_predictor(spec: ModelSpec, *, device: str | None = None) -> Predictor[
 __all__ = [
     "ClassifierPredictor",
     "ModelOutput",
+    "NoopPredictor",
     "Predictor",
     "SsdPredictor",
     "UltralyticsPredictor",

@@ -184,3 +184,20 @@ def test_development_that_nobody_chose_never_serves_the_network(
             check_exposure(settings, host)
     else:
         check_exposure(settings, host)
+
+
+def test_the_noop_backend_is_for_benchmarks_only():
+    """Either type, no weights; never in what ships (the file, or any overlay of config/)."""
+    from config.serve_config import load_app_config
+
+    spec = ModelSpec(id=5, name="Nothing", type="classification_model", backend="noop")
+    assert spec.weights is None
+    with pytest.raises(ValueError, match="no weights"):
+        _ = spec.weights_path
+    with pytest.raises(ValidationError, match="weights"):
+        ModelSpec(id=6, name="X", type="detection_model", backend="ultralytics")
+    shipped = [load_app_config()] + [
+        load_app_config(overlays=[path]) for path in sorted((REPO_ROOT / "config").glob("*.yaml"))
+    ]
+    for config in shipped:
+        assert all(m.backend != "noop" for m in config.registry.models)

@@ -20,7 +20,7 @@ def test_one_bad_image_in_a_batch_does_not_fail_its_neighbours(registry, scenes,
     (first, _), (second, _) = scenes
     out = predictor.predict_encoded([first, b"\xff\xd8\xffnot a jpeg", second])
     assert isinstance(out[1], ImageUnreadable)
-    alone = predictor.predict([decode_image(first), decode_image(second)])
+    alone = predictor.predict([predictor.decode(first), predictor.decode(second)])
     assert [out[0], out[2]] == alone  # the same answers as without the bad one
 
 
@@ -66,3 +66,41 @@ def test_loading_yolo_keeps_the_process_torch_threads(registry, monkeypatch):
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(before)
+
+
+def test_each_model_decodes_bytes_at_the_scale_its_input_needs(registry):
+    """The replicas decode (not the queue): a detector keeps the longer side at its input
+    size, a classifier (which stretches both sides to its input) the shorter side."""
+    data, _ = render_jpeg(33)
+    full = decode_image(data)
+    yolo = build_predictor(registry.by_name("YOLO"), device="cpu")
+    classifier = build_predictor(registry.by_name("model_v1"), device="cpu")
+    for predictor, side in ((yolo, max), (classifier, min)):
+        decoded = predictor.decode(data)
+        size = predictor.spec.image_size
+        assert side(decoded.shape[:2]) >= size
+        assert side(decoded.shape[:2]) < 2 * size or side(full.shape[:2]) < 2 * size
+    with pytest.raises(ImageUnreadable):
+        yolo.decode(b"not an image")
+
+
+@pytest.mark.parametrize("name", ["YOLO", "SSD", "model_v1"])
+def test_the_noop_model_decodes_like_its_model_and_answers_the_same_for_any_image(name):
+    """bench/noop.yaml's models: no weights, the real model's decoding, a fixed answer."""
+    from config.serve_config import load_app_config
+    from config.settings import REPO_ROOT
+
+    spec = load_app_config(overlays=[REPO_ROOT / "bench" / "noop.yaml"]).registry.by_name(name)
+    predictor = build_predictor(spec)
+    assert predictor.describe().backend == "noop"
+    (first, _), (second, _) = render_jpeg(34), render_jpeg(35)
+    out = predictor.predict_encoded([first, b"\xff\xd8\xffnot a jpeg", second])
+    assert isinstance(out[1], ImageUnreadable)  # it decodes: a bad image is refused
+    assert out[0] == out[2]
+    assert isinstance(out[0], Classification if name == "model_v1" else Detection)
+    assert (
+        predictor.decode(first).shape
+        == build_predictor(load_app_config().registry.by_name(name), device="cpu")
+        .decode(first)
+        .shape
+    )
