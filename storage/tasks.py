@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, or_, select, update
+from sqlalchemy import Table, delete, func, insert, literal, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import events, webhooks
@@ -98,9 +98,13 @@ def _first_turn(*, db: Session, user_id: int, priority: int) -> int:
     return max(clock, last + 1 if last is not None else 0)
 
 
-def _insert_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
+def _insert_tasks(
+    *, db: Session, user_id: int, new: NewTasks, turn: int | None = None
+) -> list[int]:
+    """Insert the tasks from ``turn`` on (the user's first turn, read now when not given)."""
     now = utcnow()
-    turn = _first_turn(db=db, user_id=user_id, priority=new.priority)
+    if turn is None:
+        turn = _first_turn(db=db, user_id=user_id, priority=new.priority)
     deadline_at = now + timedelta(seconds=new.deadline_s) if new.deadline_s else None
     ids = list(
         db.scalars(
@@ -203,18 +207,20 @@ def create_tasks_within_quota(
             db.rollback()
             return Created(ids=replay, replayed=True)
     lock_user(db=db, user_id=user_id)  # the check and the insert as one step per user
-    active, stored = usage(db=db, user_id=user_id)  # one query for both limits
-    if active + len(new.images) > max_active:
+    # One statement, after the lock (its snapshot sees every submission committed before):
+    # both of the user's limits, the platform's queue and the user's first turn.
+    standing = _standing(db=db, user_id=user_id, priority=new.priority, queued=bool(max_queued))
+    if standing.active + len(new.images) > max_active:
         db.rollback()  # the key too: a retry after the quota frees may succeed
         raise OverQuota
     adding = sum(len(data) for data, _ in new.images)
-    if max_stored_bytes and stored + adding > max_stored_bytes:
+    if max_stored_bytes and standing.stored + adding > max_stored_bytes:
         db.rollback()
-        raise OverStorage(stored=stored, adding=adding, limit=max_stored_bytes)
-    if max_queued and queued_count(db=db) + len(new.images) > max_queued:
+        raise OverStorage(stored=standing.stored, adding=adding, limit=max_stored_bytes)
+    if max_queued and standing.queued + len(new.images) > max_queued:
         db.rollback()
         raise QueueFull(limit=max_queued)
-    ids = _insert_tasks(db=db, user_id=user_id, new=new)
+    ids = _insert_tasks(db=db, user_id=user_id, new=new, turn=standing.turn)
     if idempotency_key is not None:
         db.execute(
             update(IdempotencyKey)
@@ -274,16 +280,49 @@ def lock_user(*, db: Session, user_id: int) -> None:
         db.execute(select(User.id).where(User.id == user_id).with_for_update())
 
 
-def usage(*, db: Session, user_id: int) -> tuple[int, int]:
-    """How many of the user's tasks wait (queued or in progress), and the bytes their
-    stored images take."""
-    waiting = Task.status.in_(UNSETTLED_STATUSES)
+@dataclass(frozen=True)
+class Standing:
+    """What a submission is checked against: the user's waiting tasks and stored bytes, the
+    platform's queued tasks (0 when not counted) and the user's next turn."""
+
+    active: int
+    stored: int
+    queued: int
+    turn: int
+
+
+def _standing(*, db: Session, user_id: int, priority: int, queued: bool) -> Standing:
+    """``Standing`` in one statement (``queued``: count the platform's queue too)."""
+    mine = (
+        select(
+            func.count().filter(TASK.status.in_(UNSETTLED_STATUSES)).label("active"),
+            func.coalesce(func.sum(TASK.input_bytes), 0).label("stored"),
+        )
+        .where(TASK.user_id == user_id)
+        .subquery()
+    )
     row = db.execute(
-        select(func.count().filter(waiting), func.coalesce(func.sum(Task.input_bytes), 0)).where(
-            Task.user_id == user_id
+        select(
+            mine.c.active,
+            mine.c.stored,
+            (
+                select(func.count()).where(TASK.status == TaskStatus.queued.value)
+                if queued
+                else select(literal(0))
+            ).scalar_subquery(),
+            select(QueueTurn.turn).where(QueueTurn.priority == priority).scalar_subquery(),
+            select(func.max(TASK.turn))
+            .where(TASK.user_id == user_id, TASK.priority == priority)
+            .scalar_subquery(),
         )
     ).one()
-    return int(row[0] or 0), int(row[1] or 0)
+    clock, last = row[3] or 0, row[4]
+    return Standing(
+        active=int(row[0] or 0),
+        stored=int(row[1] or 0),
+        queued=int(row[2] or 0),
+        turn=max(clock, last + 1 if last is not None else 0),
+    )
 
 
 def queued_count(*, db: Session) -> int:
@@ -679,45 +718,70 @@ def complete(
 ) -> bool:
     """Store the result and mark the task done (queueing its webhook), in one transaction,
     if the claim still holds."""
-    stored = _complete(db=db, item=Completion(claim, image_class, primitives, details))
-    db.commit()
-    return stored
+    return complete_many(db=db, items=[Completion(claim, image_class, primitives, details)])[0]
 
 
 def complete_many(*, db: Session, items: list[Completion]) -> list[bool]:
-    """``complete`` for several runs in one transaction (one commit for all): whether each
-    was stored (its claim still held)."""
-    stored = [_complete(db=db, item=item) for item in items]
-    db.commit()
-    return stored
-
-
-def _complete(*, db: Session, item: Completion) -> bool:
-    claim, image_class, primitives, details = (
-        item.claim,
-        item.image_class,
-        item.primitives,
-        item.details,
-    )
-    done = _end(db=db, claim=claim, status=TaskStatus.done, error=None)
-    if done is None:  # the claim was lost: nothing was changed
-        return False
-    db.execute(
-        insert(RESULTS).values(
-            task_id=claim.task_id, image_class=image_class, primitives=primitives, details=details
+    """``complete`` for several runs in one transaction, in a fixed number of statements
+    whatever their count (one update, one insert of results, the events, the webhooks):
+    whether each was stored (its claim still held)."""
+    if not items:
+        return []
+    ended = {
+        row.id: row
+        for row in db.execute(
+            update(TASKS)
+            .where(
+                tuple_(TASK.id, TASK.claim_token).in_(
+                    [(item.claim.task_id, item.claim.token) for item in items]
+                ),
+                TASK.status == TaskStatus.in_progress.value,
+            )
+            .values(
+                status=TaskStatus.done.value,
+                finished_at=utcnow(),
+                lease_expires_at=None,
+                error=None,
+            )
+            .returning(TASK.id, TASK.user_id, TASK.webhook_url)
         )
-    )
-    if done.webhook_url:
-        webhooks.enqueue(
+    }
+    stored = [item for item in items if item.claim.task_id in ended]
+    if stored:
+        db.execute(
+            insert(RESULTS),
+            [
+                {
+                    "task_id": item.claim.task_id,
+                    "image_class": item.image_class,
+                    "primitives": item.primitives,
+                    "details": item.details,
+                }
+                for item in stored
+            ],
+        )
+        events.record(
             db=db,
-            task_id=claim.task_id,
-            user_id=done.user_id,
-            url=done.webhook_url,
-            body=claim.body(
-                TaskStatus.done, result=result_payload(image_class, primitives, details)
-            ),
+            changes=[
+                (ended[i.claim.task_id].user_id, i.claim.task_id, TaskStatus.done.value)
+                for i in stored
+            ],
         )
-    return True
+    for item in stored:
+        row = ended[item.claim.task_id]
+        if row.webhook_url:
+            webhooks.enqueue(
+                db=db,
+                task_id=row.id,
+                user_id=row.user_id,
+                url=row.webhook_url,
+                body=item.claim.body(
+                    TaskStatus.done,
+                    result=result_payload(item.image_class, item.primitives, item.details),
+                ),
+            )
+    db.commit()
+    return [item.claim.task_id in ended for item in items]
 
 
 def fail(*, db: Session, claim: Claim, error: str) -> bool:
