@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -412,6 +412,33 @@ def measured_load(load: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def queue_status(name: str) -> dict[str, Any]:
+    """The counters of every dispatcher of the queue, added up, and how many there are."""
+    import ray
+
+    from deployments.dispatchers import dispatcher_name
+
+    total: dict[str, Any] = {"dispatchers": 0}
+    for index in range(64):
+        try:
+            actor = ray.get_actor(dispatcher_name(name, index), namespace="primitives")
+        except ValueError:
+            break
+        status = cast(dict[str, Any], ray.get(actor.status.remote()))
+        total["dispatchers"] += 1
+        for key in ("claimed", "done", "failed", "released", "discarded"):
+            total[key] = total.get(key, 0) + status[key]
+    return total
+
+
+def dispatchers_overlay(count: int, folder: Path) -> Path:
+    """A config overlay that runs the queue as ``count`` dispatchers."""
+    path = folder / f"dispatchers-{count}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"args:\n  queue:\n    dispatchers: {count}\n")
+    return path
+
+
 def run_platform(
     images: list[bytes],
     concurrency: int,
@@ -423,7 +450,6 @@ def run_platform(
 ) -> dict[str, Any]:
     """Both paths on one platform; with ``full``, also at rest, idle latency and batches.
     ``overlays``: laid over the config (bench/noop.yaml: the no-op models)."""
-    import ray
 
     out: dict[str, Any] = {"database": database}
     with local_platform(f"bench_{database}", config, ray_env, database, overlays) as (
@@ -458,8 +484,7 @@ def run_platform(
         out["sync"] = measured_load(platform_sync_load(base, headers, images, concurrency))
         if full:
             out["batch_submit"] = asyncio.run(batch_submit_load(base, headers, images, 8, 4))
-        queue = ray.get_actor(env["PRIMITIVES_QUEUE_ACTOR_NAME"], namespace="primitives")
-        out["queue"] = ray.get(queue.status.remote())
+        out["queue"] = queue_status(env["PRIMITIVES_QUEUE_ACTOR_NAME"])
     return out
 
 
@@ -497,6 +522,13 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=1024,
         help="images of the ceiling rows (the no-op models of bench/noop.yaml)",
+    )
+    parser.add_argument(
+        "--dispatchers",
+        type=int,
+        nargs="*",
+        default=[],
+        help="ceiling: the platform again with the queue as each of these many dispatchers",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
@@ -572,6 +604,7 @@ def main(argv: list[str] | None = None) -> None:
             (batch, wait_s, threads),
             config,
             args.ray_env,
+            args.dispatchers,
         )
         log.info("ceiling: %s", report["ceiling"])
     report["ratios"] = ratios(report)
@@ -589,10 +622,13 @@ def ceiling(
     batching: tuple[int, float, int],
     config: Path | None,
     ray_env: Path | None,
+    dispatchers: list[int] | None = None,
 ) -> dict[str, Any]:
     """The platform's own ceiling: every row with the no-op models (bench/noop.yaml: each
     model replica decodes the image at its input's scale and answers a fixed result), so
-    what is measured is the platform's cost, not the models'."""
+    what is measured is the platform's cost, not the models'. ``dispatchers``: the platform
+    again with the queue as that many dispatchers, for each count."""
+    dispatchers = dispatchers or []
     from config.serve_config import load_ray_env
 
     batch, wait_s, threads = batching
@@ -604,6 +640,16 @@ def ceiling(
     out["platform"] = run_platform(
         images, concurrency, config, ray_env, "postgresql", full=False, overlays=[NOOP_OVERLAY]
     )
+    for count in dispatchers:
+        out[f"platform_{count}_dispatchers"] = run_platform(
+            images,
+            concurrency,
+            config,
+            ray_env,
+            "postgresql",
+            full=False,
+            overlays=[NOOP_OVERLAY, dispatchers_overlay(count, Path("bench/out"))],
+        )
     return out
 
 
@@ -724,9 +770,14 @@ def render_ceiling(c: dict[str, Any]) -> list[str]:
     rows = [
         ("smallest Ray Serve app, fast path", c.get("minimal_serve_fast")),
         ("smallest Ray Serve app, Ray's defaults", c.get("minimal_serve")),
-        ("platform, PostgreSQL: submit + long-poll result", c.get("platform", {}).get("load")),
-        ("platform, PostgreSQL: one POST with Prefer: wait", c.get("platform", {}).get("sync")),
     ]
+    for key, platform in c.items():
+        if key.startswith("platform"):
+            n = platform.get("queue", {}).get("dispatchers", "?")
+            rows += [
+                (f"platform ({n} dispatchers): submit + long-poll result", platform.get("load")),
+                (f"platform ({n} dispatchers): one POST with Prefer: wait", platform.get("sync")),
+            ]
     base = (c.get("minimal_serve_fast") or {}).get("img_per_s")
     lines = [
         f"Ceiling: no-op models (bench/noop.yaml), {c['images']} images, "

@@ -23,10 +23,17 @@ APP_NAME = "primitives"
 
 
 class QueueOptions(BaseModel):
-    """The task queue's scaling: how many tasks it runs at once (enough for a full batch on
-    every detector replica)."""
+    """The task queue's scaling: how many tasks it runs at once, all dispatchers together
+    (enough for a full batch on every detector replica), and how many dispatchers (Ray
+    actors, each claiming from the database) share them."""
 
     concurrency: int = Field(default=16, ge=1, le=4096)
+    dispatchers: int = Field(default=1, ge=1, le=64)
+
+    @property
+    def per_dispatcher(self) -> int:
+        """The tasks each dispatcher runs at once (the concurrency shared out, rounded up)."""
+        return -(-self.concurrency // self.dispatchers)
 
 
 class AppArgs(BaseModel):

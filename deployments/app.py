@@ -106,8 +106,8 @@ def compose_app(
     keeper = (
         cast(Deployment, Keeper)
         .options(name=KEEPER, **options.get(KEEPER, {}))
-        .bind(models, detectors, classifiers, args.queue.concurrency)
+        .bind(models, detectors, classifiers, args.queue.model_dump())
     )
     return ingress.options(name=INGRESS, **options.get(INGRESS, {})).bind(
-        models, detectors, classifiers, keeper
+        models, detectors, classifiers, keeper, args.queue.dispatchers
     )

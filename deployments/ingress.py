@@ -4,96 +4,96 @@ by name; the keeper, deployments/keeper.py, creates and keeps it)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
 import time
 from typing import Any
 
-import ray
 from ray import serve
-from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 
 from config.registry import ModelSpec, Registry
 from config.settings import Settings, get_settings
 from deployments import metrics
+from deployments.dispatchers import Dispatchers
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
+from taskqueue.dispatcher import home_of
 
 log = logging.getLogger("ray.serve")
 
 DESCRIBE_TIMEOUT_S = 2.0
 # How long the replica counts read from Serve's controller are trusted (describe_models).
 REPLICAS_SECONDS = 5.0
-# How long the ingress keeps a looked-up queue handle before asking Ray for the name again
-# (the keeper may have recreated the actor meanwhile).
-LOOKUP_SECONDS = 5.0
 
 
 class RayQueueLink:
-    """The API's ``QueueLink``: the queue actor, found by name (the keeper creates and keeps
-    it), and the model deployments' handles (for /api/models and /readyz)."""
+    """The API's ``QueueLink``: the queue's dispatchers, found by name (the keeper creates
+    and keeps them), and the model deployments' handles (for /api/models and /readyz). A
+    wait for a task goes to its home dispatcher (whichever dispatcher ends the task tells
+    that one); a wake-up goes to the next dispatcher in turn; a cancel or delete to all."""
 
     def __init__(
         self,
         settings: Settings,
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
+        dispatchers: int = 1,
     ):
         self.settings = settings
         self.handles = {**detectors, **classifiers}
-        self._actor: ActorHandle | None = None
-        self._looked_up = 0.0
+        self.dispatchers = Dispatchers(dispatchers)
+        self._turn = itertools.count()
         self._described: dict[int, dict[str, Any]] = {}  # the last answer of each model
         self._running: dict[str, int] = {}  # running replicas by deployment name
         self._counted = -REPLICAS_SECONDS
 
-    @property
-    def actor(self) -> ActorHandle:
-        now = time.monotonic()
-        if self._actor is None or now - self._looked_up > LOOKUP_SECONDS:
-            try:
-                self._actor = ray.get_actor(
-                    self.settings.queue_actor_name, namespace=self.settings.ray_namespace
-                )
-                self._looked_up = now
-            except ValueError:  # not there (yet, or being recreated): keep the last one
-                if self._actor is None:
-                    raise
-        return self._actor
-
     async def wait_finished(
         self, task_id: int, timeout: float, *, notify: bool = False
     ) -> dict[str, Any] | None:
+        home = home_of(task_id, self.dispatchers.count)
         try:
-            body: dict[str, Any] | None = await self.actor.wait_finished.remote(
-                task_id, timeout, notify
+            # The API waits only for a task it has just stored or read unsettled: the
+            # dispatcher need not read it again.
+            body: dict[str, Any] | None = await self.dispatchers.get(home).wait_finished.remote(
+                task_id, timeout, notify, True
             )
             return body
         except Exception:  # noqa: BLE001 - queue restarting: the caller reads the DB anyway
             log.info("long poll for task %d ended early: the queue did not answer", task_id)
-            self._actor = None
+            self.dispatchers.forget(home)
             return None
 
     def notify(self) -> None:
+        index = next(self._turn) % self.dispatchers.count
         try:
-            self.actor.notify.remote()  # fire and forget: the queue also polls
+            self.dispatchers.get(index).notify.remote()  # fire and forget: they also poll
         except ValueError:
-            log.info("no task queue to wake; it polls when it is back")
+            log.info("no task queue dispatcher %d to wake; it polls when it is back", index)
 
     def cancel(self, task_id: int) -> None:
         metrics.tasks_total().inc(1, tags={"outcome": "canceled"})
         self.forget(task_id)
 
     def forget(self, task_id: int) -> None:
-        with contextlib.suppress(ValueError):  # no queue: lease renewal will find it
-            self.actor.abandon.remote(task_id)  # fire and forget
+        # Any dispatcher may run it, and its home answers its waits: tell them all (fire and
+        # forget; one not found now finds out when it renews its leases).
+        for dispatcher in self.dispatchers.all():
+            dispatcher.abandon.remote(task_id)
 
     async def ready(self) -> bool:
+        """Every dispatcher answers."""
         try:
-            return bool(await asyncio.wait_for(self.actor.ready.remote(), DESCRIBE_TIMEOUT_S))
+            found = self.dispatchers.all()
+            if len(found) < self.dispatchers.count:
+                return False
+            answers: list[bool] = await asyncio.wait_for(
+                asyncio.gather(*(d.ready.remote() for d in found)), DESCRIBE_TIMEOUT_S
+            )
+            return all(answers)
         except Exception:  # noqa: BLE001 - restarting, gone or slow: not ready
-            self._actor = None
+            for index in range(self.dispatchers.count):
+                self.dispatchers.forget(index)
             return False
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
@@ -145,6 +145,7 @@ class Ingress:
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
         keeper: DeploymentHandle,
+        dispatchers: int = 1,
     ):
         # ``keeper``: bound so that Serve deploys it with the application; the ingress never
         # calls it (the actors it keeps are found by name).
@@ -161,7 +162,7 @@ class Ingress:
                 autocommit=True,
             )
         )
-        self.queue = RayQueueLink(self.settings, detectors, classifiers)
+        self.queue = RayQueueLink(self.settings, detectors, classifiers, dispatchers)
 
     def __serve_build_asgi_app__(self):
         return create_app(

@@ -1,8 +1,9 @@
 """The keeper: a one-replica Serve deployment that owns the background actors. It creates the
-task queue and the webhook sender (named, detached, on the head node), hands the queue the
-model deployments' handles and its settings, and keeps both alive: Ray restarts an actor after
-a crash; the keeper recreates one that was killed for good (``ray.kill(no_restart=True)``).
-Serve restarts the keeper itself if it dies. The ingress only finds the actors by name."""
+task queue's dispatchers and the webhook sender (named, detached, on the head node), hands
+the dispatchers the model deployments' handles and their settings, and keeps them all alive:
+Ray restarts an actor after a crash; the keeper recreates one that was killed for good
+(``ray.kill(no_restart=True)``) and kills the ones past a count that shrank. Serve restarts
+the keeper itself if it dies. The ingress only finds the actors by name."""
 
 from __future__ import annotations
 
@@ -16,11 +17,15 @@ from ray.actor import ActorHandle
 from ray.serve.handle import DeploymentHandle
 
 from config.registry import ModelSpec, Registry
+from config.serve_config import QueueOptions
 from config.settings import get_settings
+from deployments.dispatchers import dispatcher_name
 
 log = logging.getLogger("ray.serve")
 
 SUPERVISE_SECONDS = 5.0
+# Dispatchers past the configured count looked for (and killed) when the count shrinks.
+MAX_RETIRED = 64
 # The queue, the sender and the keeper run on the head node, as Serve's controller does: a
 # worker node that held one could never be removed by the cluster autoscaler.
 ON_HEAD = {"node:__internal_head__": 0.001}
@@ -37,31 +42,51 @@ class Keeper:
         models: list[dict[str, Any]],
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
-        queue_concurrency: int,
+        queue: dict[str, Any],
     ):
         self.settings = get_settings()
         registry = Registry(ModelSpec.model_validate(m) for m in models)
+        options = QueueOptions.model_validate(queue)
+        self.count = options.dispatchers
         self.queue_args = (
             detectors,
             classifiers,
-            queue_concurrency,
+            options.per_dispatcher,
             {spec.id: spec.name for spec in registry.models},
         )
-        self.queue: ActorHandle = self._queue()
-        self.queue.configure.remote(*self.queue_args)  # a queue that outlived a redeploy
+        self.queues: list[ActorHandle] = []
+        for index in range(self.count):
+            self.queues.append(self._queue(index))
+            # A dispatcher that outlived a redeploy takes the new deployments and scaling.
+            self.queues[index].configure.remote(*self.queue_args, index, self.count)
+        self._retire_beyond(self.count)
         self.sender: ActorHandle = self._sender()
         self._loop: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.supervise())
 
-    def _queue(self) -> ActorHandle:
+    def _queue(self, index: int) -> ActorHandle:
         from deployments.task_queue import TaskQueue
 
         return TaskQueue.options(  # type: ignore[attr-defined]
-            name=self.settings.queue_actor_name,
+            name=dispatcher_name(self.settings.queue_actor_name, index),
             namespace=self.settings.ray_namespace,
             lifetime="detached",
             get_if_exists=True,
             resources=ON_HEAD,
-        ).remote(*self.queue_args)
+        ).remote(*self.queue_args, index, self.count)
+
+    def _retire_beyond(self, count: int) -> None:
+        """Kill the dispatchers a larger deployment had (their leases lapse and the others
+        claim their tasks again)."""
+        for index in range(count, count + MAX_RETIRED):
+            try:
+                actor = ray.get_actor(
+                    dispatcher_name(self.settings.queue_actor_name, index),
+                    namespace=self.settings.ray_namespace,
+                )
+            except ValueError:
+                continue
+            log.info("retiring task queue dispatcher %d (now %d)", index, count)
+            ray.kill(actor, no_restart=True)
 
     def _sender(self) -> ActorHandle:
         from deployments.webhook_sender import WebhookSenderActor
@@ -77,9 +102,10 @@ class Keeper:
     async def supervise(self) -> None:
         while True:
             await asyncio.sleep(SUPERVISE_SECONDS)
-            if not await self._answers(self.queue, "task queue"):
-                self.queue = self._queue()
-                await self.queue.configure.remote(*self.queue_args)
+            for index, queue in enumerate(self.queues):
+                if not await self._answers(queue, f"task queue dispatcher {index}"):
+                    self.queues[index] = self._queue(index)
+                    await self.queues[index].configure.remote(*self.queue_args, index, self.count)
             if not await self._answers(self.sender, "webhook sender"):
                 self.sender = self._sender()
 

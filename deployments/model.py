@@ -127,12 +127,10 @@ class ModelDeployment:
 
 
 def _queue_actor() -> Any:
-    import ray
+    """The dispatcher that keeps the books (the first): it counts the backlog."""
+    from deployments.dispatchers import Dispatchers
 
-    from config.settings import get_settings
-
-    settings = get_settings()
-    return ray.get_actor(settings.queue_actor_name, namespace=settings.ray_namespace)
+    return Dispatchers(1).get(0)
 
 
 def _torch_threads() -> int:

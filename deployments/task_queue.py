@@ -16,11 +16,12 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from config.settings import Settings, get_settings
+from deployments.dispatchers import Dispatchers
 from inference import ModelAnswer, ModelRefused
 from storage.database import make_engine, make_session_factory
 from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher, retention_loop
-from taskqueue.dispatcher import short_error
+from taskqueue.dispatcher import Ended, short_error
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +81,17 @@ class ServeModels:
     max_concurrency=1000,
 )
 class TaskQueue:
+    """One dispatcher of the queue: ``index`` of ``count``, each claiming from the database.
+    ``concurrency``: the tasks this one runs at once."""
+
     def __init__(
         self,
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
         concurrency: int,
         model_names: dict[int, str] | None = None,
+        index: int = 0,
+        count: int = 1,
     ):
         from deployments.logs import json_logging
         from deployments.metrics import RayQueueMetrics
@@ -104,19 +110,40 @@ class TaskQueue:
             max_attempts=settings.queue_max_attempts,
             observer=RayQueueMetrics(),
             model_names=dict(model_names or {}),
+            index=index,
+            count=count,
+            tell=self._tell,
         )
+        self.peers = Dispatchers(count)
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self.dispatcher.dispatch_loop()),
             loop.create_task(self.dispatcher.lease_loop()),
-            loop.create_task(self.dispatcher.depth_loop()),
         ]
-        self._loops.append(loop.create_task(retention_loop(make_session_factory(engine), settings)))
+        if self.dispatcher.keeps_books:
+            self._loops.append(loop.create_task(self.dispatcher.depth_loop()))
+            self._loops.append(
+                loop.create_task(retention_loop(make_session_factory(engine), settings))
+            )
         log.info(
-            "task queue started (concurrency %d, lease %.0fs)",
+            "task queue dispatcher %d of %d started (concurrency %d, lease %.0fs)",
+            index + 1,
+            count,
             concurrency,
             settings.queue_lease_seconds,
         )
+
+    def _tell(self, index: int, ended: list[Ended]) -> None:
+        """Hand ends to dispatcher ``index`` (their home: their waits are there)."""
+        try:
+            self.peers.get(index).ended_elsewhere.remote(ended)
+        except ValueError:
+            log.info("dispatcher %d not found; its waits read the tasks when they time out", index)
+
+    @ray.method(enable_task_events=False)
+    def ended_elsewhere(self, ended: list[Ended]) -> None:
+        """Another dispatcher ended these tasks, whose home is here."""
+        self.dispatcher.ended_elsewhere(ended)
 
     @ray.method(enable_task_events=False)
     def notify(self) -> None:
@@ -128,17 +155,28 @@ class TaskQueue:
         classifiers: dict[int, DeploymentHandle],
         concurrency: int,
         model_names: dict[int, str] | None = None,
+        index: int = 0,
+        count: int = 1,
     ) -> None:
-        """Point at the current application's deployments and scaling (after a redeploy)."""
+        """Point at the current application's deployments and scaling (after a redeploy;
+        ``index`` is this dispatcher's, which does not change)."""
         self.models.detectors = serve_transport(detectors)
         self.models.classifiers = serve_transport(classifiers)
         self.dispatcher.concurrency = concurrency
         self.dispatcher.model_names = dict(model_names or {})
+        self.dispatcher.count = count
+        self.peers = Dispatchers(count)
         self.dispatcher.notify()
 
     def status(self) -> dict[str, Any]:
         d = self.dispatcher
-        return {**vars(d.stats), "running": sorted(d.running), "paused": d.paused}
+        return {
+            **vars(d.stats),
+            "running": sorted(d.running),
+            "paused": d.paused,
+            "index": d.index,
+            "count": d.count,
+        }
 
     @ray.method(enable_task_events=False)
     async def wait_finished(

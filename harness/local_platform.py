@@ -118,7 +118,11 @@ def deploy(
     from deployments.app import compose_app
 
     app_config = load_app_config(config, overlays=overlays or [])
-    args = AppArgs(models=models) if models is not None else app_config.args
+    args = (
+        AppArgs(models=models, queue=app_config.args.queue)  # the file's queue, these models
+        if models is not None
+        else app_config.args
+    )
     serve.run(
         compose_app(args, deployment_options=app_config.deployments),
         name="primitives",

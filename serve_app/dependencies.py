@@ -45,7 +45,7 @@ class QueueLink(Protocol):
         seconds: the task's result route body when the queue ended it itself (the caller
         answers it without reading the task again), else None. ``notify``: the task was
         just stored, so look for work first (one call where ``notify()`` and this would be
-        two)."""
+        two). Called only for a task the caller has just stored or read unsettled."""
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         """What each model deployment reports about itself, by model id."""

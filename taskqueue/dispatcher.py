@@ -78,6 +78,17 @@ def _seconds_since(moment: datetime | None) -> float | None:
 # a permanent failure; anything else is transient and the task goes back to the queue.
 RunModels = Callable[[Claim, bytes], Awaitable[tuple[ModelAnswer, ModelAnswer]]]
 
+# A task that ended, with its result route's body when known (None: read the task).
+Ended = tuple[int, dict[str, Any] | None]
+# (dispatcher index, ends) -> None: hand ends to another dispatcher (fire and forget).
+Tell = Callable[[int, list[Ended]], None]
+
+
+def home_of(task_id: int, count: int) -> int:
+    """The dispatcher (of ``count``) where waits for the task are registered: whichever
+    dispatcher ends the task tells that one."""
+    return task_id % count
+
 
 RECENTLY_ENDED = 4096
 
@@ -121,6 +132,13 @@ class Dispatcher:
     # Model names by id: the backlog is reported per model name.
     model_names: dict[int, str] = field(default_factory=dict)
     paused: bool = False
+    # Which of the queue's dispatchers this is, of how many, and how to tell another one
+    # that a task ended (waits for a task are registered at its home, ``home_of``). Every
+    # dispatcher claims; the first (index 0) also keeps the books: the backlog it reports,
+    # deadlines, the event purge.
+    index: int = 0
+    count: int = 1
+    tell: Tell | None = None
 
     def __post_init__(self) -> None:
         self.depths: dict[str, int] = {}  # the last backlog count, by model name
@@ -134,6 +152,14 @@ class Dispatcher:
         # in the next, in one transaction (a commit for many tasks under load).
         self._completions: list[tuple[Completion, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
+        # Ends of tasks whose home is another dispatcher, sent together once per loop turn.
+        self._outbox: dict[int, list[Ended]] = {}
+
+    @property
+    def keeps_books(self) -> bool:
+        """Whether this dispatcher reports the backlog, ends overdue tasks and purges events
+        (one of them does: the first)."""
+        return self.index == 0
 
     # -- control ------------------------------------------------------------------------------
 
@@ -149,17 +175,42 @@ class Dispatcher:
         self.paused = False
         self.wake.set()
 
-    def _ended(self, task_id: int, body: dict[str, Any] | None = None) -> None:
+    def _ended(
+        self, task_id: int, body: dict[str, Any] | None = None, *, tell: bool = True
+    ) -> None:
         """The task is settled for good (done, failed, canceled or deleted); ``body``: its
-        result route's body, as stored."""
+        result route's body, as stored. With ``tell``, its home dispatcher hears of it when
+        that is another one."""
         self.recently_ended[task_id] = body
         if len(self.recently_ended) > RECENTLY_ENDED:
             del self.recently_ended[next(iter(self.recently_ended))]
+        home = home_of(task_id, self.count)
+        if tell and home != self.index and self.tell is not None:
+            if not self._outbox:
+                asyncio.get_running_loop().call_soon(self._send_outbox)
+            self._outbox.setdefault(home, []).append((task_id, body))
+
+    def _send_outbox(self) -> None:
+        outbox, self._outbox = self._outbox, {}
+        for home, ended in outbox.items():
+            try:
+                if self.tell is not None:
+                    self.tell(home, ended)
+            except Exception:  # noqa: BLE001 - a wait there reads the task when it times out
+                log.warning("could not tell dispatcher %d that %d tasks ended", home, len(ended))
+
+    def ended_elsewhere(self, ended: list[Ended]) -> None:
+        """Another dispatcher ended these tasks, whose home this is: answer their waits."""
+        for task_id, body in ended:
+            self._ended(task_id, body, tell=False)
+            event = self.waiters.pop(task_id, None)
+            if event is not None:
+                event.set()
 
     def abandon(self, task_id: int) -> None:
         """The task was canceled or deleted: stop its run now (its claim could not write
-        anyway) and wake whoever waits for it."""
-        self._ended(task_id)
+        anyway) and wake whoever waits for it. Every dispatcher is told (any may run it)."""
+        self._ended(task_id, tell=False)
         entry = self.running.get(task_id)
         if entry is not None:
             self.stats.discarded += 1
@@ -170,12 +221,15 @@ class Dispatcher:
                 event.set()
 
     async def wait_finished(
-        self, task_id: int, timeout: float, *, notify: bool = False
+        self, task_id: int, timeout: float, *, notify: bool = False, unsettled: bool = False
     ) -> dict[str, Any] | None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
         seconds: the result route's body when this dispatcher ended the task (done or
         failed), else None (read the task). ``notify``: the task was just stored; look for
-        work now as well."""
+        work now as well. ``unsettled``: the caller read the task unsettled just now, so no
+        look in the database is needed (a task ended since then was ended here, or by a
+        cancel or delete that tells this dispatcher; only one ended by a previous
+        incarnation of this process in that instant is waited for until ``timeout``)."""
         if notify:
             self.notify()
         if task_id in self.recently_ended:
@@ -188,7 +242,7 @@ class Dispatcher:
             # ended before this process started, so the database answers for it.
             if (
                 task_id not in self.running
-                and not notify
+                and not (notify or unsettled)
                 and await self._db(self.store.is_settled, task_id=task_id)
             ):
                 return None
@@ -297,7 +351,8 @@ class Dispatcher:
 
     async def depth_loop(self) -> None:
         """Every poll: report the backlog and end the tasks past their deadline; every
-        minute, purge the events older than the window a reconnect may resume in."""
+        minute, purge the events older than the window a reconnect may resume in. The
+        dispatcher that keeps the books runs it."""
         purged_at = 0.0
         while True:
             try:

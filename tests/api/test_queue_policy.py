@@ -6,6 +6,7 @@ order in which tasks start does not depend on what the models say)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -77,16 +78,27 @@ class RecordingModels:
 
 
 class RunningQueue:
-    """The queue's dispatcher over the test database, in a thread with its own event loop."""
+    """The queue's dispatcher over the test database, in a thread with its own event loop
+    (``index`` of ``count`` dispatchers, each running ``concurrency`` tasks at once)."""
 
-    def __init__(self, sessions, models: RecordingModels) -> None:
+    def __init__(
+        self,
+        sessions,
+        models: RecordingModels,
+        *,
+        concurrency: int = CONCURRENCY,
+        index: int = 0,
+        count: int = 1,
+    ) -> None:
         self.dispatcher = Dispatcher(
             store=ClaimStore(sessions),
             run_models=models,
-            concurrency=CONCURRENCY,
+            concurrency=concurrency,
             lease_seconds=30,
             poll_seconds=0.05,
             max_attempts=3,
+            index=index,
+            count=count,
         )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -115,17 +127,35 @@ class RunningQueue:
         self.thread.join(timeout=5)
 
 
+@contextlib.contextmanager
+def dispatchers(sessions, models: RecordingModels, count: int) -> Iterator[list[RunningQueue]]:
+    """``count`` dispatchers over the test database sharing CONCURRENCY tasks at once (each
+    the share rounded up, as serve_config.yaml's queue options give them)."""
+    share = -(-CONCURRENCY // count)
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                RunningQueue(sessions, models, concurrency=share, index=i, count=count)
+            )
+            for i in range(count)
+        ]
+
+
+@pytest.mark.parametrize("count", [1, 3], ids=["one dispatcher", "three dispatchers"])
 def test_one_users_backlog_never_starves_anothers_single_task(
-    roomy_client, make_user, login, sessions, sample_jpeg
+    roomy_client, make_user, login, sessions, sample_jpeg, count
 ):
     """A submits 500 tasks, then B one. B's task takes the queue's current turn, so only a
     few of A's tasks start before it: the one holding that turn and what claims that cannot
-    see B's task yet take (each at most CONCURRENCY). Measured on two cores: 3 or 7 of A's,
-    about half the runs each; the bound allows two such claims (why a second one misses B is
-    not pinned down). First come first served would put B behind some 400 of A's."""
+    see B's task yet take (all dispatchers together, at most the queue's concurrency).
+    Measured on two cores with one dispatcher: 3 or 7 of A's, about half the runs each; the
+    bound allows two such rounds of claims (why a second one misses B is not pinned down).
+    First come first served would put B behind some 400 of A's. With three dispatchers
+    (each claiming its share) the bound is the same in tasks: the order is the database's."""
     alice, bob = login(*make_user("alice")), login(*make_user("bob"))
     models = RecordingModels(seconds=0.05)  # 4 at once: about 80 tasks a second
-    with RunningQueue(sessions, models):
+    concurrency = count * -(-CONCURRENCY // count)  # the shares, rounded up, added
+    with dispatchers(sessions, models, count):
         a_ids = submit(roomy_client, alice, sample_jpeg, 500)
         # The queue well under way:
         wait_for(lambda: len(models.started) >= 20, 60, "the queue", step=0.01)
@@ -136,8 +166,25 @@ def test_one_users_backlog_never_starves_anothers_single_task(
     a_before_b = position - started_before
     print(f"A started before B: {a_before_b} (of {started_before} started when B submitted)")
     assert 500 - started_before > 300  # A's backlog was still there when B submitted
-    assert 0 <= a_before_b <= 1 + 2 * CONCURRENCY, (a_before_b, started_before)
+    assert 0 <= a_before_b <= 1 + 2 * concurrency, (a_before_b, started_before)
     assert set(models.started) - {b_id} <= set(a_ids)
+
+
+def test_three_dispatchers_start_the_highest_priority_first(
+    roomy_client, make_user, login, sessions, sample_jpeg
+):
+    """Priority holds across dispatchers: a backlog of 30 waits at priority 1, then three
+    tasks come at 9; the first round of claims (the queue's concurrency, all dispatchers
+    together) starts the three, and the backlog after them."""
+    alice, bob = login(*make_user("alice")), login(*make_user("bob"))
+    low = submit(roomy_client, alice, sample_jpeg, 30, priority=1)
+    high = submit(roomy_client, bob, sample_jpeg, 3, priority=9)
+    models = RecordingModels(seconds=0.0)
+    with dispatchers(sessions, models, 3):
+        wait_for(lambda: len(models.started) == 33, 60, "the queue", step=0.01)
+    first_round = models.started[: 3 * -(-CONCURRENCY // 3)]
+    assert set(high) <= set(first_round), models.started
+    assert sorted(models.started) == sorted(low + high)  # each started once
 
 
 def test_priorities_start_highest_first_and_users_alternate_within_one(

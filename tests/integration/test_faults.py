@@ -17,7 +17,7 @@ import ray
 from ray import serve
 
 from tests.integration.conftest import wait_finished
-from tests.integration.test_platform import queue_actor, result_rows, submit
+from tests.integration.test_platform import queue_actors, result_rows, submit
 from training.render import render_jpeg
 
 IMAGES = [render_jpeg(100 + i)[0] for i in range(8)]
@@ -77,9 +77,14 @@ def test_hard_killed_queue_with_200_tasks_loses_none(http, user_headers, databas
         time.sleep(0.05)
     queued = http.get("/api/tasks", params={"status": "queued"}, headers=headers).json()
     assert len(queued["tasks"]) > 100  # most of the 200 are still waiting when it dies
-    os.kill(ray.get(queue_actor().pid.remote()), signal.SIGKILL)  # as hard as os._exit
+    first, *others = queue_actors()
+    assert others, "the queue runs more than one dispatcher (serve_config.yaml)"
+    claimed = [ray.get(d.status.remote())["running"] for d in (first, *others)]
+    assert all(claimed), f"every dispatcher runs tasks when one dies: {claimed}"
+    os.kill(ray.get(first.pid.remote()), signal.SIGKILL)  # as hard as os._exit
     time.sleep(2)
-    ray.kill(queue_actor(), no_restart=False)  # and once more, Ray's way
+    for dispatcher in others:
+        ray.kill(dispatcher, no_restart=False)  # and the others, Ray's way
     final = wait_finished(http, headers, ids, timeout=600)
     assert_all_done(http, headers, final)
     assert result_rows(database_url, ids) == {i: 1 for i in ids}

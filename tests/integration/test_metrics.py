@@ -8,10 +8,9 @@ import threading
 import time
 
 import httpx
-import ray
 
 from tests.integration.conftest import wait_finished
-from tests.integration.test_platform import queue_actor, submit
+from tests.integration.test_platform import paused_queue, submit
 from training.render import render_jpeg
 
 
@@ -128,12 +127,9 @@ def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, use
 
 
 def _cancel_one_and_finish_three(http, headers) -> None:
-    ray.get(queue_actor().pause.remote())
-    try:
+    with paused_queue():
         canceled = submit(http, headers, render_jpeg(69)[0])
         assert http.post(f"/api/tasks/{canceled}/cancel", headers=headers).status_code == 200
-    finally:
-        ray.get(queue_actor().resume.remote())
     done = [submit(http, headers, render_jpeg(70 + i)[0]) for i in range(3)]
     assert set(wait_finished(http, headers, done).values()) == {"done"}
 

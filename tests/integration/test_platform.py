@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -28,11 +29,28 @@ def submit(http, headers, image: bytes, detection: int = 1, classification: int 
     return response.json()["id"]
 
 
-def queue_actor():
-    from config.settings import get_settings
+def queue_actors() -> list:
+    """Every dispatcher of the queue (serve_config.yaml runs more than one), the first first."""
+    from config.serve_config import load_app_config
+    from deployments.dispatchers import Dispatchers
 
-    settings = get_settings()
-    return ray.get_actor(settings.queue_actor_name, namespace=settings.ray_namespace)
+    dispatchers = Dispatchers(load_app_config().args.queue.dispatchers)
+    return [dispatchers.get(i) for i in range(dispatchers.count)]
+
+
+def queue_actor():
+    """The queue's first dispatcher (it also keeps the books)."""
+    return queue_actors()[0]
+
+
+@contextlib.contextmanager
+def paused_queue():
+    """No dispatcher claims anything in the block (running tasks finish)."""
+    ray.get([d.pause.remote() for d in queue_actors()])
+    try:
+        yield
+    finally:
+        ray.get([d.resume.remote() for d in queue_actors()])
 
 
 def result_rows(database_url: str, task_ids: list[int]) -> dict[int, int]:
@@ -135,7 +153,8 @@ def test_killing_the_queue_actor_loses_no_task(http, user_headers, database_url)
     headers = user_headers()
     image = render_jpeg(13)[0]
     ids = [submit(http, headers, image, detection=1 + i % 2) for i in range(12)]
-    ray.kill(queue_actor(), no_restart=False)  # Ray restarts it; it claims again
+    for dispatcher in queue_actors():
+        ray.kill(dispatcher, no_restart=False)  # Ray restarts it; it claims again
     assert set(wait_finished(http, headers, ids).values()) == {"done"}
     assert result_rows(database_url, ids) == {i: 1 for i in ids}
 
@@ -143,7 +162,8 @@ def test_killing_the_queue_actor_loses_no_task(http, user_headers, database_url)
 def test_a_queue_killed_for_good_is_recreated(http, user_headers, database_url):
     headers = user_headers()
     image = render_jpeg(14)[0]
-    ray.kill(queue_actor(), no_restart=True)
+    for dispatcher in queue_actors():
+        ray.kill(dispatcher, no_restart=True)
     ids = [submit(http, headers, image) for _ in range(4)]
     assert set(wait_finished(http, headers, ids).values()) == {"done"}
     assert result_rows(database_url, ids) == {i: 1 for i in ids}

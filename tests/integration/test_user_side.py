@@ -16,7 +16,8 @@ from PIL import Image
 
 from primitives_client import Client, PrimitivesError
 from tests.integration.conftest import wait_finished
-from tests.integration.test_platform import queue_actor, result_rows, submit
+from tests.integration.test_platform import paused_queue as pause_queue
+from tests.integration.test_platform import queue_actors, result_rows, submit
 from tests.receiver import Receiver
 from training.render import render_jpeg
 from webhooks import signing
@@ -32,13 +33,8 @@ def receiver():
 @pytest.fixture
 def paused_queue():
     """The queue claims nothing while the test runs (running tasks finish)."""
-    import ray
-
-    ray.get(queue_actor().pause.remote())
-    try:
+    with pause_queue():
         yield
-    finally:
-        ray.get(queue_actor().resume.remote())
 
 
 def test_a_finished_task_is_posted_to_its_webhook_signed(http, user_headers, receiver):
@@ -94,7 +90,7 @@ def test_canceled_tasks_never_run_while_others_do(http, user_headers, database_u
     kept = submit(http, headers, render_jpeg(33)[0])
     response = http.post(f"/api/tasks/{doomed}/cancel", headers=headers)
     assert response.json() == {"id": doomed, "status": "canceled"}
-    ray.get(queue_actor().resume.remote())
+    ray.get([d.resume.remote() for d in queue_actors()])
     assert wait_finished(http, headers, [doomed, kept]) == {doomed: "canceled", kept: "done"}
     assert result_rows(database_url, [doomed, kept]) == {kept: 1}
     again = http.post(f"/api/tasks/{kept}/cancel", headers=headers)

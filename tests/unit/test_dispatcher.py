@@ -450,3 +450,72 @@ def test_a_wait_answers_the_result_body_of_a_task_this_dispatcher_ended():
         assert await dispatcher.wait_finished(99, timeout=5) is None
 
     asyncio.run(scenario())
+
+
+def test_a_wait_for_a_task_the_caller_read_unsettled_asks_the_store_nothing():
+    """The API waits only for tasks it has just stored or read unsettled: the dispatcher does
+    not read them again, and their end still wakes the wait."""
+
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        (task_id,) = store.add(b"slow")
+        asked: list[int] = []
+        settled = store.is_settled
+
+        def counting(*, task_id: int) -> bool:
+            asked.append(task_id)
+            return settled(task_id=task_id)
+
+        store.is_settled = counting  # type: ignore[method-assign]
+        dispatcher = make_dispatcher(store, models)
+        waiting = asyncio.create_task(dispatcher.wait_finished(task_id, timeout=5, unsettled=True))
+        await asyncio.sleep(0.05)
+        assert await dispatcher.dispatch_once() == 1
+        models.gate.set()
+        async with asyncio.timeout(2):
+            await waiting
+        assert store.rows[task_id].status == "done" and asked == []
+        # Without it, a task not running here is looked up (it may have ended elsewhere).
+        assert await dispatcher.wait_finished(task_id + 1, timeout=5) is None
+        assert asked == [task_id + 1]
+
+    asyncio.run(scenario())
+
+
+def test_a_wait_at_a_tasks_home_is_answered_whichever_dispatcher_ends_it():
+    """Three dispatchers share one store: each task's waits are at its home dispatcher
+    (task id modulo three); the one that ends the task tells that one, with the body."""
+
+    async def scenario() -> None:
+        store, models = MemoryStore(), StandInModels()
+        ids = store.add(*[b"ok"] * 8, b"refuse")
+        told: list[tuple[int, int]] = []
+        group: list[Dispatcher] = []
+
+        def tell(index: int, ended: list) -> None:
+            told.extend((index, task_id) for task_id, _ in ended)
+            group[index].ended_elsewhere(ended)
+
+        group.extend(
+            make_dispatcher(store, models, concurrency=1, index=i, count=3, tell=tell)
+            for i in range(3)
+        )
+        waits = {
+            task_id: asyncio.create_task(
+                group[task_id % 3].wait_finished(task_id, timeout=5, unsettled=True)
+            )
+            for task_id in ids
+        }
+        # Only the last dispatcher claims: every task it ends whose home is another is told.
+        await run_until(group[2], store, settled=len(ids))
+        async with asyncio.timeout(2):
+            bodies: dict[int, dict[str, Any]] = {}
+            for task_id, wait in waits.items():
+                body = await wait
+                assert body is not None, f"task {task_id}: no body from its home"
+                bodies[task_id] = body
+        assert {b["status"] for i, b in bodies.items() if i != ids[-1]} == {"done"}
+        assert bodies[ids[-1]]["error"] == "could not decode the image: bad bytes"
+        assert sorted(told) == sorted((i % 3, i) for i in ids if i % 3 != 2)
+
+    asyncio.run(scenario())

@@ -27,6 +27,9 @@ def test_serve_config_v2_is_serve_config_yaml_with_the_cluster_overlay():
     expected = read_config(SERVE_CONFIG_PATH, [CLUSTER_OVERLAY])
     expected["http_options"]["host"] = "0.0.0.0"
     assert served == expected
+    # No single process caps the cluster: the queue is several dispatchers there (the `ray
+    # up` cluster deploys the same overlay).
+    assert served["applications"][0]["args"]["queue"]["dispatchers"] > 1
     deployments = {d["name"]: d for d in served["applications"][0]["deployments"]}
     for name in ("YOLO", "SSD", "model_v1"):
         assert deployments[name]["ray_actor_options"]["resources"] == {"model_node": 1}

@@ -1,0 +1,61 @@
+"""Finding the task queue's dispatchers: named, detached Ray actors, ``count`` of them, the
+first named after ``PRIMITIVES_QUEUE_ACTOR_NAME`` and the others after it with their index.
+The keeper creates them; the ingress, the model replicas and the dispatchers themselves find
+them here by name, each handle kept a few seconds (the keeper may recreate an actor)."""
+
+from __future__ import annotations
+
+import time
+
+import ray
+from ray.actor import ActorHandle
+
+from config.settings import get_settings
+
+# How long a looked-up handle is used before Ray is asked for the name again.
+LOOKUP_SECONDS = 5.0
+
+
+def dispatcher_name(base: str, index: int) -> str:
+    """The actor name of dispatcher ``index`` (the first keeps the base name)."""
+    return base if index == 0 else f"{base}-{index}"
+
+
+class Dispatchers:
+    """Handles to the queue's dispatchers by index, looked up by name and kept a while."""
+
+    def __init__(self, count: int, base: str | None = None, namespace: str | None = None):
+        settings = get_settings()
+        self.count = count
+        self.base = base or settings.queue_actor_name
+        self.namespace = namespace or settings.ray_namespace
+        self._handles: dict[int, tuple[ActorHandle, float]] = {}
+
+    def get(self, index: int) -> ActorHandle:
+        """Dispatcher ``index``; ValueError when it does not exist (yet, or being recreated)
+        and was never found before (else the last handle found)."""
+        now = time.monotonic()
+        known = self._handles.get(index)
+        if known is None or now - known[1] > LOOKUP_SECONDS:
+            try:
+                handle = ray.get_actor(dispatcher_name(self.base, index), namespace=self.namespace)
+                known = (handle, now)
+                self._handles[index] = known
+            except ValueError:
+                if known is None:
+                    raise
+        return known[0]
+
+    def forget(self, index: int) -> None:
+        """Look dispatcher ``index`` up again next time (a call to it failed)."""
+        self._handles.pop(index, None)
+
+    def all(self) -> list[ActorHandle]:
+        """Every dispatcher that can be found now."""
+        found = []
+        for index in range(self.count):
+            try:
+                found.append(self.get(index))
+            except ValueError:
+                continue
+        return found
