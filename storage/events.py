@@ -1,5 +1,6 @@
 """Task events (docs/api.md §E11): every status change of a task is stored, in the same
-transaction as the change, as the next event of its owner.
+transaction as the change, as the next event of its owner. The statement that numbers them
+also keeps the owner's counters of waiting tasks and stored bytes (the quotas).
 
 Each user's events are numbered 1, 2, 3 ... by ``user_account.event_seq``, raised under the
 user row's lock by the transaction that stores them: a later number never commits before an
@@ -12,7 +13,7 @@ on each other in a circle.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,25 +27,44 @@ from storage.models import TaskEvent, User
 Change = tuple[int, int, str]
 
 
-def record(*, db: Session, changes: Iterable[Change]) -> None:
-    """Store the changes as their owners' next events (in the caller's transaction)."""
+def record(
+    *,
+    db: Session,
+    changes: Iterable[Change],
+    settles: bool = False,
+    adds: Mapping[int, tuple[int, int]] | None = None,
+) -> dict[int, tuple[int, int]]:
+    """Store the changes as their owners' next events (in the caller's transaction). The same
+    statement that numbers a user's events keeps the user's counters: ``settles``, each
+    change ends a waiting task (one fewer waiting); ``adds``, by user, (waiting tasks, stored
+    bytes) added. Each user's (waiting tasks, stored bytes) after the change."""
     by_user: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for user_id, task_id, status in changes:
         by_user[user_id].append((task_id, status))
+    counts: dict[int, tuple[int, int]] = {}
     if not by_user:
-        return
+        return counts
     now = utcnow()
     rows: list[dict[str, Any]] = []
     for user_id in sorted(by_user):
         events = by_user[user_id]
-        last = db.scalar(
+        waiting, stored = (adds or {}).get(user_id, (0, 0))
+        if settles:
+            waiting -= len(events)
+        row = db.execute(
             update(User)
             .where(User.id == user_id)
-            .values(event_seq=User.event_seq + len(events))
-            .returning(User.event_seq)
-        )
-        if last is None:  # the user is gone: so are their tasks
+            .values(
+                event_seq=User.event_seq + len(events),
+                active_tasks=User.active_tasks + waiting,
+                stored_bytes=User.stored_bytes + stored,
+            )
+            .returning(User.event_seq, User.active_tasks, User.stored_bytes)
+        ).first()
+        if row is None:  # the user is gone: so are their tasks
             continue
+        last = row[0]
+        counts[user_id] = (int(row[1]), int(row[2]))
         first = last - len(events) + 1
         rows.extend(
             {
@@ -58,6 +78,22 @@ def record(*, db: Session, changes: Iterable[Change]) -> None:
         )
     if rows:
         db.execute(insert(TaskEvent), rows)
+    return counts
+
+
+def add_usage(*, db: Session, usage: Mapping[int, tuple[int, int]]) -> None:
+    """Add (waiting tasks, stored bytes) to each user's counters, users in ascending id (as
+    ``record`` takes their rows), for a change that stores no event (a task deleted)."""
+    for user_id in sorted(usage):
+        waiting, stored = usage[user_id]
+        db.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                active_tasks=User.active_tasks + waiting,
+                stored_bytes=User.stored_bytes + stored,
+            )
+        )
 
 
 def latest(*, db: Session, user_id: int) -> int:

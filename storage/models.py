@@ -47,6 +47,11 @@ class User(Base):
     # The id of the user's latest task event (docs/api.md §E11): raised, under the row's
     # lock, by the transaction that stores events, so the user's event ids commit in order.
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The user's tasks waiting (queued or in progress) and the bytes their stored images take:
+    # kept by every transaction that adds, settles or deletes a task, in the same statement
+    # that takes the row's lock, so a submission checks its quotas without counting rows.
+    active_tasks: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -9,6 +9,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
+from storage import events
 from storage.models import SETTLED_STATUSES, IdempotencyKey, Task, WebhookDelivery
 from storage.webhooks import DELIVERED, GAVE_UP
 
@@ -35,10 +36,29 @@ def _delete_in_batches(db: Session, model: Any, *conditions: Any, batch: int) ->
 
 def purge_settled_before(*, db: Session, moment: datetime, batch: int = 500) -> int:
     """Delete settled tasks that finished before ``moment`` (inputs and results go with
-    them); how many went."""
-    return _delete_in_batches(
-        db, Task, Task.status.in_(SETTLED_STATUSES), Task.finished_at < moment, batch=batch
-    )
+    them), ``batch`` at a time, each batch's bytes taken off their owners' counters in its
+    transaction; how many went."""
+    purged = 0
+    while True:
+        ids = (
+            select(Task.id)
+            .where(Task.status.in_(SETTLED_STATUSES), Task.finished_at < moment)
+            .limit(batch)
+        )
+        rows = db.execute(
+            delete(Task)
+            .where(Task.id.in_(ids.scalar_subquery()))
+            .returning(Task.user_id, Task.input_bytes)
+            .execution_options(synchronize_session=False)
+        ).all()
+        freed: dict[int, tuple[int, int]] = {}
+        for user_id, size in rows:
+            freed[user_id] = (0, freed.get(user_id, (0, 0))[1] - (size or 0))
+        events.add_usage(db=db, usage=freed)
+        db.commit()
+        purged += len(rows)
+        if len(rows) < batch:
+            return purged
 
 
 def purge_expired_keys(*, db: Session, moment: datetime) -> int:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, literal, or_, select, tuple_, update
+from sqlalchemy import Table, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import events, webhooks
@@ -44,7 +44,6 @@ from storage.models import (
     TaskInput,
     TaskResult,
     TaskStatus,
-    User,
 )
 from storage.results import result_body, result_payload
 
@@ -98,13 +97,9 @@ def _first_turn(*, db: Session, user_id: int, priority: int) -> int:
     return max(clock, last + 1 if last is not None else 0)
 
 
-def _insert_tasks(
-    *, db: Session, user_id: int, new: NewTasks, turn: int | None = None
-) -> list[int]:
-    """Insert the tasks from ``turn`` on (the user's first turn, read now when not given)."""
+def _insert_tasks(*, db: Session, user_id: int, new: NewTasks, turn: int) -> list[int]:
+    """Insert the tasks, at turns from ``turn`` on, and their inputs (no event, no counter)."""
     now = utcnow()
-    if turn is None:
-        turn = _first_turn(db=db, user_id=user_id, priority=new.priority)
     deadline_at = now + timedelta(seconds=new.deadline_s) if new.deadline_s else None
     ids = list(
         db.scalars(
@@ -136,14 +131,45 @@ def _insert_tasks(
             for task_id, (data, _) in zip(ids, new.images, strict=True)
         ],
     )
-    events.record(db=db, changes=[(user_id, i, TaskStatus.queued.value) for i in ids])
     return ids
+
+
+def _store_tasks(*, db: Session, user_id: int, new: NewTasks) -> tuple[list[int], tuple[int, int]]:
+    """Insert the tasks at the user's next turns, then record their events and add them to
+    the user's counters (the statement that takes the user's row lock, as late as it can
+    be: every change of the user's tasks waits for it) and keep the user's turns distinct;
+    (ids, the user's waiting tasks and stored bytes with these)."""
+    first = _first_turn(db=db, user_id=user_id, priority=new.priority)
+    ids = _insert_tasks(db=db, user_id=user_id, new=new, turn=first)
+    adding = sum(len(data) for data, _ in new.images)
+    counts = events.record(
+        db=db,
+        changes=[(user_id, i, TaskStatus.queued.value) for i in ids],
+        adds={user_id: (len(ids), adding)},
+    )
+    _keep_turns(db=db, user_id=user_id, priority=new.priority, ids=ids, first=first)
+    return ids, counts.get(user_id, (0, 0))
+
+
+def _keep_turns(*, db: Session, user_id: int, priority: int, ids: list[int], first: int) -> None:
+    """With the user's row locked: when another submission of the user took turns from
+    ``first`` on since they were read (it committed before this one took the lock), move
+    these tasks after it, so that a user's turns never repeat (docs/api.md §E10)."""
+    last = db.scalar(
+        select(func.max(TASK.turn)).where(
+            TASK.user_id == user_id, TASK.priority == priority, TASK.id.notin_(ids)
+        )
+    )
+    if last is not None and last >= first:
+        db.execute(
+            update(TASKS).where(TASK.id.in_(ids)).values(turn=TASK.turn + (last + 1 - first))
+        )
 
 
 def create_tasks(*, db: Session, user_id: int, new: NewTasks) -> list[int]:
     """Store one queued task per image, all in one transaction; their ids in order,
     committed when this returns."""
-    ids = _insert_tasks(db=db, user_id=user_id, new=new)
+    ids, _ = _store_tasks(db=db, user_id=user_id, new=new)
     db.commit()
     return ids
 
@@ -206,21 +232,20 @@ def create_tasks_within_quota(
         if replay is not None:
             db.rollback()
             return Created(ids=replay, replayed=True)
-    lock_user(db=db, user_id=user_id)  # the check and the insert as one step per user
-    # One statement, after the lock (its snapshot sees every submission committed before):
-    # both of the user's limits, the platform's queue and the user's first turn.
-    standing = _standing(db=db, user_id=user_id, priority=new.priority, queued=bool(max_queued))
-    if standing.active + len(new.images) > max_active:
+    if max_queued and queued_count(db=db) + len(new.images) > max_queued:
+        db.rollback()
+        raise QueueFull(limit=max_queued)
+    # The quotas are checked on the user's counters as this submission's own statement
+    # raises them, under the row's lock: parallel submissions of one user are counted one
+    # after another, and no statement counts the user's tasks.
+    ids, (active, stored) = _store_tasks(db=db, user_id=user_id, new=new)
+    if active > max_active:
         db.rollback()  # the key too: a retry after the quota frees may succeed
         raise OverQuota
     adding = sum(len(data) for data, _ in new.images)
-    if max_stored_bytes and standing.stored + adding > max_stored_bytes:
+    if max_stored_bytes and stored > max_stored_bytes:
         db.rollback()
-        raise OverStorage(stored=standing.stored, adding=adding, limit=max_stored_bytes)
-    if max_queued and standing.queued + len(new.images) > max_queued:
-        db.rollback()
-        raise QueueFull(limit=max_queued)
-    ids = _insert_tasks(db=db, user_id=user_id, new=new, turn=standing.turn)
+        raise OverStorage(stored=stored - adding, adding=adding, limit=max_stored_bytes)
     if idempotency_key is not None:
         db.execute(
             update(IdempotencyKey)
@@ -267,62 +292,6 @@ def _take_key(
     if first.request_digest != digest:
         raise KeyReused
     return list(first.response["ids"])
-
-
-def lock_user(*, db: Session, user_id: int) -> None:
-    """Hold the user's row until the transaction ends, so that one user's quota checks and
-    inserts run one after another (parallel submissions each passed an unlocked count)."""
-    if db.get_bind().dialect.name == "sqlite":
-        # SQLite's reads take no lock and its writes lock the whole file: a write that
-        # changes nothing takes that lock now, before the count.
-        db.execute(update(User).where(User.id == user_id).values(id=User.id))
-    else:
-        db.execute(select(User.id).where(User.id == user_id).with_for_update())
-
-
-@dataclass(frozen=True)
-class Standing:
-    """What a submission is checked against: the user's waiting tasks and stored bytes, the
-    platform's queued tasks (0 when not counted) and the user's next turn."""
-
-    active: int
-    stored: int
-    queued: int
-    turn: int
-
-
-def _standing(*, db: Session, user_id: int, priority: int, queued: bool) -> Standing:
-    """``Standing`` in one statement (``queued``: count the platform's queue too)."""
-    mine = (
-        select(
-            func.count().filter(TASK.status.in_(UNSETTLED_STATUSES)).label("active"),
-            func.coalesce(func.sum(TASK.input_bytes), 0).label("stored"),
-        )
-        .where(TASK.user_id == user_id)
-        .subquery()
-    )
-    row = db.execute(
-        select(
-            mine.c.active,
-            mine.c.stored,
-            (
-                select(func.count()).where(TASK.status == TaskStatus.queued.value)
-                if queued
-                else select(literal(0))
-            ).scalar_subquery(),
-            select(QueueTurn.turn).where(QueueTurn.priority == priority).scalar_subquery(),
-            select(func.max(TASK.turn))
-            .where(TASK.user_id == user_id, TASK.priority == priority)
-            .scalar_subquery(),
-        )
-    ).one()
-    clock, last = row[3] or 0, row[4]
-    return Standing(
-        active=int(row[0] or 0),
-        stored=int(row[1] or 0),
-        queued=int(row[2] or 0),
-        turn=max(clock, last + 1 if last is not None else 0),
-    )
 
 
 def queued_count(*, db: Session) -> int:
@@ -424,7 +393,7 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
                 deadline_s=row.deadline_s,
             ),
         )
-    events.record(db=db, changes=[(user_id, task_id, TaskStatus.canceled.value)])
+    events.record(db=db, changes=[(user_id, task_id, TaskStatus.canceled.value)], settles=True)
     db.commit()
     return True
 
@@ -434,8 +403,13 @@ def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:
     if not 0 < task_id <= MAX_TASK_ID:
         return False
     deleted = db.execute(
-        delete(Task).where(Task.id == task_id, Task.user_id == user_id).returning(Task.id)
+        delete(Task)
+        .where(Task.id == task_id, Task.user_id == user_id)
+        .returning(Task.status, Task.input_bytes)
     ).first()
+    if deleted is not None:
+        waiting = -1 if deleted.status in UNSETTLED_STATUSES else 0
+        events.add_usage(db=db, usage={user_id: (waiting, -(deleted.input_bytes or 0))})
     db.commit()
     return deleted is not None
 
@@ -488,7 +462,7 @@ def claim_tasks_with_inputs(
     not among ``running``, the claimer's own runs), their images read in the same
     transaction (one query for the whole batch, not one per task; None for a task deleted
     meanwhile)."""
-    claims = _claim(db=db, limit=limit, lease_seconds=lease_seconds, running=running)
+    claims, started = _claim(db=db, limit=limit, lease_seconds=lease_seconds, running=running)
     images: dict[int, bytes] = {}
     if claims:
         rows = db.execute(
@@ -497,6 +471,8 @@ def claim_tasks_with_inputs(
             )
         )
         images = {task_id: data for task_id, data in rows}
+    # Last before the commit: the owners' rows stay locked for as short a time as can be.
+    events.record(db=db, changes=started)
     db.commit()
     return [ClaimedTask(c, images.get(c.task_id)) for c in claims]
 
@@ -521,7 +497,7 @@ def _end(*, db: Session, claim: Claim, status: TaskStatus, error: str | None) ->
         .returning(TASK.user_id, TASK.webhook_url)
     ).first()
     if row is not None:
-        events.record(db=db, changes=[(row.user_id, claim.task_id, status.value)])
+        events.record(db=db, changes=[(row.user_id, claim.task_id, status.value)], settles=True)
     return row
 
 
@@ -540,11 +516,12 @@ _CLAIMED = (
 
 def _claim(
     *, db: Session, limit: int, lease_seconds: float, running: Collection[int] = ()
-) -> list[Claim]:
+) -> tuple[list[Claim], list[events.Change]]:
     """Claim tasks whose lease lapsed (their run died), then queued ones in the queue's
     order, never one past its deadline; the clock moves to the turns started. A lapsed task
     among ``running`` is the claimer's own run, alive but late to renew (a busy process):
-    claiming it again would run it twice and count an attempt that never crashed."""
+    claiming it again would run it twice and count an attempt that never crashed. The claims,
+    and the events of the tasks started (for the caller to record)."""
     now = utcnow()
     token = str(uuid.uuid4())
     claim_values = {
@@ -577,6 +554,7 @@ def _claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    changes: list[events.Change] = []
     if len(rows) < limit:
         started = take(
             select(TASK.id)
@@ -597,14 +575,13 @@ def _claim(
                 .where(QueueTurn.priority == priority, QueueTurn.turn < turn)
                 .values(turn=turn)
             )
-        events.record(
-            db=db, changes=[(r.user_id, r.id, TaskStatus.in_progress.value) for r in started]
-        )
+        changes = [(r.user_id, r.id, TaskStatus.in_progress.value) for r in started]
         rows += started
-    return sorted(
+    claims = sorted(
         (Claim(r[0], token, r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows),
         key=lambda c: c.task_id,
     )
+    return claims, changes
 
 
 @dataclass(frozen=True)
@@ -649,7 +626,9 @@ def expire_overdue(*, db: Session, limit: int = 500) -> list[Expired]:
             )
         ended.append(Expired(row.id, row.user_id, row.deadline_s, body))
     events.record(
-        db=db, changes=[(row.user_id, row.id, TaskStatus.failed.value) for row in overdue]
+        db=db,
+        changes=[(row.user_id, row.id, TaskStatus.failed.value) for row in overdue],
+        settles=True,
     )
     db.commit()
     return ended
@@ -766,6 +745,7 @@ def complete_many(*, db: Session, items: list[Completion]) -> list[bool]:
                 (ended[i.claim.task_id].user_id, i.claim.task_id, TaskStatus.done.value)
                 for i in stored
             ],
+            settles=True,
         )
     for item in stored:
         row = ended[item.claim.task_id]

@@ -110,3 +110,46 @@ def test_expired_keys_and_finished_webhook_logs_are_purged(
         assert retention.purge_finished_deliveries(db=db, moment=now - timedelta(days=7)) == 1
         assert set(db.scalars(select(IdempotencyKey.key))) == {new_key}
         assert set(db.scalars(select(WebhookDelivery.task_id))) == set(hooks[1:])
+
+
+def test_the_users_counters_match_a_count_after_every_kind_of_change(
+    client, alice, bob, sample_jpeg, sessions
+):
+    """The quotas read counters the same statements keep: after submitting, claiming,
+    finishing, failing, giving back, canceling, expiring, deleting and purging, they equal
+    a count of the rows (what the quota checks used to read)."""
+    from sqlalchemy import func
+
+    from storage import retention, tasks
+    from storage.models import UNSETTLED_STATUSES, User
+    from tests.api.conftest import claim_batch
+
+    ids = [submit(client, alice, sample_jpeg) for _ in range(7)]
+    late = submit(client, alice, sample_jpeg, deadline_s=1)
+    submit(client, bob, sample_jpeg)
+    with sessions() as db:
+        db.execute(update(Task).where(Task.id == late).values(deadline_at=utcnow()))
+        db.commit()
+        assert [e.task_id for e in tasks.expire_overdue(db=db)] == [late]
+        done, failed, released, running = claim_batch(db=db, limit=4, lease_seconds=60)
+        assert tasks.complete(db=db, claim=done, image_class="office", primitives=[], details={})
+        assert tasks.fail(db=db, claim=failed, error="refused")
+        assert tasks.release(db=db, claim=released)
+    assert client.post(f"/api/tasks/{ids[5]}/cancel", headers=alice).status_code == 200
+    for task_id in (done.task_id, ids[6]):  # one settled, one waiting
+        assert client.delete(f"/api/tasks/{task_id}", headers=alice).status_code == 200
+    with sessions() as db:
+        db.execute(update(Task).where(Task.id == failed.task_id).values(finished_at=utcnow()))
+        db.commit()
+        assert retention.purge_settled_before(db=db, moment=utcnow() + timedelta(1)) == 3
+        for user in db.scalars(select(User)):
+            counted = db.execute(
+                select(
+                    func.count().filter(Task.status.in_(UNSETTLED_STATUSES)),
+                    func.coalesce(func.sum(Task.input_bytes), 0),
+                ).where(Task.user_id == user.id)
+            ).one()
+            assert (user.active_tasks, user.stored_bytes) == tuple(counted), user.username
+        # Alice: 8 stored, 5 gone or settled; Bob: his one, running.
+        assert sorted(u.active_tasks for u in db.scalars(select(User))) == [1, 3]
+        assert db.get(Task, running.task_id).status == "in progress"
