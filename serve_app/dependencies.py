@@ -108,10 +108,10 @@ def load_caller(
     """The user with this id, read in a session of its own (blocking); None when there is
     none, or when a token issued at ``issued_at`` predates the user's last password change
     or logout."""
-    from storage.users import get_user
+    from storage.users import get_caller
 
     with sessions() as db:
-        user = get_user(db=db, user_id=user_id)
+        user = get_caller(db=db, user_id=user_id)
         if user is None:
             return None
         revoked = user.tokens_valid_after
@@ -121,6 +121,32 @@ def load_caller(
             if issued_at < revoked.timestamp():
                 return None
         return Caller(id=user.id, username=user.username)
+
+
+class RecentCount:
+    """A count read from the database, trusted for ``max_age`` seconds and kept up with what
+    this process added since (the platform's queued tasks: a submission far under the cap
+    need not count them)."""
+
+    def __init__(self, max_age: float = 0.5, clock: Callable[[], float] = time.monotonic):
+        self.max_age, self.clock = max_age, clock
+        self._value: int | None = None
+        self._read_at = 0.0
+
+    def get(self) -> int | None:
+        """The count, or None when never read or too old."""
+        if self._value is None or self.clock() - self._read_at > self.max_age:
+            return None
+        return self._value
+
+    def read(self, value: int) -> None:
+        """A fresh count."""
+        self._value, self._read_at = value, self.clock()
+
+    def add(self, count: int) -> None:
+        """This process added ``count``."""
+        if self._value is not None:
+            self._value += count
 
 
 @dataclass(frozen=True)
@@ -136,6 +162,7 @@ class AppServices:
     drawing: DrawingSlots
     waits: UserSlots
     streams: UserSlots  # open event streams (docs/api.md §E11), per user in this replica
+    queued: RecentCount  # the platform's queued tasks, as last counted here
 
     @classmethod
     def create(
@@ -195,6 +222,7 @@ class AppServices:
             drawing=DrawingSlots(per_user=settings.drawings_per_user),
             waits=UserSlots(per_user=settings.waits_per_user),
             streams=UserSlots(per_user=settings.event_streams_per_user),
+            queued=RecentCount(),
         )
 
 
@@ -236,6 +264,10 @@ async def get_database(services: Services) -> Database:
     return Database(services.sessions, services.read_sessions)
 
 
+async def get_queued(services: Services) -> RecentCount:
+    return services.queued
+
+
 async def get_queue(services: Services) -> QueueLink:
     return services.queue
 
@@ -271,6 +303,7 @@ DbSession = Annotated[Session, Depends(get_db)]
 ReadDbSession = Annotated[Session, Depends(get_read_db)]
 AsyncDb = Annotated[Database, Depends(get_database)]
 Queue = Annotated[QueueLink, Depends(get_queue)]
+QueuedCount = Annotated[RecentCount, Depends(get_queued)]
 LoginGuardDep = Annotated[LoginGuard, Depends(get_login_guard)]
 Pictures = Annotated[PictureCache, Depends(get_pictures)]
 # Requests of one user held open waiting for a task (long polls, Prefer: wait) in this

@@ -90,11 +90,15 @@ TASK = TASKS.c
 def _first_turn(*, db: Session, user_id: int, priority: int) -> int:
     """The turn the user's next task at ``priority`` takes: after the user's latest, never
     before the queue's clock."""
-    clock = db.scalar(select(QueueTurn.turn).where(QueueTurn.priority == priority)) or 0
-    last = db.scalar(
-        select(func.max(TASK.turn)).where(TASK.user_id == user_id, TASK.priority == priority)
-    )
-    return max(clock, last + 1 if last is not None else 0)
+    clock, last = db.execute(
+        select(
+            select(QueueTurn.turn).where(QueueTurn.priority == priority).scalar_subquery(),
+            select(func.max(TASK.turn))
+            .where(TASK.user_id == user_id, TASK.priority == priority)
+            .scalar_subquery(),
+        )
+    ).one()
+    return max(clock or 0, last + 1 if last is not None else 0)
 
 
 def _insert_tasks(*, db: Session, user_id: int, new: NewTasks, turn: int) -> list[int]:
@@ -183,6 +187,7 @@ class QueueFull(Exception):
     """The platform holds as many queued tasks as configured (docs/api.md §E10)."""
 
     limit: int
+    queued: int = 0
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,14 @@ class Created:
 
     ids: list[int]
     replayed: bool = False
+    # The platform's queued tasks as counted for this submission (None: not counted).
+    queued: int | None = None
+
+
+# A submission counts the platform's queued tasks only when its estimate of them is unknown
+# or within this share of the limit (docs/api.md §E10: the cap may be passed by what other
+# replicas accepted since their count, at most the estimate's age of submissions).
+COUNT_QUEUE_ABOVE = 0.9
 
 
 def create_tasks_within_quota(
@@ -217,6 +230,7 @@ def create_tasks_within_quota(
     key_hours: float = 24.0,
     max_stored_bytes: int = 0,
     max_queued: int = 0,
+    queued_estimate: int | None = None,
 ) -> Created:
     """Store the tasks unless the user would then have more than ``max_active`` waiting
     (OverQuota), their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
@@ -224,7 +238,8 @@ def create_tasks_within_quota(
     With an idempotency key, a request seen before within ``key_hours`` gets the
     first one's ids and stores nothing (KeyReused when its body or parameters differ); the
     key's row is taken first in the same transaction, so racing retries wait for the first
-    and then find its answer."""
+    and then find its answer. ``queued_estimate``: a recent count of the platform's queued
+    tasks; they are counted again only when it is unknown or near the limit."""
     if idempotency_key is not None:
         replay = _take_key(
             db=db, user_id=user_id, key=idempotency_key, digest=new.digest(), key_hours=key_hours
@@ -232,9 +247,15 @@ def create_tasks_within_quota(
         if replay is not None:
             db.rollback()
             return Created(ids=replay, replayed=True)
-    if max_queued and queued_count(db=db) + len(new.images) > max_queued:
-        db.rollback()
-        raise QueueFull(limit=max_queued)
+    counted: int | None = None
+    if max_queued and (
+        queued_estimate is None
+        or queued_estimate + len(new.images) > COUNT_QUEUE_ABOVE * max_queued
+    ):
+        counted = queued_count(db=db)
+        if counted + len(new.images) > max_queued:
+            db.rollback()
+            raise QueueFull(limit=max_queued, queued=counted)
     # The quotas are checked on the user's counters as this submission's own statement
     # raises them, under the row's lock: parallel submissions of one user are counted one
     # after another, and no statement counts the user's tasks.
@@ -253,7 +274,7 @@ def create_tasks_within_quota(
             .values(response={"ids": ids})
         )
     db.commit()
-    return Created(ids=ids)
+    return Created(ids=ids, queued=counted)
 
 
 def _take_key(

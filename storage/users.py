@@ -4,6 +4,8 @@ user), the CLI and the benchmark all go through here."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from passlib.context import CryptContext
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +43,15 @@ class UserExistsError(ValueError):
 def get_user(*, db: Session, user_id: int) -> User | None:
     """The user with this id, if any."""
     return db.get(User, user_id)
+
+
+def get_caller(*, db: Session, user_id: int) -> Any:
+    """What authenticating a request needs of the user with this id (``id``, ``username``,
+    ``tokens_valid_after``), read as one row without loading the whole account; None when
+    there is none. Every authenticated request reads it."""
+    return db.execute(
+        select(User.id, User.username, User.tokens_valid_after).where(User.id == user_id)
+    ).first()
 
 
 def get_user_by_username(*, db: Session, username: str) -> User | None:

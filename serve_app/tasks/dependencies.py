@@ -166,7 +166,7 @@ async def webhook_url(
 PREFER_MAX_WAIT_S = 60
 
 
-def prefer_wait(
+async def prefer_wait(  # async: no thread-pool hop for a header's parsing
     prefer: Annotated[
         str | None,
         Header(

@@ -20,6 +20,7 @@ from serve_app.dependencies import (
     Drawing,
     Pictures,
     Queue,
+    QueuedCount,
     ReadDbSession,
     ReadSessionFactory,
     SettingsDep,
@@ -210,6 +211,7 @@ async def create_task(
     db: AsyncDb,
     queue: Queue,
     waits: Waits,
+    queued: QueuedCount,
     priority: Priority = DEFAULT_PRIORITY,
     deadline_s: DeadlineSeconds = None,
 ) -> TaskCreated | TasksCreated | Response:
@@ -233,6 +235,7 @@ async def create_task(
                 key_hours=settings.idempotency_hours,
                 max_stored_bytes=settings.max_stored_bytes_per_user,
                 max_queued=settings.max_queued_tasks,
+                queued_estimate=queued.get(),
             )
         )
     except tasks.OverQuota:
@@ -243,6 +246,7 @@ async def create_task(
             headers={"Retry-After": "5"},
         ) from None
     except tasks.QueueFull as full:
+        queued.read(full.queued)
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             detail=f"The platform's queue is full ({full.limit} tasks waiting); nothing was "
@@ -263,6 +267,10 @@ async def create_task(
             "image, model ids or webhook; use a new key for a new "
             "request.",
         ) from None
+    if created.queued is not None:
+        queued.read(created.queued)
+    if not created.replayed:
+        queued.add(len(created.ids))
     for task_id in created.ids:
         log.info(
             "task %d accepted%s",

@@ -343,3 +343,28 @@ def test_a_claim_passes_over_a_task_past_its_deadline_even_before_it_is_ended(
         assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=60)] == [other]
         assert [c.task_id for c in tasks.expire_overdue(db=db)] == [late]
         assert tasks.expire_overdue(db=db) == []  # once
+
+
+def test_a_submission_far_under_the_cap_does_not_count_the_queue(
+    roomy_client, make_user, login, sessions, sample_jpeg
+):
+    """The platform's queued tasks are counted for the first submission, then only when
+    this replica's estimate (its last count, half a second, plus what it stored since)
+    comes near the cap; the cap itself still holds (the full-queue test above)."""
+    from sqlalchemy import event
+
+    alice = login(*make_user("alice"))
+    engine = sessions.kw["bind"]
+    counts: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        if statement.startswith("SELECT count(*)") and "status = " in statement:
+            counts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(10):
+            submit(roomy_client, alice, sample_jpeg)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert 1 <= len(counts) <= 3, counts  # not one per submission (ten)
