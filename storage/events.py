@@ -17,11 +17,16 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, insert, select, update
+from sqlalchemy import CursorResult, Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import utcnow
 from storage.models import TaskEvent, User
+
+# The statements every status change runs are written against the tables (Core): the ORM's
+# bulk paths cost more CPU than the statements themselves (the queue's profile).
+USERS, EVENTS = cast(Table, User.__table__), cast(Table, TaskEvent.__table__)
+USER = USERS.c
 
 # (user id, task id, status) of one change.
 Change = tuple[int, int, str]
@@ -52,14 +57,14 @@ def record(
         if settles:
             waiting -= len(events)
         row = db.execute(
-            update(User)
-            .where(User.id == user_id)
+            update(USERS)
+            .where(USER.id == user_id)
             .values(
-                event_seq=User.event_seq + len(events),
-                active_tasks=User.active_tasks + waiting,
-                stored_bytes=User.stored_bytes + stored,
+                event_seq=USER.event_seq + len(events),
+                active_tasks=USER.active_tasks + waiting,
+                stored_bytes=USER.stored_bytes + stored,
             )
-            .returning(User.event_seq, User.active_tasks, User.stored_bytes)
+            .returning(USER.event_seq, USER.active_tasks, USER.stored_bytes)
         ).first()
         if row is None:  # the user is gone: so are their tasks
             continue
@@ -77,7 +82,7 @@ def record(
             for i, (task_id, status) in enumerate(events)
         )
     if rows:
-        db.execute(insert(TaskEvent), rows)
+        db.execute(insert(EVENTS), rows)
     return counts
 
 
@@ -87,11 +92,11 @@ def add_usage(*, db: Session, usage: Mapping[int, tuple[int, int]]) -> None:
     for user_id in sorted(usage):
         waiting, stored = usage[user_id]
         db.execute(
-            update(User)
-            .where(User.id == user_id)
+            update(USERS)
+            .where(USER.id == user_id)
             .values(
-                active_tasks=User.active_tasks + waiting,
-                stored_bytes=User.stored_bytes + stored,
+                active_tasks=USER.active_tasks + waiting,
+                stored_bytes=USER.stored_bytes + stored,
             )
         )
 

@@ -83,6 +83,7 @@ class NewTasks:
 # The hot statements (every submit, claim and result) are written against the tables (Core):
 # SQLAlchemy's ORM bulk and unit-of-work paths cost more CPU than the statements themselves.
 TASKS, INPUTS = cast(Table, Task.__table__), cast(Table, TaskInput.__table__)
+TURNS = cast(Table, QueueTurn.__table__)
 RESULTS = cast(Table, TaskResult.__table__)
 TASK = TASKS.c
 
@@ -92,7 +93,7 @@ def _first_turn(*, db: Session, user_id: int, priority: int) -> int:
     before the queue's clock."""
     clock, last = db.execute(
         select(
-            select(QueueTurn.turn).where(QueueTurn.priority == priority).scalar_subquery(),
+            select(TURNS.c.turn).where(TURNS.c.priority == priority).scalar_subquery(),
             select(func.max(TASK.turn))
             .where(TASK.user_id == user_id, TASK.priority == priority)
             .scalar_subquery(),
@@ -487,8 +488,8 @@ def claim_tasks_with_inputs(
     images: dict[int, bytes] = {}
     if claims:
         rows = db.execute(
-            select(TaskInput.task_id, TaskInput.data).where(
-                TaskInput.task_id.in_([c.task_id for c in claims])
+            select(INPUTS.c.task_id, INPUTS.c.data).where(
+                INPUTS.c.task_id.in_([c.task_id for c in claims])
             )
         )
         images = {task_id: data for task_id, data in rows}
@@ -592,8 +593,8 @@ def _claim(
             clock[r.priority] = max(clock.get(r.priority, 0), r.turn)
         for priority, turn in sorted(clock.items()):
             db.execute(
-                update(QueueTurn)
-                .where(QueueTurn.priority == priority, QueueTurn.turn < turn)
+                update(TURNS)
+                .where(TURNS.c.priority == priority, TURNS.c.turn < turn)
                 .values(turn=turn)
             )
         changes = [(r.user_id, r.id, TaskStatus.in_progress.value) for r in started]
@@ -664,14 +665,14 @@ def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> s
     for token in {c.token for c in claims}:
         ids = [c.task_id for c in claims if c.token == token]
         rows = db.execute(
-            update(Task)
+            update(TASKS)
             .where(
-                Task.id.in_(ids),
-                Task.claim_token == token,
-                Task.status == TaskStatus.in_progress.value,
+                TASK.id.in_(ids),
+                TASK.claim_token == token,
+                TASK.status == TaskStatus.in_progress.value,
             )
             .values(lease_expires_at=expires)
-            .returning(Task.id)
+            .returning(TASK.id)
             .execution_options(synchronize_session=False)
         ).all()
         held.update(r[0] for r in rows)
@@ -681,7 +682,7 @@ def renew_leases(*, db: Session, claims: list[Claim], lease_seconds: float) -> s
 
 def is_settled(*, db: Session, task_id: int) -> bool:
     """True when the task is done, failed, canceled or no longer exists."""
-    status = db.scalar(select(Task.status).where(Task.id == task_id))
+    status = db.scalar(select(TASK.status).where(TASK.id == task_id))
     return status is None or status in SETTLED_STATUSES
 
 
