@@ -154,6 +154,9 @@ class Dispatcher:
         self._writer: asyncio.Task[None] | None = None
         # Ends of tasks whose home is another dispatcher, sent together once per loop turn.
         self._outbox: dict[int, list[Ended]] = {}
+        # Tasks whose result is being written: a renewal that finds their claim gone (the
+        # write committed first) must not cancel their run.
+        self._storing: set[int] = set()
 
     @property
     def keeps_books(self) -> bool:
@@ -313,7 +316,13 @@ class Dispatcher:
         )
         for claim in current:
             entry = self.running.get(claim.task_id)
-            if claim.task_id not in held and entry is not None and entry[0] is claim:
+            if (
+                claim.task_id not in held
+                and entry is not None
+                and entry[0] is claim
+                and claim.task_id not in self._storing
+                and claim.task_id not in self.recently_ended
+            ):
                 log.info(
                     "task %d was canceled, deleted or reclaimed: abandoning its run",
                     claim.task_id,
@@ -378,6 +387,7 @@ class Dispatcher:
         claim still held."""
         stored = asyncio.get_running_loop().create_future()
         self._completions.append((completion, stored))
+        self._storing.add(completion.claim.task_id)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_results())
         return await stored
@@ -390,11 +400,24 @@ class Dispatcher:
                     self.store.complete_many, items=[item for item, _ in batch]
                 )
             except Exception as exc:  # noqa: BLE001 - each run handles it as transient
-                for _, future in batch:
+                for item, future in batch:
+                    self._storing.discard(item.claim.task_id)
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            for (item, future), outcome in zip(batch, outcomes, strict=True):
+                # The end is recorded (and its home told) here, not by the run: a run
+                # canceled while its result was being written must not lose it.
+                if outcome:
+                    claim = item.claim
+                    self._ended(
+                        claim.task_id,
+                        claim.body(
+                            TaskStatus.done,
+                            result=result_payload(item.image_class, item.primitives, item.details),
+                        ),
+                    )
+                self._storing.discard(item.claim.task_id)
                 if not future.done():  # a run canceled meanwhile no longer waits
                     future.set_result(outcome)
 
@@ -443,16 +466,7 @@ class Dispatcher:
                 primitives=[p.as_dict() for p in detection.prediction.primitives],
                 details=details,
             )
-            if await self._store(completion):
-                self._ended(
-                    claim.task_id,
-                    claim.body(
-                        TaskStatus.done,
-                        result=result_payload(
-                            completion.image_class, completion.primitives, details
-                        ),
-                    ),
-                )
+            if await self._store(completion):  # the writer recorded its end (_write_results)
                 self.stats.done += 1
                 self.observer.ended("done")
                 log.info(

@@ -519,3 +519,41 @@ def test_a_wait_at_a_tasks_home_is_answered_whichever_dispatcher_ends_it():
         assert sorted(told) == sorted((i % 3, i) for i in ids if i % 3 != 2)
 
     asyncio.run(scenario())
+
+
+def test_a_renewal_racing_a_result_write_neither_cancels_the_run_nor_loses_the_end():
+    """Seen in the ceiling bench with two dispatchers: a lease renewal that ran while a
+    result was being committed found the claim gone (the task done) and canceled the run
+    before it recorded the end, so the task's home dispatcher was never told and a wait
+    there ran to its time-out. The writer records the end; the renewal leaves the run."""
+
+    async def scenario() -> None:
+        entered, gate = threading.Event(), threading.Event()
+
+        class SlowWrites(MemoryStore):
+            def complete_many(self, *, items: list[Completion]) -> list[bool]:
+                stored = super().complete_many(items=items)  # committed: status done
+                entered.set()
+                gate.wait(5)
+                return stored
+
+        store, models = SlowWrites(), StandInModels()
+        store.add(b"ok", b"ok")  # task 2's home is dispatcher 0
+        told: list[tuple[int, list]] = []
+        runner = make_dispatcher(
+            store, models, index=1, count=2, tell=lambda i, ended: told.append((i, ended))
+        )
+        runner.recently_ended[1] = None  # only task 2 matters here
+        store.rows[1].status = "done"
+        assert await runner.dispatch_once() == 1
+        await asyncio.to_thread(entered.wait, 5)
+        await runner.renew_once()  # the claim is gone: the result is being written
+        gate.set()
+        async with asyncio.timeout(2):
+            while runner.running:
+                await asyncio.sleep(0.01)
+        assert runner.stats.done == 1 and runner.stats.discarded == 0
+        assert [(i, [task for task, _ in ended]) for i, ended in told] == [(0, [2])]
+        assert told[0][1][0][1]["status"] == "done"
+
+    asyncio.run(scenario())
