@@ -291,6 +291,56 @@ def run_minimal_serve(
         ray.shutdown()
 
 
+def run_async_inference(
+    images: list[bytes],
+    concurrency: int,
+    threads: int,
+    ray_env: dict[str, str],
+    overlays: list[str] | None = None,
+) -> dict[str, Any]:
+    """Ray Serve's asynchronous inference (bench/async_peer.py) on its own Ray, started with
+    ``ray_env``; Redis's CPU counts in its row, as PostgreSQL's does in the platform's."""
+    import ray
+    from ray import serve
+
+    from bench.async_peer import (
+        async_inference_app,
+        async_inference_load,
+        empty_redis_db,
+        redis_cpu_s,
+    )
+    from harness.local_platform import free_port
+
+    empty_redis_db()
+    with environment(ray_env):
+        ray.init(num_cpus=4, include_dashboard=False, namespace="bench-async")
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = async_inference_app(
+            f"bench_{uuid.uuid4().hex[:6]}", threads, concurrency, overlays=overlays or []
+        )
+        serve.run(app, name="async", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        asyncio.run(async_inference_load(base, images[:16], 8))  # warm, as the platform
+        time.sleep(2)
+        handle = serve.get_deployment_handle("Consumer", app_name="async")
+        inference_before = handle.stats.remote().result()["inference_cpu_s"]
+        before, redis_before = cpu.sample(), redis_cpu_s()
+        result = asyncio.run(async_inference_load(base, images, concurrency))
+        by_group = cpu.cpu_by_group(before, cpu.sample())
+        by_group.pop("postgresql", None)  # not this row's: it stores nothing there
+        by_group["redis"] = round(redis_cpu_s() - redis_before, 3)
+        inference = handle.stats.remote().result()["inference_cpu_s"] - inference_before
+        result["cpu_s_by_group"] = by_group
+        _per_task(result, by_group, inference)
+        return result
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        empty_redis_db()
+
+
 def model_stats() -> dict[str, dict[str, Any]]:
     """Every model replica's counters, by pid (calls spread over the replicas). Not SSD's:
     the benchmark sends it nothing, and a call would start a replica (it scales to zero)."""
@@ -637,6 +687,9 @@ def ceiling(
     minimal = (images, concurrency, batch, wait_s, threads)
     out["minimal_serve_fast"] = run_minimal_serve(*minimal, load_ray_env(ray_env), overlays)
     out["minimal_serve"] = run_minimal_serve(*minimal, {}, overlays)
+    out["ray_async_inference"] = run_async_inference(
+        images, concurrency, threads, load_ray_env(ray_env), overlays
+    )
     out["platform"] = run_platform(
         images, concurrency, config, ray_env, "postgresql", full=False, overlays=[NOOP_OVERLAY]
     )
@@ -683,7 +736,7 @@ def ratios(report: dict[str, Any]) -> dict[str, float]:
     ceiling_ = report.get("ceiling", {})
     for path in ("load", "sync"):
         rate = ceiling_.get("platform", {}).get(path, {}).get("img_per_s")
-        for peer in ("minimal_serve_fast", "minimal_serve"):
+        for peer in ("minimal_serve_fast", "minimal_serve", "ray_async_inference"):
             if rate and peer in ceiling_:
                 out[f"ceiling_platform_{path}_over_{peer}"] = round(
                     rate / ceiling_[peer]["img_per_s"], 3
@@ -770,6 +823,10 @@ def render_ceiling(c: dict[str, Any]) -> list[str]:
     rows = [
         ("smallest Ray Serve app, fast path", c.get("minimal_serve_fast")),
         ("smallest Ray Serve app, Ray's defaults", c.get("minimal_serve")),
+        (
+            "Ray Serve's asynchronous inference (Celery on Redis, clients poll every 20 ms)",
+            c.get("ray_async_inference"),
+        ),
     ]
     for key, platform in c.items():
         if key.startswith("platform"):
