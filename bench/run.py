@@ -276,19 +276,37 @@ def run_minimal_serve(
             sync_peer_load(base, "/", images[:16], 8, as_json=False)
         )  # warm, as the platform
         time.sleep(2)
-        handle = serve.get_deployment_handle("BothModels", app_name="minimal")
-        inference_before = handle.stats.remote().result()["inference_cpu_s"]
-        before = cpu.sample()
-        result = asyncio.run(sync_peer_load(base, "/", images, concurrency, as_json=False))
-        by_group = cpu.cpu_by_group(before, cpu.sample())
-        by_group.pop("postgresql", None)  # not this row's: it stores nothing
-        inference = handle.stats.remote().result()["inference_cpu_s"] - inference_before
-        result["cpu_s_by_group"] = by_group
-        _per_task(result, by_group, inference)
-        return result
+        return measured_peer(
+            sync_peer_load(base, "/", images, concurrency, as_json=False), "BothModels", "minimal"
+        )
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def measured_peer(
+    load: Awaitable[dict[str, Any]],
+    models: str,
+    app: str,
+    store_cpu_s: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Run one load on a peer; its figures with the CPU it cost by process group, inside its
+    ``models`` deployment's batches and outside them. ``store_cpu_s``: its store's CPU so far
+    (Redis), counted in the row; PostgreSQL is not this row's."""
+    from ray import serve
+
+    handle = serve.get_deployment_handle(models, app_name=app)
+    inference_before = handle.stats.remote().result()["inference_cpu_s"]
+    before, store_before = cpu.sample(), store_cpu_s() if store_cpu_s else 0.0
+    result: dict[str, Any] = asyncio.run(load)  # type: ignore[arg-type]
+    by_group = cpu.cpu_by_group(before, cpu.sample())
+    by_group.pop("postgresql", None)
+    if store_cpu_s is not None:
+        by_group["redis"] = round(store_cpu_s() - store_before, 3)
+    inference = handle.stats.remote().result()["inference_cpu_s"] - inference_before
+    result["cpu_s_by_group"] = by_group
+    _per_task(result, by_group, inference)
+    return result
 
 
 def run_async_inference(
@@ -324,17 +342,9 @@ def run_async_inference(
         base = f"http://127.0.0.1:{port}"
         asyncio.run(async_inference_load(base, images[:16], 8))  # warm, as the platform
         time.sleep(2)
-        handle = serve.get_deployment_handle("Consumer", app_name="async")
-        inference_before = handle.stats.remote().result()["inference_cpu_s"]
-        before, redis_before = cpu.sample(), redis_cpu_s()
-        result = asyncio.run(async_inference_load(base, images, concurrency))
-        by_group = cpu.cpu_by_group(before, cpu.sample())
-        by_group.pop("postgresql", None)  # not this row's: it stores nothing there
-        by_group["redis"] = round(redis_cpu_s() - redis_before, 3)
-        inference = handle.stats.remote().result()["inference_cpu_s"] - inference_before
-        result["cpu_s_by_group"] = by_group
-        _per_task(result, by_group, inference)
-        return result
+        return measured_peer(
+            async_inference_load(base, images, concurrency), "Consumer", "async", redis_cpu_s
+        )
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -206,9 +206,13 @@ class Dispatcher:
         """Another dispatcher ended these tasks, whose home this is: answer their waits."""
         for task_id, body in ended:
             self._ended(task_id, body, tell=False)
-            event = self.waiters.pop(task_id, None)
-            if event is not None:
-                event.set()
+            self._wake_waits(task_id)
+
+    def _wake_waits(self, task_id: int) -> None:
+        """Answer the waits for a task that ended without a run here to end it."""
+        event = self.waiters.pop(task_id, None)
+        if event is not None:
+            event.set()
 
     def abandon(self, task_id: int) -> None:
         """The task was canceled or deleted: stop its run now (its claim could not write
@@ -346,9 +350,7 @@ class Dispatcher:
         ended = await self._db(self.store.expire_overdue)
         for task in ended:
             self._ended(task.task_id, task.body)
-            event = self.waiters.pop(task.task_id, None)  # never ran: no run's end wakes it
-            if event is not None:
-                event.set()
+            self._wake_waits(task.task_id)  # never ran: no run's end wakes it
             self.observer.ended("failed")
             log.info(
                 "task %d not started within its deadline of %s s",

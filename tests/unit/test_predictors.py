@@ -70,8 +70,15 @@ def test_loading_yolo_keeps_the_process_torch_threads(registry, monkeypatch):
 
 def test_each_model_decodes_bytes_at_the_scale_its_input_needs(registry):
     """The replicas decode (not the queue): a detector keeps the longer side at its input
-    size, a classifier (which stretches both sides to its input) the shorter side."""
-    data, _ = render_jpeg(33)
+    size, a classifier (which stretches both sides to its input) the shorter side. A wide
+    scene: kept by its longer side, its shorter would fall far under the classifier's."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(render_jpeg(33)[0])).resize((1280, 320)).save(buf, format="JPEG")
+    data = buf.getvalue()
     full = decode_image(data)
     yolo = build_predictor(registry.by_name("YOLO"), device="cpu")
     classifier = build_predictor(registry.by_name("model_v1"), device="cpu")
