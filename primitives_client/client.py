@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import ipaddress
 import json
+import random
 import time
 import uuid
 import warnings
@@ -15,7 +16,16 @@ from typing import Any
 import httpx
 
 SETTLED = frozenset({"done", "failed", "canceled"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Failures of the connection itself: the front door is down or restarting.
+RETRY_ERRORS = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.ReadError,
+    httpx.RemoteProtocolError,
+    httpx.WriteError,
+    httpx.PoolTimeout,
+)
 PREFER_WAIT_MAX_S = 60  # the longest ``Prefer: wait`` the platform honours
 MEDIA_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 
@@ -51,6 +61,22 @@ def _server_sent_events(lines: Iterable[str]) -> Iterator[dict[str, str]]:
             fields[name] = value[1:] if value.startswith(" ") else value
 
 
+def _unavailable(response: httpx.Response) -> bool:
+    """The platform could not answer: 429 and 5xx, and the plain-text 404 Ray's proxy gives
+    while it reloads its routes (every 404 of the API itself is JSON with a ``detail``)."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code == 404 and not response.headers.get("content-type", "").startswith(
+        "application/json"
+    )
+
+
+def _backoff(attempt: int) -> float:
+    """The pause before try ``attempt + 2``: 0.25 s doubling up to 4 s, with jitter (so that
+    clients cut off together do not come back together)."""
+    return min(4.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.0)
+
+
 class PrimitivesError(Exception):
     """The platform refused a request: its status code and ``detail``."""
 
@@ -75,10 +101,14 @@ class Client:
         token: str | None = None,
         *,
         timeout: float = 60.0,
-        retries: int = 4,
+        retry_for: float = 60.0,
+        retries: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ):
-        self.url, self.token, self.retries = url.rstrip("/"), token, retries
+        self.url, self.token = url.rstrip("/"), token
+        # How long a call keeps trying while the platform cannot answer (a restarting proxy
+        # takes a few seconds), and at most how many more tries (None: as many as fit).
+        self.retry_for, self.retries = retry_for, retries
         self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         if self.http.base_url.scheme == "http" and not _is_loopback(self.http.base_url.host):
             warnings.warn(
@@ -100,43 +130,48 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call, retried on connection errors and on 429/502/503/504 (after the
-        ``Retry-After`` the platform gives, else a doubling pause); raises PrimitivesError
-        for any other 4xx/5xx."""
+        """One call, tried again while the platform cannot answer it (connection errors, 5xx,
+        429, and the proxy's plain 404 while its routes load after a restart): after the
+        ``Retry-After`` the platform gives, else a pause that doubles up to 4 s, for up to
+        ``retry_for`` seconds in all (and ``retries`` more tries, when set). Every POST of a
+        task carries an ``Idempotency-Key``, so a retry never makes a second task. Raises
+        PrimitivesError for any other 4xx, or for the last answer when time is up."""
         headers = dict(kwargs.pop("headers", None) or {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+        deadline = time.monotonic() + self.retry_for
+        attempt = 0
+        while True:
             try:
                 response = self.http.request(method, path, headers=headers, **kwargs)
-            except (
-                httpx.ConnectError,
-                httpx.ReadError,
-                httpx.RemoteProtocolError,
-                httpx.WriteError,
-                httpx.PoolTimeout,
-            ):
-                if last:
+            except RETRY_ERRORS:
+                pause = _backoff(attempt)
+                if not self._may_retry(attempt, deadline, pause):
                     raise
-                time.sleep(min(8.0, 0.5 * 2**attempt))
-                continue
-            if response.status_code in RETRY_STATUSES and not last:
+            else:
+                if not _unavailable(response):
+                    break
                 retry_after = response.headers.get("Retry-After", "")
-                time.sleep(
-                    min(30.0, float(retry_after))
-                    if retry_after.isdigit()
-                    else min(8.0, 0.5 * 2**attempt)
+                pause = (
+                    min(30.0, float(retry_after)) if retry_after.isdigit() else _backoff(attempt)
                 )
-                continue
-            if response.status_code >= 400:
-                try:
-                    detail = response.json().get("detail")
-                except ValueError:
-                    detail = response.text
-                raise PrimitivesError(response.status_code, detail)
-            return response
-        raise AssertionError("unreachable")
+                if not self._may_retry(attempt, deadline, pause):
+                    break
+            time.sleep(pause)
+            attempt += 1
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise PrimitivesError(response.status_code, detail)
+        return response
+
+    def _may_retry(self, attempt: int, deadline: float, pause: float) -> bool:
+        """Whether another try after ``pause`` seconds fits the retry budget."""
+        if self.retries is not None and attempt >= self.retries:
+            return False
+        return time.monotonic() + pause < deadline
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.request(method, path, **kwargs).json()
