@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -105,13 +106,24 @@ async def sync_peer_load(
         return await closed_loop(images, concurrency, one)
 
 
+Headers = dict[str, str] | list[dict[str, str]]
+
+
+def users_in_turn(headers: Headers) -> Callable[[], dict[str, str]]:
+    """The next request's headers: one user's, or each of several users' in turn."""
+    turn = itertools.cycle(headers if isinstance(headers, list) else [headers])
+    return lambda: next(turn)
+
+
 async def platform_load(
-    base: str, headers: dict[str, str], images: list[bytes], concurrency: int
+    base: str, headers: Headers, images: list[bytes], concurrency: int
 ) -> dict[str, Any]:
     """Submit, then long-poll the result: what a client of the platform does."""
+    user = users_in_turn(headers)
     async with http_client(base, concurrency) as client:
 
         async def one(image: bytes) -> bool:
+            headers = user()
             response = await client.post(
                 "/api/tasks", content=image, headers={**headers, "Content-Type": "image/jpeg"}
             )
@@ -129,13 +141,15 @@ async def platform_load(
 
 
 async def platform_sync_load(
-    base: str, headers: dict[str, str], images: list[bytes], concurrency: int
+    base: str, headers: Headers, images: list[bytes], concurrency: int
 ) -> dict[str, Any]:
     """One POST per task with ``Prefer: wait``: the answer is the result (a task not settled
     in time goes on with the result route, as a client would)."""
+    user = users_in_turn(headers)
     async with http_client(base, concurrency) as client:
 
         async def one(image: bytes) -> bool:
+            headers = user()
             response = await client.post(
                 "/api/tasks",
                 content=image,
@@ -401,25 +415,29 @@ def local_platform(
     ray_env: Path | None = None,
     database: str = "postgresql",
     overlays: list[Path] | None = None,
+    address: str | None = None,
 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     """The platform on a local Ray and a scratch database, with one user logged in:
     ``(base URL, auth headers, PRIMITIVES_* settings)``; everything removed afterwards.
-    ``overlays``: config files laid over ``config``."""
+    ``overlays``: config files laid over ``config``; ``address``: a running Ray cluster's."""
     with (
         scratch_database(name, database) as url,
-        _platform_on(name, url, config, ray_env, overlays) as running,
+        _platform_on(name, url, config, ray_env, overlays, address) as running,
     ):
         yield running
 
 
 @contextlib.contextmanager
 def _platform_on(
-    name: str, url: str, config: Path | None, ray_env: Path | None, overlays: list[Path] | None
+    name: str,
+    url: str,
+    config: Path | None,
+    ray_env: Path | None,
+    overlays: list[Path] | None,
+    address: str | None,
 ) -> Iterator[tuple[str, dict[str, str], dict[str, str]]]:
     from config.serve_config import load_ray_env
     from harness.local_platform import start_local_platform, stop_local_platform
-    from storage.database import make_engine, make_session_factory
-    from storage.users import create_user
 
     # PRIMITIVES_* settings of this shell reach the platform too.
     env = {
@@ -438,17 +456,30 @@ def _platform_on(
             config=config,
             ray_env=load_ray_env(ray_env),
             overlays=overlays,
+            address=address,
         )
-        engine = make_engine(url)
-        with make_session_factory(engine)() as db:
-            create_user(db=db, username="bench", password="bench-pw")
-        engine.dispose()
-        token = httpx.post(
-            f"{base}/oauth/login", data={"username": "bench", "password": "bench-pw"}
-        ).json()
-        yield base, {"Authorization": f"Bearer {token['access_token']}"}, env
+        yield base, log_in_users(base, url, ["bench"])[0], env
     finally:
         stop_local_platform(env)
+
+
+def log_in_users(base: str, url: str, names: list[str]) -> list[dict[str, str]]:
+    """Create these users in the platform's database; each one's auth headers."""
+    from storage.database import make_engine, make_session_factory
+    from storage.users import create_user
+
+    engine = make_engine(url)
+    with make_session_factory(engine)() as db:
+        for name in names:
+            create_user(db=db, username=name, password="bench-pw")
+    engine.dispose()
+    headers = []
+    for name in names:
+        token = httpx.post(
+            f"{base}/oauth/login", data={"username": name, "password": "bench-pw"}
+        ).json()
+        headers.append({"Authorization": f"Bearer {token['access_token']}"})
+    return headers
 
 
 def _per_task(out: dict[str, Any], by_group: dict[str, float], inference: float) -> None:
@@ -507,16 +538,23 @@ def run_platform(
     database: str,
     full: bool = True,
     overlays: list[Path] | None = None,
+    users: int = 1,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Both paths on one platform; with ``full``, also at rest, idle latency and batches.
-    ``overlays``: laid over the config (bench/noop.yaml: the no-op models)."""
+    ``overlays``: laid over the config (bench/noop.yaml: the no-op models); ``users``: how
+    many users share the load's requests, in turn; ``address``: a running Ray cluster's."""
 
-    out: dict[str, Any] = {"database": database}
-    with local_platform(f"bench_{database}", config, ray_env, database, overlays) as (
+    out: dict[str, Any] = {"database": database, "users": users}
+    with local_platform(f"bench_{database}", config, ray_env, database, overlays, address) as (
         base,
-        headers,
+        first,
         env,
     ):
+        headers: Headers = first
+        if users > 1:
+            names = [f"bench{i}" for i in range(1, users)]
+            headers = [first, *log_in_users(base, env["PRIMITIVES_DATABASE_URL"], names)]
         asyncio.run(platform_load(base, headers, images[:16], 8))  # warm every code path
         asyncio.run(platform_sync_load(base, headers, images[:16], 8))
         time.sleep(5)
@@ -543,7 +581,7 @@ def run_platform(
         out["load"] = measured_load(platform_load(base, headers, images, concurrency))
         out["sync"] = measured_load(platform_sync_load(base, headers, images, concurrency))
         if full:
-            out["batch_submit"] = asyncio.run(batch_submit_load(base, headers, images, 8, 4))
+            out["batch_submit"] = asyncio.run(batch_submit_load(base, first, images, 8, 4))
         out["queue"] = queue_status(env["PRIMITIVES_QUEUE_ACTOR_NAME"])
     return out
 
@@ -575,7 +613,8 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         nargs="*",
         default=None,
-        help="rows to run: floor litserve minimal platform sqlite ceiling (default all)",
+        help="rows to run: floor litserve minimal platform sqlite ceiling (default all); "
+        "dispatchers: the ceiling's dispatcher rows alone",
     )
     parser.add_argument(
         "--ceiling-images",
@@ -589,6 +628,19 @@ def main(argv: list[str] | None = None) -> None:
         nargs="*",
         default=[],
         help="ceiling: the platform again with the queue as each of these many dispatchers",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=1,
+        help="ceiling: how many users share the load of the dispatcher rows, in turn",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        help="ceiling: run the dispatcher rows on a local cluster of a head and these many "
+        "worker nodes (config/cluster.yaml's layout)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
@@ -657,6 +709,21 @@ def main(argv: list[str] | None = None) -> None:
             images, args.concurrency, config, args.ray_env, "sqlite", full=False
         )
         log.info("platform on SQLite: %s", report["platform_sqlite"])
+    if "dispatchers" in rows:  # the dispatcher rows alone
+        report["ceiling"] = {
+            "images": args.ceiling_images,
+            "concurrency": args.concurrency,
+            **dispatcher_rows(
+                [render_jpeg(20_000 + i)[0] for i in range(args.ceiling_images)],
+                args.concurrency,
+                config,
+                args.ray_env,
+                args.dispatchers,
+                args.users,
+                args.nodes,
+            ),
+        }
+        log.info("dispatchers: %s", report["ceiling"])
     if "ceiling" in rows:
         report["ceiling"] = ceiling(
             [render_jpeg(20_000 + i)[0] for i in range(args.ceiling_images)],
@@ -665,6 +732,8 @@ def main(argv: list[str] | None = None) -> None:
             config,
             args.ray_env,
             args.dispatchers,
+            args.users,
+            args.nodes,
         )
         log.info("ceiling: %s", report["ceiling"])
     report["ratios"] = ratios(report)
@@ -683,11 +752,13 @@ def ceiling(
     config: Path | None,
     ray_env: Path | None,
     dispatchers: list[int] | None = None,
+    users: int = 1,
+    nodes: int = 0,
 ) -> dict[str, Any]:
     """The platform's own ceiling: every row with the no-op models (bench/noop.yaml: each
     model replica decodes the image at its input's scale and answers a fixed result), so
     what is measured is the platform's cost, not the models'. ``dispatchers``: the platform
-    again with the queue as that many dispatchers, for each count."""
+    again with the queue as that many dispatchers, for each count (``dispatcher_rows``)."""
     dispatchers = dispatchers or []
     from config.serve_config import load_ray_env
 
@@ -703,17 +774,72 @@ def ceiling(
     out["platform"] = run_platform(
         images, concurrency, config, ray_env, "postgresql", full=False, overlays=[NOOP_OVERLAY]
     )
-    for count in dispatchers:
-        out[f"platform_{count}_dispatchers"] = run_platform(
-            images,
-            concurrency,
-            config,
-            ray_env,
-            "postgresql",
-            full=False,
-            overlays=[NOOP_OVERLAY, dispatchers_overlay(count, Path("bench/out"))],
-        )
+    out.update(dispatcher_rows(images, concurrency, config, ray_env, dispatchers, users, nodes))
     return out
+
+
+def dispatcher_rows(
+    images: list[bytes],
+    concurrency: int,
+    config: Path | None,
+    ray_env: Path | None,
+    dispatchers: list[int],
+    users: int = 1,
+    nodes: int = 0,
+) -> dict[str, Any]:
+    """The platform with the no-op models and the queue as each count of ``dispatchers``,
+    its load shared by ``users`` users; with ``nodes``, on a local cluster of a head and that
+    many worker nodes (Ray's ``cluster_utils``: separate raylets on this machine) laid out as
+    config/cluster.yaml says (the API and the dispatchers on the head, models on workers)."""
+    out: dict[str, Any] = {}
+    for count in dispatchers:
+        overlays = [NOOP_OVERLAY]
+        with local_cluster(nodes) as address:
+            if address is not None:
+                overlays.append(CLUSTER_OVERLAY)
+            overlays.append(dispatchers_overlay(count, Path("bench/out")))
+            row = run_platform(
+                images,
+                concurrency,
+                config,
+                ray_env,
+                "postgresql",
+                full=False,
+                overlays=overlays,
+                users=users,
+                address=address,
+            )
+        row["nodes"] = 1 + nodes
+        out[f"platform_{count}_dispatchers_{users}_users_{1 + nodes}_nodes"] = row
+    return out
+
+
+CLUSTER_OVERLAY = Path(__file__).parents[1] / "config" / "cluster.yaml"
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int) -> Iterator[str | None]:
+    """A head and ``workers`` worker nodes on this machine (each worker offers the models'
+    ``model_node`` resource); its address, or None (and no cluster) for no workers."""
+    if not workers:
+        yield None
+        return
+    from ray.cluster_utils import Cluster
+
+    from config.settings import REPO_ROOT
+
+    os.environ["PYTHONPATH"] = str(REPO_ROOT)  # the nodes' workers import the platform
+    cluster = Cluster(
+        initialize_head=True,
+        connect=False,
+        head_node_args={"num_cpus": 2, "include_dashboard": False},
+    )
+    for _ in range(workers):
+        cluster.add_node(num_cpus=2, resources={"model_node": 4})
+    try:
+        yield cluster.address
+    finally:
+        cluster.shutdown()
 
 
 PEERS = (
@@ -841,12 +967,17 @@ def render_ceiling(c: dict[str, Any]) -> list[str]:
     for key, platform in c.items():
         if key.startswith("platform"):
             n = platform.get("queue", {}).get("dispatchers", "?")
+            shape = f"{n} dispatchers"
+            if platform.get("users", 1) > 1:
+                shape += f", {platform['users']} users"
+            if platform.get("nodes", 1) > 1:
+                shape += f", {platform['nodes']} nodes"
             rows += [
-                (f"platform ({n} dispatchers): submit + long-poll result", platform.get("load")),
-                (f"platform ({n} dispatchers): one POST with Prefer: wait", platform.get("sync")),
+                (f"platform ({shape}): submit + long-poll result", platform.get("load")),
+                (f"platform ({shape}): one POST with Prefer: wait", platform.get("sync")),
             ]
     base = (c.get("minimal_serve_fast") or {}).get("img_per_s")
-    lines = [
+    lines: list[str] = [
         f"Ceiling: no-op models (bench/noop.yaml), {c['images']} images, "
         f"{c['concurrency']} clients",
         "",
