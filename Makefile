@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help autoscale observe run test test-cluster test-unit install migrate lint data samples train failures evaluate bench profile load clean
+.PHONY: help autoscale chaos observe run test test-cluster test-unit install migrate lint data samples train failures evaluate bench profile load clean
 
 help:  ## This list: every target that carries a description
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/\1\t\2/' | \
@@ -132,6 +132,10 @@ profile: install  ## py-spy over every platform process under load (bench/out/pr
 autoscale: install  ## Step load: a backlog takes YOLO to its maximum and back (fails if not)
 	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m bench.autoscale --check --plot bench/out/autoscale.png
+
+chaos: install  ## Every platform process SIGKILLed in turn under load: API back within 15 s, nothing lost
+	bash scripts/ensure-postgres.sh
+	$(BIN)/python -m bench.chaos --rounds 3 --max-gap 15
 
 load: install  ## 20 users submit for 2 minutes; fails if an accepted task is lost
 	bash scripts/ensure-postgres.sh
