@@ -75,11 +75,14 @@ class Settings(BaseSettings):
     limits_flush_seconds: float = Field(default=0.25, ge=0, le=10)
     # Failed logins per (client address, user name), and per account from every address
     # together (many addresses guessing one password); password verifies at once per ingress
-    # replica (argon2id takes 64 MiB each); the proxies whose X-Forwarded-For names the client
-    # (comma-separated addresses or CIDR blocks; none by default, so the peer's address counts).
+    # replica (argon2id takes 64 MiB each), on the logins' own threads, and logins queued for
+    # them beyond that (more are refused at once, 503); the proxies whose X-Forwarded-For
+    # names the client (comma-separated addresses or CIDR blocks; none by default, so the
+    # peer's address counts).
     login_failures_per_minute: int = 10
     login_failures_per_account_per_minute: int = 50
     login_concurrency: int = Field(default=4, ge=1)
+    login_queue: int = Field(default=16, ge=0)
     trusted_proxies: str = ""
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200

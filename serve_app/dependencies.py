@@ -208,6 +208,7 @@ class AppServices:
             failures=login_failures,
             account_failures=account_failures,
             concurrency=settings.login_concurrency,
+            queue=settings.login_queue,
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
         return cls(

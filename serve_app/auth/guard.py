@@ -2,25 +2,29 @@
 
 Failed logins are counted per (client address, user name) and per account (every address
 together), each attempt counted before its password is checked, in one atomic step per key, so
-parallel guesses cannot overshoot a limit; a success gives its count back. Password verifies
-(argon2id: 64 MiB and tens of ms each) run a few at a time per replica; past that a login waits
-a moment, then is answered 503. The client address is the peer's, or, when the peer is a
-configured trusted proxy, the nearest address that proxy chain vouches for (X-Forwarded-For,
-read from the right): a header a client sends itself is never believed."""
+parallel guesses cannot overshoot a limit; a success gives its count back. A login's blocking
+work (the limits, the user's row, the password verify: argon2id, 64 MiB and tens of ms each)
+runs on the logins' own few threads, never on the pool every other route shares, and a login
+that finds them all busy and their short queue full is answered 503 at once: a flood of logins
+delays only logins. The client address is the peer's, or, when the peer is a configured
+trusted proxy, the nearest address that proxy chain vouches for (X-Forwarded-For, read from the
+right): a header a client sends itself is never believed."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fastapi import HTTPException, Request, status
 
 from serve_app.ratelimit import Limiter
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 def parse_networks(text: str) -> list[IPNetwork]:
@@ -71,13 +75,15 @@ class LoginGuard:
         failures: Limiter,
         account_failures: Limiter,
         concurrency: int,
+        queue: int,
         trusted_proxies: Sequence[IPNetwork],
-        verify_wait_seconds: float = 5.0,
     ):
         self.failures, self.account_failures = failures, account_failures
         self.trusted_proxies = list(trusted_proxies)
-        self.verify_wait_seconds = verify_wait_seconds
-        self._verifies = threading.BoundedSemaphore(concurrency)
+        # The logins' own threads, and how many logins may be in (running or queued for one).
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="login")
+        self._capacity = concurrency + queue
+        self._in = 0
 
     def keys(self, request: Request, username: str) -> LoginKeys:
         return LoginKeys(
@@ -94,19 +100,20 @@ class LoginGuard:
                 headers={"Retry-After": str(wait)},
             )
 
-    @contextmanager
-    def verify_slot(self) -> Iterator[None]:
-        """One of the replica's few password verifies; 503 when none frees up in time."""
-        if not self._verifies.acquire(timeout=self.verify_wait_seconds):
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run a login's blocking ``work`` on the logins' own threads; 503 at once when as
+        many logins as they run and queue are already in this replica."""
+        if self._in >= self._capacity:
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 detail="Too many logins at once; try again in a moment.",
                 headers={"Retry-After": "1"},
             )
+        self._in += 1
         try:
-            yield
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
         finally:
-            self._verifies.release()
+            self._in -= 1
 
     def succeeded(self, keys: LoginKeys) -> None:
         """A right password: its attempt was no failure."""

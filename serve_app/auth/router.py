@@ -13,7 +13,7 @@ from serve_app.auth.dependencies import CurrentUser
 from serve_app.auth.schemas import LoginForm, Token
 from serve_app.auth.security import create_access_token
 from serve_app.bodies import read_capped, too_large
-from serve_app.dependencies import DbSession, LoginGuardDep, SettingsDep
+from serve_app.dependencies import DbSession, LoginGuardDep, ReadSessionFactory, SettingsDep
 from storage.users import authenticate, revoke_tokens
 
 router = APIRouter(tags=["auth"])
@@ -79,10 +79,10 @@ async def read_login_form(request: Request) -> LoginForm:
         400: {"description": "A malformed form body (e.g. more than 16 fields)"},
         413: {"description": "A body over 16 KiB (refused while it streams in)"},
         429: {
-            "description": "Too many failed logins from this client for this user, "
-            "or for this user from every client"
+            "description": "Too many failed logins from this client for this user, for "
+            "this user from every client, or from this client whatever the names"
         },
-        503: {"description": "Too many password checks at once; retry after a moment"},
+        503: {"description": "Too many logins at once; retry after a moment"},
         422: {
             "description": "Incorrect username or password, or missing fields",
             "content": {
@@ -91,24 +91,33 @@ async def read_login_form(request: Request) -> LoginForm:
         },
     },
 )
-def login(
+async def login(
     request: Request,
-    db: DbSession,
+    sessions: ReadSessionFactory,
     settings: SettingsDep,
     guard: LoginGuardDep,
     form: Annotated[LoginForm, Depends(read_login_form)],
 ) -> Token:
     keys = guard.keys(request, form.username)
-    guard.admit(keys)  # counted before the verify: parallel guesses cannot overshoot
-    with guard.verify_slot():
-        user = authenticate(db=db, username=form.username, password=form.password)
-    if user is None:
+
+    def check() -> int | None:
+        """On the logins' own threads: count the attempt (before the verify: parallel
+        guesses cannot overshoot), verify, give the count back when right; the user's id."""
+        guard.admit(keys)
+        with sessions() as db:
+            user = authenticate(db=db, username=form.username, password=form.password)
+            if user is None:
+                return None
+            guard.succeeded(keys)
+            return int(user.id)
+
+    user_id = await guard.run(check)
+    if user_id is None:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, detail="Incorrect username or password"
         )
-    guard.succeeded(keys)
     token = create_access_token(
-        user_id=user.id,
+        user_id=user_id,
         secret=settings.jwt_secret.get_secret_value(),
         algorithm=settings.jwt_algorithm,
         expires_minutes=settings.access_token_expire_minutes,

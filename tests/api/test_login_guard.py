@@ -4,7 +4,10 @@ believed only from a trusted proxy, and password verifies are bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -84,33 +87,74 @@ def test_a_forwarded_address_is_believed_only_from_a_trusted_proxy(app_with, mak
     assert codes == [422, 422, 429]
 
 
-def test_password_verifies_are_bounded_and_the_rest_answered_503():
+def test_logins_run_on_their_own_few_threads_and_the_rest_are_answered_503_at_once():
     guard = LoginGuard(
         failures=SlidingWindow(100),
         account_failures=SlidingWindow(100),
         concurrency=2,
+        queue=1,
         trusted_proxies=parse_networks(""),
-        verify_wait_seconds=0.2,
     )
-    inside, release = threading.Semaphore(0), threading.Event()
+    release = threading.Event()
+    threads: set[str] = set()
 
-    def hold() -> None:
-        with guard.verify_slot():
-            inside.release()
-            release.wait(10)
+    def hold() -> str:
+        threads.add(threading.current_thread().name)
+        release.wait(10)
+        return "verified"
 
-    holders = [threading.Thread(target=hold) for _ in range(2)]
-    for thread in holders:
-        thread.start()
-    inside.acquire(timeout=5), inside.acquire(timeout=5)
-    with pytest.raises(HTTPException) as refused, guard.verify_slot():
-        pass
-    assert refused.value.status_code == 503 and refused.value.headers == {"Retry-After": "1"}
-    release.set()
-    for thread in holders:
-        thread.join()
-    with guard.verify_slot():  # free again
-        pass
+    async def flood() -> None:
+        held = [asyncio.ensure_future(guard.run(hold)) for _ in range(3)]  # 2 run, 1 queued
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        with pytest.raises(HTTPException) as refused:
+            await guard.run(hold)
+        assert time.monotonic() - started < 0.1  # at once, not after a wait
+        assert refused.value.status_code == 503 and refused.value.headers == {"Retry-After": "1"}
+        release.set()
+        assert await asyncio.gather(*held) == ["verified"] * 3
+        assert await guard.run(lambda: "free again") == "free again"
+
+    asyncio.run(flood())
+    assert len(threads) == 2 and all(name.startswith("login") for name in threads)
+
+
+FLOOD = 60  # clients logging in at once: more than the 40 threads every route shares
+
+
+def test_a_flood_of_logins_does_not_slow_another_users_requests(app_with, make_user):
+    """Seen on 084efad: 150 logins at once held the request threads every route shares, and
+    another user's GET /api/me took seconds. Now logins wait only for logins: the flood gets
+    its 422s and 503s while the other user's requests answer as usual. One client, so one
+    event loop and one shared thread pool, as in a replica."""
+    make_user("busy", "busy-password")
+    app = app_with(login_concurrency=2, login_queue=4)
+    stop = threading.Event()
+    flood_codes: list[int] = []
+
+    with TestClient(app) as client:
+
+        def flood() -> None:
+            while not stop.is_set():
+                flood_codes.append(guess(client, f"made-up-{uuid.uuid4().hex[:8]}"))
+
+        token = client.post(
+            "/oauth/login", data={"username": "busy", "password": "busy-password"}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/api/me", headers=headers).status_code == 200
+        with ThreadPoolExecutor(FLOOD) as pool:
+            for _ in range(FLOOD):
+                pool.submit(flood)
+            time.sleep(1.0)  # the flood is in full swing
+            slowest = 0.0
+            for _ in range(20):
+                started = time.monotonic()
+                assert client.get("/api/me", headers=headers).status_code == 200
+                slowest = max(slowest, time.monotonic() - started)
+            stop.set()
+    assert flood_codes.count(503) > 0 and flood_codes.count(422) > 0
+    assert slowest < 1.0, f"GET /api/me took {slowest:.2f} s under a flood of logins"
 
 
 def test_parse_networks_reads_addresses_and_blocks():
