@@ -62,8 +62,9 @@ def _server_sent_events(lines: Iterable[str]) -> Iterator[dict[str, str]]:
 
 
 def _unavailable(response: httpx.Response) -> bool:
-    """The platform could not answer: 429 and 5xx, and the plain-text 404 Ray's proxy gives
-    while it reloads its routes (every 404 of the API itself is JSON with a ``detail``)."""
+    """The platform could not answer: 429, 500, 502, 503 and 504, and the plain-text 404 Ray's
+    proxy gives while it reloads its routes (every 404 of the API itself is JSON with a
+    ``detail``)."""
     if response.status_code in RETRY_STATUSES:
         return True
     return response.status_code == 404 and not response.headers.get("content-type", "").startswith(
@@ -130,10 +131,10 @@ class Client:
     # -- plumbing -----------------------------------------------------------------------------
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """One call, tried again while the platform cannot answer it (connection errors, 5xx,
-        429, and the proxy's plain 404 while its routes load after a restart): after the
-        ``Retry-After`` the platform gives, else a pause that doubles up to 4 s, for up to
-        ``retry_for`` seconds in all (and ``retries`` more tries, when set). Every POST of a
+        """One call, tried again while the platform cannot answer it (connection errors, 500,
+        502, 503, 504, 429, and the proxy's plain 404 while its routes load after a restart):
+        after the ``Retry-After`` the platform gives, else a pause that doubles up to 4 s, for
+        up to ``retry_for`` seconds in all (and ``retries`` more tries, when set). Every POST of a
         task carries an ``Idempotency-Key``, so a retry never makes a second task. Raises
         PrimitivesError for any other 4xx, or for the last answer when time is up."""
         headers = dict(kwargs.pop("headers", None) or {})
