@@ -36,6 +36,21 @@ def upgrade_database(url: str | None = None) -> None:
     command.upgrade(cfg, "head")
 
 
+# An operator's account: a password this short is guessed within the login limits' reach.
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # as the login form takes
+MAX_USERNAME = 64  # the column's width, as the login form takes
+
+
+def _username(name: str) -> str:
+    """A name a login can send: 1 to 64 characters, no control character."""
+    if not 1 <= len(name) <= MAX_USERNAME:
+        raise SystemExit(f"the user name must be 1 to {MAX_USERNAME} characters")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise SystemExit("the user name holds a control character")
+    return name
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -45,6 +60,10 @@ def _password(args: argparse.Namespace) -> str:
             raise SystemExit("the passwords differ")
     if not password:
         raise SystemExit("the password is empty")
+    if len(password) < MIN_PASSWORD:
+        raise SystemExit(f"the password is shorter than {MIN_PASSWORD} characters")
+    if len(password) > MAX_PASSWORD or "\x00" in password:
+        raise SystemExit(f"the password must be under {MAX_PASSWORD} characters, without NUL")
     return password
 
 
@@ -94,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     with make_session_factory(engine)() as db:
         if args.action == "create":
             try:
-                user = users.create_user(db=db, username=args.username, password=_password(args))
+                user = users.create_user(
+                    db=db, username=_username(args.username), password=_password(args)
+                )
             except users.UserExistsError as exc:
                 print(exc, file=sys.stderr)
                 return 1

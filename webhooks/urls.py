@@ -80,6 +80,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     """The IPv4 address an IPv6 address reaches through, or None for a native one."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if int(address) >> 32 == 0xFFFF0000:  # IPv4-translated, ::ffff:0:a.b.c.d (RFC 2765)
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from serve_app.cli import main
-from storage.users import authenticate, get_user_by_username
+from storage.users import authenticate, get_user_by_username, list_users
 
 
 @pytest.fixture
@@ -29,17 +29,17 @@ def cli(monkeypatch, settings):
 
 
 def test_create_list_set_password_delete(cli, sessions, capsys):
-    assert cli("users", "create", "carol", "--password-stdin", stdin="s3cret\n") == 0
-    assert cli("users", "create", "carol", "--password-stdin", stdin="other\n") == 1
+    assert cli("users", "create", "carol", "--password-stdin", stdin="s3cret-pw\n") == 0
+    assert cli("users", "create", "carol", "--password-stdin", stdin="other-pw\n") == 1
     assert "already exists" in capsys.readouterr().err
     with sessions() as db:
-        assert authenticate(db=db, username="carol", password="s3cret") is not None
+        assert authenticate(db=db, username="carol", password="s3cret-pw") is not None
     assert cli("users", "list") == 0
     assert "\tcarol\t" in capsys.readouterr().out
-    assert cli("users", "set-password", "carol", "--password-stdin", stdin="n3w\n") == 0
+    assert cli("users", "set-password", "carol", "--password-stdin", stdin="n3w-password\n") == 0
     with sessions() as db:
-        assert authenticate(db=db, username="carol", password="s3cret") is None
-        assert authenticate(db=db, username="carol", password="n3w") is not None
+        assert authenticate(db=db, username="carol", password="s3cret-pw") is None
+        assert authenticate(db=db, username="carol", password="n3w-password") is not None
     assert cli("users", "delete", "carol") == 0
     assert cli("users", "delete", "carol") == 1
     with sessions() as db:
@@ -49,3 +49,24 @@ def test_create_list_set_password_delete(cli, sessions, capsys):
 def test_empty_password_is_refused(cli):
     with pytest.raises(SystemExit, match="empty"):
         cli("users", "create", "dave", "--password-stdin", stdin="\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "refusal"),
+    [
+        ("erin", "short", "shorter than 8"),
+        ("erin", "x" * 1025, "under 1024"),
+        ("e" * 65, "long-enough", "1 to 64"),
+        ("er\x00in", "long-enough", "control character"),
+        ("er\nin", "long-enough", "control character"),
+    ],
+)
+def test_an_account_no_login_could_use_or_a_guessable_password_is_refused(
+    cli, sessions, name, password, refusal
+):
+    with sessions() as db:
+        before = len(list_users(db=db))
+    with pytest.raises(SystemExit, match=refusal):
+        cli("users", "create", name, "--password-stdin", stdin=password + "\n")
+    with sessions() as db:
+        assert len(list_users(db=db)) == before  # nothing stored

@@ -22,6 +22,8 @@ from webhooks.urls import UnsafeUrl, resolve
         ("http://localhost/hook", "loopback"),
         ("http://[::1]/hook", "loopback"),
         ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+        ("http://[::ffff:0:127.0.0.1]/hook", "loopback"),  # IPv4-translated
+        ("http://[::ffff:0:a9fe:a9fe]/", "link-local or metadata"),
         ("http://10.1.2.3/hook", "private"),
         ("http://192.168.0.10/hook", "private"),
         ("http://172.16.5.5/hook", "private"),
