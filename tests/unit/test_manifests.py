@@ -101,6 +101,8 @@ def test_the_vm_cluster_keeps_its_secrets_in_a_file_and_ray_behind_its_token():
     text = (REPO_ROOT / "deploy" / "cluster.yaml").read_text()
     assert "bashrc" not in " ".join(commands) and "${PRIMITIVES_" not in text
     assert config["file_mounts"]["/home/ubuntu/primitives.env"] == "~/.primitives/cluster.env"
+    # The repository is copied to every node without this machine's secrets and database.
+    assert {".env", ".env.*", "var/"} <= set(config["rsync_exclude"])
     assert "chmod 600 ~/primitives.env" in config["setup_commands"]
     for command in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
         if "ray start" in command:
