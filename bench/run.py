@@ -517,16 +517,20 @@ def queue_status(name: str) -> dict[str, Any]:
             break
         status = cast(dict[str, Any], ray.get(actor.status.remote()))
         total["dispatchers"] += 1
-        for key in ("claimed", "done", "failed", "released", "discarded"):
-            total[key] = total.get(key, 0) + status[key]
+        for key in ("claimed", "done", "failed", "released", "discarded", "model_calls"):
+            total[key] = total.get(key, 0) + status.get(key, 0)
+        total["coalesce"] = status.get("coalesce", False)
     return total
 
 
-def dispatchers_overlay(count: int, folder: Path) -> Path:
-    """A config overlay that runs the queue as ``count`` dispatchers."""
-    path = folder / f"dispatchers-{count}.yaml"
+def dispatchers_overlay(count: int, folder: Path, coalesce: bool = False) -> Path:
+    """A config overlay that runs the queue as ``count`` dispatchers; ``coalesce``: each
+    sending the images of tasks claimed together as one call per model."""
+    path = folder / f"dispatchers-{count}{'-coalesced' if coalesce else ''}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"args:\n  queue:\n    dispatchers: {count}\n")
+    path.write_text(
+        f"args:\n  queue:\n    dispatchers: {count}\n    coalesce_calls: {str(coalesce).lower()}\n"
+    )
     return path
 
 
@@ -642,6 +646,13 @@ def main(argv: list[str] | None = None) -> None:
         help="ceiling: run the dispatcher rows on a local cluster of a head and these many "
         "worker nodes (config/cluster.yaml's layout)",
     )
+    parser.add_argument(
+        "--coalesce",
+        choices=["off", "on", "both"],
+        default="off",
+        help="ceiling: the dispatcher rows with one handle call per task (off), one per "
+        "model for the tasks claimed together (on), or each (both)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out/results.json"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -721,6 +732,7 @@ def main(argv: list[str] | None = None) -> None:
                 args.dispatchers,
                 args.users,
                 args.nodes,
+                COALESCE[args.coalesce],
             ),
         }
         log.info("dispatchers: %s", report["ceiling"])
@@ -734,6 +746,7 @@ def main(argv: list[str] | None = None) -> None:
             args.dispatchers,
             args.users,
             args.nodes,
+            COALESCE[args.coalesce],
         )
         log.info("ceiling: %s", report["ceiling"])
     report["ratios"] = ratios(report)
@@ -743,6 +756,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 NOOP_OVERLAY = Path(__file__).with_name("noop.yaml")
+COALESCE = {"off": [False], "on": [True], "both": [False, True]}
 
 
 def ceiling(
@@ -754,6 +768,7 @@ def ceiling(
     dispatchers: list[int] | None = None,
     users: int = 1,
     nodes: int = 0,
+    coalesce: list[bool] | None = None,
 ) -> dict[str, Any]:
     """The platform's own ceiling: every row with the no-op models (bench/noop.yaml: each
     model replica decodes the image at its input's scale and answers a fixed result), so
@@ -774,7 +789,9 @@ def ceiling(
     out["platform"] = run_platform(
         images, concurrency, config, ray_env, "postgresql", full=False, overlays=[NOOP_OVERLAY]
     )
-    out.update(dispatcher_rows(images, concurrency, config, ray_env, dispatchers, users, nodes))
+    out.update(
+        dispatcher_rows(images, concurrency, config, ray_env, dispatchers, users, nodes, coalesce)
+    )
     return out
 
 
@@ -786,18 +803,20 @@ def dispatcher_rows(
     dispatchers: list[int],
     users: int = 1,
     nodes: int = 0,
+    coalesce: list[bool] | None = None,
 ) -> dict[str, Any]:
     """The platform with the no-op models and the queue as each count of ``dispatchers``,
     its load shared by ``users`` users; with ``nodes``, on a local cluster of a head and that
     many worker nodes (Ray's ``cluster_utils``: separate raylets on this machine) laid out as
-    config/cluster.yaml says (the API and the dispatchers on the head, models on workers)."""
+    config/cluster.yaml says (the API and the dispatchers on the head, models on workers);
+    ``coalesce``: each row with and/or without coalesced model calls (``QueueOptions``)."""
     out: dict[str, Any] = {}
-    for count in dispatchers:
+    for count, coalesced in itertools.product(dispatchers, coalesce or [False]):
         overlays = [NOOP_OVERLAY]
         with local_cluster(nodes) as address:
             if address is not None:
                 overlays.append(CLUSTER_OVERLAY)
-            overlays.append(dispatchers_overlay(count, Path("bench/out")))
+            overlays.append(dispatchers_overlay(count, Path("bench/out"), coalesced))
             row = run_platform(
                 images,
                 concurrency,
@@ -810,7 +829,9 @@ def dispatcher_rows(
                 address=address,
             )
         row["nodes"] = 1 + nodes
-        out[f"platform_{count}_dispatchers_{users}_users_{1 + nodes}_nodes"] = row
+        row["coalesced"] = coalesced
+        suffix = "_coalesced" if coalesced else ""
+        out[f"platform_{count}_dispatchers_{users}_users_{1 + nodes}_nodes{suffix}"] = row
     return out
 
 
@@ -972,6 +993,8 @@ def render_ceiling(c: dict[str, Any]) -> list[str]:
                 shape += f", {platform['users']} users"
             if platform.get("nodes", 1) > 1:
                 shape += f", {platform['nodes']} nodes"
+            if platform.get("coalesced"):
+                shape += ", coalesced calls"
             rows += [
                 (f"platform ({shape}): submit + long-poll result", platform.get("load")),
                 (f"platform ({shape}): one POST with Prefer: wait", platform.get("sync")),

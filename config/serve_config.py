@@ -29,6 +29,9 @@ class QueueOptions(BaseModel):
 
     concurrency: int = Field(default=16, ge=1, le=4096)
     dispatchers: int = Field(default=1, ge=1, le=64)
+    # Send the images of tasks claimed together to each model as one handle call with a list,
+    # rather than one call per task (bench/RESULTS.md measures both).
+    coalesce_calls: bool = False
 
     @property
     def per_dispatcher(self) -> int:

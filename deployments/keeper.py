@@ -54,11 +54,14 @@ class Keeper:
             options.per_dispatcher,
             {spec.id: spec.name for spec in registry.models},
         )
+        self.coalesce = options.coalesce_calls
         self.queues: list[ActorHandle] = []
         for index in range(self.count):
             self.queues.append(self._queue(index))
             # A dispatcher that outlived a redeploy takes the new deployments and scaling.
-            self.queues[index].configure.remote(*self.queue_args, index, self.count)
+            self.queues[index].configure.remote(
+                *self.queue_args, index, self.count, coalesce=self.coalesce
+            )
         self._retire_beyond(self.count)
         self.sender: ActorHandle = self._sender()
         self._loop: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.supervise())
@@ -72,7 +75,7 @@ class Keeper:
             lifetime="detached",
             get_if_exists=True,
             resources=ON_HEAD,
-        ).remote(*self.queue_args, index, self.count)
+        ).remote(*self.queue_args, index, self.count, coalesce=self.coalesce)
 
     def _retire_beyond(self, count: int) -> None:
         """Kill the dispatchers a larger deployment had (their leases lapse and the others
@@ -105,7 +108,9 @@ class Keeper:
             for index, queue in enumerate(self.queues):
                 if not await self._answers(queue, f"task queue dispatcher {index}"):
                     self.queues[index] = self._queue(index)
-                    await self.queues[index].configure.remote(*self.queue_args, index, self.count)
+                    await self.queues[index].configure.remote(
+                        *self.queue_args, index, self.count, coalesce=self.coalesce
+                    )
             if not await self._answers(self.sender, "webhook sender"):
                 self.sender = self._sender()
 

@@ -66,6 +66,13 @@ class ModelDeployment:
             raise answer
         return answer
 
+    async def predict_many(
+        self, images: list[bytes | np.ndarray]
+    ) -> list[ModelAnswer | ModelRefused]:
+        """The model's answers for several images in one call (each joins the batches as a
+        ``predict`` call would); an image refused alone comes back as its ModelRefused."""
+        return list(await asyncio.gather(*(self._predict_batch(image) for image in images)))
+
     @serve.batch(max_batch_size=INITIAL_MAX_BATCH_SIZE, batch_wait_timeout_s=INITIAL_BATCH_WAIT_S)
     async def _predict_batch(
         self, images: list[bytes | np.ndarray]

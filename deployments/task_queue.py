@@ -21,6 +21,7 @@ from inference import ModelAnswer, ModelRefused
 from storage.database import make_engine, make_session_factory
 from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher, retention_loop
+from taskqueue.coalesce import Coalesced
 from taskqueue.dispatcher import Ended, short_error
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,46 @@ def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, Deploymen
 class ServeModels:
     """``RunModels`` over Serve deployment handles, by model id. The image goes to both models
     as the stored bytes (smaller than any array of it); each replica decodes it at the scale
-    its own input needs, so decoding scales with the model replicas, not with the queue."""
+    its own input needs, so decoding scales with the model replicas, not with the queue.
+
+    With ``coalesce``, the images of runs started together (one claim) go to each model as one
+    handle call with a list (``taskqueue.coalesce``) instead of one call each."""
 
     def __init__(
-        self, detectors: dict[int, DeploymentHandle], classifiers: dict[int, DeploymentHandle]
+        self,
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        coalesce: bool = False,
     ):
+        self.coalesce = coalesce
+        self.sent = 0  # handle calls made one per task, and by coalesced models gone
+        self.point(detectors, classifiers)
+
+    def point(
+        self, detectors: dict[int, DeploymentHandle], classifiers: dict[int, DeploymentHandle]
+    ) -> None:
+        """Call these deployments from now on (after a redeploy)."""
+        self.sent = self.calls
         self.detectors, self.classifiers = serve_transport(detectors), serve_transport(classifiers)
+        self._coalesced: dict[tuple[str, int], Coalesced[bytes, ModelAnswer]] = {}
+
+    @property
+    def calls(self) -> int:
+        """Handle calls made to the models so far (the benchmark reports calls per task)."""
+        return self.sent + sum(c.calls for c in getattr(self, "_coalesced", {}).values())
+
+    def _call(self, kind: str, model_id: int, handle: DeploymentHandle, image: bytes) -> Any:
+        if not self.coalesce:
+            self.sent += 1
+            return handle.predict.remote(image)
+        calls = self._coalesced.get((kind, model_id))
+        if calls is None:
+
+            async def send(images: list[bytes]) -> list[ModelAnswer | BaseException]:
+                return list(await handle.predict_many.remote(images))
+
+            calls = self._coalesced[(kind, model_id)] = Coalesced(send)
+        return calls(image)
 
     async def __call__(self, claim: Claim, image: bytes) -> tuple[ModelAnswer, ModelAnswer]:
         detector = self.detectors.get(claim.detection_model_id)
@@ -57,8 +92,11 @@ class ServeModels:
         # A replica's ImageUnreadable (a ModelRefused) fails the task with its reason.
         try:
             detection, classification = await asyncio.gather(
-                detector.predict.remote(image), classifier.predict.remote(image)
+                self._call("detector", claim.detection_model_id, detector, image),
+                self._call("classifier", claim.classification_model_id, classifier, image),
             )
+        except ModelRefused:
+            raise
         except RayTaskError as exc:
             # ``cause`` is the replica's own exception (Ray may raise a class derived from
             # both RayTaskError and it, whose constructor never ran).
@@ -92,6 +130,7 @@ class TaskQueue:
         model_names: dict[int, str] | None = None,
         index: int = 0,
         count: int = 1,
+        coalesce: bool = False,
     ):
         from deployments.logs import json_logging
         from deployments.metrics import RayQueueMetrics
@@ -100,7 +139,7 @@ class TaskQueue:
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
-        self.models = ServeModels(detectors, classifiers)
+        self.models = ServeModels(detectors, classifiers, coalesce)
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
             run_models=self.models,
@@ -157,11 +196,12 @@ class TaskQueue:
         model_names: dict[int, str] | None = None,
         index: int = 0,
         count: int = 1,
+        coalesce: bool = False,
     ) -> None:
         """Point at the current application's deployments and scaling (after a redeploy;
         ``index`` is this dispatcher's, which does not change)."""
-        self.models.detectors = serve_transport(detectors)
-        self.models.classifiers = serve_transport(classifiers)
+        self.models.coalesce = coalesce
+        self.models.point(detectors, classifiers)
         self.dispatcher.concurrency = concurrency
         self.dispatcher.model_names = dict(model_names or {})
         self.dispatcher.count = count
@@ -176,6 +216,8 @@ class TaskQueue:
             "paused": d.paused,
             "index": d.index,
             "count": d.count,
+            "coalesce": self.models.coalesce,
+            "model_calls": self.models.calls,
         }
 
     @ray.method(enable_task_events=False)
