@@ -44,12 +44,13 @@ class User(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(64))
     # Tokens issued before this moment are refused: set by a password change and by logout.
     tokens_valid_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    # The id of the user's latest task event (docs/api.md §E11): raised, under the row's
-    # lock, by the transaction that stores events, so the user's event ids commit in order.
+    # SQLite: the id of the user's latest task event (docs/api.md §E11), raised under the
+    # row's lock by the transaction that stores events (PostgreSQL numbers them otherwise:
+    # storage/events.py).
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    # The user's tasks waiting (queued or in progress) and the bytes their stored images take:
-    # kept by every transaction that adds, settles or deletes a task, in the same statement
-    # that takes the row's lock, so a submission checks its quotas without counting rows.
+    # The user's tasks waiting (queued or in progress) and the bytes their stored images take,
+    # with the user's ``usage_delta`` rows added (storage/events.py): a submission checks its
+    # quotas on them without counting rows.
     active_tasks: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -265,8 +266,8 @@ class QueueTurn(Base):
 
 
 class TaskEvent(Base):
-    """A status change of one of the user's tasks (docs/api.md §E11), numbered per user;
-    kept for the events window, then purged."""
+    """A status change of one of the user's tasks (docs/api.md §E11), its id increasing in
+    the order readers see them (storage/events.py); kept for the events window, then purged."""
 
     __tablename__ = "task_event"
     __table_args__ = (Index("ix_task_event_created_at", "created_at"),)
@@ -278,3 +279,18 @@ class TaskEvent(Base):
     task_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UsageDelta(Base):
+    """A change to a user's counters not yet folded into them (PostgreSQL): what a settled,
+    deleted or purged task took off, written without locking the user's row
+    (storage/events.py)."""
+
+    __tablename__ = "usage_delta"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    tasks: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)

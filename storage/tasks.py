@@ -865,3 +865,7 @@ class ClaimStore:
     def purge_events(self, *, moment: datetime) -> int:
         with self.sessions() as db:
             return events.purge_before(db=db, moment=moment)
+
+    def fold_usage(self) -> None:
+        with self.sessions() as db:
+            events.fold(db=db)

@@ -45,6 +45,7 @@ class Store(Protocol):
     def release(self, *, claim: Claim) -> bool: ...
     def expire_overdue(self) -> list[Expired]: ...
     def purge_events(self, *, moment: datetime) -> int: ...
+    def fold_usage(self) -> None: ...
 
 
 class QueueObserver(Protocol):
@@ -362,7 +363,8 @@ class Dispatcher:
 
     async def depth_loop(self) -> None:
         """Every poll: report the backlog and end the tasks past their deadline; every
-        minute, purge the events older than the window a reconnect may resume in. The
+        minute, purge the events older than the window a reconnect may resume in and fold
+        the users' counters (``storage.events.fold``). The
         dispatcher that keeps the books runs it."""
         purged_at = 0.0
         while True:
@@ -371,6 +373,7 @@ class Dispatcher:
                 await self.expire_once()
                 if time.monotonic() - purged_at > EVENTS_PURGE_EVERY_S:
                     await self._db(self.store.purge_events, moment=utcnow() - EVENTS_KEPT)
+                    await self._db(self.store.fold_usage)
                     purged_at = time.monotonic()
             except Exception:  # noqa: BLE001 - the database may be restarting
                 log.warning("could not count the backlog or end overdue tasks; retrying")

@@ -38,8 +38,8 @@ def test_a_backlog_of_200_does_not_hold_back_another_users_task(http, user_heade
 def test_status_changes_arrive_as_events_through_the_proxy(platform, account, sample_jpeg):
     client = Client(platform.url)
     client.login(*account)
-    # A new account: its events start at 1, so resuming after 0 misses none, whenever the
-    # stream opens.
+    # A new account: every event it has is after 0, so resuming after 0 misses none,
+    # whenever the stream opens.
     stream = client.events(last_event_id=0, reconnect=False)
     got: list[dict] = []
 

@@ -122,6 +122,9 @@ class MemoryStore:
     def purge_events(self, *, moment: Any) -> int:
         return 0
 
+    def fold_usage(self) -> None:
+        return None
+
 
 class StandInModels:
     """Answers by the image's bytes: b"refuse" is refused, b"crash" fails transiently (once per
