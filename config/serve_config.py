@@ -125,16 +125,23 @@ def load_app_config(
 
 
 RAY_ENV_PATH = REPO_ROOT / "config" / "ray.env"
+# Variables of config/ray.env that name a file of the repository: Ray needs them whole.
+RAY_ENV_PATHS = ("RAY_SERVE_HAPROXY_BINARY_PATH",)
 
 
-def load_ray_env(path: Path | str | None = None) -> dict[str, str]:
-    """The ``KEY=VALUE`` lines of ``config/ray.env`` (comments and blank lines skipped)."""
+def load_ray_env(path: Path | str | None = None, root: Path = REPO_ROOT) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of ``config/ray.env`` (comments and blank lines skipped), a
+    relative path among them (``RAY_ENV_PATHS``) made whole against ``root`` (the repository
+    here; the image's folder for its manifests)."""
     env: dict[str, str] = {}
     for line in Path(path or RAY_ENV_PATH).read_text().splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             key, _, value = line.partition("=")
             env[key.strip()] = value.strip()
+    for key in RAY_ENV_PATHS:
+        if key in env and not Path(env[key]).is_absolute():
+            env[key] = str(root / env[key])
     return env
 
 

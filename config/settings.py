@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 from collections import Counter
 from enum import StrEnum
@@ -81,9 +82,16 @@ class Settings(BaseSettings):
     # peer's address counts).
     login_failures_per_minute: int = 10
     login_failures_per_account_per_minute: int = 50
+    # Failed logins from one client address whatever the user names (made-up names pass the
+    # two limits above): enough for a shared office's typos, not for a scan of names.
+    login_failures_per_address_per_minute: int = 30
     login_concurrency: int = Field(default=4, ge=1)
     login_queue: int = Field(default=16, ge=0)
     trusted_proxies: str = ""
+    # Requests come through the node's HAProxy run by deploy/haproxy, which appends the client
+    # address to X-Forwarded-For (config/ray.env sets it with Ray's fast path); honoured only
+    # while that fast path is on (``behind_local_haproxy``).
+    proxy_appends_client: bool = False
     requests_per_minute: int = 1200
     max_active_tasks_per_user: int = 200
     # The platform's queue (docs/api.md §E10): beyond this many tasks waiting to start, all
@@ -136,6 +144,11 @@ class Settings(BaseSettings):
     idempotency_hours: float = 24.0
     webhook_log_days: float = Field(default=7.0, gt=0)
     ray_namespace: str = "primitives"
+
+    @property
+    def behind_local_haproxy(self) -> bool:
+        """Whether a loopback peer is the node's HAProxy that appended the client's address."""
+        return self.proxy_appends_client and os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
 
     @model_validator(mode="after")
     def _environment_is_chosen(self) -> Settings:

@@ -33,6 +33,7 @@ CLUSTER_OVERLAY = REPO_ROOT / "config" / "cluster.yaml"
 MANIFEST = REPO_ROOT / "deploy" / "kuberay" / "rayservice.yaml"
 RAY_VERSION = "2.60.0"
 IMAGE = "ghcr.io/example/primitives:0.1.0"  # built from deploy/Dockerfile
+IMAGE_ROOT = Path("/home/ray/primitives")  # its WORKDIR
 SECRET = "primitives-secrets"
 # An HA Redis you run beside the cluster (one shard; a managed one, or a chart with
 # persistence): the GCS's tables, for a head that restarts.
@@ -55,7 +56,7 @@ def _env() -> list[dict[str, Any]]:
 
     # config/ray.env on every node: Ray Serve's fast path (HAProxy, direct ingress) and the
     # switches the benchmark measured.
-    ray_env = [{"name": k, "value": v} for k, v in load_ray_env().items()]
+    ray_env = [{"name": k, "value": v} for k, v in load_ray_env(root=IMAGE_ROOT).items()]
     return [
         {"name": "PRIMITIVES_ENVIRONMENT", "value": "production"},
         secret("PRIMITIVES_JWT_SECRET", "jwt-secret"),

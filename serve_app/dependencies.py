@@ -178,6 +178,7 @@ class AppServices:
         """``clock``: the wall clock the shared rate windows count minutes by."""
         login_failures: Limiter
         account_failures: Limiter
+        address_failures: Limiter
         request_rate: Limiter
         if settings.limits_storage == "database":
             login_failures = SharedWindow(
@@ -187,6 +188,12 @@ class AppServices:
                 sessions,
                 settings.login_failures_per_account_per_minute,
                 "login-account",
+                clock=clock,
+            )
+            address_failures = SharedWindow(
+                sessions,
+                settings.login_failures_per_address_per_minute,
+                "login-address",
                 clock=clock,
             )
             request_rate = (
@@ -203,13 +210,16 @@ class AppServices:
         else:
             login_failures = SlidingWindow(settings.login_failures_per_minute)
             account_failures = SlidingWindow(settings.login_failures_per_account_per_minute)
+            address_failures = SlidingWindow(settings.login_failures_per_address_per_minute)
             request_rate = SlidingWindow(settings.requests_per_minute)
         guard = LoginGuard(
             failures=login_failures,
             account_failures=account_failures,
+            address_failures=address_failures,
             concurrency=settings.login_concurrency,
             queue=settings.login_queue,
             trusted_proxies=parse_networks(settings.trusted_proxies),
+            local_proxy=settings.behind_local_haproxy,
         )
         return cls(
             settings=settings,

