@@ -137,6 +137,12 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = 2.0
     webhook_backoff_cap_seconds: float = 3600.0
     webhook_concurrency: int = 32
+    # One user's deliveries in flight at most (none: a quarter of webhook_concurrency).
+    webhook_per_user: int | None = Field(default=None, ge=1)
+    # A webhook host's DNS lookup: on this many threads of its own per process (the ingress
+    # at submission, the sender before each attempt), given up after this many seconds.
+    webhook_dns_threads: int = Field(default=8, ge=1)
+    webhook_dns_timeout_seconds: float = Field(default=3.0, gt=0)
     webhook_allow_loopback: bool | None = None
 
     # Idempotency keys are remembered this long (docs/api.md §E3), delivered or given-up

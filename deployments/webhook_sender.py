@@ -15,6 +15,7 @@ import ray
 from config.settings import Settings, get_settings
 from storage.database import make_engine, make_session_factory
 from webhooks.sender import DeliveryStore, WebhookSender
+from webhooks.urls import Resolver
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,14 @@ class WebhookSenderActor:
             DeliveryStore(make_session_factory(engine)),
             allow_loopback=settings.allows_loopback_webhooks,
             concurrency=settings.webhook_concurrency,
+            per_user=settings.webhook_per_user,
             timeout_s=settings.webhook_timeout_seconds,
             max_attempts=settings.webhook_max_attempts,
             backoff_s=settings.webhook_backoff_seconds,
             backoff_cap_s=settings.webhook_backoff_cap_seconds,
+            resolver=Resolver(
+                threads=settings.webhook_dns_threads, timeout_s=settings.webhook_dns_timeout_seconds
+            ),
         )
         self._loop = asyncio.get_running_loop().create_task(self.sender.run())
         log.info(

@@ -6,6 +6,7 @@ echo "$PW" | primitives-admin users create alice --password-stdin
 primitives-admin users list
 primitives-admin users set-password alice
 primitives-admin users delete alice
+primitives-admin users set-max-priority batchbot 2   # the highest priority they may ask for
 primitives-admin retention run --days 30       # purge settled tasks older than 30 days
 """
 
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     actions.add_parser("list")
     actions.add_parser("delete").add_argument("username")
+    ceiling = actions.add_parser(
+        "set-max-priority", help="the highest task priority the user may ask for (default 5)"
+    )
+    ceiling.add_argument("username")
+    ceiling.add_argument("priority", type=int, choices=range(10), metavar="0-9")
     retention = sub.add_parser("retention", help="purge old settled tasks")
     retention.add_argument("action", choices=["run"])
     retention.add_argument(
@@ -122,12 +128,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"created user {user.username} (id {user.id})")
         elif args.action == "list":
             for user in users.list_users(db=db):
-                print(f"{user.id}\t{user.username}\t{user.created_at:%Y-%m-%d %H:%M}")
+                print(
+                    f"{user.id}\t{user.username}\t{user.created_at:%Y-%m-%d %H:%M}"
+                    f"\tmax priority {user.max_priority}"
+                )
         elif args.action == "set-password":
             if not users.set_password(db=db, username=args.username, password=_password(args)):
                 print(f"no user {args.username!r}", file=sys.stderr)
                 return 1
             print(f"password of {args.username} changed")
+        elif args.action == "set-max-priority":
+            if not users.set_max_priority(db=db, username=args.username, priority=args.priority):
+                print(f"no user {args.username!r}", file=sys.stderr)
+                return 1
+            print(f"{args.username} may use priorities up to {args.priority}")
         elif args.action == "delete":
             if not users.delete_user(db=db, username=args.username):
                 print(f"no user {args.username!r}", file=sys.stderr)

@@ -19,6 +19,7 @@ from config.settings import Settings
 from serve_app.auth.guard import LoginGuard, parse_networks
 from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow, UserSlots
 from serve_app.tasks.visualize import DrawingSlots, PictureCache
+from webhooks.urls import Resolver
 
 T = TypeVar("T")
 
@@ -100,6 +101,7 @@ class Caller:
 
     id: int
     username: str
+    max_priority: int = 5  # the highest priority the user may ask for (docs/api.md §E10)
 
 
 def load_caller(
@@ -120,7 +122,7 @@ def load_caller(
                 revoked = revoked.replace(tzinfo=UTC)
             if issued_at < revoked.timestamp():
                 return None
-        return Caller(id=user.id, username=user.username)
+        return Caller(id=user.id, username=user.username, max_priority=user.max_priority)
 
 
 class RecentCount:
@@ -163,6 +165,7 @@ class AppServices:
     waits: UserSlots
     streams: UserSlots  # open event streams (docs/api.md §E11), per user in this replica
     queued: RecentCount  # the platform's queued tasks, as last counted here
+    resolver: Resolver  # webhook hosts' DNS lookups, on threads of their own
 
     @classmethod
     def create(
@@ -234,6 +237,9 @@ class AppServices:
             waits=UserSlots(per_user=settings.waits_per_user),
             streams=UserSlots(per_user=settings.event_streams_per_user),
             queued=RecentCount(),
+            resolver=Resolver(
+                threads=settings.webhook_dns_threads, timeout_s=settings.webhook_dns_timeout_seconds
+            ),
         )
 
 

@@ -53,6 +53,9 @@ class User(Base):
     # quotas on them without counting rows.
     active_tasks: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     stored_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The highest priority the user may ask for (docs/api.md §E10), set by an operator with
+    # primitives-admin; the default lets no one ahead of anyone else's default tasks.
+    max_priority: Mapped[int] = mapped_column(SmallInteger, default=5, server_default="5")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

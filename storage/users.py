@@ -4,10 +4,10 @@ user), the CLI and the benchmark all go through here."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from passlib.context import CryptContext
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,10 +47,12 @@ def get_user(*, db: Session, user_id: int) -> User | None:
 
 def get_caller(*, db: Session, user_id: int) -> Any:
     """What authenticating a request needs of the user with this id (``id``, ``username``,
-    ``tokens_valid_after``), read as one row without loading the whole account; None when
-    there is none. Every authenticated request reads it."""
+    ``tokens_valid_after``, ``max_priority``), read as one row without loading the whole
+    account; None when there is none. Every authenticated request reads it."""
     return db.execute(
-        select(User.id, User.username, User.tokens_valid_after).where(User.id == user_id)
+        select(User.id, User.username, User.tokens_valid_after, User.max_priority).where(
+            User.id == user_id
+        )
     ).first()
 
 
@@ -92,6 +94,19 @@ def set_password(*, db: Session, username: str, password: str) -> bool:
     user.tokens_valid_after = utcnow()  # every token issued before is refused from now
     db.commit()
     return True
+
+
+def set_max_priority(*, db: Session, username: str, priority: int) -> bool:
+    """Let the user ask for priorities up to ``priority`` (0 to 9); False when there is no
+    such user."""
+    if not 0 <= priority <= 9:
+        raise ValueError("a priority is 0 to 9")
+    result = cast(
+        CursorResult,
+        db.execute(update(User).where(User.username == username).values(max_priority=priority)),
+    )
+    db.commit()
+    return bool(result.rowcount)
 
 
 def revoke_tokens(*, db: Session, user_id: int) -> None:

@@ -8,11 +8,12 @@ import base64
 import json
 import secrets
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import utcnow
@@ -81,17 +82,50 @@ class DueDelivery:
         return {"task": self.task_id, "user": self.user_id, "webhook_id": self.event_id}
 
 
-def take_due(*, db: Session, limit: int, lock_seconds: float) -> list[DueDelivery]:
-    """Lock up to ``limit`` deliveries that are due, for ``lock_seconds``."""
+def take_due(
+    *,
+    db: Session,
+    limit: int,
+    lock_seconds: float,
+    per_user: int | None = None,
+    running: Mapping[int, int] | None = None,
+) -> list[DueDelivery]:
+    """Lock up to ``limit`` deliveries that are due, for ``lock_seconds``, oldest due first;
+    with ``per_user``, at most that many of one user's in flight, counting ``running`` (the
+    user's deliveries already being sent), so that one user's slow receivers never take
+    every slot."""
     now = utcnow()
-    due = (
-        select(WebhookDelivery.id)
-        .where(
-            WebhookDelivery.state == PENDING,
-            WebhookDelivery.next_attempt_at <= now,
-            or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+    conditions = (
+        WebhookDelivery.state == PENDING,
+        WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until < now),
+    )
+    if per_user is None:
+        candidates = select(WebhookDelivery.id).where(*conditions)
+    else:
+        running = running or {}
+        full = [user for user, count in running.items() if count >= per_user]
+        ranked = (
+            select(
+                WebhookDelivery.id,
+                WebhookDelivery.user_id,
+                func.row_number()
+                .over(
+                    partition_by=WebhookDelivery.user_id,
+                    order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id),
+                )
+                .label("place"),
+            )
+            .where(*conditions, WebhookDelivery.user_id.notin_(full))
+            .subquery()
         )
-        .order_by(WebhookDelivery.next_attempt_at)
+        room = [(ranked.c.user_id == u, per_user - n) for u, n in running.items() if n > 0]
+        share = case(*room, else_=per_user) if room else literal(per_user)
+        candidates = select(WebhookDelivery.id).where(
+            WebhookDelivery.id.in_(select(ranked.c.id).where(ranked.c.place <= share))
+        )
+    due = (
+        candidates.order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
@@ -170,3 +204,22 @@ def deliveries_for_task(
         )
     )
     return [(d, [a for a in attempts if a.delivery_id == d.id]) for d in deliveries]
+
+
+def postpone_url(*, db: Session, url: str, until: datetime) -> int:
+    """Move every pending delivery to ``url`` due before ``until`` to ``until`` (a paused
+    endpoint: no attempt is spent); how many moved."""
+    result = cast(
+        CursorResult,
+        db.execute(
+            update(WebhookDelivery)
+            .where(
+                WebhookDelivery.state == PENDING,
+                WebhookDelivery.url == url,
+                WebhookDelivery.next_attempt_at < until,
+            )
+            .values(next_attempt_at=until)
+        ),
+    )
+    db.commit()
+    return int(result.rowcount or 0)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,10 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage import webhooks as deliveries
 from storage.database import utcnow
 from webhooks import signing
-from webhooks.urls import UnsafeUrl, resolve
+from webhooks.urls import Resolver, UnsafeUrl
 
 log = logging.getLogger(__name__)
 USER_AGENT = "primitives-webhooks/1"
+# Endpoints whose failures are counted at once (the oldest forgotten beyond).
+MAX_ENDPOINTS_KEPT = 10_000
 
 
 def retry_delay(attempt: int, *, base_s: float, cap_s: float) -> float:
@@ -41,9 +45,22 @@ class DeliveryStore:
     def __init__(self, sessions: sessionmaker[Session]):
         self.sessions = sessions
 
-    def take_due(self, *, limit: int, lock_seconds: float) -> list[deliveries.DueDelivery]:
+    def take_due(
+        self,
+        *,
+        limit: int,
+        lock_seconds: float,
+        per_user: int | None = None,
+        running: dict[int, int] | None = None,
+    ) -> list[deliveries.DueDelivery]:
         with self.sessions() as db:
-            return deliveries.take_due(db=db, limit=limit, lock_seconds=lock_seconds)
+            return deliveries.take_due(
+                db=db, limit=limit, lock_seconds=lock_seconds, per_user=per_user, running=running
+            )
+
+    def postpone_url(self, *, url: str, until: datetime) -> int:
+        with self.sessions() as db:
+            return deliveries.postpone_url(db=db, url=url, until=until)
 
     def secret(self, *, user_id: int) -> str:
         with self.sessions() as db:
@@ -76,6 +93,7 @@ class SenderStats:
     delivered: int = 0
     failed_attempts: int = 0
     gave_up: int = 0
+    paused: int = 0  # endpoints paused
 
 
 @dataclass
@@ -89,9 +107,24 @@ class WebhookSender:
     backoff_cap_s: float = 3600.0
     poll_seconds: float = 1.0
     stats: SenderStats = field(default_factory=SenderStats)
+    resolver: Resolver = field(default_factory=Resolver)
+    # At most this many of one user's deliveries in flight (None: a quarter of the slots), so
+    # one user's receivers that never answer leave the others' slots free.
+    per_user: int | None = None
+    # An endpoint (URL) whose attempts failed this many times in a row is paused: its pending
+    # deliveries wait (no attempt spent) for a minute, twice as long each time it fails again
+    # after a pause, up to ``pause_cap_s``; a success ends it (as Standard Webhooks senders
+    # disable and retry a failing endpoint).
+    pause_after: int = 5
+    pause_s: float = 60.0
+    pause_cap_s: float = 3600.0
 
     def __post_init__(self) -> None:
         self.running: set[asyncio.Task[None]] = set()
+        self.share = self.per_user or max(1, self.concurrency // 4)
+        self.by_user: Counter[int] = Counter()  # deliveries in flight, by user
+        # By URL: (failed attempts in a row, pauses since the last success).
+        self.failing: dict[str, tuple[int, int]] = {}
         self.wake = asyncio.Event()
         # No proxies from the environment (they would bypass the address check), no
         # redirects (a 3xx is a failed attempt).
@@ -122,17 +155,41 @@ class WebhookSender:
         # Locked for far longer than an attempt may take (its deadline), so no other sender
         # takes it meanwhile.
         due = await asyncio.to_thread(
-            self.store.take_due, limit=free, lock_seconds=self.lock_seconds
+            self.store.take_due,
+            limit=free,
+            lock_seconds=self.lock_seconds,
+            per_user=self.share,
+            running={u: n for u, n in self.by_user.items() if n},
         )
         for delivery in due:
             task = asyncio.create_task(self.deliver(delivery))
             self.running.add(task)
-            task.add_done_callback(self._finished)
+            self.by_user[delivery.user_id] += 1
+            task.add_done_callback(functools.partial(self._finished, delivery.user_id))
         return len(due)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, user_id: int, task: asyncio.Task[None]) -> None:
         self.running.discard(task)
+        self.by_user[user_id] -= 1
+        if not self.by_user[user_id]:
+            del self.by_user[user_id]
         self.wake.set()
+
+    def _pause_until(self, url: str, delivered: bool) -> datetime | None:
+        """Count the attempt's outcome for its endpoint; when it fails ``pause_after`` times in
+        a row, the moment its deliveries wait until."""
+        if delivered:
+            self.failing.pop(url, None)
+            return None
+        failures, pauses = self.failing.get(url, (0, 0))
+        failures += 1
+        if failures < self.pause_after:
+            self.failing[url] = (failures, pauses)
+            return None
+        self.failing[url] = (0, pauses + 1)
+        if len(self.failing) > MAX_ENDPOINTS_KEPT:
+            del self.failing[next(iter(self.failing))]
+        return utcnow() + timedelta(seconds=min(self.pause_cap_s, self.pause_s * 2**pauses))
 
     async def run(self) -> None:
         while True:
@@ -149,7 +206,7 @@ class WebhookSender:
 
     async def post(self, delivery: deliveries.DueDelivery) -> int:
         """One signed POST to the checked address; the status code."""
-        target = await asyncio.to_thread(resolve, delivery.url, allow_loopback=self.allow_loopback)
+        target = await self.resolver.resolve(delivery.url, allow_loopback=self.allow_loopback)
         secret = await asyncio.to_thread(self.store.secret, user_id=delivery.user_id)
         body = delivery.body.encode()
         headers = {
@@ -190,6 +247,9 @@ class WebhookSender:
                     delivery.attempt, base_s=self.backoff_s, cap_s=self.backoff_cap_s
                 )
             )
+        paused_until = self._pause_until(delivery.url, delivered)
+        if next_at is not None and paused_until is not None:
+            next_at = max(next_at, paused_until)
         if delivered:
             self.stats.delivered += 1
         elif next_at is None:
@@ -213,6 +273,19 @@ class WebhookSender:
                 error=error,
                 next_attempt_at=next_at,
             )
+            if paused_until is not None:
+                moved = await asyncio.to_thread(
+                    self.store.postpone_url, url=delivery.url, until=paused_until
+                )
+                self.stats.paused += 1
+                log.warning(
+                    "webhook endpoint paused until %s after %d failed attempts in a row "
+                    "(%d deliveries wait)",
+                    paused_until.isoformat(timespec="seconds"),
+                    self.pause_after,
+                    moved,
+                    extra=delivery.log_extra(),
+                )
         except Exception:  # noqa: BLE001 - the lock lapses and the attempt is made again
             log.exception(
                 "webhook %s: could not record the attempt",

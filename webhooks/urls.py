@@ -3,12 +3,20 @@ globally routable (loopback, private, link-local — which holds the cloud metad
 shared, reserved, multicast), judged on every address the host resolves to, at submission
 and again before each attempt; the attempt then connects to the address that was checked, so
 a DNS answer that changes in between (rebinding) cannot redirect it. Redirects are never
-followed."""
+followed.
+
+The cheap checks (scheme, length, characters, credentials, an address written as the host)
+come before any DNS lookup; a lookup runs on the resolver's own few threads, never on a pool
+other work shares, and gives up after its deadline, so a name server that never answers holds
+only those threads, for at most that long per request (``Resolver``)."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -111,15 +119,17 @@ def _refusal(address: IPAddress, allow_loopback: bool) -> str | None:
     return None
 
 
-def resolve(url: str, *, allow_loopback: bool) -> Target:
-    """Check ``url`` and every address its host resolves to (blocking: DNS); the target to
-    connect to, or UnsafeUrl."""
-    scheme, host, port = parse(url)
+def _literal(host: str) -> IPAddress | None:
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise UnsafeUrl(f"The webhook host {host!r} does not resolve.") from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        return ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+
+
+def _target(
+    url: str, scheme: str, host: str, port: int, addresses: list[IPAddress], allow_loopback: bool
+) -> Target:
+    """The target when every address may be reached; UnsafeUrl naming the first that may not."""
     if not addresses:
         raise UnsafeUrl(f"The webhook host {host!r} does not resolve.")
     for address in addresses:
@@ -130,3 +140,63 @@ def resolve(url: str, *, allow_loopback: bool) -> Target:
                 "webhooks go only to public addresses."
             )
     return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])
+
+
+def _lookup(host: str, port: int) -> list[IPAddress]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+class ResolverBusy(Exception):
+    """As many lookups as the resolver holds are under way: try again in a moment."""
+
+
+class Resolver:
+    """Checks webhook URLs with DNS lookups on ``threads`` threads of its own, each lookup
+    given up after ``timeout_s`` (UnsafeUrl), and at most ``backlog`` lookups in at once, the
+    ones still stuck past their deadline included (ResolverBusy beyond them)."""
+
+    def __init__(self, *, threads: int = 8, backlog: int = 64, timeout_s: float = 3.0):
+        self.timeout_s, self.backlog = timeout_s, backlog
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="dns")
+        self._in = 0
+        self.lookup = _lookup  # the tests stand a slow name server in here
+
+    async def resolve(self, url: str, *, allow_loopback: bool) -> Target:
+        """Check ``url`` and every address its host resolves to; the target to connect to."""
+        scheme, host, port = parse(url)
+        literal = _literal(host)
+        if literal is not None:
+            return _target(url, scheme, host, port, [literal], allow_loopback)
+        if self._in >= self.backlog:
+            raise ResolverBusy
+        self._in += 1
+        loop = asyncio.get_running_loop()
+        lookup = loop.run_in_executor(self._pool, functools.partial(self.lookup, host, port))
+        lookup.add_done_callback(self._done)  # a lookup past its deadline still holds a place
+        try:
+            addresses = await asyncio.wait_for(asyncio.shield(lookup), self.timeout_s)
+        except TimeoutError as exc:
+            raise UnsafeUrl(
+                f"The webhook host {host!r} did not resolve within {self.timeout_s:g} s."
+            ) from exc
+        except (socket.gaierror, UnicodeError) as exc:
+            raise UnsafeUrl(f"The webhook host {host!r} does not resolve.") from exc
+        return _target(url, scheme, host, port, addresses, allow_loopback)
+
+    def _done(self, _: object) -> None:
+        self._in -= 1
+
+
+def resolve(url: str, *, allow_loopback: bool) -> Target:
+    """Check ``url`` and every address its host resolves to (blocking: DNS, no deadline; for
+    scripts and tests); the target to connect to, or UnsafeUrl."""
+    scheme, host, port = parse(url)
+    literal = _literal(host)
+    if literal is not None:
+        return _target(url, scheme, host, port, [literal], allow_loopback)
+    try:
+        addresses = _lookup(host, port)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UnsafeUrl(f"The webhook host {host!r} does not resolve.") from exc
+    return _target(url, scheme, host, port, addresses, allow_loopback)

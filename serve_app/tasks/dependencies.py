@@ -12,10 +12,10 @@ from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from config.registry import ModelType, Registry
-from serve_app.dependencies import RegistryDep, SettingsDep
+from serve_app.dependencies import RegistryDep, Services, SettingsDep
 from serve_app.tasks.images import JPEG_MAGIC, ImageRejected, validate_image
 from serve_app.tasks.uploads import read_uploads
-from webhooks.urls import MAX_URL_LENGTH, UnsafeUrl, resolve
+from webhooks.urls import MAX_URL_LENGTH, ResolverBusy, UnsafeUrl
 
 # Read as text so that a non-number answers the contract's 400 with the registry message
 # (FastAPI's int parsing would answer 422), documented as the integer it must be.
@@ -143,6 +143,7 @@ async def idempotency_key(  # async: no thread-pool hop for a string check
 
 async def webhook_url(
     settings: SettingsDep,
+    services: Services,
     webhook: Annotated[
         str | None,
         Query(
@@ -157,9 +158,15 @@ async def webhook_url(
     if webhook is None:
         return None
     try:
-        await run_in_threadpool(resolve, webhook, allow_loopback=settings.allows_loopback_webhooks)
+        await services.resolver.resolve(webhook, allow_loopback=settings.allows_loopback_webhooks)
     except UnsafeUrl as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
+    except ResolverBusy:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="Too many webhook hosts are being looked up; try again in a moment.",
+            headers={"Retry-After": "2"},
+        ) from None
     return webhook
 
 

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
@@ -82,9 +82,24 @@ Priority = Annotated[
         ge=min(PRIORITIES),
         le=max(PRIORITIES),
         description="0 to 9: waiting tasks start highest priority first; within one priority "
-        "users take turns",
+        "users take turns. At most the caller's maximum (5 unless an operator set another)",
     ),
 ]
+
+
+def allowed_priority(user: CurrentUser, priority: Priority = DEFAULT_PRIORITY) -> int:
+    """The priority asked for, refused (403) above the caller's maximum before the body is
+    read (docs/api.md §E10)."""
+    if priority > user.max_priority:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail=f"Your tasks may have priority at most {user.max_priority}; an operator "
+            "can raise that (primitives-admin users set-max-priority). Nothing was stored.",
+        )
+    return priority
+
+
+AllowedPriority = Annotated[int, Depends(allowed_priority)]
 DeadlineSeconds = Annotated[
     int | None,
     Query(
@@ -189,6 +204,7 @@ def _read_task(
             "refused webhook URL or a bad Idempotency-Key",
         },
         401: UNAUTHORIZED,
+        403: {"model": Message, "description": "A priority above the caller's maximum"},
         409: {"model": Message, "description": "Idempotency-Key reused for another request"},
         413: {
             "model": Message,
@@ -205,6 +221,7 @@ async def create_task(
     classification_id: ClassificationModelId,
     webhook: WebhookUrl,
     key: IdempotencyKeyHeader,
+    priority: AllowedPriority,
     uploads: UploadedImages,
     prefer: PreferWait,
     settings: SettingsDep,
@@ -212,7 +229,6 @@ async def create_task(
     queue: Queue,
     waits: Waits,
     queued: QueuedCount,
-    priority: Priority = DEFAULT_PRIORITY,
     deadline_s: DeadlineSeconds = None,
 ) -> TaskCreated | TasksCreated | Response:
     limit = settings.max_active_tasks_per_user

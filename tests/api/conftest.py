@@ -16,7 +16,7 @@ from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
-from storage.users import create_user
+from storage.users import create_user, set_max_priority
 
 JWT_SECRET = secrets.token_urlsafe(48)  # random: the production checks judge it
 
@@ -105,10 +105,14 @@ def client(settings, registry, sessions, read_sessions, notifications) -> Iterat
 def make_user(sessions):
     """Create a user (random name unless given); returns (username, password)."""
 
-    def make(username: str | None = None, password: str = "pw-123456") -> tuple[str, str]:
+    def make(
+        username: str | None = None, password: str = "pw-123456", max_priority: int = 5
+    ) -> tuple[str, str]:
         username = username or f"user_{uuid.uuid4().hex[:8]}"
         with sessions() as db:
             create_user(db=db, username=username, password=password)
+            if max_priority != 5:
+                set_max_priority(db=db, username=username, priority=max_priority)
         return username, password
 
     return make

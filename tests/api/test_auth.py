@@ -117,7 +117,11 @@ def test_unknown_user_costs_about_as_much_as_a_wrong_password(
 ):
     make_user("first", "111")
     unthrottled = settings.model_copy(
-        update={"login_failures_per_minute": 10**6, "login_failures_per_account_per_minute": 10**6}
+        update={
+            "login_failures_per_minute": 10**6,
+            "login_failures_per_account_per_minute": 10**6,
+            "login_failures_per_address_per_minute": 10**6,
+        }
     )
     app = create_app(settings=unthrottled, registry=registry, session_factory=sessions)
     client = TestClient(app)

@@ -70,3 +70,20 @@ def test_an_account_no_login_could_use_or_a_guessable_password_is_refused(
         cli("users", "create", name, "--password-stdin", stdin=password + "\n")
     with sessions() as db:
         assert len(list_users(db=db)) == before  # nothing stored
+
+
+def test_an_operator_sets_the_highest_priority_a_user_may_ask_for(cli, sessions, capsys):
+    assert cli("users", "create", "batchbot", "--password-stdin", stdin="long-enough\n") == 0
+    with sessions() as db:
+        bot = get_user_by_username(db=db, username="batchbot")
+        assert bot is not None and bot.max_priority == 5  # the default
+    assert cli("users", "set-max-priority", "batchbot", "2") == 0
+    assert "batchbot may use priorities up to 2" in capsys.readouterr().out
+    with sessions() as db:
+        bot = get_user_by_username(db=db, username="batchbot")
+        assert bot is not None and bot.max_priority == 2
+    assert cli("users", "list") == 0
+    assert "max priority 2" in capsys.readouterr().out
+    assert cli("users", "set-max-priority", "nobody", "9") == 1
+    with pytest.raises(SystemExit):  # 0 to 9 only
+        cli("users", "set-max-priority", "batchbot", "10")

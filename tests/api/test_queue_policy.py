@@ -176,7 +176,7 @@ def test_three_dispatchers_start_the_highest_priority_first(
     """Priority holds across dispatchers: a backlog of 30 waits at priority 1, then three
     tasks come at 9; the first round of claims (the queue's concurrency, all dispatchers
     together) starts the three, and the backlog after them."""
-    alice, bob = login(*make_user("alice")), login(*make_user("bob"))
+    alice, bob = login(*make_user("alice")), login(*make_user("bob", max_priority=9))
     low = submit(roomy_client, alice, sample_jpeg, 30, priority=1)
     high = submit(roomy_client, bob, sample_jpeg, 3, priority=9)
     models = RecordingModels(seconds=0.0)
@@ -190,7 +190,7 @@ def test_three_dispatchers_start_the_highest_priority_first(
 def test_priorities_start_highest_first_and_users_alternate_within_one(
     client, make_user, login, sessions, sample_jpeg
 ):
-    alice, bob = login(*make_user("alice")), login(*make_user("bob"))
+    alice, bob = login(*make_user("alice", max_priority=9)), login(*make_user("bob"))
     low = submit(client, alice, sample_jpeg, priority=1)
     alice_normal = submit(client, alice, sample_jpeg, 3)  # priority 5: the default
     high = submit(client, alice, sample_jpeg, 2, priority=9)
@@ -315,7 +315,7 @@ def test_bad_policy_values_are_422_and_store_nothing(
 def test_the_policy_shows_in_the_result_only_when_it_was_given(
     client, make_user, login, sample_jpeg
 ):
-    alice = login(*make_user("alice"))
+    alice = login(*make_user("alice", max_priority=8))
     (plain,) = submit(client, alice, sample_jpeg)
     (urgent,) = submit(client, alice, sample_jpeg, priority=8, deadline_s=60)
     assert client.get(f"/api/tasks/{plain}/result", headers=alice).json() == {
@@ -368,3 +368,31 @@ def test_a_submission_far_under_the_cap_does_not_count_the_queue(
     finally:
         event.remove(engine, "before_cursor_execute", seen)
     assert 1 <= len(counts) <= 3, counts  # not one per submission (ten)
+
+
+def test_a_user_asks_for_at_most_the_priority_an_operator_allows(
+    client, make_user, login, sessions, sample_jpeg
+):
+    """Seen by the review: an ordinary user's priority 9 was accepted, and strict priority let
+    them starve everyone's default tasks. The default maximum is the default priority."""
+    from storage import users
+
+    alice = login(*make_user("alice"))
+    response = client.post(
+        "/api/tasks",
+        params={"priority": 6},
+        content=sample_jpeg,
+        headers={**alice, "Content-Type": "image/jpeg"},
+    )
+    assert response.status_code == 403
+    assert "at most 5" in response.json()["detail"]
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(Task)) == 0  # nothing stored
+    assert submit(client, alice, sample_jpeg, priority=5)  # the default maximum
+    assert submit(client, alice, sample_jpeg, priority=0)
+    # An operator raises it (primitives-admin: tests/api/test_cli.py): the same token may
+    # use it at once.
+    with sessions() as db:
+        assert users.set_max_priority(db=db, username="alice", priority=9)
+    (urgent,) = submit(client, alice, sample_jpeg, priority=9)
+    assert client.get(f"/api/tasks/{urgent}/result", headers=alice).json()["priority"] == 9

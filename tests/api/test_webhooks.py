@@ -312,3 +312,61 @@ def test_a_slowloris_receiver_is_cut_off_at_the_attempts_deadline(
         assert sender.lock_seconds > 3 * sender.timeout_s
     finally:
         dribbler.close()
+
+
+def _log(client, task_id, headers) -> dict:
+    return client.get(f"/api/tasks/{task_id}/webhooks", headers=headers).json()["deliveries"][0]
+
+
+def test_one_users_dead_receivers_leave_the_others_a_slot(
+    client, alice, bob, sample_jpeg, finish, sessions, receivers
+):
+    """Review finding 5: the slots went first come, first served, so one user's receivers
+    that never answer took all of them for their whole time-out, attempt after attempt."""
+    hung = _receiver(receivers, [200], delay_s=5.0)  # past the 2 s time-out
+    fine = _receiver(receivers, [200])
+    alice_tasks = [submit(client, alice, sample_jpeg, webhook=hung.url) for _ in range(6)]
+    bob_task = submit(client, bob, sample_jpeg, webhook=fine.url)  # due after all of Alice's
+    finish([])
+    seen_while_alice_hung: list[bool] = []
+
+    def bob_delivered() -> bool:
+        if fine.received and not seen_while_alice_hung:
+            seen_while_alice_hung.append(
+                not any(_log(client, t, alice)["attempts"] for t in alice_tasks)
+            )
+        return bool(fine.received)
+
+    sender = _sender(sessions, concurrency=4, per_user=2, timeout_s=2.0, max_attempts=1)
+    _run(sender, bob_delivered)
+    assert seen_while_alice_hung == [True]  # nothing of Alice's had ended: Bob never waited
+    assert _log(client, bob_task, bob)["state"] == "delivered"
+    assert len(hung.received) == 2  # Alice's share: two at once
+
+
+def test_an_endpoint_that_keeps_failing_is_paused_without_spending_attempts(
+    client, alice, sample_jpeg, finish, sessions, receivers
+):
+    broken = _receiver(receivers, [500])
+    tasks = [submit(client, alice, sample_jpeg, webhook=broken.url) for _ in range(4)]
+    finish([])
+    sender = _sender(sessions, concurrency=1, pause_after=2, pause_s=30.0, max_attempts=8)
+    _run(sender, lambda: sender.stats.paused == 1)
+    logs = [_log(client, t, alice) for t in tasks]
+    assert sum(len(log["attempts"]) for log in logs) == 2  # the two in a row that failed
+    assert all(log["state"] == "pending" for log in logs)
+    # Every delivery to it now waits out the pause (a minute's worth here: 30 s).
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from storage.database import utcnow
+    from storage.models import WebhookDelivery
+
+    with sessions() as db:
+        waits = db.scalars(
+            select(WebhookDelivery.next_attempt_at).where(WebhookDelivery.task_id.in_(tasks))
+        ).all()
+    now = utcnow()
+    assert len(waits) == 4 and all(w > now + timedelta(seconds=20) for w in waits), (now, waits)
+    assert len(broken.received) == 2

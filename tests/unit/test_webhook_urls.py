@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import threading
+import time
 
 import pytest
 
 from webhooks import signing
-from webhooks.urls import UnsafeUrl, resolve
+from webhooks.urls import Resolver, ResolverBusy, UnsafeUrl, resolve
 
 
 @pytest.mark.parametrize(
@@ -93,3 +96,64 @@ def test_the_signature_is_standard_webhooks_hmac_over_id_timestamp_and_body():
     assert signing.verify(secret, fresh, body)
     assert not signing.verify(secret, fresh, body + b" ")
     assert not signing.verify("whsec_" + base64.b64encode(b"x" * 24).decode(), fresh, body)
+
+
+class NameServer:
+    """A stand-in for the resolver's lookup: answers a public address, or hangs on ``gate``."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.calls: list[str] = []
+        self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.hang = hang
+
+    def __call__(self, host: str, port: int) -> list:
+        import ipaddress
+
+        self.calls.append(host)
+        self.threads.add(threading.current_thread().name)
+        if self.hang:
+            self.gate.wait(10)
+        return [ipaddress.ip_address("93.184.216.34")]
+
+
+def test_cheap_checks_come_before_any_lookup_and_literals_need_none():
+    """Review finding 4: the lookup ran first, on a request thread, with no time limit."""
+    names = NameServer()
+    resolver = Resolver(timeout_s=1)
+    resolver.lookup = names
+
+    async def scenario() -> None:
+        for url in ("ftp://example.com/", "http://u:p@example.com/", "http://ex\x01ample.com/"):
+            with pytest.raises(UnsafeUrl):
+                await resolver.resolve(url, allow_loopback=False)
+        target = await resolver.resolve("http://93.184.216.34:8080/h", allow_loopback=False)
+        assert str(target.address) == "93.184.216.34"
+        assert names.calls == []  # none of these asked a name server
+        await resolver.resolve("https://hooks.example.com/h", allow_loopback=False)
+        assert names.calls == ["hooks.example.com"]
+        assert all(name.startswith("dns") for name in names.threads)  # its own threads
+
+    asyncio.run(scenario())
+
+
+def test_a_name_server_that_never_answers_costs_one_deadline_and_a_bounded_backlog():
+    names = NameServer(hang=True)
+    resolver = Resolver(threads=1, backlog=2, timeout_s=0.2)
+    resolver.lookup = names
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        for _ in range(2):
+            with pytest.raises(UnsafeUrl, match="did not resolve within 0.2 s"):
+                await resolver.resolve("https://slow.example/h", allow_loopback=False)
+        assert time.monotonic() - started < 5  # each gave up at its deadline, not the lookup's
+        with pytest.raises(ResolverBusy):  # both still hang: no third place
+            await resolver.resolve("https://slow.example/h", allow_loopback=False)
+        names.gate.set()
+        names.hang = False
+        await asyncio.sleep(0.3)  # the hung lookups end and give their places back
+        target = await resolver.resolve("https://fine.example/h", allow_loopback=False)
+        assert target.host == "fine.example"
+
+    asyncio.run(scenario())
