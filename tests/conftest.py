@@ -53,7 +53,9 @@ def sample_jpeg() -> bytes:
     return render_jpeg(7)[0]
 
 
-_EXIT_STATUS: list[int] = []
+# The session, read at the very end for the status pytest exits with (after every plugin's
+# sessionfinish, which may change it).
+_SESSIONS: list[pytest.Session] = []
 # Skips that are expected on a machine that runs the suite as the README says (a fresh Debian
 # machine, as root, without a GPU); with PRIMITIVES_TESTS_STRICT_SKIPS=1 (make test, CI) any
 # other skip fails the run: a test that quietly did not run proved nothing.
@@ -61,13 +63,27 @@ EXPECTED_SKIPS = ("needs CUDA",)
 _SKIPPED: list[tuple[str, str]] = []
 
 
+def _reason(longrepr: object) -> str:
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _SESSIONS.append(session)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
-        longrepr = report.longrepr
-        reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
-        _SKIPPED.append((report.nodeid, reason))
+        _SKIPPED.append((report.nodeid, _reason(report.longrepr)))
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A whole module skipped (``pytest.skip(..., allow_module_level=True)``, a module-level
+    ``importorskip``) is a skip too: its tests never ran."""
+    if report.skipped:
+        _SKIPPED.append((report.nodeid, _reason(report.longrepr)))
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     unexpected = [
         (test, reason)
@@ -79,19 +95,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for test, reason in unexpected:
             if reporter is not None:
                 reporter.write_line(f"UNEXPECTED SKIP (fails the run): {test}: {reason}", red=True)
-        if session.exitstatus == pytest.ExitCode.OK:
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    _EXIT_STATUS.append(int(session.exitstatus))
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """End the process with pytest's own status once every report is written, without the
-    interpreter's teardown of native modules: after Ray had shut down and every test had
-    passed, that teardown (Ray's core worker, gRPC, torch) once ended in a segmentation fault,
-    and CI read the crash, not the result. A crash during the tests still shows (faulthandler
-    prints its trace, the Makefile turns it on)."""
-    if _EXIT_STATUS and os.environ.get("PRIMITIVES_TESTS_NATIVE_TEARDOWN") != "1":
+    """End the process with pytest's final status once every report is written, without the
+    interpreter's teardown of native modules, in runs that imported Ray: after Ray had shut
+    down and every test had passed, that teardown (Ray's core worker, gRPC, torch) once ended
+    in a segmentation fault, and CI read the crash, not the result. Runs without Ray tear down
+    as usual, so a crash there still shows; a crash during the tests shows in every run
+    (faulthandler prints its trace, the Makefile turns it on)."""
+    if not _SESSIONS or "ray" not in sys.modules:
+        return
+    if os.environ.get("PRIMITIVES_TESTS_NATIVE_TEARDOWN") != "1":
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+        os._exit(int(_SESSIONS[-1].exitstatus))
