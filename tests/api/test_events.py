@@ -195,7 +195,8 @@ def test_logout_ends_an_open_stream(servers, make_user, monkeypatch):
     alice = Client(first.url)
     alice.login(*make_user("alice"))
     token = alice.token
-    ended = threading.Event()
+    opened, ended = threading.Event(), threading.Event()
+    statuses: list[int] = []
 
     def read() -> None:
         with httpx.stream(
@@ -204,13 +205,17 @@ def test_logout_ends_an_open_stream(servers, make_user, monkeypatch):
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         ) as response:
-            for _ in response.iter_lines():
-                pass
+            statuses.append(response.status_code)
+            for line in response.iter_lines():
+                if line.startswith(": stream open"):
+                    opened.set()
         ended.set()
 
     reader = threading.Thread(target=read)
     reader.start()
-    time.sleep(0.5)
+    # The stream is open (200 and its first line), not refused: only then does logout end it.
+    assert opened.wait(10), statuses
+    assert statuses == [200]
     assert not ended.is_set()
     alice.logout()
     assert ended.wait(5)

@@ -45,7 +45,7 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
     from ray.cluster_utils import Cluster
 
     from storage.database import make_engine, make_session_factory
-    from storage.models import Task, TaskResult
+    from storage.models import Task, TaskEvent, TaskResult
 
     os.environ["PYTHONPATH"] = str(REPO_ROOT)  # the nodes' workers import the platform
     overlay = write_overlay(
@@ -134,11 +134,21 @@ def test_a_worker_node_killed_mid_run_loses_no_task_and_replicas_return(
                 .where(TaskResult.task_id.in_(ids))
                 .group_by(TaskResult.task_id)
             ).all()
+            # A result row per task cannot show a second finish (its key is the task id); a
+            # second "done" event would.
+            done_events = dict(
+                db.execute(
+                    select(TaskEvent.task_id, func.count())
+                    .where(TaskEvent.task_id.in_(ids), TaskEvent.status == "done")
+                    .group_by(TaskEvent.task_id)
+                ).all()
+            )
             attempts = dict(
                 db.execute(select(Task.id, Task.attempts).where(Task.id.in_(ids))).all()
             )
         assert statuses == {"done": 300}
         assert len(per_task) == 300 and {n for _, n in per_task} == {1}
+        assert done_events == {task_id: 1 for task_id in ids}  # done once each
         # Recorded, not required (see the module's docstring): tasks whose cut-off run came
         # back to the queue and were claimed again.
         timings["tasks_claimed_again_after_the_kill"] = sum(1 for n in attempts.values() if n > 1)

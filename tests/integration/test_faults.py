@@ -67,6 +67,24 @@ def accept_many(http, headers, database_url, n: int) -> list[int]:
     return ids
 
 
+def wait_running(http, headers, seconds: float = 60) -> None:
+    """Return once one of the caller's tasks is in progress: a kill then cuts a task off."""
+    running = {"status": "in progress", "limit": 1}
+    deadline = time.monotonic() + seconds
+    while not http.get("/api/tasks", params=running, headers=headers).json()["tasks"]:
+        assert time.monotonic() < deadline, "no task was running: the kill would prove nothing"
+        time.sleep(0.05)
+
+
+def unsettled(http, headers, ids: list[int]) -> int:
+    """How many of ``ids`` are queued or in progress now."""
+    return sum(
+        http.get(f"/api/tasks/{i}/status", headers=headers).json()["status"]
+        in ("queued", "in progress")
+        for i in ids
+    )
+
+
 def test_hard_killed_queue_with_200_tasks_loses_none(http, user_headers, database_url):
     headers = user_headers()
     ids = accept_many(http, headers, database_url, 200)
@@ -105,7 +123,7 @@ def test_killed_detector_replica_comes_back_and_no_task_is_lost(http, user_heade
 
     feeder = threading.Thread(target=steady)
     feeder.start()
-    time.sleep(1.5)
+    wait_running(http, headers)
     yolo = serve.get_deployment_handle("YOLO", app_name="primitives")
     os.kill(yolo.pid.remote().result(timeout_s=30), signal.SIGKILL)
     feeder.join()
@@ -120,6 +138,7 @@ def test_tasks_queued_when_the_cluster_stops_finish_after_it_starts(
 ):
     headers = user_headers()
     ids = [submit(http, headers, IMAGES[i % len(IMAGES)]) for i in range(10)]
+    assert unsettled(http, headers, ids), "all ten ended before the cluster stopped"
     platform.restart()  # the whole Ray cluster goes down and comes back
     final = wait_finished(http, headers, ids, timeout=600)
     assert_all_done(http, headers, final)
@@ -159,7 +178,8 @@ def test_postgres_restart_mid_run_loses_nothing(http, user_headers, database_url
         )
     headers = user_headers()
     ids = [submit(http, headers, IMAGES[i % len(IMAGES)]) for i in range(30)]
-    time.sleep(1.0)
+    wait_running(http, headers)
+    assert unsettled(http, headers, ids) > 1, "the restart came after the work"
     subprocess.run(restart, check=True, timeout=120)
     final = wait_finished(http, headers, ids, timeout=600)
     assert_all_done(http, headers, final)

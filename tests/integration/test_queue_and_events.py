@@ -5,6 +5,7 @@ arrive as server-sent events through the proxy."""
 from __future__ import annotations
 
 import threading
+import time
 
 from primitives_client import Client
 from tests.integration.conftest import wait_finished
@@ -35,6 +36,15 @@ def test_a_backlog_of_200_does_not_hold_back_another_users_task(http, user_heade
     wait_finished(http, alice, backlog)
 
 
+def wait_until(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_status_changes_arrive_as_events_through_the_proxy(platform, account, sample_jpeg):
     client = Client(platform.url)
     client.login(*account)
@@ -45,16 +55,26 @@ def test_status_changes_arrive_as_events_through_the_proxy(platform, account, sa
 
     def read() -> None:
         for event in stream:
-            got.append(event)
+            got.append({**event, "at": time.monotonic()})
             if len(got) == 9:
                 return
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     ids = [client.submit(sample_jpeg)["id"] for _ in range(3)]
-    reader.join(timeout=120)
+    submitted = time.monotonic()
+    # Each task's "queued" event comes while the other changes are still to happen: the proxy
+    # passes the stream on as it is written, not when it ends (80 s later).
+    queued_seen = wait_until(lambda: sum(e["status"] == "queued" for e in got) == 3, 30)
+    assert queued_seen, got
+    final = {client.wait(task_id, timeout=120)["status"] for task_id in ids}
+    assert final == {"done"}
+    done_at = time.monotonic()
+    reader.join(timeout=30)
     stream.close()
     assert len(got) == 9, got
+    assert max(e["at"] for e in got) - done_at < 10  # the last change, seconds after it ended
+    assert min(e["at"] for e in got) - submitted < 10
     for task_id in ids:
         assert [e["status"] for e in got if e["id"] == task_id] == [
             "queued",

@@ -64,6 +64,17 @@ def test_a_rollout_under_load_loses_nothing_and_switches_versions_cleanly(
 
     feeder = threading.Thread(target=keep_submitting)
     feeder.start()
+    # The rollout must begin while tasks are waiting or running, or it proves nothing.
+    unsettled = next(
+        (
+            i
+            for i in reversed(in_flight)  # the last submitted are the likeliest to wait
+            if http.get(f"/api/tasks/{i}/status", headers=headers).json()["status"]
+            in ("queued", "in progress")
+        ),
+        None,
+    )
+    assert unsettled is not None, "every task had finished before the rollout began"
     try:
         platform.rollout(after)
     finally:
