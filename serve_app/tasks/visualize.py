@@ -1,6 +1,6 @@
 """Results drawn onto their input (docs/api.md §E1): the image as displayed (EXIF orientation
-applied), each primitive's rotated box with its class and probability, the scene class in a
-corner. Pillow only; nothing runs a model."""
+applied), each primitive's rotated box with its class and probability, the scene class in the
+corner where it hides the fewest of their labels. Pillow only; nothing runs a model."""
 
 from __future__ import annotations
 
@@ -41,6 +41,9 @@ def box_corners(p: dict[str, Any], width: int, height: int) -> list[tuple[float,
     ]
 
 
+Box = tuple[float, float, float, float]  # left, top, right, bottom
+
+
 def _label(
     draw: ImageDraw.ImageDraw,
     xy: tuple[float, float],
@@ -48,13 +51,34 @@ def _label(
     colour: tuple[int, int, int],
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
     limit: tuple[int, int],
-) -> None:
+) -> Box:
+    """Draw ``text`` on a ``colour`` patch whose bottom-left is at ``xy`` (kept inside
+    ``limit``); the patch's box."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 6, bottom - top + 4
     x = min(max(0.0, xy[0]), max(0, limit[0] - w))
     y = min(max(0.0, xy[1] - h), max(0, limit[1] - h))
     draw.rectangle((x, y, x + w, y + h), fill=colour)
     draw.text((x + 3 - left, y + 2 - top), text, fill=(255, 255, 255), font=font)
+    return (x, y, x + w, y + h)
+
+
+def _overlap(a: Box, b: Box) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _free_corner(size: tuple[float, float], taken: Sequence[Box], limit: tuple[int, int]) -> Box:
+    """Where a patch of ``size`` goes: the corner (top-left first) that covers least of the
+    boxes' labels, so the scene's label never hides a primitive's when a corner is free."""
+    w, h = size
+    corners = [
+        (0.0, 0.0),
+        (limit[0] - w, 0.0),
+        (0.0, limit[1] - h),
+        (limit[0] - w, limit[1] - h),
+    ]
+    boxes = [(max(0.0, x), max(0.0, y), max(0.0, x) + w, max(0.0, y) + h) for x, y in corners]
+    return min(boxes, key=lambda box: sum(_overlap(box, t) for t in taken))
 
 
 def draw_result(
@@ -76,20 +100,26 @@ def draw_result(
     line = max(2, round(2 * scale))
     draw = ImageDraw.Draw(picture)
     shown = [p for p in primitives if p["probability"] >= min_probability]
+    labels: list[Box] = []
     for p in sorted(shown, key=lambda p: p["probability"]):  # strongest drawn last, on top
         colour = COLOURS.get(p["primitive_class"], OTHER)
         corners = box_corners(p, width, height)
         draw.polygon(corners, outline=colour, width=line)
         top_left = min(corners, key=lambda c: (c[1], c[0]))
-        _label(
-            draw,
-            top_left,
-            f"{p['primitive_class']} {p['probability']:.2f}",
-            colour,
-            font,
-            (width, height),
+        labels.append(
+            _label(
+                draw,
+                top_left,
+                f"{p['primitive_class']} {p['probability']:.2f}",
+                colour,
+                font,
+                (width, height),
+            )
         )
-    _label(draw, (0, font_size + 8), f"scene: {image_class}", (32, 32, 32), font, (width, height))
+    scene = f"scene: {image_class}"
+    left, top, right, bottom = draw.textbbox((0, 0), scene, font=font)
+    spot = _free_corner((right - left + 6, bottom - top + 4), labels, (width, height))
+    _label(draw, (spot[0], spot[3]), scene, (32, 32, 32), font, (width, height))
     out = io.BytesIO()
     fmt = FORMATS[media_type]
     picture.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 3}))

@@ -108,8 +108,48 @@ def test_a_person_signs_in_uploads_sees_the_boxes_and_deletes(
     expect(page.locator("#submit-message")).to_have_text("Submitted 1 image.")
     # Shown done at once, with no click: the answer to the upload was the result.
     expect(page.locator("#detail")).to_be_visible()
-    expect(rows).to_have_count(1)  # the list pages to the new task
-    new_id = rows.first.get_attribute("data-id")
+    expect(rows).to_have_count(2)  # the page had room: the new task joins it
+    new_id = rows.last.get_attribute("data-id")
     assert int(new_id or 0) > int(first_id or 0)
+    expect(page.locator("#prev-page")).to_be_disabled()  # still the first page
     expect(page.locator("#detail-title")).to_have_text(f"Task {new_id}: done")
     assert page.evaluate("document.cookie") == ""
+
+
+def test_signed_out_nothing_says_signed_in_and_sign_out_ends_the_token(
+    page, platform, account, http
+):
+    """Review of the page in Chromium: signed out, the header still said "Signed in as" with
+    a Sign out button; the first page's "Previous page" looked enabled; the favicon was a 404
+    in the console; Sign out forgot the token in the page without ending it on the server."""
+    from playwright.sync_api import expect
+
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    refused: list[str] = []
+    page.on(
+        "response", lambda r: refused.append(f"{r.status} {r.url}") if r.status >= 400 else None
+    )
+    page.evaluate("sessionStorage.clear()")
+    page.goto(platform.url + "/")
+    expect(page.locator("#session")).to_be_hidden()
+    expect(page.get_by_text("Signed in as")).to_be_hidden()
+    expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+
+    page.fill("#username", account[0])
+    page.fill("#password", account[1])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#whoami")).to_have_text(account[0])
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    expect(page.locator("#prev-page")).to_be_disabled()  # no tasks: the first page
+    expect(page.locator("#next-page")).to_be_disabled()
+    token = page.evaluate("sessionStorage.getItem('token')")
+    assert http.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+    with page.expect_response(lambda r: r.url.endswith("/oauth/logout")) as logout:
+        page.get_by_role("button", name="Sign out").click()
+    assert logout.value.status == 204
+    expect(page.locator("#session")).to_be_hidden()
+    expect(page.locator("#login-section")).to_be_visible()
+    assert http.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
+    assert refused == [] and errors == [], (refused, errors)

@@ -78,6 +78,19 @@ function signOut(message = "") {
   $("username").focus();
 }
 
+// Sign out: the server ends every token of the session (POST /oauth/logout), then the page
+// forgets its own. The page forgets it even when the server cannot be reached.
+async function logOut() {
+  const token = state.token;
+  signOut();
+  if (!token) return;
+  try {
+    await fetch("/oauth/logout", { method: "POST", headers: { Authorization: `Bearer ${token}` } });
+  } catch {
+    // offline: the token still expires by itself
+  }
+}
+
 async function start() {
   $("login-section").hidden = true;
   $("app").hidden = false;
@@ -204,7 +217,9 @@ async function submitFiles(files) {
   $("files").value = "";
   if (ids.length) {
     $("status-filter").value = "";
-    state.cursors.push(Math.min(...ids) - 1);  // show the new tasks
+    // Show the new tasks: on the page shown when it has room for them, else on a page that
+    // starts with them (the pages before it stay reachable with "Previous page").
+    if (state.more || state.tasks.length >= PAGE) state.cursors.push(Math.min(...ids) - 1);
     await refresh();
     if (settled !== null) await showTask(settled);
   }
@@ -339,7 +354,7 @@ async function showTask(id) {
 
 function wire() {
   $("login-form").addEventListener("submit", signIn);
-  $("logout").addEventListener("click", () => signOut());
+  $("logout").addEventListener("click", logOut);
   $("files").addEventListener("change", (e) => submitFiles(e.target.files));
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
