@@ -118,6 +118,9 @@ def platform(database_url: str, registry, tmp_path_factory) -> Iterator[Platform
         "RAY_metrics_report_interval_ms": "2000",
         "PRIMITIVES_MAX_ACTIVE_TASKS_PER_USER": "100000",
         "PRIMITIVES_REQUESTS_PER_MINUTE": "1000000",
+        # Every test client is 127.0.0.1: the failures of one test's hostile logins must not
+        # spend the next one's budget (the per-address and name limit stays at 10).
+        "PRIMITIVES_LOGIN_FAILURES_PER_ADDRESS_PER_MINUTE": "100000",
     }
     models = [m.model_dump(mode="json") for m in registry.models]
     models += _own_checkpoints(tmp_path_factory.mktemp("byo"))
