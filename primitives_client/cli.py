@@ -6,6 +6,7 @@
     primitives result 7 [--wait]
     primitives visualize 7 -o boxes.png
     primitives cancel 7
+    primitives retry 7                    # a failed or canceled task, again, as a new one
     primitives delete 7
     primitives me
 
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     visualize.add_argument("--min-probability", type=float, default=0.0)
     for name, text in (
         ("cancel", "cancel a task"),
+        ("retry", "run a failed or canceled task again, as a new task"),
         ("delete", "delete a task"),
         ("webhooks", "a task's webhook deliveries"),
     ):
@@ -160,6 +162,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"wrote {args.output}", file=sys.stderr)
         elif args.command == "cancel":
             _print(client.cancel(args.id))
+        elif args.command == "retry":
+            _print(client.retry(args.id))
         elif args.command == "delete":
             _print(client.delete(args.id))
         elif args.command == "webhooks":

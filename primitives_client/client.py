@@ -372,6 +372,13 @@ class Client:
     def cancel(self, task_id: int) -> dict[str, Any]:
         return dict(self._json("POST", f"/api/tasks/{task_id}/cancel"))
 
+    def retry(self, task_id: int) -> dict[str, Any]:
+        """Run a failed or canceled task again as a new task (same input and options);
+        ``{"id": <new task id>}``. The old task is kept. One Idempotency-Key for every try,
+        so a try repeated after a lost answer never makes a second task."""
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        return dict(self._json("POST", f"/api/tasks/{task_id}/retry", headers=key))
+
     def delete(self, task_id: int) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/api/tasks/{task_id}"))
 

@@ -378,6 +378,51 @@ class TaskEnded(Exception):
         self.status = status
 
 
+class NotRetryable(Exception):
+    """The task is queued, in progress or done: only a failed or canceled one is retried."""
+
+    def __init__(self, status: TaskStatus):
+        super().__init__(status.value)
+        self.status = status
+
+
+RETRYABLE = (TaskStatus.failed.value, TaskStatus.canceled.value)
+
+
+def retry_of(*, db: Session, user_id: int, task_id: int) -> NewTasks | None:
+    """What a retry of the user's task submits again (docs/api.md §E14): its input, models
+    and options; None when the user has no such task, NotRetryable unless it failed or was
+    canceled."""
+    if not 0 < task_id <= MAX_TASK_ID:
+        return None
+    row = db.execute(
+        select(
+            TASK.status,
+            TASK.detection_model_id,
+            TASK.classification_model_id,
+            TASK.webhook_url,
+            TASK.priority,
+            TASK.deadline_s,
+            TASK.input_media_type,
+            INPUTS.c.data,
+        )
+        .join(INPUTS, INPUTS.c.task_id == TASK.id)
+        .where(TASK.id == task_id, TASK.user_id == user_id)
+    ).first()
+    if row is None:
+        return None
+    if row.status not in RETRYABLE:
+        raise NotRetryable(TaskStatus(row.status))
+    return NewTasks(
+        detection_model_id=row.detection_model_id,
+        classification_model_id=row.classification_model_id,
+        images=[(bytes(row.data), row.input_media_type)],
+        webhook_url=row.webhook_url,
+        priority=row.priority,
+        deadline_s=row.deadline_s,
+    )
+
+
 def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
     """Cancel the user's task if it is queued or in progress (its webhook, if any, is queued
     in the same transaction); False when there is no such task, TaskEnded when it already

@@ -13,9 +13,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from config.settings import Settings
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.dependencies import (
     AsyncDb,
+    Database,
     DbSession,
     Drawing,
     Pictures,
@@ -23,6 +25,7 @@ from serve_app.dependencies import (
     QueuedCount,
     ReadDbSession,
     ReadSessionFactory,
+    RecentCount,
     SettingsDep,
     Waits,
 )
@@ -189,62 +192,22 @@ def _read_task(
     return db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user_id, task_id=task_id))
 
 
-@router.post(
-    "/api/tasks",
-    response_model=TaskCreated | TasksCreated | TaskResultOut,
-    summary="Submit an image (or several, multipart); stored as queued before the answer",
-    description="With `Prefer: wait=N` (one image) the answer comes when the task settles "
-    "or after N seconds, with the result route's body and `Preference-Applied`.",
-    # The body is read by the UploadedImage dependency (raw or multipart): described here.
-    openapi_extra={"requestBody": _IMAGE_BODY},
-    responses={
-        400: {
-            "model": Message,
-            "description": "Unknown model id, an undecodable image, a "
-            "refused webhook URL or a bad Idempotency-Key",
-        },
-        401: UNAUTHORIZED,
-        403: {"model": Message, "description": "A priority above the caller's maximum"},
-        409: {"model": Message, "description": "Idempotency-Key reused for another request"},
-        413: {
-            "model": Message,
-            "description": "Body or pixel count over the limit, or the user's storage quota full",
-        },
-        415: {"model": Message, "description": "Not a JPEG or PNG"},
-        429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
-        503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
-    },
-)
-async def create_task(
-    user: CurrentUser,
-    detection_id: DetectionModelId,
-    classification_id: ClassificationModelId,
-    webhook: WebhookUrl,
-    key: IdempotencyKeyHeader,
-    priority: AllowedPriority,
-    uploads: UploadedImages,
-    prefer: PreferWait,
-    settings: SettingsDep,
-    db: AsyncDb,
-    queue: Queue,
-    waits: Waits,
-    queued: QueuedCount,
-    deadline_s: DeadlineSeconds = None,
-) -> TaskCreated | TasksCreated | Response:
+async def _store(
+    db: Database,
+    user_id: int,
+    new: tasks.NewTasks,
+    settings: Settings,
+    queued: RecentCount,
+    key: str | None = None,
+) -> tasks.Created:
+    """Store the tasks within the user's and the platform's limits (docs/api.md §E10), each
+    refusal the HTTP error that says why; the stored tasks, logged."""
     limit = settings.max_active_tasks_per_user
-    new = tasks.NewTasks(
-        detection_model_id=detection_id,
-        classification_model_id=classification_id,
-        images=[(u.data, u.media_type) for u in uploads.images],
-        webhook_url=webhook,
-        priority=priority,
-        deadline_s=deadline_s,
-    )
     try:
         created = await db.run(
             lambda s: tasks.create_tasks_within_quota(
                 db=s,
-                user_id=user.id,
+                user_id=user_id,
                 new=new,
                 max_active=limit,
                 idempotency_key=key,
@@ -292,8 +255,62 @@ async def create_task(
             "task %d accepted%s",
             task_id,
             " (a replay)" if created.replayed else "",
-            extra={"task": task_id, "user": user.id},
+            extra={"task": task_id, "user": user_id},
         )
+    return created
+
+
+@router.post(
+    "/api/tasks",
+    response_model=TaskCreated | TasksCreated | TaskResultOut,
+    summary="Submit an image (or several, multipart); stored as queued before the answer",
+    description="With `Prefer: wait=N` (one image) the answer comes when the task settles "
+    "or after N seconds, with the result route's body and `Preference-Applied`.",
+    # The body is read by the UploadedImage dependency (raw or multipart): described here.
+    openapi_extra={"requestBody": _IMAGE_BODY},
+    responses={
+        400: {
+            "model": Message,
+            "description": "Unknown model id, an undecodable image, a "
+            "refused webhook URL or a bad Idempotency-Key",
+        },
+        401: UNAUTHORIZED,
+        403: {"model": Message, "description": "A priority above the caller's maximum"},
+        409: {"model": Message, "description": "Idempotency-Key reused for another request"},
+        413: {
+            "model": Message,
+            "description": "Body or pixel count over the limit, or the user's storage quota full",
+        },
+        415: {"model": Message, "description": "Not a JPEG or PNG"},
+        429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
+        503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
+    },
+)
+async def create_task(
+    user: CurrentUser,
+    detection_id: DetectionModelId,
+    classification_id: ClassificationModelId,
+    webhook: WebhookUrl,
+    key: IdempotencyKeyHeader,
+    priority: AllowedPriority,
+    uploads: UploadedImages,
+    prefer: PreferWait,
+    settings: SettingsDep,
+    db: AsyncDb,
+    queue: Queue,
+    waits: Waits,
+    queued: QueuedCount,
+    deadline_s: DeadlineSeconds = None,
+) -> TaskCreated | TasksCreated | Response:
+    new = tasks.NewTasks(
+        detection_model_id=detection_id,
+        classification_model_id=classification_id,
+        images=[(u.data, u.media_type) for u in uploads.images],
+        webhook_url=webhook,
+        priority=priority,
+        deadline_s=deadline_s,
+    )
+    created = await _store(db, user.id, new, settings, queued, key)
     if prefer is not None and not uploads.batch:
         # Stored and committed above: a client that goes away now loses nothing. One call
         # to the queue both wakes it and waits for the task.
@@ -512,6 +529,51 @@ def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser, queue: Queue)
     queue.cancel(task_id)
     log.info("task %d canceled", task_id, extra={"task": task_id, "user": user.id})
     return TaskCanceled(id=task_id, status=TaskStatus.canceled)
+
+
+@router.post(
+    "/api/tasks/{task_id}/retry",
+    response_model=TaskCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Run a failed or canceled task again, as a new task with the same input and options",
+    responses={
+        401: UNAUTHORIZED,
+        403: {"model": Message, "description": "Its priority is above the caller's maximum now"},
+        404: NOT_FOUND,
+        409: {"model": Message, "description": "The task is queued, in progress or done"},
+        413: {"model": Message, "description": "The user's storage quota is full"},
+        429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
+        503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
+    },
+)
+async def retry_task(
+    task_id: TaskId,
+    user: CurrentUser,
+    key: IdempotencyKeyHeader,
+    settings: SettingsDep,
+    db: AsyncDb,
+    queue: Queue,
+    queued: QueuedCount,
+) -> TaskCreated:
+    """docs/api.md §E14: the old task is kept; the new one is queued at the user's next turn.
+    With an ``Idempotency-Key``, a repeated request answers the first one's task."""
+    try:
+        new = await db.read(lambda s: tasks.retry_of(db=s, user_id=user.id, task_id=task_id))
+    except tasks.NotRetryable as kept:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=f"Task {task_id} is {kept.status.value}; only a failed or canceled task "
+            "can be retried.",
+        ) from None
+    if new is None:
+        raise not_found(task_id)
+    allowed_priority(user, new.priority)
+    created = await _store(db, user.id, new, settings, queued, key)
+    queue.notify()
+    log.info(
+        "task %d retried as %d", task_id, created.ids[0], extra={"task": task_id, "user": user.id}
+    )
+    return TaskCreated(id=created.ids[0])
 
 
 _PICTURE_TYPES = ("image/png", "image/jpeg")

@@ -282,6 +282,10 @@ function renderTasks() {
       actions.append(button("Cancel", () => cancelTask(task.id)));
       actions.lastChild.setAttribute("aria-label", `Cancel task ${task.id}`);
     }
+    if (task.status === "failed" || task.status === "canceled") {
+      actions.append(button("Retry", () => retryTask(task.id)));
+      actions.lastChild.setAttribute("aria-label", `Retry task ${task.id}`);
+    }
     actions.append(button("Delete", () => deleteTask(task.id)));
     actions.lastChild.setAttribute("aria-label", `Delete task ${task.id}`);
     tr.append(actions);
@@ -298,6 +302,14 @@ function renderTasks() {
 async function cancelTask(id) {
   const response = await api(`/api/tasks/${id}/cancel`, { method: "POST" });
   $("submit-message").textContent = response.ok ? `Task ${id} canceled.` : await detailOf(response);
+  await refresh();
+}
+
+async function retryTask(id) {
+  const headers = { "Idempotency-Key": crypto.randomUUID() };  // a repeated click: one task
+  const response = await api(`/api/tasks/${id}/retry`, { method: "POST", headers });
+  $("submit-message").textContent = response.ok
+    ? `Task ${id} is running again as task ${(await response.json()).id}.` : await detailOf(response);
   await refresh();
 }
 
