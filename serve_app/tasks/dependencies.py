@@ -123,6 +123,8 @@ async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
 async def idempotency_key(  # async: no thread-pool hop for a string check
     key: Annotated[
         str | None,
+        # Checked here (a 400 that says so); documented as what it must be.
+        WithJsonSchema({"type": "string", "pattern": "^[ -~]{1,255}$"}),
         Header(
             alias="Idempotency-Key",
             description="Retries with the same key (within 24 hours) get the first answer and "

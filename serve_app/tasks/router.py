@@ -192,6 +192,13 @@ def _read_task(
     return db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user_id, task_id=task_id))
 
 
+# How storing tasks (``_store``) may be refused, on every route that stores some.
+STORE_REFUSALS: dict[int | str, dict[str, Any]] = {
+    429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
+    503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
+}
+
+
 async def _store(
     db: Database,
     user_id: int,
@@ -282,8 +289,7 @@ async def _store(
             "description": "Body or pixel count over the limit, or the user's storage quota full",
         },
         415: {"model": Message, "description": "Not a JPEG or PNG"},
-        429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
-        503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
+        **STORE_REFUSALS,
     },
 )
 async def create_task(
@@ -537,13 +543,13 @@ def cancel_task(task_id: TaskId, db: DbSession, user: CurrentUser, queue: Queue)
     status_code=status.HTTP_201_CREATED,
     summary="Run a failed or canceled task again, as a new task with the same input and options",
     responses={
+        400: {"model": Message, "description": "A bad Idempotency-Key"},
         401: UNAUTHORIZED,
         403: {"model": Message, "description": "Its priority is above the caller's maximum now"},
         404: NOT_FOUND,
         409: {"model": Message, "description": "The task is queued, in progress or done"},
         413: {"model": Message, "description": "The user's storage quota is full"},
-        429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
-        503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
+        **STORE_REFUSALS,
     },
 )
 async def retry_task(

@@ -142,8 +142,10 @@ def test_unknown_user_costs_about_as_much_as_a_wrong_password(
         f"login medians: wrong password {statistics.median(known):.1f} ms, "
         f"unknown user {statistics.median(unknown):.1f} ms, gap {gap:.1f} ms"
     )
-    # Both run one argon2 verify; without the dummy hash the unknown user would be ~0 ms.
-    assert gap < 10
+    # Both run one argon2 verify (about 180 ms here); without the dummy hash the unknown user
+    # would take about 0 ms. A quarter of a verify leaves room for a busy machine (10 ms was
+    # passed once in a run with tests beside it).
+    assert gap < 0.25 * statistics.median(known)
 
 
 def _token(secret: str = JWT_SECRET, **claims) -> str:

@@ -30,8 +30,9 @@ def test_no_server_errors_and_conforming_responses(settings, registry, sessions,
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     # The contract's eight routes (result at two paths), then the extensions: logout, cancel,
     # the visualization, the webhook log, the account and its secret rotation, the two health
-    # routes, the event stream. Logout goes last: it ends the token the others are called with.
-    assert len(operations) == 18
+    # routes, the event stream, retry. Logout goes last: it ends the token the others are
+    # called with.
+    assert len(operations) == 19
     operations.sort(key=lambda op: op.path == "/oauth/logout")
     for operation in operations:
 
