@@ -19,7 +19,7 @@ defaults
     timeout client 30s
     timeout server 30s
 frontend prometheus
-    bind 127.0.0.1:19101
+    bind :19101
     mode http
 frontend http_frontend
     bind 127.0.0.1:18000
@@ -29,10 +29,16 @@ backend primitives
 """
 
 
-def run(args: list[str], binary: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], binary: str, tmp_path: Path, environment: str = "development"
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(WRAPPER), *args],
-        env={**os.environ, "PRIMITIVES_HAPROXY_BINARY": binary},
+        env={
+            **os.environ,
+            "PRIMITIVES_HAPROXY_BINARY": binary,
+            "PRIMITIVES_ENVIRONMENT": environment,
+        },
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -84,3 +90,19 @@ def test_the_wrapper_never_runs_itself(tmp_path):
     done = run(["-c", "-f", str(config)], str(WRAPPER), tmp_path)
     assert done.returncode == 127
     assert "this script itself" in done.stderr
+
+
+def test_stats_and_metrics_listen_on_loopback_in_development_only(tmp_path):
+    """Review: `make run` left HAProxy's metrics (and stats) on every interface."""
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(CONFIG)
+    echo = tmp_path / "true-haproxy"
+    echo.write_text("#!/bin/sh\nexit 0\n")
+    echo.chmod(0o755)
+    copy = Path(f"{config}.forwardfor")
+    assert run(["-f", str(config)], str(echo), tmp_path).returncode == 0
+    text = copy.read_text()
+    assert "    bind 127.0.0.1:19101" in text and "bind :19101" not in text
+    assert "    bind 127.0.0.1:18000" in text  # the API's own bind, as Ray wrote it
+    assert run(["-f", str(config)], str(echo), tmp_path, "production").returncode == 0
+    assert "    bind :19101" in copy.read_text()
