@@ -46,13 +46,19 @@ def run(
     )
 
 
+def fake_haproxy(tmp_path: Path, body: str) -> str:
+    """A stand-in binary: a shell script with ``body``."""
+    path = tmp_path / "fake-haproxy"
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def test_the_http_frontend_gets_forwardfor_and_other_arguments_pass_unchanged(tmp_path):
     config = tmp_path / "haproxy.cfg"
     config.write_text(CONFIG)
-    echo = tmp_path / "echo-haproxy"
-    echo.write_text('#!/bin/sh\nfor a; do echo "[$a]"; done\n')
-    echo.chmod(0o755)
-    done = run(["-db", "-f", str(config), "-dR", "-sf", "101", "102"], str(echo), tmp_path)
+    echo = fake_haproxy(tmp_path, 'for a; do echo "[$a]"; done')
+    done = run(["-db", "-f", str(config), "-dR", "-sf", "101", "102"], echo, tmp_path)
     assert done.returncode == 0, done.stderr
     copy = f"{config}.forwardfor"
     assert done.stdout.split() == ["[-db]", "[-f]", f"[{copy}]", "[-dR]", "[-sf]", "[101]", "[102]"]
@@ -96,13 +102,11 @@ def test_stats_and_metrics_listen_on_loopback_in_development_only(tmp_path):
     """Review: `make run` left HAProxy's metrics (and stats) on every interface."""
     config = tmp_path / "haproxy.cfg"
     config.write_text(CONFIG)
-    echo = tmp_path / "true-haproxy"
-    echo.write_text("#!/bin/sh\nexit 0\n")
-    echo.chmod(0o755)
+    echo = fake_haproxy(tmp_path, "exit 0")
     copy = Path(f"{config}.forwardfor")
-    assert run(["-f", str(config)], str(echo), tmp_path).returncode == 0
+    assert run(["-f", str(config)], echo, tmp_path).returncode == 0
     text = copy.read_text()
     assert "    bind 127.0.0.1:19101" in text and "bind :19101" not in text
     assert "    bind 127.0.0.1:18000" in text  # the API's own bind, as Ray wrote it
-    assert run(["-f", str(config)], str(echo), tmp_path, "production").returncode == 0
+    assert run(["-f", str(config)], echo, tmp_path, "production").returncode == 0
     assert "    bind :19101" in copy.read_text()
