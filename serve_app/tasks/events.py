@@ -27,6 +27,7 @@ router = APIRouter(tags=["tasks"])
 
 KEEP_ALIVE_S = 15.0  # a comment line at least this often, so proxies keep the stream open
 RECHECK_S = 15.0  # how often a stream checks that its token was not revoked (logout)
+PAGE = 500  # events read at once; a stream with more waiting reads again at once
 _EVENT_STREAM = {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
 
 
@@ -111,8 +112,14 @@ async def task_events(
         try:
             yield ": stream open\n\n"  # the headers and a first byte now, not at the first event
             while time.time() < ends:
+                # Checked on a clock, not only when idle: a stream whose events keep coming
+                # ends within RECHECK_S of a logout too.
+                if time.monotonic() - checked_at > RECHECK_S:
+                    checked_at = time.monotonic()
+                    if await run_in_threadpool(load_caller, sessions, user.id, issued_at) is None:
+                        return  # logged out, or the password changed
                 found = await db.read(
-                    lambda s: events.after(db=s, user_id=user.id, seq=seq)  # noqa: B023
+                    lambda s: events.after(db=s, user_id=user.id, seq=seq, limit=PAGE)  # noqa: B023
                 )
                 for seq, task_id, task_status in found:  # noqa: B007 - seq: the last sent
                     yield frame(seq, task_id, task_status)
@@ -120,10 +127,6 @@ async def task_events(
                 if found:
                     sent_at = now
                     continue  # maybe more than one page waits
-                if now - checked_at > RECHECK_S:
-                    checked_at = now
-                    if await run_in_threadpool(load_caller, sessions, user.id, issued_at) is None:
-                        return  # logged out, or the password changed
                 if now - sent_at >= KEEP_ALIVE_S:
                     sent_at = now
                     yield ": keep-alive\n\n"

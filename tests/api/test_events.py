@@ -14,12 +14,15 @@ import httpx
 import pytest
 import uvicorn
 from jose import jwt
+from sqlalchemy import select, update
 
 from harness.local_platform import free_port
 from primitives_client import Client
 from serve_app.main import create_app
 from serve_app.tasks import events as events_route
 from storage import tasks
+from storage.database import utcnow
+from storage.models import User
 from tests.api.conftest import JWT_SECRET, claim_batch
 
 
@@ -219,6 +222,55 @@ def test_logout_ends_an_open_stream(servers, make_user, monkeypatch):
     assert not ended.is_set()
     alice.logout()
     assert ended.wait(5)
+
+
+def test_logout_ends_a_stream_whose_events_keep_coming(
+    servers, make_user, sessions, sample_jpeg, monkeypatch
+):
+    """A busy stream, one that finds an event at every read, still checks its token: the
+    logout and 100 results commit together, and the stream ends without sending them all."""
+    first, _ = servers
+    monkeypatch.setattr(events_route, "RECHECK_S", 0.0)
+    monkeypatch.setattr(events_route, "PAGE", 1)  # 100 reads in a row that each find one
+    alice = Client(first.url)
+    alice.login(*make_user("alice"))
+    with sessions() as db:
+        user_id = db.scalar(select(User.id).where(User.username == "alice"))
+    for _ in range(100):
+        alice.submit(sample_jpeg)
+    with sessions() as db:
+        claims = claim_batch(db=db, limit=100, lease_seconds=60)
+    assert len(claims) == 100
+    done: list[str] = []
+    opened, ended = threading.Event(), threading.Event()
+
+    def read() -> None:
+        with httpx.stream(
+            "GET",
+            f"{first.url}/api/tasks/events",
+            headers={"Authorization": f"Bearer {alice.token}"},
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith(": stream open"):
+                    opened.set()
+                if '"status": "done"' in line:
+                    done.append(line)
+        ended.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert opened.wait(10)
+    with sessions() as db:  # one commit: the logout and every result
+        db.execute(update(User).where(User.id == user_id).values(tokens_valid_after=utcnow()))
+        items = [
+            tasks.Completion(claim=c, image_class="office", primitives=[], details={})
+            for c in claims
+        ]
+        assert all(tasks.complete_many(db=db, items=items))
+    assert ended.wait(10)
+    assert len(done) <= 2, f"the stream sent {len(done)} events after its logout"
 
 
 def test_a_stream_needs_a_token_and_a_whole_last_event_id(servers, make_user):
