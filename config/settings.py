@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # The platform's queue (docs/api.md §E10): beyond this many tasks waiting to start, all
     # users together, a submission is answered 503 with Retry-After and stores nothing.
     max_queued_tasks: int = Field(default=10_000, ge=1)
+    # Past 90% of that cap, a user holding this share of it (tasks waiting or running) adds
+    # nothing more: the last tenth stays open to the users who hold little (1: no share).
+    queue_share_per_user: float = Field(default=0.01, gt=0, le=1)
     queue_full_retry_after_seconds: int = Field(default=10, ge=1)
     # Pictures (GET .../visualization) one user may have drawn at once per ingress replica;
     # each decodes and encodes the whole input.

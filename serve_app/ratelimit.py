@@ -186,8 +186,9 @@ class BatchedWindow:
     every key) and reads the shared counts back. No request waits on the database.
 
     What it allows beyond the limit: the events other replicas accepted in their last
-    unflushed ``flush_seconds``; with R replicas at most (R - 1) x the events one replica
-    takes in ``flush_seconds`` (none with one replica)."""
+    unflushed ``flush_seconds`` (none with one replica). At a steady rate that is (R - 1) x
+    a replica's share of one flush; in a burst each of R replicas may take the whole
+    remaining limit before it sees the others', so up to R x the limit."""
 
     blocking = False
 

@@ -189,6 +189,10 @@ class QueueFull(Exception):
 
     limit: int
     queued: int = 0
+    # Refused for holding a share of a nearly full queue (the user's tasks waiting or
+    # running, and what one user may hold there), not for the queue being full.
+    holding: int | None = None
+    share: int | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +221,9 @@ class Created:
 
 # A submission counts the platform's queued tasks only when its estimate of them is unknown
 # or within this share of the limit (docs/api.md §E10: the cap may be passed by what other
-# replicas accepted since their count, at most the estimate's age of submissions).
+# replicas accepted since their count, at most the estimate's age of submissions). The same
+# line starts the queue's reserve: past it, a user already holding ``queue_share`` of the cap
+# adds nothing, so a few accounts cannot fill the queue for everyone.
 COUNT_QUEUE_ABOVE = 0.9
 
 
@@ -232,6 +238,7 @@ def create_tasks_within_quota(
     max_stored_bytes: int = 0,
     max_queued: int = 0,
     queued_estimate: int | None = None,
+    queue_share: float = 1.0,
 ) -> Created:
     """Store the tasks unless the user would then have more than ``max_active`` waiting
     (OverQuota), their stored images more than ``max_stored_bytes`` (OverStorage; 0: no
@@ -240,7 +247,10 @@ def create_tasks_within_quota(
     first one's ids and stores nothing (KeyReused when its body or parameters differ); the
     key's row is taken first in the same transaction, so racing retries wait for the first
     and then find its answer. ``queued_estimate``: a recent count of the platform's queued
-    tasks; they are counted again only when it is unknown or near the limit."""
+    tasks; they are counted again only when it is unknown or near the limit. Past
+    ``COUNT_QUEUE_ABOVE`` of ``max_queued``, a user who would then hold more than
+    ``queue_share`` of it (tasks waiting or running) is refused too (QueueFull with
+    ``share``)."""
     if idempotency_key is not None:
         replay = _take_key(
             db=db, user_id=user_id, key=idempotency_key, digest=new.digest(), key_hours=key_hours
@@ -264,6 +274,15 @@ def create_tasks_within_quota(
     if active > max_active:
         db.rollback()  # the key too: a retry after the quota frees may succeed
         raise OverQuota
+    share = max(1, int(queue_share * max_queued))
+    if (
+        queue_share < 1
+        and counted is not None
+        and counted + len(new.images) > COUNT_QUEUE_ABOVE * max_queued
+        and active > share
+    ):
+        db.rollback()
+        raise QueueFull(limit=max_queued, queued=counted, holding=active, share=share)
     adding = sum(len(data) for data, _ in new.images)
     if max_stored_bytes and stored > max_stored_bytes:
         db.rollback()

@@ -195,7 +195,11 @@ def _read_task(
 # How storing tasks (``_store``) may be refused, on every route that stores some.
 STORE_REFUSALS: dict[int | str, dict[str, Any]] = {
     429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
-    503: {"model": Message, "description": "The platform's queue is full (Retry-After)"},
+    503: {
+        "model": Message,
+        "description": "The platform's queue is full, or nearly full and you hold your share "
+        "of it (Retry-After)",
+    },
 }
 
 
@@ -222,6 +226,7 @@ async def _store(
                 max_stored_bytes=settings.max_stored_bytes_per_user,
                 max_queued=settings.max_queued_tasks,
                 queued_estimate=queued.get(),
+                queue_share=settings.queue_share_per_user,
             )
         )
     except tasks.OverQuota:
@@ -233,10 +238,21 @@ async def _store(
         ) from None
     except tasks.QueueFull as full:
         queued.read(full.queued)
+        if full.share is not None:
+            detail = (
+                f"The platform's queue is nearly full ({full.queued} of {full.limit} tasks "
+                f"waiting); past {tasks.COUNT_QUEUE_ABOVE:.0%} of it each user may have "
+                f"{full.share} tasks waiting or running, and this request would give you "
+                f"{full.holding}. Nothing was stored. Try again after the Retry-After seconds."
+            )
+        else:
+            detail = (
+                f"The platform's queue is full ({full.limit} tasks waiting); nothing was "
+                "stored. Try again after the Retry-After seconds."
+            )
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=f"The platform's queue is full ({full.limit} tasks waiting); nothing was "
-            "stored. Try again after the Retry-After seconds.",
+            detail=detail,
             headers={"Retry-After": str(settings.queue_full_retry_after_seconds)},
         ) from None
     except tasks.OverStorage as over:

@@ -30,8 +30,15 @@ CONCURRENCY = 4
 def roomy_client(
     settings, registry, sessions, read_sessions, notifications
 ) -> Iterator[TestClient]:
-    """The API with room for a 500-task backlog and a queue capped at 600 tasks."""
-    roomy = settings.model_copy(update={"max_active_tasks_per_user": 1000, "max_queued_tasks": 600})
+    """The API with room for a 500-task backlog and a queue capped at 600 tasks, with no
+    per-user share of it."""
+    roomy = settings.model_copy(
+        update={
+            "max_active_tasks_per_user": 1000,
+            "max_queued_tasks": 600,
+            "queue_share_per_user": 1.0,
+        }
+    )
     with serving(roomy, registry, sessions, read_sessions, notifications) as test_client:
         yield test_client
 
@@ -281,6 +288,42 @@ def test_a_full_queue_answers_503_and_stores_nothing(
     assert roomy_client.post("/api/tasks", files=files, headers=alice).status_code == 200
     with sessions() as db:
         assert db.scalar(select(func.count()).select_from(Task)) == 602
+
+
+def test_past_nine_tenths_of_the_queue_a_user_holding_their_share_adds_nothing(
+    settings, registry, sessions, read_sessions, notifications, make_user, login, sample_jpeg
+):
+    """The queue's reserve: Alice fills 90% of a 100-task cap; then she is refused, while Bob
+    and Carol each get their 5 (5% of it) until the cap itself is reached."""
+    shared = settings.model_copy(update={"max_queued_tasks": 100, "queue_share_per_user": 0.05})
+    with serving(shared, registry, sessions, read_sessions, notifications) as client:
+        alice, bob, carol = (login(*make_user(name)) for name in ("alice", "bob", "carol"))
+        submit(client, alice, sample_jpeg, 90)
+        response = client.post(
+            "/api/tasks", content=sample_jpeg, headers={**alice, "Content-Type": "image/jpeg"}
+        )
+        assert response.status_code == 503
+        assert response.headers["Retry-After"] == "10"
+        detail = response.json()["detail"]
+        assert "nearly full (90 of 100" in detail and "5 tasks waiting or running" in detail
+        assert "give you 91" in detail
+        submit(client, bob, sample_jpeg, 5)
+        submit(client, carol, sample_jpeg, 4)
+        files = [("file", (f"{i}.jpg", sample_jpeg, "image/jpeg")) for i in range(2)]
+        assert client.post("/api/tasks", files=files, headers=carol).status_code == 503
+        assert (
+            client.post(
+                "/api/tasks", content=sample_jpeg, headers={**bob, "Content-Type": "image/jpeg"}
+            ).status_code
+            == 503
+        )
+        submit(client, carol, sample_jpeg)  # her fifth
+        with sessions() as db:
+            assert tasks.queued_count(db=db) == 100
+            by_user = dict(
+                db.execute(select(Task.user_id, func.count()).group_by(Task.user_id)).all()
+            )
+        assert sorted(by_user.values()) == [5, 5, 90]
 
 
 @pytest.mark.parametrize(
