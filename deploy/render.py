@@ -65,6 +65,23 @@ def _env() -> list[dict[str, Any]]:
     ]
 
 
+def _secrets_check() -> dict[str, Any]:
+    def secret(name: str, key: str) -> dict[str, Any]:
+        return {"name": name, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
+
+    return {
+        "name": "check-secrets",
+        "image": IMAGE,
+        "command": ["python", "-m", "deploy.check_secrets"],
+        "env": [
+            secret("PRIMITIVES_JWT_SECRET", "jwt-secret"),
+            {"name": "RAY_REDIS_ADDRESS", "value": REDIS_ADDRESS},
+            secret("RAY_REDIS_PASSWORD", "redis-password"),
+        ],
+        "resources": {"limits": {"cpu": "100m", "memory": "128Mi"}},
+    }
+
+
 def _container(
     name: str, cpu: str, memory: str, gpus: int = 0, ports: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -141,7 +158,10 @@ def manifest(overlays: list[Path] | None = None) -> dict[str, Any]:
                     "rayStartParams": {"num-cpus": "2", "dashboard-host": "0.0.0.0"},
                     "template": {
                         "spec": {
-                            "containers": [_container("ray-head", "2", "6Gi", ports=head_ports)]
+                            # Before the GCS reaches Redis: no head with an empty Redis
+                            # password or a weak JWT secret (deploy/check_secrets.py).
+                            "initContainers": [_secrets_check()],
+                            "containers": [_container("ray-head", "2", "6Gi", ports=head_ports)],
                         }
                     },
                 },

@@ -4,6 +4,9 @@ validates against the RayService schema, and both clusters keep models off the h
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import jsonschema
 import yaml
@@ -124,3 +127,60 @@ def test_the_kubernetes_head_keeps_the_gcs_in_redis_with_its_password_from_the_s
     }
     secret = yaml.safe_load((KUBERAY / "secret.example.yaml").read_text())
     assert secret["stringData"]["redis-password"] == ""  # yours to fill, never ours
+
+
+JWT = "Zq3v8Rk1xW9pL2mN7bT4cY6hJ0sF5dA1gE8uK3iO9rV2wX7n"
+REDIS = "u7Hk2Qp9Lx4Vm1Rz8Tc3"
+
+
+def check_secrets(**env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m deploy.check_secrets`` as a head runs it, with only ``env`` set."""
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.check_secrets"],
+        env={"PATH": os.environ["PATH"], **env},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_head_with_the_example_secrets_empty_redis_password_does_not_start():
+    example = yaml.safe_load((KUBERAY / "secret.example.yaml").read_text())["stringData"]
+    refused = check_secrets(
+        PRIMITIVES_JWT_SECRET=JWT,
+        RAY_REDIS_ADDRESS="primitives-redis:6379",
+        RAY_REDIS_PASSWORD=example["redis-password"],
+    )
+    assert refused.returncode == 1
+    assert "RAY_REDIS_PASSWORD is empty" in refused.stderr
+    for weak in ("redis", "the password of the Redis", "aaaaaaaaaaaaaaaaaaaa"):
+        refused = check_secrets(
+            PRIMITIVES_JWT_SECRET=JWT, RAY_REDIS_ADDRESS="r:6379", RAY_REDIS_PASSWORD=weak
+        )
+        assert refused.returncode == 1 and "RAY_REDIS_PASSWORD" in refused.stderr
+        assert weak not in refused.stderr  # never printed
+    started = check_secrets(
+        PRIMITIVES_JWT_SECRET=JWT, RAY_REDIS_ADDRESS="r:6379", RAY_REDIS_PASSWORD=REDIS
+    )
+    assert (started.returncode, started.stderr) == (0, "")
+    # Without Redis (no GCS fault tolerance) the password is not needed; the JWT secret is.
+    assert check_secrets(PRIMITIVES_JWT_SECRET=JWT).returncode == 0
+    refused = check_secrets(PRIMITIVES_JWT_SECRET="", RAY_REDIS_ADDRESS="r:6379")
+    assert refused.returncode == 1
+    assert "PRIMITIVES_JWT_SECRET is not set" in refused.stderr
+    assert "RAY_REDIS_PASSWORD is empty" in refused.stderr
+
+
+def test_both_clusters_check_their_secrets_before_ray_starts():
+    head = yaml.safe_load(MANIFEST.read_text())["spec"]["rayClusterConfig"]["headGroupSpec"]
+    (check,) = head["template"]["spec"]["initContainers"]
+    assert check["command"] == ["python", "-m", "deploy.check_secrets"]
+    env = {e["name"]: e for e in check["env"]}
+    assert env["RAY_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "redis-password"
+    assert env["PRIMITIVES_JWT_SECRET"]["valueFrom"]["secretKeyRef"]["key"] == "jwt-secret"
+    assert env["RAY_REDIS_ADDRESS"]["value"]
+    assert "deploy/check_secrets.py" in (REPO_ROOT / "deploy" / "Dockerfile").read_text()
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "cluster.yaml").read_text())
+    (start,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    assert start.index("-m deploy.check_secrets && ") < start.index("ray start")
