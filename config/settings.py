@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # Pictures (GET .../visualization) one user may have drawn at once per ingress replica;
     # each decodes and encodes the whole input.
     drawings_per_user: int = Field(default=2, ge=1)
+    # Pictures drawn at once per ingress replica, all users together (120 MB of RGB each at
+    # the pixel limit); more than one user's share, so no user holds a replica's drawing.
+    drawings_per_replica: int = Field(default=4, ge=2)
     # Requests one user may hold open per ingress replica waiting for a task (?wait=,
     # Prefer: wait); beyond them a request is answered at once with the task as it is.
     waits_per_user: int = Field(default=64, ge=1)
@@ -168,6 +171,16 @@ class Settings(BaseSettings):
                 "PRIMITIVES_ENVIRONMENT is not set and the database is not the embedded SQLite "
                 "file: set PRIMITIVES_ENVIRONMENT=production (or =development, explicitly, for "
                 "a development database; it creates the demo user there)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _drawings_leave_room_for_others(self) -> Settings:
+        if self.drawings_per_user >= self.drawings_per_replica:
+            raise ValueError(
+                f"PRIMITIVES_DRAWINGS_PER_USER ({self.drawings_per_user}) must be below "
+                f"PRIMITIVES_DRAWINGS_PER_REPLICA ({self.drawings_per_replica}): one user "
+                "would hold every drawing of a replica"
             )
         return self
 

@@ -233,7 +233,9 @@ class AppServices:
             login_guard=guard,
             request_rate=request_rate,
             pictures=PictureCache(),
-            drawing=DrawingSlots(per_user=settings.drawings_per_user),
+            drawing=DrawingSlots(
+                per_user=settings.drawings_per_user, total=settings.drawings_per_replica
+            ),
             waits=UserSlots(per_user=settings.waits_per_user),
             streams=UserSlots(per_user=settings.event_streams_per_user),
             queued=RecentCount(),

@@ -159,7 +159,7 @@ class DrawingSlots:
     40 MP): at most ``per_user`` at once for one user (Busy beyond) and ``total`` at once in
     this replica (the rest wait their turn)."""
 
-    def __init__(self, *, per_user: int = 2, total: int = 2):
+    def __init__(self, *, per_user: int = 2, total: int = 4):
         self._users = UserSlots(per_user)
         self._total = asyncio.Semaphore(total)
 

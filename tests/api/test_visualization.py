@@ -178,6 +178,9 @@ def test_one_user_gets_at_most_two_pictures_drawn_at_once(client, alice, bob, fi
         assert third.status_code == 429 and third.headers["retry-after"] == "1"
         assert "drawn at once" in third.json()["detail"]
         bobs = pool.submit(client.get, f"/api/tasks/{theirs}/visualization", headers=bob)
+        # Another user's picture starts while Alice's two still hold theirs: a user's share
+        # is below the replica's.
+        assert started.acquire(timeout=10), "Bob's drawing waited for Alice's"
         release.set()
         assert [f.result().status_code for f in first_two] == [200, 200]
-        assert bobs.result().status_code == 200  # another user waited its turn, not refused
+        assert bobs.result().status_code == 200

@@ -201,3 +201,9 @@ def test_the_noop_backend_is_for_benchmarks_only():
     ]
     for config in shipped:
         assert all(m.backend != "noop" for m in config.registry.models)
+
+
+def test_one_users_drawings_must_leave_room_for_others():
+    Settings(drawings_per_user=3, drawings_per_replica=4)
+    with pytest.raises(ValidationError, match="one user would hold every drawing"):
+        Settings(drawings_per_user=4, drawings_per_replica=4)
