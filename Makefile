@@ -13,7 +13,7 @@ help:  ## This list: every target that carries a description
 run: install migrate  ## Start the whole platform on http://127.0.0.1:8000 (Ctrl-C stops it)
 	@echo "Starting Ray Serve: API on :8000, Ray dashboard on http://127.0.0.1:8265"
 	@echo "Development mode: demo user 'first' / '111' is created (PRIMITIVES_ENVIRONMENT=production disables it)"
-	env $$(grep -v '^\s*#' config/ray.env | xargs) \
+	umask 077 && env $$(grep -v '^\s*#' config/ray.env | xargs) RAY_AUTH_MODE=token \
 	  RAY_SERVE_HAPROXY_BINARY_PATH=$(CURDIR)/deploy/haproxy $(BIN)/serve run serve_config.yaml
 
 test: install  ## Type check, then unit, API, integration and browser tests (starts PostgreSQL)

@@ -184,3 +184,13 @@ def test_both_clusters_check_their_secrets_before_ray_starts():
     config = yaml.safe_load((REPO_ROOT / "deploy" / "cluster.yaml").read_text())
     (start,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
     assert start.index("-m deploy.check_secrets && ") < start.index("ray start")
+
+
+def test_make_run_starts_ray_behind_its_token_with_private_files():
+    """Ray's gRPC ports listen on every interface; the token is what guards them, and the
+    token file Ray writes on the first start is readable by its user only."""
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    recipe = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    command = recipe.replace("\\\n", " ")
+    assert "umask 077 && " in command and "RAY_AUTH_MODE=token" in command
+    assert command.index("RAY_AUTH_MODE=token") < command.index("serve run serve_config.yaml")
