@@ -135,8 +135,11 @@ def _target(
     for address in addresses:
         reason = _refusal(address, allow_loopback)
         if reason is not None:
+            # The address only when the URL gave it: a name's private address is the
+            # operator's network map, not the caller's to learn.
+            given = f" ({address})" if _literal(host) is not None else ""
             raise UnsafeUrl(
-                f"The webhook host {host!r} resolves to {reason} ({address}); "
+                f"The webhook host {host!r} resolves to {reason}{given}; "
                 "webhooks go only to public addresses."
             )
     return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])

@@ -219,6 +219,11 @@ def test_production_refuses_unsafe_webhook_urls_with_400(
     assert response.status_code == 400
     assert says in response.json()["detail"]
     assert production_client.get("/api/tasks", headers=headers).json() == {"tasks": []}
+    if url == "http://localhost/hook":  # a name: what it resolved to is not told
+        assert "127.0.0.1" not in response.json()["detail"]
+        assert "::1" not in response.json()["detail"]
+    elif url.startswith("http://10."):  # an address the caller gave is named back
+        assert "(10.0.0.7)" in response.json()["detail"]
 
 
 def test_me_shows_a_stable_secret_and_needs_a_token(client, alice):
