@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # while that fast path is on (``behind_local_haproxy``).
     proxy_appends_client: bool = False
     requests_per_minute: int = 1200
+    # API keys one user may hold at once (docs/api.md §E12).
+    api_keys_per_user: int = Field(default=20, ge=1)
     max_active_tasks_per_user: int = 200
     # The platform's queue (docs/api.md §E10): beyond this many tasks waiting to start, all
     # users together, a submission is answered 503 with Retry-After and stores nothing.

@@ -9,10 +9,14 @@
     primitives retry 7                    # a failed or canceled task, again, as a new one
     primitives delete 7
     primitives me
+    primitives keys create "nightly batch"  # prints the key once: keep it as PRIMITIVES_API_KEY
+    primitives keys list
+    primitives keys revoke 3
 
-The platform's URL comes from ``--url``, ``PRIMITIVES_URL`` or the last login; the token
-from ``PRIMITIVES_TOKEN`` or the file ``login`` writes in the user's config directory
-(mode 0600).
+The platform's URL comes from ``--url``, ``PRIMITIVES_URL`` or the last login; the
+credential from ``PRIMITIVES_API_KEY`` (a key, for programs), ``PRIMITIVES_TOKEN`` or the
+file ``login`` writes in the user's config directory (mode 0600). Keys are made and listed
+with a login's token only.
 """
 
 from __future__ import annotations
@@ -96,14 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub.add_parser(name, help=text).add_argument("id", type=int)
     sub.add_parser("me", help="your user name and webhook secret")
+    keys = sub.add_parser("keys", help="API keys for programs").add_subparsers(
+        dest="action", required=True
+    )
+    keys.add_parser("create", help="make a key; printed once").add_argument("name")
+    keys.add_parser("list", help="your keys, without their secrets")
+    keys.add_parser("revoke", help="revoke a key at once").add_argument("id", type=int)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     saved = load_credentials()
     url = args.url or os.environ.get("PRIMITIVES_URL") or saved.get("url") or DEFAULT_URL
-    token = os.environ.get("PRIMITIVES_TOKEN") or (
-        saved.get("token") if saved.get("url") == url else None
+    token = (
+        os.environ.get("PRIMITIVES_API_KEY")
+        or os.environ.get("PRIMITIVES_TOKEN")
+        or (saved.get("token") if saved.get("url") == url else None)
     )
     with Client(url, token) as client:
         if args.command == "login":
@@ -170,6 +182,16 @@ def run(args: argparse.Namespace) -> int:
             _print(client.webhooks(args.id))
         elif args.command == "me":
             _print(client.me())
+        elif args.command == "keys":
+            if args.action == "create":
+                _print(client.create_key(args.name))
+                print("the key is shown this once: keep it (PRIMITIVES_API_KEY)", file=sys.stderr)
+            elif args.action == "list":
+                for key in client.list_keys():
+                    _print(key)
+            else:
+                client.revoke_key(args.id)
+                print(f"revoked key {args.id}", file=sys.stderr)
     return 0
 
 

@@ -94,19 +94,23 @@ def _media_type(data: bytes) -> str:
 
 
 class Client:
-    """One platform at ``url``; ``token`` from an earlier ``login`` (or set by it)."""
+    """One platform at ``url``; ``token`` from an earlier ``login`` (or set by it), or an
+    ``api_key`` (``prim_...``, from ``create_key``), which is sent the same way."""
 
     def __init__(
         self,
         url: str = "http://127.0.0.1:8000",
         token: str | None = None,
         *,
+        api_key: str | None = None,
         timeout: float = 60.0,
         retry_for: float = 60.0,
         retries: int | None = None,
         transport: httpx.BaseTransport | None = None,
     ):
-        self.url, self.token = url.rstrip("/"), token
+        if token is not None and api_key is not None:
+            raise ValueError("give a token or an API key, not both")
+        self.url, self.token = url.rstrip("/"), token if api_key is None else api_key
         # How long a call keeps trying while the platform cannot answer (a restarting proxy
         # takes a few seconds), and at most how many more tries (None: as many as fit).
         self.retry_for, self.retries = retry_for, retries
@@ -381,6 +385,19 @@ class Client:
 
     def delete(self, task_id: int) -> dict[str, Any]:
         return dict(self._json("DELETE", f"/api/tasks/{task_id}"))
+
+    def create_key(self, name: str) -> dict[str, Any]:
+        """A new API key (needs a password login's token): ``{"id", "name", "key",
+        "created_at"}``; ``key`` is the secret, shown this once."""
+        return dict(self._json("POST", "/api/keys", json={"name": name}))
+
+    def list_keys(self) -> builtins.list[dict[str, Any]]:
+        """The caller's API keys, without their secrets (needs a password login's token)."""
+        return builtins.list(self._json("GET", "/api/keys")["keys"])
+
+    def revoke_key(self, key_id: int) -> None:
+        """Revoke an API key: it stops working at once."""
+        self.request("DELETE", f"/api/keys/{key_id}")
 
     def webhooks(self, task_id: int) -> builtins.list[dict[str, Any]]:
         return builtins.list(self._json("GET", f"/api/tasks/{task_id}/webhooks")["deliveries"])

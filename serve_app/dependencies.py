@@ -102,6 +102,8 @@ class Caller:
     id: int
     username: str
     max_priority: int = 5  # the highest priority the user may ask for (docs/api.md §E10)
+    # The API key the request came with (docs/api.md §E12); None for a password login's token.
+    key_id: int | None = None
 
 
 def load_caller(
@@ -123,6 +125,18 @@ def load_caller(
             if issued_at < revoked.timestamp():
                 return None
         return Caller(id=user.id, username=user.username, max_priority=user.max_priority)
+
+
+def load_key_caller(sessions: sessionmaker[Session], key: str) -> Caller | None:
+    """The owner of a live API key, read (and the key marked used) in a session of its own
+    (blocking); None for a malformed, unknown or revoked key."""
+    from storage.keys import caller_for_key
+
+    with sessions() as db:
+        row = caller_for_key(db=db, key=key)
+        if row is None:
+            return None
+        return Caller(id=row[0], username=row[1], max_priority=row[2], key_id=row[3])
 
 
 class RecentCount:
@@ -267,6 +281,10 @@ async def get_read_session_factory(services: Services) -> sessionmaker[Session]:
     return services.read_sessions
 
 
+async def get_session_factory(services: Services) -> sessionmaker[Session]:
+    return services.sessions
+
+
 def get_db(services: Services) -> Iterator[Session]:
     """One session for the request (sync routes that write)."""
     with services.sessions() as session:
@@ -318,6 +336,7 @@ async def get_request_rate(services: Services) -> Limiter:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 ReadSessionFactory = Annotated[sessionmaker[Session], Depends(get_read_session_factory)]
+SessionFactory = Annotated[sessionmaker[Session], Depends(get_session_factory)]
 DbSession = Annotated[Session, Depends(get_db)]
 ReadDbSession = Annotated[Session, Depends(get_read_db)]
 AsyncDb = Annotated[Database, Depends(get_database)]

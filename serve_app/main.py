@@ -20,6 +20,7 @@ from serve_app.catalog.router import router as catalog_router
 from serve_app.dependencies import AppServices, NoQueue, QueueLink
 from serve_app.health.router import ReadyCache
 from serve_app.health.router import router as health_router
+from serve_app.keys.router import router as keys_router
 from serve_app.tasks.events import router as events_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
@@ -66,6 +67,7 @@ def create_app(
     app.include_router(tasks_router)
     app.include_router(catalog_router)
     app.include_router(account_router)
+    app.include_router(keys_router)
     app.include_router(health_router)
     app.state.ready_cache = ReadyCache()
     web.mount(app)

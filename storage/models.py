@@ -190,6 +190,25 @@ class TaskResult(Base):
     task: Mapped[Task] = relationship(back_populates="result")
 
 
+class ApiKey(Base):
+    """A user's key for programs (docs/api.md §E12): used like a token, stored as its
+    SHA-256 only (a key is 256 random bits, so a fast digest cannot be reversed or guessed).
+    Revoking deletes the row: every replica's next lookup misses."""
+
+    __tablename__ = "api_key"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("user_account.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Written at most once a minute per key: a request does not pay a write.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 class IdempotencyKey(Base):
     """A user's ``Idempotency-Key``: the request it was first sent with (a digest of the body
     and parameters) and the answer given. The primary key makes racing retries wait for the

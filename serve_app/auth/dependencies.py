@@ -14,12 +14,17 @@ from serve_app.dependencies import (
     Caller,
     ReadSessionFactory,
     RequestRate,
+    SessionFactory,
     SettingsDep,
     load_caller,
+    load_key_caller,
 )
+from storage.keys import looks_like_key
 
 # auto_error=False: every failure below answers the contract's one 401 body.
-bearer = HTTPBearer(auto_error=False, description="A token from POST /oauth/login")
+bearer = HTTPBearer(
+    auto_error=False, description="A token from POST /oauth/login, or an API key (prim_...)"
+)
 
 NOT_AUTHENTICATED = HTTPException(
     status_code=status.HTTP_401_UNAUTHORIZED,
@@ -32,10 +37,18 @@ async def authenticated_user(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: SettingsDep,
     sessions: ReadSessionFactory,
+    write_sessions: SessionFactory,
 ) -> Caller:
-    """The user the bearer token names; 401 for anything else."""
+    """The user the bearer token or API key names; 401 for anything else."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NOT_AUTHENTICATED
+    if looks_like_key(credentials.credentials):
+        # Looked up on every request, so a revoked key fails at once on every replica; the
+        # main sessions, since a lookup may mark the key used.
+        caller = await run_in_threadpool(load_key_caller, write_sessions, credentials.credentials)
+        if caller is None:
+            raise NOT_AUTHENTICATED
+        return caller
     token = read_access_token(
         credentials.credentials,
         secret=settings.jwt_secret.get_secret_value(),

@@ -19,7 +19,15 @@ from pydantic import WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from serve_app.auth.dependencies import CurrentUser, bearer
-from serve_app.dependencies import AsyncDb, ReadSessionFactory, SettingsDep, Streams, load_caller
+from serve_app.dependencies import (
+    AsyncDb,
+    ReadSessionFactory,
+    SessionFactory,
+    SettingsDep,
+    Streams,
+    load_caller,
+    load_key_caller,
+)
 from serve_app.tasks.schemas import Message
 from storage import events
 
@@ -72,6 +80,7 @@ async def task_events(
     settings: SettingsDep,
     db: AsyncDb,
     sessions: ReadSessionFactory,
+    write_sessions: SessionFactory,
     streams: Streams,
     last_event_id: Annotated[
         str | None,
@@ -85,11 +94,22 @@ async def task_events(
         after = await db.read(lambda s: events.latest(db=s, user_id=user.id))
     # Verified by the authentication above: only its times are read here.
     assert credentials is not None
-    claims = jwt.get_unverified_claims(credentials.credentials)
-    issued_at = float(claims["iat"])
-    # The token's end, or sooner: Serve's proxy cuts any request at its request_timeout_s,
-    # so the stream ends first, cleanly, and the client resumes it from its last event.
-    ends = min(float(claims["exp"]), time.time() + settings.event_stream_seconds)
+    # Serve's proxy cuts any request at its request_timeout_s, so the stream ends first,
+    # cleanly, and the client resumes it from its last event; a token's end may come sooner.
+    ends = time.time() + settings.event_stream_seconds
+    if user.key_id is None:
+        claims = jwt.get_unverified_claims(credentials.credentials)
+        issued_at = float(claims["iat"])
+        ends = min(float(claims["exp"]), ends)
+
+        def still_valid() -> bool:  # not logged out, no password change since
+            return load_caller(sessions, user.id, issued_at) is not None
+    else:
+        key = credentials.credentials
+
+        def still_valid() -> bool:  # the key not revoked
+            return load_key_caller(write_sessions, key) is not None
+
     if not streams.take(user.id):  # given back when the stream ends
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -116,8 +136,8 @@ async def task_events(
                 # ends within RECHECK_S of a logout too.
                 if time.monotonic() - checked_at > RECHECK_S:
                     checked_at = time.monotonic()
-                    if await run_in_threadpool(load_caller, sessions, user.id, issued_at) is None:
-                        return  # logged out, or the password changed
+                    if not await run_in_threadpool(still_valid):
+                        return  # logged out, the password changed, or the key revoked
                 found = await db.read(
                     lambda s: events.after(db=s, user_id=user.id, seq=seq, limit=PAGE)  # noqa: B023
                 )

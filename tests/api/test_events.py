@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 from jose import jwt
 from sqlalchemy import select, update
 
-from harness.local_platform import free_port
+from harness.api_server import Server
 from primitives_client import Client
 from serve_app.main import create_app
 from serve_app.tasks import events as events_route
@@ -24,33 +23,6 @@ from storage import tasks
 from storage.database import utcnow
 from storage.models import User
 from tests.api.conftest import JWT_SECRET, claim_batch
-
-
-class Server:
-    """The API on a free loopback port, served by uvicorn in a thread."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture
@@ -221,6 +193,47 @@ def test_logout_ends_an_open_stream(servers, make_user, monkeypatch):
     assert statuses == [200]
     assert not ended.is_set()
     alice.logout()
+    assert ended.wait(5)
+
+
+def test_a_stream_opened_with_an_api_key_ends_when_the_key_is_revoked(
+    servers, make_user, monkeypatch
+):
+    first, _ = servers
+    monkeypatch.setattr(events_route, "RECHECK_S", 0.2)
+    alice = Client(first.url)
+    alice.login(*make_user("alice"))
+    made = httpx.post(
+        f"{first.url}/api/keys",
+        json={"name": "stream"},
+        headers={"Authorization": f"Bearer {alice.token}"},
+    ).json()
+    opened, ended = threading.Event(), threading.Event()
+    statuses: list[int] = []
+
+    def read() -> None:
+        with httpx.stream(
+            "GET",
+            f"{first.url}/api/tasks/events",
+            headers={"Authorization": f"Bearer {made['key']}"},
+            timeout=30,
+        ) as response:
+            statuses.append(response.status_code)
+            for line in response.iter_lines():
+                if line.startswith(": stream open"):
+                    opened.set()
+        ended.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert opened.wait(10), statuses
+    assert statuses == [200]
+    time.sleep(0.6)
+    assert not ended.is_set()  # a key's stream is not cut for want of a token's times
+    revoked = httpx.delete(
+        f"{first.url}/api/keys/{made['id']}", headers={"Authorization": f"Bearer {alice.token}"}
+    )
+    assert revoked.status_code == 204
     assert ended.wait(5)
 
 

@@ -32,7 +32,7 @@ def test_no_server_errors_and_conforming_responses(settings, registry, sessions,
     # the visualization, the webhook log, the account and its secret rotation, the two health
     # routes, the event stream, retry. Logout goes last: it ends the token the others are
     # called with.
-    assert len(operations) == 19
+    assert len(operations) == 22
     operations.sort(key=lambda op: op.path == "/oauth/logout")
     for operation in operations:
 

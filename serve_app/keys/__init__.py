@@ -1,0 +1,1 @@
+"""API keys for programs (docs/api.md §E12)."""
