@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     # while that fast path is on (``behind_local_haproxy``).
     proxy_appends_client: bool = False
     requests_per_minute: int = 1200
+    # Images by URL (docs/api.md §E13): the whole fetch's time limit, the redirects followed
+    # (each checked as the first URL), and fetches one user may have under way per replica.
+    image_fetch_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    image_fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+    image_fetches_per_user: int = Field(default=4, ge=1)
     # API keys one user may hold at once (docs/api.md §E12).
     api_keys_per_user: int = Field(default=20, ge=1)
     max_active_tasks_per_user: int = 200

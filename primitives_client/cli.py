@@ -2,6 +2,7 @@
 
     primitives login                      # asks for user name and password; keeps the token
     primitives submit a.jpg b.png --wait  # progress bar, then one result per line (JSON)
+    primitives submit --image-url https://example.com/a.jpg  # the platform fetches it
     primitives list [--status done]
     primitives result 7 [--wait]
     primitives visualize 7 -o boxes.png
@@ -75,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     submit = sub.add_parser("submit", help="submit images (one task each)")
-    submit.add_argument("images", nargs="+", type=Path)
+    submit.add_argument("images", nargs="*", type=Path)
+    submit.add_argument(
+        "--image-url", help="an http(s) URL of a JPEG or PNG for the platform to fetch"
+    )
     submit.add_argument("--wait", action="store_true", help="wait and print the results")
     submit.add_argument("--detection-model", type=int)
     submit.add_argument("--classification-model", type=int)
@@ -138,6 +142,19 @@ def run(args: argparse.Namespace) -> int:
                 "classification_model_id": args.classification_model,
                 "webhook": args.webhook,
             }
+            if bool(args.images) == bool(args.image_url):
+                print("give image files or --image-url, one of them", file=sys.stderr)
+                return 2
+            if args.image_url:
+                if args.wait:
+                    _print(
+                        client.submit(
+                            image_url=args.image_url, wait=True, timeout=args.timeout, **options
+                        )
+                    )
+                else:
+                    _print(client.submit(image_url=args.image_url, **options))
+                return 0
             many = len(args.images) > 1
             with tqdm(
                 total=len(args.images) * (2 if args.wait and many else 1),

@@ -202,8 +202,9 @@ class Client:
 
     def submit(
         self,
-        image: str | Path | bytes,
+        image: str | Path | bytes | None = None,
         *,
+        image_url: str | None = None,
         detection_model_id: int | None = None,
         classification_model_id: int | None = None,
         webhook: str | None = None,
@@ -218,8 +219,15 @@ class Client:
         (``Prefer: wait``) answers most tasks, long polls of the result route the rest;
         TimeoutError after ``timeout`` seconds. A retry of the POST (same idempotency key)
         never makes a second task. ``priority`` (0 to 9, default 5) and ``deadline_s`` (the
-        seconds it may wait to start): the queue policy, docs/api.md §E10."""
-        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        seconds it may wait to start): the queue policy, docs/api.md §E10. ``image_url``
+        instead of ``image``: the platform fetches the image from that URL (§E13)."""
+        if (image is None) == (image_url is None):
+            raise ValueError("give an image or an image_url, one of them")
+        if image_url is not None:
+            data, content_type = json.dumps({"image_url": image_url}).encode(), "application/json"
+        else:
+            data = image if isinstance(image, bytes) else Path(image).read_bytes()  # type: ignore[arg-type]
+            content_type = _media_type(data)
         params: dict[str, Any] = {}
         if detection_model_id is not None:
             params["detection_model_id"] = detection_model_id
@@ -232,7 +240,7 @@ class Client:
         if deadline_s is not None:
             params["deadline_s"] = deadline_s
         headers = {
-            "Content-Type": _media_type(data),
+            "Content-Type": content_type,
             "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
         }
         if not wait:

@@ -18,6 +18,7 @@ from config.registry import Registry
 from config.settings import Settings
 from serve_app.auth.guard import LoginGuard, parse_networks
 from serve_app.ratelimit import BatchedWindow, Limiter, SharedWindow, SlidingWindow, UserSlots
+from serve_app.tasks.fetch import ImageFetcher
 from serve_app.tasks.visualize import DrawingSlots, PictureCache
 from webhooks.urls import Resolver
 
@@ -179,7 +180,9 @@ class AppServices:
     waits: UserSlots
     streams: UserSlots  # open event streams (docs/api.md §E11), per user in this replica
     queued: RecentCount  # the platform's queued tasks, as last counted here
-    resolver: Resolver  # webhook hosts' DNS lookups, on threads of their own
+    resolver: Resolver  # webhook and image hosts' DNS lookups, on threads of their own
+    fetcher: ImageFetcher  # images by URL (docs/api.md §E13)
+    fetches: UserSlots  # image fetches under way, per user in this replica
 
     @classmethod
     def create(
@@ -229,6 +232,9 @@ class AppServices:
             account_failures = SlidingWindow(settings.login_failures_per_account_per_minute)
             address_failures = SlidingWindow(settings.login_failures_per_address_per_minute)
             request_rate = SlidingWindow(settings.requests_per_minute)
+        resolver = Resolver(
+            threads=settings.webhook_dns_threads, timeout_s=settings.webhook_dns_timeout_seconds
+        )
         guard = LoginGuard(
             failures=login_failures,
             account_failures=account_failures,
@@ -253,9 +259,14 @@ class AppServices:
             waits=UserSlots(per_user=settings.waits_per_user),
             streams=UserSlots(per_user=settings.event_streams_per_user),
             queued=RecentCount(),
-            resolver=Resolver(
-                threads=settings.webhook_dns_threads, timeout_s=settings.webhook_dns_timeout_seconds
+            resolver=resolver,
+            fetcher=ImageFetcher(
+                resolver,
+                max_bytes=settings.max_upload_bytes,
+                timeout_s=settings.image_fetch_timeout_seconds,
+                max_redirects=settings.image_fetch_max_redirects,
             ),
+            fetches=UserSlots(per_user=settings.image_fetches_per_user),
         )
 
 

@@ -64,23 +64,24 @@ class Target:
         return host if self.port == default else f"{host}:{self.port}"
 
 
-def parse(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an http(s) URL; UnsafeUrl when it is not one."""
+def parse(url: str, what: str = "webhook") -> tuple[str, str, int]:
+    """(scheme, host, port) of an http(s) URL; UnsafeUrl when it is not one (``what``: the
+    URL's use, as its messages name it: "webhook" or "image")."""
     if len(url) > MAX_URL_LENGTH:
-        raise UnsafeUrl(f"The webhook URL is longer than {MAX_URL_LENGTH} characters.")
+        raise UnsafeUrl(f"The {what} URL is longer than {MAX_URL_LENGTH} characters.")
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        raise UnsafeUrl("The webhook URL holds a control character.")
+        raise UnsafeUrl(f"The {what} URL holds a control character.")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UnsafeUrl(f"The webhook URL is not valid: {exc}.") from exc
+        raise UnsafeUrl(f"The {what} URL is not valid: {exc}.") from exc
     if parts.scheme not in ("http", "https"):
-        raise UnsafeUrl("The webhook URL must start with http:// or https://.")
+        raise UnsafeUrl(f"The {what} URL must start with http:// or https://.")
     if not parts.hostname:
-        raise UnsafeUrl("The webhook URL has no host.")
+        raise UnsafeUrl(f"The {what} URL has no host.")
     if parts.username is not None or parts.password is not None:
-        raise UnsafeUrl("The webhook URL may not carry a user name or password.")
+        raise UnsafeUrl(f"The {what} URL may not carry a user name or password.")
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
@@ -127,11 +128,17 @@ def _literal(host: str) -> IPAddress | None:
 
 
 def _target(
-    url: str, scheme: str, host: str, port: int, addresses: list[IPAddress], allow_loopback: bool
+    url: str,
+    scheme: str,
+    host: str,
+    port: int,
+    addresses: list[IPAddress],
+    allow_loopback: bool,
+    what: str = "webhook",
 ) -> Target:
     """The target when every address may be reached; UnsafeUrl naming the first that may not."""
     if not addresses:
-        raise UnsafeUrl(f"The webhook host {host!r} does not resolve.")
+        raise UnsafeUrl(f"The {what} host {host!r} does not resolve.")
     for address in addresses:
         reason = _refusal(address, allow_loopback)
         if reason is not None:
@@ -139,8 +146,8 @@ def _target(
             # operator's network map, not the caller's to learn.
             given = f" ({address})" if _literal(host) is not None else ""
             raise UnsafeUrl(
-                f"The webhook host {host!r} resolves to {reason}{given}; "
-                "webhooks go only to public addresses."
+                f"The {what} host {host!r} resolves to {reason}{given}; "
+                f"the platform calls only public addresses."
             )
     return Target(url=url, scheme=scheme, host=host, port=port, address=addresses[0])
 
@@ -165,12 +172,12 @@ class Resolver:
         self._in = 0
         self.lookup = _lookup  # the tests stand a slow name server in here
 
-    async def resolve(self, url: str, *, allow_loopback: bool) -> Target:
+    async def resolve(self, url: str, *, allow_loopback: bool, what: str = "webhook") -> Target:
         """Check ``url`` and every address its host resolves to; the target to connect to."""
-        scheme, host, port = parse(url)
+        scheme, host, port = parse(url, what)
         literal = _literal(host)
         if literal is not None:
-            return _target(url, scheme, host, port, [literal], allow_loopback)
+            return _target(url, scheme, host, port, [literal], allow_loopback, what)
         if self._in >= self.backlog:
             raise ResolverBusy
         self._in += 1
@@ -181,11 +188,11 @@ class Resolver:
             addresses = await asyncio.wait_for(asyncio.shield(lookup), self.timeout_s)
         except TimeoutError as exc:
             raise UnsafeUrl(
-                f"The webhook host {host!r} did not resolve within {self.timeout_s:g} s."
+                f"The {what} host {host!r} did not resolve within {self.timeout_s:g} s."
             ) from exc
         except (socket.gaierror, UnicodeError) as exc:
-            raise UnsafeUrl(f"The webhook host {host!r} does not resolve.") from exc
-        return _target(url, scheme, host, port, addresses, allow_loopback)
+            raise UnsafeUrl(f"The {what} host {host!r} does not resolve.") from exc
+        return _target(url, scheme, host, port, addresses, allow_loopback, what)
 
     def _done(self, _: object) -> None:
         self._in -= 1

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request, status
-from pydantic import WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
 from config.registry import ModelType, Registry
-from serve_app.dependencies import RegistryDep, Services, SettingsDep
+from config.settings import Settings
+from serve_app.auth.dependencies import CurrentUser
+from serve_app.bodies import read_capped, too_large
+from serve_app.dependencies import AppServices, RegistryDep, Services, SettingsDep
+from serve_app.tasks.fetch import FetchRefused
 from serve_app.tasks.images import JPEG_MAGIC, ImageRejected, validate_image
 from serve_app.tasks.uploads import read_uploads
 from webhooks.urls import MAX_URL_LENGTH, ResolverBusy, UnsafeUrl
@@ -99,9 +103,24 @@ def _validate_all(images: list[bytes], max_pixels: int) -> list[Upload]:
     return out
 
 
-async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
+async def uploaded_images(
+    request: Request, settings: SettingsDep, services: Services, user: CurrentUser
+) -> Uploads:
     """The request's images, read within the byte limits and every one validated (413, 415,
-    400): one bad file refuses the whole request."""
+    400): one bad file refuses the whole request. A JSON body names one image by URL, which
+    is fetched (docs/api.md §E13; every refusal a 400)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json" and (await _json_body(request, settings)) is not None:
+        data = await _fetched_image(request, settings, services, user.id)
+        try:
+            info = await run_in_threadpool(
+                validate_image, data, max_pixels=settings.max_image_pixels
+            )
+        except ImageRejected as exc:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST, detail=f"The image at the URL: {exc.detail}"
+            ) from exc
+        return Uploads(images=[Upload(data=data, media_type=info.media_type)], batch=False)
     images, multipart = await read_uploads(
         request,
         file_limit=settings.max_upload_bytes,
@@ -118,6 +137,54 @@ async def uploaded_images(request: Request, settings: SettingsDep) -> Uploads:
     else:
         uploads = await run_in_threadpool(_validate_all, images, settings.max_image_pixels)
     return Uploads(images=uploads, batch=multipart and len(uploads) > 1)
+
+
+async def _json_body(request: Request, settings: Settings) -> bytes | None:
+    """The body when it is JSON (an object); None for image bytes sent under a JSON type,
+    which are judged by their bytes as before."""
+    body = await read_capped(
+        request, settings.max_upload_bytes, too_large(settings.max_upload_bytes, "The image")
+    )
+    return body if body.lstrip()[:1] == b"{" else None
+
+
+class ImageUrlIn(BaseModel):
+    """The JSON body that names an image by URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    image_url: str = Field(max_length=MAX_URL_LENGTH)
+
+
+async def _fetched_image(
+    request: Request, settings: Settings, services: AppServices, user_id: int
+) -> bytes:
+    try:
+        image_url = ImageUrlIn.model_validate_json(await request.body()).image_url
+    except ValidationError:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail='A JSON body must be {"image_url": "https://..."} and nothing else.',
+        ) from None
+    with services.fetches.slot(user_id) as granted:
+        if not granted:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail=f"You have {settings.image_fetches_per_user} images being fetched at "
+                "once; wait for one to finish.",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            return await services.fetcher.fetch(
+                image_url, allow_loopback=settings.allows_loopback_webhooks
+            )
+        except FetchRefused as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
+        except ResolverBusy:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="Too many hosts are being looked up; try again in a moment.",
+                headers={"Retry-After": "2"},
+            ) from None
 
 
 async def idempotency_key(  # async: no thread-pool hop for a string check

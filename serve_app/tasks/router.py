@@ -117,6 +117,21 @@ _IMAGE_BODY = {
     "content": {
         "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
         "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["image_url"],
+                "additionalProperties": False,
+                "properties": {
+                    "image_url": {
+                        "type": "string",
+                        "maxLength": 2048,
+                        "description": "An http(s) URL of a JPEG or PNG the platform fetches "
+                        "(public addresses only; redirects checked; size and time limits)",
+                    }
+                },
+            }
+        },
         "multipart/form-data": {
             "schema": {
                 "type": "object",
@@ -295,7 +310,8 @@ async def _store(
         400: {
             "model": Message,
             "description": "Unknown model id, an undecodable image, a "
-            "refused webhook URL or a bad Idempotency-Key",
+            "refused webhook URL, an image URL that was refused or could not be fetched, or a "
+            "bad Idempotency-Key",
         },
         401: UNAUTHORIZED,
         403: {"model": Message, "description": "A priority above the caller's maximum"},

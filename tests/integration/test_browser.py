@@ -153,3 +153,30 @@ def test_signed_out_nothing_says_signed_in_and_sign_out_ends_the_token(
     expect(page.locator("#login-section")).to_be_visible()
     assert http.get("/api/me", headers={"Authorization": f"Bearer {token}"}).status_code == 401
     assert refused == [] and errors == [], (refused, errors)
+
+
+def test_a_person_makes_a_key_sees_it_once_and_revokes_it(page, platform, account, http):
+    """The page's API keys (docs/api.md §E12): made, shown once, listed, revoked at once."""
+    from playwright.sync_api import expect
+
+    page.evaluate("sessionStorage.clear()")
+    page.goto(platform.url + "/")
+    page.fill("#username", account[0])
+    page.fill("#password", account[1])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#whoami")).to_have_text(account[0])
+    page.get_by_label("Name").fill("browser batch")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.locator("#new-key-box")).to_be_visible()
+    key = page.locator("#new-key").inner_text()
+    assert re.fullmatch(r"prim_[A-Za-z0-9_-]{43}", key), key
+    row = page.locator("#keys tbody tr", has_text="browser batch")
+    expect(row).to_have_count(1)
+    expect(row).not_to_contain_text(key)  # the list never shows a secret
+    assert http.get("/api/me", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    row.get_by_role("button", name="Revoke key browser batch").click()
+    expect(page.locator("#key-message")).to_have_text("Key browser batch revoked.")
+    expect(page.locator("#keys tbody tr", has_text="browser batch")).to_have_count(0)
+    assert http.get("/api/me", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#new-key")).to_have_text("")

@@ -73,6 +73,8 @@ function signOut(message = "") {
   state.lastEventId = null;
   $("app").hidden = true;
   $("session").hidden = true;
+  $("new-key").textContent = "";  // a key shown once is not left on the page
+  $("new-key-box").hidden = true;
   $("login-section").hidden = false;
   $("login-error").textContent = message;
   $("username").focus();
@@ -99,6 +101,7 @@ async function start() {
   await loadModels();
   listen();
   await refresh();
+  await loadKeys();
 }
 
 // -- live status: the server's event stream (GET /api/tasks/events), no polling ---------------
@@ -362,11 +365,77 @@ async function showTask(id) {
   }
 }
 
+// -- API keys (GET/POST /api/keys, DELETE /api/keys/{id}) -------------------------------------
+
+function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "never";
+}
+
+async function loadKeys() {
+  const response = await api("/api/keys");
+  if (!response.ok) {
+    $("key-message").textContent = await detailOf(response);
+    return;
+  }
+  const { keys } = await response.json();
+  const rows = keys.map((k) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = k.id;
+    for (const text of [k.name, when(k.created_at), when(k.last_used_at)]) {
+      const td = document.createElement("td");
+      td.textContent = text;
+      tr.append(td);
+    }
+    const td = document.createElement("td");
+    const revoke = document.createElement("button");
+    revoke.type = "button";
+    revoke.textContent = "Revoke";
+    revoke.setAttribute("aria-label", `Revoke key ${k.name}`);
+    revoke.addEventListener("click", () => revokeKey(k));
+    td.append(revoke);
+    tr.append(td);
+    return tr;
+  });
+  $("keys").tBodies[0].replaceChildren(...rows);
+  $("keys").hidden = !rows.length;
+  $("no-keys").hidden = rows.length > 0;
+}
+
+async function createKey(event) {
+  event.preventDefault();
+  const name = $("key-name").value.trim();
+  if (!name) return;
+  const response = await api("/api/keys", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ name }),
+  });
+  if (!response.ok) {
+    $("key-message").textContent = await detailOf(response);
+    return;
+  }
+  const made = await response.json();
+  $("key-name").value = "";
+  $("key-message").textContent = "";
+  $("new-key-name").textContent = made.name;
+  $("new-key").textContent = made.key;
+  $("new-key-box").hidden = false;
+  await loadKeys();
+}
+
+async function revokeKey(key) {
+  const response = await api(`/api/keys/${key.id}`, { method: "DELETE" });
+  $("key-message").textContent = response.ok || response.status === 404
+    ? `Key ${key.name} revoked.` : await detailOf(response);
+  await loadKeys();
+}
+
 // -- wiring ----------------------------------------------------------------------------------
 
 function wire() {
   $("login-form").addEventListener("submit", signIn);
   $("logout").addEventListener("click", logOut);
+  $("key-form").addEventListener("submit", createKey);
   $("files").addEventListener("change", (e) => submitFiles(e.target.files));
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
