@@ -617,7 +617,8 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         nargs="*",
         default=None,
-        help="rows to run: floor litserve minimal platform sqlite ceiling (default all); "
+        help="rows to run: floor litserve minimal platform sqlite ceiling tracing (default "
+        "all); "
         "dispatchers: the ceiling's dispatcher rows alone",
     )
     parser.add_argument(
@@ -682,7 +683,9 @@ def main(argv: list[str] | None = None) -> None:
     wait_s = float(options.get("batch_wait_timeout_s", 0.005))
     threads = int(options.get("torch_threads", os.cpu_count() or 1))
     torch.set_num_threads(threads)
-    rows = set(args.only or ["floor", "litserve", "minimal", "platform", "sqlite", "ceiling"])
+    rows = set(
+        args.only or ["floor", "litserve", "minimal", "platform", "sqlite", "ceiling", "tracing"]
+    )
     images = [render_jpeg(10_000 + i)[0] for i in range(args.images)]
     report: dict[str, Any] = {
         "images": len(images),
@@ -749,6 +752,11 @@ def main(argv: list[str] | None = None) -> None:
             COALESCE[args.coalesce],
         )
         log.info("ceiling: %s", report["ceiling"])
+    if "tracing" in rows:  # the request path's cost of traces, off and on (§E15)
+        from bench.tracing import measure_tracing
+
+        report["tracing"] = measure_tracing(images[0])
+        log.info("tracing: %s", report["tracing"])
     report["ratios"] = ratios(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

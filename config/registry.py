@@ -39,6 +39,15 @@ BACKEND_TYPES = {
 }
 
 
+class CanarySpec(BaseModel):
+    """A second weights file served beside a model's own, for a share of its tasks (README
+    "Canary weights"): deployed as ``<name>-canary`` with the model's deployment options.
+    Promote it by moving ``weights`` up and deleting this block; drop it by deleting it."""
+
+    weights: Path
+    share: float = Field(gt=0.0, lt=1.0)
+
+
 class ModelSpec(BaseModel):
     """One served model. ``name`` is also its Ray Serve deployment name."""
 
@@ -63,6 +72,8 @@ class ModelSpec(BaseModel):
     # ``unknown_threshold`` answers "unknown" (docs/api.md §E7). None: never "unknown".
     temperature: float = Field(default=1.0, gt=0.0, le=100.0)
     unknown_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # New weights on trial for a share of this model's tasks, beside ``weights``.
+    canary: CanarySpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
@@ -85,7 +96,20 @@ class ModelSpec(BaseModel):
             )
         if self.backend is not Backend.ultralytics and not self.arch:
             raise ValueError(f"model {self.name}: torchvision models need `arch`")
+        if self.canary is not None and self.canary.weights == self.weights:
+            raise ValueError(f"model {self.name}: the canary's weights are the model's own")
         return self
+
+    @property
+    def canary_name(self) -> str:
+        """The deployment that serves the canary weights."""
+        return f"{self.name}-canary"
+
+    def canary_spec(self) -> ModelSpec | None:
+        """This model as its canary deployment serves it (the canary's weights), or None."""
+        if self.canary is None:
+            return None
+        return self.model_copy(update={"weights": self.canary.weights, "canary": None})
 
     @property
     def weights_path(self) -> Path:

@@ -96,17 +96,24 @@ def compose_app(
     model_deployment, ingress = cast(Deployment, ModelDeployment), cast(Deployment, Ingress)
     detectors: dict[int, Application] = {}
     classifiers: dict[int, Application] = {}
+    canaries: dict[int, Application] = {}  # by model id: the canary weights' deployment
     for spec in registry.models:
         opts = options.get(spec.name) or FALLBACK_OPTIONS
         bound = model_deployment.options(name=spec.name, **opts).bind(spec.model_dump(mode="json"))
         (detectors if spec.type is ModelType.detection else classifiers)[spec.id] = bound
+        canary = spec.canary_spec()
+        if canary is not None:  # the model's options unless the canary has its own
+            canary_opts = options.get(spec.canary_name) or opts
+            canaries[spec.id] = model_deployment.options(name=spec.canary_name, **canary_opts).bind(
+                canary.model_dump(mode="json")
+            )
     models = [m.model_dump(mode="json") for m in registry.models]
     # The keeper owns the task queue and the webhook sender (creates, configures, revives);
     # the ingress takes its handle only so that Serve deploys it with the application.
     keeper = (
         cast(Deployment, Keeper)
         .options(name=KEEPER, **options.get(KEEPER, {}))
-        .bind(models, detectors, classifiers, args.queue.model_dump())
+        .bind(models, detectors, classifiers, args.queue.model_dump(), canaries)
     )
     return ingress.options(name=INGRESS, **options.get(INGRESS, {})).bind(
         models, detectors, classifiers, keeper, args.queue.dispatchers

@@ -43,6 +43,7 @@ class Keeper:
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
         queue: dict[str, Any],
+        canaries: dict[int, DeploymentHandle] | None = None,
     ):
         self.settings = get_settings()
         registry = Registry(ModelSpec.model_validate(m) for m in models)
@@ -54,13 +55,24 @@ class Keeper:
             options.per_dispatcher,
             {spec.id: spec.name for spec in registry.models},
         )
+        # The canary weights' deployments and the share of tasks each takes (README "Canary
+        # weights"); every dispatcher gets them with the rest.
+        self.canaries = {
+            spec.id: (canaries[spec.id], spec.canary.share)
+            for spec in registry.models
+            if spec.canary is not None and canaries and spec.id in canaries
+        }
         self.coalesce = options.coalesce_calls
         self.queues: list[ActorHandle] = []
         for index in range(self.count):
             self.queues.append(self._queue(index))
             # A dispatcher that outlived a redeploy takes the new deployments and scaling.
             self.queues[index].configure.remote(
-                *self.queue_args, index, self.count, coalesce=self.coalesce
+                *self.queue_args,
+                index,
+                self.count,
+                coalesce=self.coalesce,
+                canaries=self.canaries,
             )
         self._retire_beyond(self.count)
         self.sender: ActorHandle = self._sender()
@@ -75,7 +87,9 @@ class Keeper:
             lifetime="detached",
             get_if_exists=True,
             resources=ON_HEAD,
-        ).remote(*self.queue_args, index, self.count, coalesce=self.coalesce)
+        ).remote(
+            *self.queue_args, index, self.count, coalesce=self.coalesce, canaries=self.canaries
+        )
 
     def _retire_beyond(self, count: int) -> None:
         """Kill the dispatchers a larger deployment had (their leases lapse and the others
@@ -109,7 +123,11 @@ class Keeper:
                 if not await self._answers(queue, f"task queue dispatcher {index}"):
                     self.queues[index] = self._queue(index)
                     await self.queues[index].configure.remote(
-                        *self.queue_args, index, self.count, coalesce=self.coalesce
+                        *self.queue_args,
+                        index,
+                        self.count,
+                        coalesce=self.coalesce,
+                        canaries=self.canaries,
                     )
             if not await self._answers(self.sender, "webhook sender"):
                 self.sender = self._sender()

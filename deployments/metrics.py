@@ -50,6 +50,23 @@ def batch_size() -> Histogram:
     )
 
 
+@cache
+def model_calls_total() -> Counter:
+    return Counter(
+        "primitives_model_calls_total",
+        description="Model calls the queue made, by model id, weights version (stable or "
+        "canary) and outcome (answered, or failed and answered by the stable weights)",
+        tag_keys=("model_id", "version", "outcome"),
+    )
+
+
+def version_calls(model_id: int, version: str, outcome: str) -> None:
+    """``ServeModels``' counter of calls per weights version, as a Ray metric."""
+    model_calls_total().inc(
+        1, tags={"model_id": str(model_id), "version": version, "outcome": outcome}
+    )
+
+
 class RayQueueMetrics:
     """The dispatcher's observer (``deployments.task_queue.QueueObserver``) over Ray
     metrics."""

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import ray
+from opentelemetry.trace import SpanKind
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -18,6 +21,7 @@ from ray.serve.handle import DeploymentHandle
 from config.settings import Settings, get_settings
 from deployments.dispatchers import Dispatchers
 from inference import ModelAnswer, ModelRefused
+from observability import tracing
 from storage.database import make_engine, make_session_factory
 from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher, retention_loop
@@ -40,6 +44,36 @@ def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, Deploymen
     }
 
 
+# A canary that failed this many calls in a row stops taking tasks (README "Canary weights").
+CANARY_DROP_AFTER = 5
+# (model id, "stable" or "canary", "answered" or "failed") -> None: a call counted.
+CountCall = Callable[[int, str, str], None]
+
+
+@dataclass
+class Canary:
+    """A model's canary weights, as one dispatcher routes to them."""
+
+    handle: Any
+    share: float
+    calls: int = 0
+    failures: int = 0  # in a row
+    dropped: bool = False
+
+
+def takes_canary(task_id: int, share: float) -> bool:
+    """Whether the task goes to the canary weights: a fixed spread of task ids (Knuth's
+    multiplicative hash), so consecutive ids do not take turns and a retry meets the same
+    version."""
+    return (task_id * 2654435761 % 2**32) / 2**32 < share
+
+
+def _refused_for_image(exc: BaseException) -> bool:
+    """Whether a replica refused the image itself (any version would)."""
+    cause = getattr(exc, "cause", None)
+    return isinstance(exc, ModelRefused) or isinstance(cause, ModelRefused)
+
+
 class ServeModels:
     """``RunModels`` over Serve deployment handles, by model id. The image goes to both models
     as the stored bytes (smaller than any array of it); each replica decodes it at the scale
@@ -53,18 +87,34 @@ class ServeModels:
         detectors: dict[int, DeploymentHandle],
         classifiers: dict[int, DeploymentHandle],
         coalesce: bool = False,
+        *,
+        canaries: dict[int, tuple[DeploymentHandle, float]] | None = None,
+        count: CountCall | None = None,
     ):
         self.coalesce = coalesce
         self.sent = 0  # handle calls made one per task, and by coalesced models gone
-        self.point(detectors, classifiers)
+        self.count = count or (lambda model_id, version, outcome: None)
+        self.point(detectors, classifiers, canaries)
 
     def point(
-        self, detectors: dict[int, DeploymentHandle], classifiers: dict[int, DeploymentHandle]
+        self,
+        detectors: dict[int, DeploymentHandle],
+        classifiers: dict[int, DeploymentHandle],
+        canaries: dict[int, tuple[DeploymentHandle, float]] | None = None,
     ) -> None:
-        """Call these deployments from now on (after a redeploy)."""
+        """Call these deployments from now on (after a redeploy); ``canaries``: by model id,
+        the canary weights' deployment and the share of tasks it takes."""
         self.sent = self.calls
         self.detectors, self.classifiers = serve_transport(detectors), serve_transport(classifiers)
         self._coalesced: dict[tuple[str, int], Coalesced[bytes, ModelAnswer]] = {}
+        self.canaries = {
+            model_id: Canary(serve_transport({model_id: handle})[model_id], share)
+            for model_id, (handle, share) in (canaries or {}).items()
+        }
+
+    def canary_status(self) -> dict[int, dict[str, Any]]:
+        """Each canary's share, calls, failures in a row and whether it was dropped."""
+        return {model_id: vars(c) | {"handle": None} for model_id, c in self.canaries.items()}
 
     @property
     def calls(self) -> int:
@@ -84,6 +134,63 @@ class ServeModels:
             calls = self._coalesced[(kind, model_id)] = Coalesced(send)
         return calls(image)
 
+    async def _versioned(
+        self, kind: str, claim: Claim, model_id: int, stable: DeploymentHandle, image: bytes
+    ) -> Any:
+        """The model's answer from its canary weights for the canary's share of tasks (chosen
+        by task id, so a retried task meets the same version), else from its own. A canary
+        call that fails for any reason but the image's own (ImageUnreadable) is answered by
+        the model's own weights instead: no task fails for a canary. After
+        ``CANARY_DROP_AFTER`` such failures in a row the canary is dropped here (until the
+        next deploy)."""
+        canary = self.canaries.get(model_id)
+        if canary is None or canary.dropped or not takes_canary(claim.task_id, canary.share):
+            answer = await self._traced(kind, model_id, stable, image)
+            self.count(model_id, "stable", "answered")
+            return answer
+        try:
+            answer = await self._traced(kind, model_id, canary.handle, image)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - judged below; the stable weights answer
+            if _refused_for_image(exc):
+                raise
+            canary.failures += 1
+            self.count(model_id, "canary", "failed")
+            if canary.failures >= CANARY_DROP_AFTER and not canary.dropped:
+                canary.dropped = True
+                log.warning(
+                    "model %d: canary weights dropped after %d failed calls in a row "
+                    "(last: %s); its tasks go to the model's own weights",
+                    model_id,
+                    canary.failures,
+                    short_error(exc),
+                )
+            answer = await self._traced(kind, model_id, stable, image)
+            self.count(model_id, "stable", "answered")
+            return answer
+        canary.failures = 0
+        canary.calls += 1
+        self.count(model_id, "canary", "answered")
+        return answer
+
+    async def _traced(
+        self, kind: str, model_id: int, handle: DeploymentHandle, image: bytes
+    ) -> Any:
+        """One model call, under a span of its own when traces are on (docs/api.md §E15)."""
+        if not tracing.on():
+            return await self._call(kind, model_id, handle, image)
+        with tracing.span(
+            f"{kind} call",
+            kind=SpanKind.CLIENT,
+            attributes={"model.kind": kind, "model.id": model_id},
+        ) as current:
+            answer = await self._call(kind, model_id, handle, image)
+            if current is not None and isinstance(answer, ModelAnswer):
+                current.set_attribute("model.name", answer.model)
+                current.set_attribute("model.inference_ms", answer.inference_ms)
+            return answer
+
     async def __call__(self, claim: Claim, image: bytes) -> tuple[ModelAnswer, ModelAnswer]:
         detector = self.detectors.get(claim.detection_model_id)
         classifier = self.classifiers.get(claim.classification_model_id)
@@ -92,8 +199,10 @@ class ServeModels:
         # A replica's ImageUnreadable (a ModelRefused) fails the task with its reason.
         try:
             detection, classification = await asyncio.gather(
-                self._call("detector", claim.detection_model_id, detector, image),
-                self._call("classifier", claim.classification_model_id, classifier, image),
+                self._versioned("detector", claim, claim.detection_model_id, detector, image),
+                self._versioned(
+                    "classifier", claim, claim.classification_model_id, classifier, image
+                ),
             )
         except ModelRefused:
             raise
@@ -131,15 +240,19 @@ class TaskQueue:
         index: int = 0,
         count: int = 1,
         coalesce: bool = False,
+        canaries: dict[int, tuple[DeploymentHandle, float]] | None = None,
     ):
         from deployments.logs import json_logging
-        from deployments.metrics import RayQueueMetrics
+        from deployments.metrics import RayQueueMetrics, version_calls
 
         json_logging(__name__, "taskqueue", file_name="task_queue.log")
+        tracing.configure("primitives-queue")  # OTEL_* set: spans per task (§E15)
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
-        self.models = ServeModels(detectors, classifiers, coalesce)
+        self.models = ServeModels(
+            detectors, classifiers, coalesce, canaries=canaries, count=version_calls
+        )
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
             run_models=self.models,
@@ -197,11 +310,12 @@ class TaskQueue:
         index: int = 0,
         count: int = 1,
         coalesce: bool = False,
+        canaries: dict[int, tuple[DeploymentHandle, float]] | None = None,
     ) -> None:
         """Point at the current application's deployments and scaling (after a redeploy;
         ``index`` is this dispatcher's, which does not change)."""
         self.models.coalesce = coalesce
-        self.models.point(detectors, classifiers)
+        self.models.point(detectors, classifiers, canaries)
         self.dispatcher.concurrency = concurrency
         self.dispatcher.model_names = dict(model_names or {})
         self.dispatcher.count = count
@@ -218,6 +332,7 @@ class TaskQueue:
             "count": d.count,
             "coalesce": self.models.coalesce,
             "model_calls": self.models.calls,
+            "canaries": self.models.canary_status(),
         }
 
     @ray.method(enable_task_events=False)

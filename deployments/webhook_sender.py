@@ -31,6 +31,9 @@ class WebhookSenderActor:
         from deployments.logs import json_logging
 
         json_logging(__name__, "webhooks.sender", file_name="webhook_sender.log")
+        from observability import tracing
+
+        tracing.configure("primitives-webhooks")  # OTEL_* set: a span per attempt (§E15)
         settings: Settings = get_settings()
         engine = make_engine(settings.database_url, pool_size=4)
         self.sender = WebhookSender(

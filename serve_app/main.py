@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from config.registry import Registry
 from config.settings import Environment, Settings
+from observability import tracing
 from serve_app.account.router import router as account_router
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
@@ -60,6 +61,8 @@ def create_app(
         queue=queue if queue is not None else NoQueue(),
         clock=clock,
     )
+    if tracing.configure("primitives-api"):  # OTEL_* set: a span per request (§E15)
+        app.add_middleware(tracing.TraceMiddleware)
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(auth_router)

@@ -134,6 +134,9 @@ class Task(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # Where to POST the result when the task settles (docs/api.md §E4); None for no webhook.
     webhook_url: Mapped[str | None] = mapped_column(Text)
+    # The W3C traceparent of the span that stored the task (docs/api.md §E15): the queue and
+    # the webhook sender continue its trace. Null when traces are off.
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     # Queue policy (docs/api.md §E10): started highest priority first; within a priority by
     # turn (users take turns, see storage/tasks.py), then by id. A task still queued at its
     # deadline is never started.

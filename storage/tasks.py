@@ -63,6 +63,8 @@ class NewTasks:
     webhook_url: str | None = None
     priority: int = DEFAULT_PRIORITY
     deadline_s: int | None = None
+    # The trace the tasks continue (docs/api.md §E15); not part of the request's identity.
+    traceparent: str | None = None
 
     def digest(self) -> str:
         """What makes two submissions the same request (for idempotency keys)."""
@@ -124,6 +126,7 @@ def _insert_tasks(*, db: Session, user_id: int, new: NewTasks, turn: int) -> lis
                     "turn": turn + i,
                     "deadline_s": new.deadline_s,
                     "deadline_at": deadline_at,
+                    "traceparent": new.traceparent,
                 }
                 for i, (data, media_type) in enumerate(new.images)
             ],
@@ -516,6 +519,7 @@ class Claim:
     user_id: int | None = None
     priority: int = DEFAULT_PRIORITY
     deadline_s: int | None = None
+    traceparent: str | None = None  # the trace its spans continue (docs/api.md §E15)
 
     def body(self, status: TaskStatus, **fields: Any) -> dict[str, Any]:
         """The result route's body of this task in ``status``."""
@@ -597,6 +601,7 @@ _CLAIMED = (
     TASK.priority,
     TASK.deadline_s,
     TASK.turn,
+    TASK.traceparent,
 )
 
 
@@ -664,7 +669,21 @@ def _claim(
         changes = [(r.user_id, r.id, TaskStatus.in_progress.value) for r in started]
         rows += started
     claims = sorted(
-        (Claim(r[0], token, r[1], r[2], r[3], r[4], r[5], r[6], r[7]) for r in rows),
+        (
+            Claim(
+                task_id=r.id,
+                token=token,
+                attempts=r.attempts,
+                detection_model_id=r.detection_model_id,
+                classification_model_id=r.classification_model_id,
+                created_at=r.created_at,
+                user_id=r.user_id,
+                priority=r.priority,
+                deadline_s=r.deadline_s,
+                traceparent=r.traceparent,
+            )
+            for r in rows
+        ),
         key=lambda c: c.task_id,
     )
     return claims, changes

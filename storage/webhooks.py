@@ -17,7 +17,7 @@ from sqlalchemy import CursorResult, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import utcnow
-from storage.models import User, WebhookAttempt, WebhookDelivery
+from storage.models import Task, User, WebhookAttempt, WebhookDelivery
 
 PENDING, DELIVERED, GAVE_UP = "pending", "delivered", "gave_up"
 
@@ -77,6 +77,7 @@ class DueDelivery:
     attempt: int  # this attempt's number, from 1
     user_id: int
     task_id: int
+    traceparent: str | None = None  # its task's trace, while the task exists (§E15)
 
     def log_extra(self) -> dict[str, int | str]:
         return {"task": self.task_id, "user": self.user_id, "webhook_id": self.event_id}
@@ -147,8 +148,19 @@ def take_due(
         )
         .execution_options(synchronize_session=False)
     ).all()
+    traces: dict[int, str | None] = {}
+    if rows:
+        task_ids = {row.task_id for row in rows}
+        traces = {
+            row.id: row.traceparent
+            for row in db.execute(
+                select(Task.id, Task.traceparent).where(
+                    Task.id.in_(task_ids), Task.traceparent.is_not(None)
+                )
+            )
+        }
     db.commit()
-    return [DueDelivery(*row) for row in rows]
+    return [DueDelivery(*row, traceparent=traces.get(row.task_id)) for row in rows]
 
 
 def record_attempt(

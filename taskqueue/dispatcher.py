@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from opentelemetry.trace import SpanKind
+
 from inference import Classification, Detection, ModelAnswer, ModelRefused
+from observability import tracing
 from storage.database import utcnow
 from storage.models import TaskStatus
 from storage.results import result_payload
@@ -430,7 +433,29 @@ class Dispatcher:
 
     async def run(self, claim: Claim, image: bytes | None) -> None:
         """Run one claimed task (its image read with the claim) to done, failed or back to
-        the queue."""
+        the queue; with traces on, under a span continuing the trace that stored it."""
+        if not tracing.on():
+            await self._run(claim, image)
+            return
+        with tracing.span(
+            "run task",
+            parent=claim.traceparent,
+            kind=SpanKind.CONSUMER,
+            attributes={"task.id": claim.task_id, "task.attempt": claim.attempts},
+        ):
+            # The claim: from the task's acceptance to this run taking it.
+            accepted = claim.created_at
+            if accepted is not None and accepted.tzinfo is None:
+                accepted = accepted.replace(tzinfo=UTC)
+            with tracing.span(
+                "claim",
+                start_time_ns=int(accepted.timestamp() * 1e9) if accepted else None,
+                attributes={"task.id": claim.task_id},
+            ):
+                pass
+            await self._run(claim, image)
+
+    async def _run(self, claim: Claim, image: bytes | None) -> None:
         if claim.attempts > self.max_attempts:
             error = f"gave up after {claim.attempts - 1} attempts that crashed"
             if await self._db(self.store.fail, claim=claim, error=error):
@@ -471,7 +496,9 @@ class Dispatcher:
                 primitives=[p.as_dict() for p in detection.prediction.primitives],
                 details=details,
             )
-            if await self._store(completion):  # the writer recorded its end (_write_results)
+            with tracing.span("store result", attributes={"task.id": claim.task_id}):
+                stored = await self._store(completion)
+            if stored:  # the writer recorded its end (_write_results)
                 self.stats.done += 1
                 self.observer.ended("done")
                 log.info(

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import httpx
+from opentelemetry.trace import SpanKind
 from sqlalchemy.orm import Session, sessionmaker
 
+from observability import tracing
 from storage import webhooks as deliveries
 from storage.database import utcnow
 from webhooks import signing
@@ -214,6 +216,9 @@ class WebhookSender:
             "host": target.host_header(),
             "user-agent": USER_AGENT,
         }
+        traceparent = tracing.current_traceparent()  # the receiver may continue the trace
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         async with self.client.stream(
             "POST", target.pinned_url(), content=body, headers=headers, extensions=extensions
@@ -221,6 +226,19 @@ class WebhookSender:
             return response.status_code
 
     async def deliver(self, delivery: deliveries.DueDelivery) -> None:
+        """One attempt, logged; with traces on, under a span continuing its task's trace."""
+        if not tracing.on():
+            await self._deliver(delivery)
+            return
+        with tracing.span(
+            "webhook delivery",
+            parent=delivery.traceparent,
+            kind=SpanKind.CLIENT,
+            attributes={"task.id": delivery.task_id, "webhook.attempt": delivery.attempt},
+        ):
+            await self._deliver(delivery)
+
+    async def _deliver(self, delivery: deliveries.DueDelivery) -> None:
         started_at, started = utcnow(), time.perf_counter()
         status_code: int | None = None
         error: str | None = None

@@ -3,6 +3,7 @@ cancel, delete, and read a task's webhook deliveries."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Awaitable, Iterator
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
+from observability import tracing
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.dependencies import (
     AsyncDb,
@@ -228,6 +230,23 @@ async def _store(
 ) -> tasks.Created:
     """Store the tasks within the user's and the platform's limits (docs/api.md §E10), each
     refusal the HTTP error that says why; the stored tasks, logged."""
+    with tracing.span("store tasks", attributes={"task.count": len(new.images)}) as stored:
+        if stored is not None:  # the queue and the sender continue this span's trace
+            new = dataclasses.replace(new, traceparent=tracing.current_traceparent())
+        created = await _store_within_limits(db, user_id, new, settings, queued, key)
+        if stored is not None:
+            stored.set_attribute("task.ids", created.ids)
+    return created
+
+
+async def _store_within_limits(
+    db: Database,
+    user_id: int,
+    new: tasks.NewTasks,
+    settings: Settings,
+    queued: RecentCount,
+    key: str | None,
+) -> tasks.Created:
     limit = settings.max_active_tasks_per_user
     try:
         created = await db.run(

@@ -159,13 +159,14 @@ def test_a_person_makes_a_key_sees_it_once_and_revokes_it(page, platform, accoun
     """The page's API keys (docs/api.md §E12): made, shown once, listed, revoked at once."""
     from playwright.sync_api import expect
 
-    page.evaluate("sessionStorage.clear()")
     page.goto(platform.url + "/")
+    page.evaluate("sessionStorage.clear()")  # signed out, whatever ran before
+    page.reload()
     page.fill("#username", account[0])
     page.fill("#password", account[1])
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#whoami")).to_have_text(account[0])
-    page.get_by_label("Name").fill("browser batch")
+    page.get_by_label("Key name", exact=True).fill("browser batch")
     page.get_by_role("button", name="Create key").click()
     expect(page.locator("#new-key-box")).to_be_visible()
     key = page.locator("#new-key").inner_text()

@@ -207,3 +207,20 @@ def test_one_users_drawings_must_leave_room_for_others():
     Settings(drawings_per_user=3, drawings_per_replica=4)
     with pytest.raises(ValidationError, match="one user would hold every drawing"):
         Settings(drawings_per_user=4, drawings_per_replica=4)
+
+
+def test_a_canary_is_the_model_with_its_own_weights_and_a_share(registry):
+    from config.registry import ModelSpec
+
+    yolo = registry.by_name("YOLO").model_dump(mode="json")
+    spec = ModelSpec.model_validate(
+        {**yolo, "canary": {"weights": "weights/yolo_obb_v2.pt", "share": 0.1}}
+    )
+    canary = spec.canary_spec()
+    assert spec.canary_name == "YOLO-canary"
+    assert canary is not None and str(canary.weights) == "weights/yolo_obb_v2.pt"
+    assert canary.canary is None and canary.id == spec.id and canary.image_size == spec.image_size
+    assert ModelSpec.model_validate(yolo).canary_spec() is None
+    for bad in ({"weights": yolo["weights"], "share": 0.1}, {"weights": "w.pt", "share": 1.0}):
+        with pytest.raises(ValidationError):
+            ModelSpec.model_validate({**yolo, "canary": bad})

@@ -1,0 +1,1 @@
+"""Traces (observability/tracing.py); the Prometheus and Grafana files beside them."""
