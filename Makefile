@@ -63,38 +63,15 @@ samples: install  ## Contact sheets with the labels drawn, and the box conventio
 YOLO_HOURS ?= 1.4
 SSD_EPOCHS ?= 1
 CLASSIFIER_EPOCHS ?= 3
-# Each source's training images drawn per epoch (docs/failures.md): the ray-caster's scenes
-# (where the misses are) and the randomized scenes (the split furthest from its target after
-# round 3's second sitting) more, the learned ones less. The distractor scenes (false boxes)
-# are drawn once: 1 200 of them since SSD's seventh sitting (its sixth showed that the 300
-# there were before, drawn three times, are learned by heart: docs/failures.md); YOLO's eighth
-# sitting was its first with them. The prism scenes (YOLO's ninth sitting, shipped) are drawn
-# once, as every source a mix does not name (in SSD's mix too); the small-pyramid scenes are
-# drawn twice for YOLO since its twelfth sitting (shipped; with them drawn once, the eleventh's
-# randomized pyramid fell under its 0.70 floor); a thirteenth sitting of this mix (not shipped)
-# raised the ray-caster split but not the randomized one: converged there; a fourteenth with
-# the lookalike scenes twice (not shipped) cut false boxes on distractor scenes by a tenth but
-# lowered the randomized split, so YOLO's mix does not draw them (=0); SSD's eleventh sitting
-# drew them once and shipped, its twelfth twice and shipped (lookalikes=2 in SSD_MIX);
-# model_v1 reads every source's scenes, these too. Each detector trains at its served input
-# side (serve_config.yaml's image_size: YOLO 288, SSD 320).
-# training/gpu.sh reads this line too.
+# Each source's training images drawn per epoch: why each weight is what it is, sitting by
+# sitting, is in docs/training-mix.md. training/gpu.sh reads this line too.
 YOLO_MIX ?= raycast=2 randomized=2 distractors=1 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 small_pyramids=2 lookalikes=0
-# The validation images that pick the epoch that ships: the sources the targets are measured
-# on (round 3's fifth sitting rose on the whole split while these fell). training/gpu.sh too.
+# The validation sources that pick the epoch that ships (docs/training-mix.md).
 YOLO_VAL ?= raycast randomized distractors
-# AdamW's starting rate for a sitting from the shipped weights: 1e-3 up to round 3's fifth
-# sitting, half that from the sixth, 3e-4 since the eleventh (its first epoch lost less of
-# where the last sitting ended: 0.821 against the tenth's 0.802). training/gpu.sh too.
+# AdamW's starting rate for a sitting from the shipped weights (docs/training-mix.md).
 YOLO_LR0 ?= 0.0003
-# SSD's sitting: its mix and validation the same way, for its one target (the ray-caster split,
-# the randomized scenes beside it so that 250 images pick the epoch, not 100), and a one-cycle
-# peak rate for a sitting of SSD_EPOCHS from the shipped weights (1 epoch at 1e-3, as the
-# eleventh and twelfth, the shipped weights, ran; sittings four to nine ran 2-3 at that rate,
-# the second's 5 at 2e-3 were from weaker ones). Its input
-# side is the served one (serve_config.yaml's image_size for SSD). `mined` are its hard
-# negatives: the training images without primitives its weights find one in (training.mine,
-# run first), drawn twice more. training/gpu.sh reads these lines too.
+# SSD's sitting: its mix, validation sources and one-cycle peak rate, at its served input
+# side (docs/training-mix.md). training/gpu.sh reads these lines too.
 SSD_MIX ?= raycast=2 distractors=1 mined=2 classic=0.3 photo_recoloured=0.25 photo_on_scene=0.25 lookalikes=2
 SSD_VAL ?= raycast randomized
 SSD_LR ?= 0.001

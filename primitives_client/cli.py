@@ -27,6 +27,7 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,104 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _login(client: Client, args: argparse.Namespace, url: str) -> int:
+    username = args.username or input("user name: ")
+    password = (
+        sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
+    )
+    client.login(username, password)
+    path = save_credentials(url, client.token or "")
+    print(f"logged in to {url} as {username}; token kept in {path}", file=sys.stderr)
+    return 0
+
+
+def _submit(client: Client, args: argparse.Namespace) -> int:
+    options = {
+        "detection_model_id": args.detection_model,
+        "classification_model_id": args.classification_model,
+        "webhook": args.webhook,
+    }
+    if bool(args.images) == bool(args.image_url):
+        print("give image files or --image-url, one of them", file=sys.stderr)
+        return 2
+    if args.image_url:
+        waiting = {"wait": True, "timeout": args.timeout} if args.wait else {}
+        _print(client.submit(image_url=args.image_url, **waiting, **options))
+        return 0
+    many = len(args.images) > 1
+    if args.wait and not many:  # one request answers with the result
+        _print(client.submit(args.images[0], wait=True, timeout=args.timeout, **options))
+        return 0
+    with tqdm(
+        total=len(args.images) * (2 if args.wait and many else 1),
+        unit="step",
+        disable=not many or not sys.stderr.isatty(),
+        file=sys.stderr,
+    ) as bar:
+        created = [client.submit(p, **options) for p in args.images if bar.update(1) is None]
+        for task in created:
+            if args.wait:
+                _print(client.wait(task["id"], timeout=args.timeout))
+                bar.update(1)
+            else:
+                _print(task)
+    return 0
+
+
+def _visualize(client: Client, args: argparse.Namespace) -> int:
+    client.visualize(
+        args.id,
+        args.output,
+        min_probability=args.min_probability,
+        jpeg=args.output.suffix.lower() in (".jpg", ".jpeg"),
+    )
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _keys(client: Client, args: argparse.Namespace) -> int:
+    if args.action == "create":
+        _print(client.create_key(args.name))
+        print("the key is shown this once: keep it (PRIMITIVES_API_KEY)", file=sys.stderr)
+    elif args.action == "list":
+        for key in client.list_keys():
+            _print(key)
+    else:
+        client.revoke_key(args.id)
+        print(f"revoked key {args.id}", file=sys.stderr)
+    return 0
+
+
+def _printed(call: Callable[[Client, argparse.Namespace], Any], *, each: bool = False) -> Command:
+    """A command that prints what one client call answers, as one line (``each``: a line
+    for each item it answers)."""
+
+    def command(client: Client, args: argparse.Namespace) -> int:
+        answer = call(client, args)
+        for item in answer if each else [answer]:
+            _print(item)
+        return 0
+
+    return command
+
+
+Command = Callable[[Client, argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {
+    "submit": _submit,
+    "list": _printed(
+        lambda c, a: c.list(status=a.status, after_id=a.after_id, limit=a.limit), each=True
+    ),
+    "result": _printed(lambda c, a: c.wait(a.id) if a.wait else c.result(a.id)),
+    "visualize": _visualize,
+    "cancel": _printed(lambda c, a: c.cancel(a.id)),
+    "retry": _printed(lambda c, a: c.retry(a.id)),
+    "delete": _printed(lambda c, a: c.delete(a.id)),
+    "webhooks": _printed(lambda c, a: c.webhooks(a.id)),
+    "me": _printed(lambda c, a: c.me()),
+    "keys": _keys,
+}
+
+
 def run(args: argparse.Namespace) -> int:
     saved = load_credentials()
     url = args.url or os.environ.get("PRIMITIVES_URL") or saved.get("url") or DEFAULT_URL
@@ -123,93 +222,11 @@ def run(args: argparse.Namespace) -> int:
     )
     with Client(url, token) as client:
         if args.command == "login":
-            username = args.username or input("user name: ")
-            password = (
-                sys.stdin.readline().rstrip("\n")
-                if args.password_stdin
-                else getpass.getpass("password: ")
-            )
-            client.login(username, password)
-            path = save_credentials(url, client.token or "")
-            print(f"logged in to {url} as {username}; token kept in {path}", file=sys.stderr)
-            return 0
+            return _login(client, args, url)
         if client.token is None:
             print(f"not logged in to {url}: run `primitives login` first", file=sys.stderr)
             return 2
-        if args.command == "submit":
-            options = {
-                "detection_model_id": args.detection_model,
-                "classification_model_id": args.classification_model,
-                "webhook": args.webhook,
-            }
-            if bool(args.images) == bool(args.image_url):
-                print("give image files or --image-url, one of them", file=sys.stderr)
-                return 2
-            if args.image_url:
-                if args.wait:
-                    _print(
-                        client.submit(
-                            image_url=args.image_url, wait=True, timeout=args.timeout, **options
-                        )
-                    )
-                else:
-                    _print(client.submit(image_url=args.image_url, **options))
-                return 0
-            many = len(args.images) > 1
-            with tqdm(
-                total=len(args.images) * (2 if args.wait and many else 1),
-                unit="step",
-                disable=not many or not sys.stderr.isatty(),
-                file=sys.stderr,
-            ) as bar:
-                if args.wait and not many:  # one request answers with the result
-                    _print(
-                        client.submit(args.images[0], wait=True, timeout=args.timeout, **options)
-                    )
-                    return 0
-                created = [
-                    client.submit(p, **options) for p in args.images if bar.update(1) is None
-                ]
-                for task in created:
-                    if args.wait:
-                        _print(client.wait(task["id"], timeout=args.timeout))
-                        bar.update(1)
-                    else:
-                        _print(task)
-        elif args.command == "list":
-            for task in client.list(status=args.status, after_id=args.after_id, limit=args.limit):
-                _print(task)
-        elif args.command == "result":
-            _print(client.wait(args.id) if args.wait else client.result(args.id))
-        elif args.command == "visualize":
-            client.visualize(
-                args.id,
-                args.output,
-                min_probability=args.min_probability,
-                jpeg=args.output.suffix.lower() in (".jpg", ".jpeg"),
-            )
-            print(f"wrote {args.output}", file=sys.stderr)
-        elif args.command == "cancel":
-            _print(client.cancel(args.id))
-        elif args.command == "retry":
-            _print(client.retry(args.id))
-        elif args.command == "delete":
-            _print(client.delete(args.id))
-        elif args.command == "webhooks":
-            _print(client.webhooks(args.id))
-        elif args.command == "me":
-            _print(client.me())
-        elif args.command == "keys":
-            if args.action == "create":
-                _print(client.create_key(args.name))
-                print("the key is shown this once: keep it (PRIMITIVES_API_KEY)", file=sys.stderr)
-            elif args.action == "list":
-                for key in client.list_keys():
-                    _print(key)
-            else:
-                client.revoke_key(args.id)
-                print(f"revoked key {args.id}", file=sys.stderr)
-    return 0
+        return COMMANDS[args.command](client, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from collections.abc import Callable
 from datetime import timedelta
+
+from sqlalchemy.orm import Session
 
 from config.settings import get_settings
 from storage import users
@@ -68,7 +71,7 @@ def _password(args: argparse.Namespace) -> str:
     return password
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="primitives-admin", description="Platform administration")
     sub = parser.add_subparsers(dest="area", required=True)
     db_parser = sub.add_parser("db", help="database schema")
@@ -98,57 +101,87 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="older than this (default: PRIMITIVES_RETENTION_DAYS)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _no_user(username: str) -> int:
+    print(f"no user {username!r}", file=sys.stderr)
+    return 1
+
+
+def _create(db: Session, args: argparse.Namespace) -> int:
+    try:
+        user = users.create_user(db=db, username=_username(args.username), password=_password(args))
+    except users.UserExistsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"created user {user.username} (id {user.id})")
+    return 0
+
+
+def _list(db: Session, args: argparse.Namespace) -> int:
+    for user in users.list_users(db=db):
+        print(
+            f"{user.id}\t{user.username}\t{user.created_at:%Y-%m-%d %H:%M}"
+            f"\tmax priority {user.max_priority}"
+        )
+    return 0
+
+
+def _set_password(db: Session, args: argparse.Namespace) -> int:
+    if not users.set_password(db=db, username=args.username, password=_password(args)):
+        return _no_user(args.username)
+    print(f"password of {args.username} changed")
+    return 0
+
+
+def _set_max_priority(db: Session, args: argparse.Namespace) -> int:
+    if not users.set_max_priority(db=db, username=args.username, priority=args.priority):
+        return _no_user(args.username)
+    print(f"{args.username} may use priorities up to {args.priority}")
+    return 0
+
+
+def _delete(db: Session, args: argparse.Namespace) -> int:
+    if not users.delete_user(db=db, username=args.username):
+        return _no_user(args.username)
+    print(f"deleted user {args.username} and their tasks")
+    return 0
+
+
+USER_ACTIONS: dict[str, Callable[[Session, argparse.Namespace], int]] = {
+    "create": _create,
+    "list": _list,
+    "set-password": _set_password,
+    "set-max-priority": _set_max_priority,
+    "delete": _delete,
+}
+
+
+def _retention(db: Session, days: float) -> int:
+    if days <= 0:
+        print("no retention age: pass --days or set PRIMITIVES_RETENTION_DAYS", file=sys.stderr)
+        return 2
+    purged = purge_settled_before(db=db, moment=utcnow() - timedelta(days=days))
+    print(f"purged {purged} tasks settled more than {days:g} days ago")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     settings = get_settings()
     if args.area == "db":
         upgrade_database(settings.database_url)
         print("database is at the latest schema")
         return 0
     engine = make_engine(settings.database_url)
-    if args.area == "retention":
-        days = settings.retention_days if args.days is None else args.days
-        if days <= 0:
-            print("no retention age: pass --days or set PRIMITIVES_RETENTION_DAYS", file=sys.stderr)
-            return 2
+    try:
         with make_session_factory(engine)() as db:
-            purged = purge_settled_before(db=db, moment=utcnow() - timedelta(days=days))
-        print(f"purged {purged} tasks settled more than {days:g} days ago")
+            if args.area == "retention":
+                return _retention(db, settings.retention_days if args.days is None else args.days)
+            return USER_ACTIONS[args.action](db, args)
+    finally:
         engine.dispose()
-        return 0
-    with make_session_factory(engine)() as db:
-        if args.action == "create":
-            try:
-                user = users.create_user(
-                    db=db, username=_username(args.username), password=_password(args)
-                )
-            except users.UserExistsError as exc:
-                print(exc, file=sys.stderr)
-                return 1
-            print(f"created user {user.username} (id {user.id})")
-        elif args.action == "list":
-            for user in users.list_users(db=db):
-                print(
-                    f"{user.id}\t{user.username}\t{user.created_at:%Y-%m-%d %H:%M}"
-                    f"\tmax priority {user.max_priority}"
-                )
-        elif args.action == "set-password":
-            if not users.set_password(db=db, username=args.username, password=_password(args)):
-                print(f"no user {args.username!r}", file=sys.stderr)
-                return 1
-            print(f"password of {args.username} changed")
-        elif args.action == "set-max-priority":
-            if not users.set_max_priority(db=db, username=args.username, priority=args.priority):
-                print(f"no user {args.username!r}", file=sys.stderr)
-                return 1
-            print(f"{args.username} may use priorities up to {args.priority}")
-        elif args.action == "delete":
-            if not users.delete_user(db=db, username=args.username):
-                print(f"no user {args.username!r}", file=sys.stderr)
-                return 1
-            print(f"deleted user {args.username} and their tasks")
-    engine.dispose()
-    return 0
 
 
 if __name__ == "__main__":

@@ -445,6 +445,36 @@ def retry_of(*, db: Session, user_id: int, task_id: int) -> NewTasks | None:
     )
 
 
+@dataclass(frozen=True)
+class Settled:
+    """A task that has just ended (its status row updated in this transaction): what every
+    path that ends one (cancel, deadline, completion, failure) records about it."""
+
+    task_id: int
+    user_id: int
+    webhook_url: str | None
+    status: TaskStatus
+    body: dict[str, Any]  # the result route's body, as its webhook carries it
+
+
+def _settle(*, db: Session, settled: list[Settled]) -> None:
+    """The one way a task's end is recorded, in the transaction that ended it: its event
+    (which also frees its place in the user's counters) and, when it has a webhook URL, the
+    webhook delivery with the result route's body."""
+    if not settled:
+        return
+    events.record(
+        db=db,
+        changes=[(s.user_id, s.task_id, s.status.value) for s in settled],
+        settles=True,
+    )
+    for s in settled:
+        if s.webhook_url:
+            webhooks.enqueue(
+                db=db, task_id=s.task_id, user_id=s.user_id, url=s.webhook_url, body=s.body
+            )
+
+
 def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
     """Cancel the user's task if it is queued or in progress (its webhook, if any, is queued
     in the same transaction); False when there is no such task, TaskEnded when it already
@@ -469,20 +499,13 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
         if current is None:
             return False
         raise TaskEnded(TaskStatus(current))
-    if row.webhook_url:
-        webhooks.enqueue(
-            db=db,
-            task_id=task_id,
-            user_id=user_id,
-            url=row.webhook_url,
-            body=result_body(
-                task_id=task_id,
-                status=TaskStatus.canceled,
-                priority=row.priority,
-                deadline_s=row.deadline_s,
-            ),
-        )
-    events.record(db=db, changes=[(user_id, task_id, TaskStatus.canceled.value)], settles=True)
+    body = result_body(
+        task_id=task_id,
+        status=TaskStatus.canceled,
+        priority=row.priority,
+        deadline_s=row.deadline_s,
+    )
+    _settle(db=db, settled=[Settled(task_id, user_id, row.webhook_url, TaskStatus.canceled, body)])
     db.commit()
     return True
 
@@ -578,17 +601,14 @@ def _held(claim: Claim) -> tuple[Any, ...]:
 
 
 def _end(*, db: Session, claim: Claim, status: TaskStatus, error: str | None) -> Any:
-    """End the claimed task in ``status`` (and store its event); its (user_id, webhook_url),
-    or None when the claim was lost (nothing changed)."""
-    row = db.execute(
+    """Set the claimed task's end status; its (user_id, webhook_url), or None when the claim
+    was lost (nothing changed)."""
+    return db.execute(
         update(TASKS)
         .where(*_held(claim))
         .values(status=status.value, finished_at=utcnow(), lease_expires_at=None, error=error)
         .returning(TASK.user_id, TASK.webhook_url)
     ).first()
-    if row is not None:
-        events.record(db=db, changes=[(row.user_id, claim.task_id, status.value)], settles=True)
-    return row
 
 
 _CLAIMED = (
@@ -711,6 +731,7 @@ def expire_overdue(*, db: Session, limit: int = 500) -> list[Expired]:
         .with_for_update(skip_locked=True)
     ).all()
     ended: list[Expired] = []
+    settled: list[Settled] = []
     for row in overdue:
         error = f"Not started within its deadline of {row.deadline_s} s."
         db.execute(
@@ -725,16 +746,9 @@ def expire_overdue(*, db: Session, limit: int = 500) -> list[Expired]:
             priority=row.priority,
             deadline_s=row.deadline_s,
         )
-        if row.webhook_url:
-            webhooks.enqueue(
-                db=db, task_id=row.id, user_id=row.user_id, url=row.webhook_url, body=body
-            )
+        settled.append(Settled(row.id, row.user_id, row.webhook_url, TaskStatus.failed, body))
         ended.append(Expired(row.id, row.user_id, row.deadline_s, body))
-    events.record(
-        db=db,
-        changes=[(row.user_id, row.id, TaskStatus.failed.value) for row in overdue],
-        settles=True,
-    )
+    _settle(db=db, settled=settled)
     db.commit()
     return ended
 
@@ -844,27 +858,22 @@ def complete_many(*, db: Session, items: list[Completion]) -> list[bool]:
                 for item in stored
             ],
         )
-        events.record(
-            db=db,
-            changes=[
-                (ended[i.claim.task_id].user_id, i.claim.task_id, TaskStatus.done.value)
-                for i in stored
-            ],
-            settles=True,
-        )
-    for item in stored:
-        row = ended[item.claim.task_id]
-        if row.webhook_url:
-            webhooks.enqueue(
-                db=db,
-                task_id=row.id,
-                user_id=row.user_id,
-                url=row.webhook_url,
-                body=item.claim.body(
+    _settle(
+        db=db,
+        settled=[
+            Settled(
+                item.claim.task_id,
+                ended[item.claim.task_id].user_id,
+                ended[item.claim.task_id].webhook_url,
+                TaskStatus.done,
+                item.claim.body(
                     TaskStatus.done,
                     result=result_payload(item.image_class, item.primitives, item.details),
                 ),
             )
+            for item in stored
+        ],
+    )
     db.commit()
     return [item.claim.task_id in ended for item in items]
 
@@ -873,13 +882,11 @@ def fail(*, db: Session, claim: Claim, error: str) -> bool:
     """Mark the task failed with ``error`` (queueing its webhook) if the claim still holds."""
     error = error[:MAX_ERROR]
     row = _end(db=db, claim=claim, status=TaskStatus.failed, error=error)
-    if row is not None and row.webhook_url:
-        webhooks.enqueue(
+    if row is not None:
+        body = claim.body(TaskStatus.failed, error=error)
+        _settle(
             db=db,
-            task_id=claim.task_id,
-            user_id=row.user_id,
-            url=row.webhook_url,
-            body=claim.body(TaskStatus.failed, error=error),
+            settled=[Settled(claim.task_id, row.user_id, row.webhook_url, TaskStatus.failed, body)],
         )
     db.commit()
     return row is not None

@@ -456,88 +456,104 @@ class Dispatcher:
             await self._run(claim, image)
 
     async def _run(self, claim: Claim, image: bytes | None) -> None:
+        """The run's steps: give up on a task that crashed too often; infer; store the
+        result. A permanent refusal fails the task, anything else gives it back."""
         if claim.attempts > self.max_attempts:
-            error = f"gave up after {claim.attempts - 1} attempts that crashed"
-            if await self._db(self.store.fail, claim=claim, error=error):
-                self._ended(claim.task_id, failed_body(claim, error))
-                self.observer.ended("failed")
-            self.stats.failed += 1
+            await self._fail(claim, f"gave up after {claim.attempts - 1} attempts that crashed")
             return
         waited = _seconds_since(claim.created_at)
         if waited is not None and claim.attempts == 1:
             self.observer.stage("wait", waited)
+        if image is None:
+            return  # deleted since it was claimed
         try:
-            if image is None:
-                return  # deleted since it was claimed
-            started = time.perf_counter()
-            detection, classification = await self.run_models(claim, image)
-            self.observer.stage("inference", time.perf_counter() - started)
-            if not isinstance(detection.prediction, Detection) or not isinstance(
-                classification.prediction, Classification
-            ):
-                raise ModelRefused("the configured models answered with the wrong kinds")
-            timings = {
-                "detection": detection.inference_ms,
-                "classification": classification.inference_ms,
-                "total": round((time.perf_counter() - started) * 1000, 2),
-            }
-            details = {
-                "detection_model": detection.model,
-                "classification_model": classification.model,
-                "detection_weights_sha256": detection.weights_sha256,
-                "classification_weights_sha256": classification.weights_sha256,
-                "class_probability": classification.prediction.probability,
-                "class_probabilities": classification.prediction.probabilities,
-                "timings_ms": timings,
-            }
-            completion = Completion(
-                claim,
-                image_class=classification.prediction.image_class,
-                primitives=[p.as_dict() for p in detection.prediction.primitives],
-                details=details,
-            )
-            with tracing.span("store result", attributes={"task.id": claim.task_id}):
-                stored = await self._store(completion)
-            if stored:  # the writer recorded its end (_write_results)
-                self.stats.done += 1
-                self.observer.ended("done")
-                log.info(
-                    "task %d done in %.0f ms",
-                    claim.task_id,
-                    timings["total"],
-                    extra={**claim.log_extra(), "outcome": "done", "timings_ms": timings},
-                )
-                total = _seconds_since(claim.created_at)
-                if total is not None:
-                    self.observer.stage("total", total)
-            else:
-                self.stats.discarded += 1
+            completion, timings = await self._infer(claim, image)
+            await self._complete(completion, timings)
         except asyncio.CancelledError:
             raise
         except ModelRefused as exc:
-            if await self._db(self.store.fail, claim=claim, error=exc.reason):
-                self._ended(claim.task_id, failed_body(claim, exc.reason))
-                self.observer.ended("failed")
-                log.info(
-                    "task %d failed: %s",
-                    claim.task_id,
-                    exc.reason,
-                    extra={**claim.log_extra(), "outcome": "failed"},
-                )
-            self.stats.failed += 1
+            await self._fail(claim, exc.reason)
         except Exception as exc:  # noqa: BLE001 - a replica died, the DB blinked...: retry
-            log.warning(
-                "task %d: transient failure, back to the queue: %r",
+            await self._give_back(claim, exc)
+
+    async def _infer(self, claim: Claim, image: bytes) -> tuple[Completion, dict[str, float]]:
+        """Both models' answers for the image, as the result to store and its timings."""
+        started = time.perf_counter()
+        detection, classification = await self.run_models(claim, image)
+        self.observer.stage("inference", time.perf_counter() - started)
+        if not isinstance(detection.prediction, Detection) or not isinstance(
+            classification.prediction, Classification
+        ):
+            raise ModelRefused("the configured models answered with the wrong kinds")
+        timings = {
+            "detection": detection.inference_ms,
+            "classification": classification.inference_ms,
+            "total": round((time.perf_counter() - started) * 1000, 2),
+        }
+        details = {
+            "detection_model": detection.model,
+            "classification_model": classification.model,
+            "detection_weights_sha256": detection.weights_sha256,
+            "classification_weights_sha256": classification.weights_sha256,
+            "class_probability": classification.prediction.probability,
+            "class_probabilities": classification.prediction.probabilities,
+            "timings_ms": timings,
+        }
+        completion = Completion(
+            claim,
+            image_class=classification.prediction.image_class,
+            primitives=[p.as_dict() for p in detection.prediction.primitives],
+            details=details,
+        )
+        return completion, timings
+
+    async def _complete(self, completion: Completion, timings: dict[str, float]) -> None:
+        """Store the result under the claim (the writer records the end: _write_results)."""
+        claim = completion.claim
+        with tracing.span("store result", attributes={"task.id": claim.task_id}):
+            stored = await self._store(completion)
+        if not stored:
+            self.stats.discarded += 1
+            return
+        self.stats.done += 1
+        self.observer.ended("done")
+        log.info(
+            "task %d done in %.0f ms",
+            claim.task_id,
+            timings["total"],
+            extra={**claim.log_extra(), "outcome": "done", "timings_ms": timings},
+        )
+        total = _seconds_since(claim.created_at)
+        if total is not None:
+            self.observer.stage("total", total)
+
+    async def _fail(self, claim: Claim, error: str) -> None:
+        """End the task failed with ``error``, if the claim still holds."""
+        if await self._db(self.store.fail, claim=claim, error=error):
+            self._ended(claim.task_id, failed_body(claim, error))
+            self.observer.ended("failed")
+            log.info(
+                "task %d failed: %s",
                 claim.task_id,
-                exc,
-                extra=claim.log_extra(),
+                error,
+                extra={**claim.log_extra(), "outcome": "failed"},
             )
-            self.stats.released += 1
-            await asyncio.sleep(self.backoff(claim.attempts))
-            try:
-                await self._db(self.store.release, claim=claim)
-            except Exception:  # noqa: BLE001 - the lease will lapse and it will be reclaimed
-                log.exception("task %d: could not release", claim.task_id, extra=claim.log_extra())
+        self.stats.failed += 1
+
+    async def _give_back(self, claim: Claim, exc: Exception) -> None:
+        """A transient failure: the task goes back to the queue after a pause."""
+        log.warning(
+            "task %d: transient failure, back to the queue: %r",
+            claim.task_id,
+            exc,
+            extra=claim.log_extra(),
+        )
+        self.stats.released += 1
+        await asyncio.sleep(self.backoff(claim.attempts))
+        try:
+            await self._db(self.store.release, claim=claim)
+        except Exception:  # noqa: BLE001 - the lease will lapse and it will be reclaimed
+            log.exception("task %d: could not release", claim.task_id, extra=claim.log_extra())
 
 
 def short_error(exc: BaseException) -> str:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import secrets
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from config.settings import Settings
+from serve_app.cli import main
 from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage.catalog import sync_models
@@ -184,3 +188,33 @@ def finish(sessions):
         return [c.task_id for c in claimed]
 
     return do
+
+
+@pytest.fixture
+def cli(monkeypatch, settings):
+    monkeypatch.setenv("PRIMITIVES_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("PRIMITIVES_ENVIRONMENT", "development")
+    monkeypatch.setenv("PRIMITIVES_JWT_SECRET", settings.jwt_secret.get_secret_value())
+    from config.settings import get_settings
+
+    get_settings.cache_clear()
+
+    def run(*args: str, stdin: str = "") -> int:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        return main(list(args))
+
+    yield run
+    get_settings.cache_clear()
+
+
+class Running(NoQueue):
+    """A queue link whose queue answers and whose models are ready, but for ``down``."""
+
+    def __init__(self, registry, down: tuple[str, ...] = ()):
+        self.registry, self.down = registry, down
+
+    async def ready(self) -> bool:
+        return True
+
+    async def describe_models(self) -> dict[int, dict[str, Any]]:
+        return {m.id: {"ready": m.name not in self.down} for m in self.registry.models}

@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import sys
-
 import pytest
 
-from serve_app.cli import main
 from storage.users import authenticate, get_user_by_username, list_users
-
-
-@pytest.fixture
-def cli(monkeypatch, settings):
-    monkeypatch.setenv("PRIMITIVES_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("PRIMITIVES_ENVIRONMENT", "development")
-    monkeypatch.setenv("PRIMITIVES_JWT_SECRET", settings.jwt_secret.get_secret_value())
-    from config.settings import get_settings
-
-    get_settings.cache_clear()
-
-    def run(*args: str, stdin: str = "") -> int:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        return main(list(args))
-
-    yield run
-    get_settings.cache_clear()
 
 
 def test_create_list_set_password_delete(cli, sessions, capsys):

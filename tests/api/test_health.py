@@ -9,19 +9,7 @@ from fastapi.testclient import TestClient
 from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
-
-
-class Running(NoQueue):
-    """A queue link whose queue answers and whose models are ready, but for ``down``."""
-
-    def __init__(self, registry, down: tuple[str, ...] = ()):
-        self.registry, self.down = registry, down
-
-    async def ready(self) -> bool:
-        return True
-
-    async def describe_models(self) -> dict[int, dict[str, Any]]:
-        return {m.id: {"ready": m.name not in self.down} for m in self.registry.models}
+from tests.api.conftest import Running
 
 
 def _client(settings, registry, sessions, read_sessions, queue) -> TestClient:

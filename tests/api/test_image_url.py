@@ -28,66 +28,71 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """The origin's answers, by path (``server.origin``: the Origin serving them)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def send(self, status: int, body: bytes = b"", **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def endless(self) -> None:  # no length: refused as the stream passes the limit
+        self.send_response(200)
+        self.send_header("Content-Type", "image/jpeg")
+        self.end_headers()
+        try:
+            for _ in range(100):
+                self.wfile.write(b"\xff" * 10_000)
+        except OSError:
+            pass  # the platform hung up: what is wanted
+
+    def slow(self, jpeg: bytes, release: threading.Event) -> None:  # headers, then nothing
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(jpeg)))
+        self.end_headers()
+        self.wfile.write(jpeg[:100])
+        self.wfile.flush()
+        release.wait(30)
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        origin: Origin = self.server.origin  # type: ignore[attr-defined]
+        origin.requests.append(self.path)
+        jpeg = origin.jpeg
+        answers = {
+            "/good.jpg": lambda: self.send(200, jpeg, Content_Type="image/jpeg"),
+            "/good.png": lambda: self.send(200, origin.png, Content_Type="image/png"),
+            # Declared too large.
+            "/huge.jpg": lambda: self.send(200, jpeg + b"\0" * LIMIT, Content_Type="image/jpeg"),
+            "/endless.jpg": self.endless,
+            "/slow.jpg": lambda: self.slow(jpeg, origin.release),
+            "/to-good": lambda: self.send(302, Location="/good.jpg"),
+            "/to-private": lambda: self.send(302, Location="http://10.0.0.7/x.jpg"),
+            "/to-metadata": lambda: self.send(
+                301, Location="http://169.254.169.254/latest/meta-data/"
+            ),
+            "/loop": lambda: self.send(302, Location="/loop"),
+            "/page.html": lambda: self.send(
+                200, b"<html>not an image</html>", Content_Type="text/html"
+            ),
+        }
+        answers.get(self.path, lambda: self.send(404, b"no"))()
+
+
 class Origin:
     """A real HTTP server on a free loopback port; ``requests`` lists the paths asked for."""
 
     def __init__(self, jpeg: bytes) -> None:
         self.requests: list[str] = []
         self.release = threading.Event()  # lets the held answers go
-        origin = self
-        png = _png()
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def send(self, status: int, body: bytes = b"", **headers: str) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name.replace("_", "-"), value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                origin.requests.append(self.path)
-                path = self.path
-                if path == "/good.jpg":
-                    self.send(200, jpeg, Content_Type="image/jpeg")
-                elif path == "/good.png":
-                    self.send(200, png, Content_Type="image/png")
-                elif path == "/huge.jpg":  # declared too large
-                    self.send(200, jpeg + b"\0" * LIMIT, Content_Type="image/jpeg")
-                elif path == "/endless.jpg":  # no length: refused as the stream passes it
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/jpeg")
-                    self.end_headers()
-                    try:
-                        for _ in range(100):
-                            self.wfile.write(b"\xff" * 10_000)
-                    except OSError:
-                        pass  # the platform hung up: what is wanted
-                elif path == "/slow.jpg":  # the headers, then nothing until released
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(jpeg)))
-                    self.end_headers()
-                    self.wfile.write(jpeg[:100])
-                    self.wfile.flush()
-                    origin.release.wait(30)
-                elif path == "/to-good":
-                    self.send(302, Location="/good.jpg")
-                elif path == "/to-private":
-                    self.send(302, Location="http://10.0.0.7/x.jpg")
-                elif path == "/to-metadata":
-                    self.send(301, Location="http://169.254.169.254/latest/meta-data/")
-                elif path == "/loop":
-                    self.send(302, Location="/loop")
-                elif path == "/page.html":
-                    self.send(200, b"<html>not an image</html>", Content_Type="text/html")
-                else:
-                    self.send(404, b"no")
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.jpeg, self.png = jpeg, _png()
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), _Handler)
+        self.server.origin = self  # type: ignore[attr-defined]
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -9,7 +9,7 @@ from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from serve_app.main import create_app
-from tests.api.test_health import Running
+from tests.api.conftest import Running
 
 
 def test_no_server_errors_and_conforming_responses(settings, registry, sessions, client, make_user):

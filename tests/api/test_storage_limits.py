@@ -12,7 +12,6 @@ from serve_app.main import create_app
 from storage.database import utcnow
 from storage.models import Task, TaskInput
 from tests.api.conftest import submit
-from tests.api.test_cli import cli  # noqa: F401  (the CLI fixture)
 
 
 @pytest.fixture

@@ -5,18 +5,13 @@ write, the webhook delivery) under the client's trace id, each where the trace s
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 
 from deployments.task_queue import ServeModels
+from harness.otlp_receiver import Collector
 from inference import Classification, Detection, ModelAnswer
 from observability import tracing
 from storage.tasks import ClaimStore
@@ -27,53 +22,6 @@ from webhooks.sender import DeliveryStore, WebhookSender
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
-
-
-class Collector:
-    """An OTLP/HTTP trace receiver on loopback: the spans it was sent, by name."""
-
-    def __init__(self) -> None:
-        self.spans: list[dict] = []
-        collector = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-                for resource in request.resource_spans:
-                    service = {
-                        a.key: a.value.string_value for a in resource.resource.attributes
-                    }.get("service.name")
-                    for scope in resource.scope_spans:
-                        for s in scope.spans:
-                            collector.spans.append(
-                                {
-                                    "name": s.name,
-                                    "trace": s.trace_id.hex(),
-                                    "id": s.span_id.hex(),
-                                    "parent": s.parent_span_id.hex(),
-                                    "service": service,
-                                    "attributes": {a.key: a.value for a in s.attributes},
-                                }
-                            )
-                body = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1/traces"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def named(self, name: str) -> dict:
-        found = [s for s in self.spans if s["name"] == name]
-        assert len(found) == 1, (name, [s["name"] for s in self.spans])
-        return found[0]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from config.settings import REPO_ROOT
+from harness.otlp_receiver import Collector
 
 # SSD at zero as it ships, idle 10 s instead of 300 (test_scale_to_zero.py).
 OVERLAY = REPO_ROOT / "config" / "short-idle.yaml"
@@ -101,9 +102,24 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
-def platform(database_url: str, registry, tmp_path_factory) -> Iterator[Platform]:
+def span_collector() -> Iterator[Collector]:
+    """Where the platform's processes send their spans (docs/api.md §E15)."""
+    running = Collector()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(scope="session")
+def platform(
+    database_url: str, registry, tmp_path_factory, span_collector: Collector
+) -> Iterator[Platform]:
     """Start Ray, deploy the application; tear everything down after the run."""
     env = {
+        # Traces on, to a receiver in this process, sent every half second.
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": span_collector.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
         "PRIMITIVES_DATABASE_URL": database_url,
         "PRIMITIVES_ENVIRONMENT": "production",
         "PRIMITIVES_JWT_SECRET": SECRET,

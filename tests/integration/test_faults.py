@@ -17,7 +17,7 @@ import ray
 from ray import serve
 
 from tests.integration.conftest import wait_finished
-from tests.integration.test_platform import queue_actors, result_rows, submit
+from tests.integration.platform_helpers import queue_actors, result_rows, submit
 from training.render import render_jpeg
 
 IMAGES = [render_jpeg(100 + i)[0] for i in range(8)]

@@ -10,7 +10,7 @@ import time
 import httpx
 
 from tests.integration.conftest import wait_finished
-from tests.integration.test_platform import paused_queue, submit
+from tests.integration.platform_helpers import paused_queue, submit
 from training.render import render_jpeg
 
 

@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,8 @@ from PIL import Image
 
 from primitives_client import Client, PrimitivesError
 from tests.integration.conftest import wait_finished
-from tests.integration.test_platform import paused_queue as pause_queue
-from tests.integration.test_platform import queue_actors, result_rows, submit
+from tests.integration.platform_helpers import paused_queue as pause_queue
+from tests.integration.platform_helpers import queue_actors, result_rows, submit
 from tests.receiver import Receiver
 from training.render import render_jpeg
 from webhooks import signing
@@ -175,3 +176,47 @@ def test_the_client_is_installed_as_primitives():
     assert executable.exists()
     shown = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and "submit" in shown.stdout
+
+
+def test_one_tasks_trace_spans_the_ingress_the_queue_the_models_and_the_sender(
+    http, user_headers, receiver, span_collector
+):
+    """Traces (docs/api.md §E15) from the platform's own processes, read from what their real
+    OTLP exporters sent: the client's trace continued from the POST to the webhook."""
+    trace_id, client_span = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    response = http.post(
+        "/api/tasks",
+        params={"webhook": receiver.url},
+        content=render_jpeg(33)[0],
+        headers={
+            **user_headers(),
+            "Content-Type": "image/jpeg",
+            "traceparent": f"00-{trace_id}-{client_span}-01",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["traceresponse"].split("-")[1] == trace_id
+    ((hook_headers, _),) = receiver.wait_for(1)
+    assert hook_headers["traceparent"].split("-")[1] == trace_id
+    spans = span_collector.wait_for(
+        trace_id,
+        {
+            "POST /api/tasks",
+            "store tasks",
+            "run task",
+            "claim",
+            "detector call",
+            "classifier call",
+            "store result",
+            "webhook delivery",
+        },
+    )
+    assert spans["POST /api/tasks"]["parent"] == client_span
+    assert spans["run task"]["parent"] == spans["store tasks"]["id"]
+    assert spans["detector call"]["parent"] == spans["run task"]["id"]
+    assert spans["detector call"]["attributes"]["model.name"].string_value == "YOLO"
+    assert {s["service"] for s in spans.values()} == {
+        "primitives-api",
+        "primitives-queue",
+        "primitives-webhooks",
+    }
