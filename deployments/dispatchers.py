@@ -52,10 +52,14 @@ class Dispatchers:
 
     def all(self) -> list[ActorHandle]:
         """Every dispatcher that can be found now."""
+        return [handle for _, handle in self.indexed()]
+
+    def indexed(self) -> list[tuple[int, ActorHandle]]:
+        """(index, handle) of every dispatcher that can be found now."""
         found = []
         for index in range(self.count):
             try:
-                found.append(self.get(index))
+                found.append((index, self.get(index)))
             except ValueError:
                 continue
         return found

@@ -14,13 +14,13 @@ from ray.serve.handle import DeploymentHandle
 
 from config.registry import ModelSpec, Registry
 from config.settings import Settings, get_settings
-from deployments import metrics
 from deployments.dispatchers import Dispatchers
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
 from taskqueue.dispatcher import home_of
 
-log = logging.getLogger("ray.serve")
+# Under Serve's logger: its JSON lines and log files, with this module named.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 DESCRIBE_TIMEOUT_S = 2.0
 # How long the replica counts read from Serve's controller are trusted (describe_models).
@@ -71,15 +71,13 @@ class RayQueueLink:
         except ValueError:
             log.info("no task queue dispatcher %d to wake; it polls when it is back", index)
 
-    def cancel(self, task_id: int) -> None:
-        metrics.tasks_total().inc(1, tags={"outcome": "canceled"})
-        self.forget(task_id)
-
-    def forget(self, task_id: int) -> None:
+    def cancel(self, task_id: int, *, deleted: bool = False) -> None:
         # Any dispatcher may run it, and its home answers its waits: tell them all (fire and
-        # forget; one not found now finds out when it renews its leases).
-        for dispatcher in self.dispatchers.all():
-            dispatcher.abandon.remote(task_id)
+        # forget; one not found now finds out when it renews its leases). The home counts a
+        # cancel among the outcomes, as it counts done and failed.
+        home = home_of(task_id, self.dispatchers.count)
+        for index, dispatcher in self.dispatchers.indexed():
+            dispatcher.cancel.remote(task_id, count=not deleted and index == home)
 
     async def ready(self) -> bool:
         """Every dispatcher answers."""

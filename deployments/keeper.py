@@ -21,7 +21,8 @@ from config.serve_config import QueueOptions
 from config.settings import get_settings
 from deployments.dispatchers import dispatcher_name
 
-log = logging.getLogger("ray.serve")
+# Under Serve's logger: its JSON lines and log files, with this module named.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 SUPERVISE_SECONDS = 5.0
 # Dispatchers past the configured count looked for (and killed) when the count shrinks.

@@ -18,7 +18,8 @@ from deployments import metrics
 from deployments.autoscaling import BACKLOG
 from inference import ModelAnswer, ModelRefused, build_predictor
 
-log = logging.getLogger("ray.serve")
+# Under Serve's logger: its JSON lines and log files, with this module named.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 # Used only until ``reconfigure`` applies the deployment's user_config.
 INITIAL_MAX_BATCH_SIZE = 8
@@ -44,6 +45,16 @@ class ModelDeployment:
             self.predictor.device,
             _torch_threads(),
         )
+
+    def check_health(self) -> None:
+        """Serve's periodic probe. On a GPU, a CUDA error (an illegal memory access, a lost
+        device) leaves the context broken and every later call failing: the probe surfaces
+        it, and Serve replaces the replica. On the CPU there is nothing that can break so."""
+        device = str(self.predictor.device)
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(device)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """``user_config``: batch size and wait, and torch's thread count (Ray sets it from

@@ -344,8 +344,8 @@ class TaskQueue:
         )
 
     @ray.method(enable_task_events=False)
-    def abandon(self, task_id: int) -> None:
-        self.dispatcher.abandon(task_id)
+    def cancel(self, task_id: int, count: bool = False) -> None:
+        self.dispatcher.cancel(task_id, count=count)
 
     @ray.method(enable_task_events=False)
     def backlog(self, model_name: str) -> int:

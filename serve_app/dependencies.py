@@ -31,11 +31,9 @@ class QueueLink(Protocol):
     def notify(self) -> None:
         """A task was stored: look for work now (fire and forget; the queue also polls)."""
 
-    def cancel(self, task_id: int) -> None:
-        """The task was canceled: count it, abandon its run now (fire and forget)."""
-
-    def forget(self, task_id: int) -> None:
-        """The task was deleted: abandon its run now (fire and forget)."""
+    def cancel(self, task_id: int, *, deleted: bool = False) -> None:
+        """The task was canceled (or ``deleted``): stop its run now and wake its waiters
+        (fire and forget); a cancel is counted as the task's outcome, a deletion is not."""
 
     async def ready(self) -> bool:
         """Whether the queue answers."""
@@ -59,10 +57,7 @@ class NoQueue:
     def notify(self) -> None:
         return None
 
-    def cancel(self, task_id: int) -> None:
-        return None
-
-    def forget(self, task_id: int) -> None:
+    def cancel(self, task_id: int, *, deleted: bool = False) -> None:
         return None
 
     async def ready(self) -> bool:

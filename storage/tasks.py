@@ -49,7 +49,8 @@ from storage.results import result_body, result_payload
 
 # -- the API's side ------------------------------------------------------------------------
 
-# Ids a database column can hold; anything else cannot name a task.
+# The largest id a task can have (a 64-bit column): the API answers 404 above it before any
+# of these functions is called (serve_app/tasks/router.py's TaskId).
 MAX_TASK_ID = 2**63 - 1
 
 
@@ -361,8 +362,6 @@ def task_summaries(
 
 def get_task(*, db: Session, user_id: int, task_id: int) -> Task | None:
     """The user's task with this id; None when missing or someone else's."""
-    if not 0 < task_id <= MAX_TASK_ID:
-        return None
     return db.scalar(select(Task).where(Task.id == task_id, Task.user_id == user_id))
 
 
@@ -370,8 +369,6 @@ def get_task_and_result(
     *, db: Session, user_id: int, task_id: int
 ) -> tuple[Task, TaskResult | None] | None:
     """The user's task and its result (None until done), in one query."""
-    if not 0 < task_id <= MAX_TASK_ID:
-        return None
     row = db.execute(
         select(Task, TaskResult)
         .outerjoin(TaskResult, TaskResult.task_id == Task.id)
@@ -382,8 +379,6 @@ def get_task_and_result(
 
 def get_input(*, db: Session, user_id: int, task_id: int) -> tuple[str, bytes] | None:
     """The media type and bytes of the user's task input."""
-    if not 0 < task_id <= MAX_TASK_ID:
-        return None
     row = db.execute(
         select(Task.input_media_type, TaskInput.data)
         .join(TaskInput, TaskInput.task_id == Task.id)
@@ -415,8 +410,6 @@ def retry_of(*, db: Session, user_id: int, task_id: int) -> NewTasks | None:
     """What a retry of the user's task submits again (docs/api.md §E14): its input, models
     and options; None when the user has no such task, NotRetryable unless it failed or was
     canceled."""
-    if not 0 < task_id <= MAX_TASK_ID:
-        return None
     row = db.execute(
         select(
             TASK.status,
@@ -479,8 +472,6 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
     """Cancel the user's task if it is queued or in progress (its webhook, if any, is queued
     in the same transaction); False when there is no such task, TaskEnded when it already
     ended. A run under way loses its claim, so it can store nothing."""
-    if not 0 < task_id <= MAX_TASK_ID:
-        return False
     row = db.execute(
         update(Task)
         .where(Task.id == task_id, Task.user_id == user_id, Task.status.in_(UNSETTLED_STATUSES))
@@ -512,8 +503,6 @@ def cancel_task(*, db: Session, user_id: int, task_id: int) -> bool:
 
 def delete_task(*, db: Session, user_id: int, task_id: int) -> bool:
     """Delete the user's task with its input and result; False when there is none."""
-    if not 0 < task_id <= MAX_TASK_ID:
-        return False
     deleted = db.execute(
         delete(Task)
         .where(Task.id == task_id, Task.user_id == user_id)

@@ -218,9 +218,12 @@ class Dispatcher:
         if event is not None:
             event.set()
 
-    def abandon(self, task_id: int) -> None:
+    def cancel(self, task_id: int, *, count: bool = False) -> None:
         """The task was canceled or deleted: stop its run now (its claim could not write
-        anyway) and wake whoever waits for it. Every dispatcher is told (any may run it)."""
+        anyway) and wake whoever waits for it. Every dispatcher is told (any may run it);
+        ``count``: this one counts the cancel among the outcomes (its home, for a cancel)."""
+        if count:
+            self.observer.ended("canceled")
         self._ended(task_id, tell=False)
         entry = self.running.get(task_id)
         if entry is not None:

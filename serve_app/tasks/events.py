@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, status
@@ -16,11 +16,15 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from jose import jwt
 from pydantic import WithJsonSchema
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from config.settings import Settings
 from serve_app.auth.dependencies import CurrentUser, bearer
 from serve_app.dependencies import (
     AsyncDb,
+    Caller,
+    Database,
     ReadSessionFactory,
     SessionFactory,
     SettingsDep,
@@ -56,6 +60,70 @@ def frame(seq: int, task_id: int, task_status: str) -> str:
     """One event as the stream sends it."""
     data = json.dumps({"id": task_id, "status": task_status}, separators=(", ", ": "))
     return f"id: {seq}\nevent: task\ndata: {data}\n\n"
+
+
+def _lifetime(
+    user: Caller,
+    credential: str,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    write_sessions: sessionmaker[Session],
+) -> tuple[float, Callable[[], bool]]:
+    """When the stream ends (UNIX time) and how it checks that its credential still holds.
+    Serve's proxy cuts any request at its request_timeout_s, so the stream ends first,
+    cleanly, and the client resumes it from its last event; a token's end may come sooner."""
+    ends = time.time() + settings.event_stream_seconds
+    if user.key_id is not None:
+
+        def key_not_revoked() -> bool:
+            return load_key_caller(write_sessions, credential) is not None
+
+        return ends, key_not_revoked
+    claims = jwt.get_unverified_claims(credential)
+    issued_at = float(claims["iat"])
+
+    def not_logged_out() -> bool:  # no logout, no password change since the token
+        return load_caller(sessions, user.id, issued_at) is not None
+
+    return min(float(claims["exp"]), ends), not_logged_out
+
+
+async def _frames(
+    request: Request,
+    db: Database,
+    user_id: int,
+    after: int,
+    ends: float,
+    still_valid: Callable[[], bool],
+    settings: Settings,
+) -> AsyncIterator[str]:
+    """The stream's lines: an opening comment, every event after ``after`` as it is stored,
+    keep-alives, until ``ends``, the credential's end or the client's going."""
+    seq = after
+    sent_at = checked_at = time.monotonic()
+    yield ": stream open\n\n"  # the headers and a first byte now, not at the first event
+    while time.time() < ends:
+        # Checked on a clock, not only when idle: a stream whose events keep coming ends
+        # within RECHECK_S of a logout too.
+        if time.monotonic() - checked_at > RECHECK_S:
+            checked_at = time.monotonic()
+            if not await run_in_threadpool(still_valid):
+                return  # logged out, the password changed, or the key revoked
+        found = await db.read(
+            lambda s: events.after(db=s, user_id=user_id, seq=seq, limit=PAGE)  # noqa: B023
+        )
+        for seq, task_id, task_status in found:  # noqa: B007 - seq: the last sent
+            yield frame(seq, task_id, task_status)
+        now = time.monotonic()
+        if found:
+            sent_at = now
+            continue  # maybe more than one page waits
+        if now - sent_at >= KEEP_ALIVE_S:
+            sent_at = now
+            yield ": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(min(settings.event_poll_seconds, max(ends - time.time(), 0)))
 
 
 @router.get(
@@ -94,22 +162,7 @@ async def task_events(
         after = await db.read(lambda s: events.latest(db=s, user_id=user.id))
     # Verified by the authentication above: only its times are read here.
     assert credentials is not None
-    # Serve's proxy cuts any request at its request_timeout_s, so the stream ends first,
-    # cleanly, and the client resumes it from its last event; a token's end may come sooner.
-    ends = time.time() + settings.event_stream_seconds
-    if user.key_id is None:
-        claims = jwt.get_unverified_claims(credentials.credentials)
-        issued_at = float(claims["iat"])
-        ends = min(float(claims["exp"]), ends)
-
-        def still_valid() -> bool:  # not logged out, no password change since
-            return load_caller(sessions, user.id, issued_at) is not None
-    else:
-        key = credentials.credentials
-
-        def still_valid() -> bool:  # the key not revoked
-            return load_key_caller(write_sessions, key) is not None
-
+    ends, still_valid = _lifetime(user, credentials.credentials, settings, sessions, write_sessions)
     if not streams.take(user.id):  # given back when the stream ends
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
@@ -117,7 +170,6 @@ async def task_events(
             "first.",
             headers={"Retry-After": "5"},
         )
-
     given_back = False
 
     def give_back() -> None:
@@ -127,32 +179,9 @@ async def task_events(
             streams.give(user.id)
 
     async def stream() -> AsyncIterator[str]:
-        seq = after
-        sent_at = checked_at = time.monotonic()
         try:
-            yield ": stream open\n\n"  # the headers and a first byte now, not at the first event
-            while time.time() < ends:
-                # Checked on a clock, not only when idle: a stream whose events keep coming
-                # ends within RECHECK_S of a logout too.
-                if time.monotonic() - checked_at > RECHECK_S:
-                    checked_at = time.monotonic()
-                    if not await run_in_threadpool(still_valid):
-                        return  # logged out, the password changed, or the key revoked
-                found = await db.read(
-                    lambda s: events.after(db=s, user_id=user.id, seq=seq, limit=PAGE)  # noqa: B023
-                )
-                for seq, task_id, task_status in found:  # noqa: B007 - seq: the last sent
-                    yield frame(seq, task_id, task_status)
-                now = time.monotonic()
-                if found:
-                    sent_at = now
-                    continue  # maybe more than one page waits
-                if now - sent_at >= KEEP_ALIVE_S:
-                    sent_at = now
-                    yield ": keep-alive\n\n"
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(min(settings.event_poll_seconds, max(ends - time.time(), 0)))
+            async for chunk in _frames(request, db, user.id, after, ends, still_valid, settings):
+                yield chunk
         finally:
             give_back()
 

@@ -67,11 +67,22 @@ from storage.models import (
 from storage.results import result_body, result_payload
 
 router = APIRouter(tags=["tasks"])
-log = logging.getLogger("ray.serve")
+# Under Serve's logger: its JSON lines and log files, with this module named.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 NOT_FOUND = {"model": Message, "description": "No such task among the caller's tasks"}
 UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
-TaskId = Annotated[int, Path(description="The task's id")]
+
+
+async def task_id_of(task_id: Annotated[int, Path(description="The task's id")]) -> int:
+    """The path's task id; 404 for one no task can have (the one place the range is
+    checked: the storage functions take it as given)."""
+    if not 0 < task_id <= tasks.MAX_TASK_ID:
+        raise not_found(task_id)
+    return task_id
+
+
+TaskId = Annotated[int, Depends(task_id_of)]
 WaitSeconds = Annotated[
     float,
     Query(
@@ -560,7 +571,7 @@ async def get_result_api(
 def delete_task(task_id: TaskId, db: DbSession, user: CurrentUser, queue: Queue) -> TaskDeleted:
     if not tasks.delete_task(db=db, user_id=user.id, task_id=task_id):
         raise not_found(task_id)
-    queue.forget(task_id)
+    queue.cancel(task_id, deleted=True)
     log.info("task %d deleted", task_id, extra={"task": task_id, "user": user.id})
     return TaskDeleted(id=task_id)
 

@@ -76,8 +76,9 @@ class Notifications(NoQueue):
     def notify(self) -> None:
         self.count += 1
 
-    def cancel(self, task_id: int) -> None:
-        self.canceled.append(task_id)
+    def cancel(self, task_id: int, *, deleted: bool = False) -> None:
+        if not deleted:
+            self.canceled.append(task_id)
 
 
 @pytest.fixture

@@ -120,3 +120,24 @@ def test_migrating_an_existing_sqlite_file_keeps_every_row(tmp_path, registry):
         assert schema is not None and "AUTOINCREMENT" in schema
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     engine.dispose()
+
+
+def test_an_id_no_task_can_have_is_404_on_every_route(backend):
+    """Ids outside the column's range (or not positive) name no task: 404 with the contract's
+    body, never a 5xx from the database (SQLite cannot even bind them)."""
+    client, sessions = backend
+    with sessions() as db:
+        create_user(db=db, username="prober", password="pw-123456")
+    headers = login(client, "prober")
+    for task_id in ("0", "-1", str(2**63), "99999999999999999999999"):
+        for method, path in (
+            ("GET", f"/api/tasks/{task_id}/status"),
+            ("GET", f"/tasks/{task_id}/result"),
+            ("GET", f"/api/tasks/{task_id}/input"),
+            ("POST", f"/api/tasks/{task_id}/cancel"),
+            ("POST", f"/api/tasks/{task_id}/retry"),
+            ("DELETE", f"/api/tasks/{task_id}"),
+        ):
+            response = client.request(method, path, headers=headers)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json() == {"detail": f"Task with id {task_id} does not exist."}

@@ -449,7 +449,7 @@ def test_a_wait_answers_the_result_body_of_a_task_this_dispatcher_ended():
             "error": "could not decode the image: bad bytes",
         }
         # Canceled or deleted: no body (the caller reads the task).
-        dispatcher.abandon(99)
+        dispatcher.cancel(99)
         assert await dispatcher.wait_finished(99, timeout=5) is None
 
     asyncio.run(scenario())
