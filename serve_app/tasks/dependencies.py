@@ -148,6 +148,15 @@ async def _json_body(request: Request, settings: Settings) -> bytes | None:
     return body if body.lstrip()[:1] == b"{" else None
 
 
+def _lookups_busy(what: str) -> HTTPException:
+    """The resolver holds as many lookups as it may (webhooks.urls.Resolver): 503."""
+    return HTTPException(
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        detail=f"Too many {what} hosts are being looked up; try again in a moment.",
+        headers={"Retry-After": "2"},
+    )
+
+
 class ImageUrlIn(BaseModel):
     """The JSON body that names an image by URL."""
 
@@ -180,11 +189,7 @@ async def _fetched_image(
         except FetchRefused as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
         except ResolverBusy:
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                detail="Too many hosts are being looked up; try again in a moment.",
-                headers={"Retry-After": "2"},
-            ) from None
+            raise _lookups_busy("image") from None
 
 
 async def idempotency_key(  # async: no thread-pool hop for a string check
@@ -231,11 +236,7 @@ async def webhook_url(
     except UnsafeUrl as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from exc
     except ResolverBusy:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail="Too many webhook hosts are being looked up; try again in a moment.",
-            headers={"Retry-After": "2"},
-        ) from None
+        raise _lookups_busy("webhook") from None
     return webhook
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import secrets
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,3 +221,31 @@ class Running(NoQueue):
 
     async def describe_models(self) -> dict[int, dict[str, Any]]:
         return {m.id: {"ready": m.name not in self.down} for m in self.registry.models}
+
+
+def run_queue_until_done(sessions, run_models, count: int) -> Any:
+    """The real dispatcher over the test database and ``run_models``, in this thread, until
+    ``count`` tasks ended done or failed."""
+    from storage.tasks import ClaimStore
+    from taskqueue import Dispatcher
+
+    dispatcher = Dispatcher(
+        store=ClaimStore(sessions),
+        run_models=run_models,
+        concurrency=16,
+        lease_seconds=30,
+        poll_seconds=0.02,
+        max_attempts=3,
+    )
+
+    async def go() -> None:
+        loop = asyncio.create_task(dispatcher.dispatch_loop())
+        deadline = time.monotonic() + 120
+        while dispatcher.stats.done + dispatcher.stats.failed < count:
+            assert time.monotonic() < deadline, dispatcher.stats
+            await asyncio.sleep(0.05)
+        loop.cancel()
+        await asyncio.sleep(0.1)
+
+    asyncio.run(go())
+    return dispatcher

@@ -6,15 +6,12 @@ as each version's replicas would, naming their weights."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 
 from deployments.task_queue import CANARY_DROP_AFTER, ServeModels, takes_canary
 from inference import Classification, Detection, ModelAnswer
 from storage.models import TaskResult
-from storage.tasks import ClaimStore
-from taskqueue import Dispatcher
-from tests.api.conftest import submit
+from tests.api.conftest import run_queue_until_done, submit
 
 STABLE, CANARY = "a" * 64, "b" * 64  # the weights' checksums each version answers with
 
@@ -62,29 +59,6 @@ def models(canary: Handle, share: float, counted: Counter) -> ServeModels:
     )
 
 
-def run_queue(sessions, run_models: ServeModels, count: int) -> Dispatcher:
-    dispatcher = Dispatcher(
-        store=ClaimStore(sessions),
-        run_models=run_models,
-        concurrency=16,
-        lease_seconds=30,
-        poll_seconds=0.02,
-        max_attempts=3,
-    )
-
-    async def go() -> None:
-        loop = asyncio.create_task(dispatcher.dispatch_loop())
-        deadline = time.monotonic() + 120
-        while dispatcher.stats.done + dispatcher.stats.failed < count:
-            assert time.monotonic() < deadline, dispatcher.stats
-            await asyncio.sleep(0.05)
-        loop.cancel()
-        await asyncio.sleep(0.1)
-
-    asyncio.run(go())
-    return dispatcher
-
-
 def weights_by_task(sessions) -> dict[int, str]:
     with sessions() as db:
         return {
@@ -97,7 +71,7 @@ def test_the_canary_takes_its_share_and_every_result_names_its_weights(
 ):
     ids = [submit(client, alice, sample_jpeg) for _ in range(200)]
     canary, counted = Handle(CANARY), Counter[tuple[int, str, str]]()
-    dispatcher = run_queue(sessions, models(canary, 0.2, counted), len(ids))
+    dispatcher = run_queue_until_done(sessions, models(canary, 0.2, counted), len(ids))
     assert dispatcher.stats.done == 200 and dispatcher.stats.failed == 0
     made = weights_by_task(sessions)
     assert set(made) == set(ids)
@@ -127,7 +101,7 @@ def test_a_canary_that_fails_every_call_is_dropped_and_no_task_is_lost(
     ids = [submit(client, alice, sample_jpeg) for _ in range(120)]
     canary, counted = Handle(CANARY, fail=True), Counter[tuple[int, str, str]]()
     run_models = models(canary, 0.5, counted)
-    dispatcher = run_queue(sessions, run_models, len(ids))
+    dispatcher = run_queue_until_done(sessions, run_models, len(ids))
     assert dispatcher.stats.done == 120 and dispatcher.stats.failed == 0
     made = weights_by_task(sessions)
     assert set(made) == set(ids) and set(made.values()) == {STABLE}

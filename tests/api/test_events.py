@@ -164,36 +164,45 @@ def test_keep_alive_comments_and_the_stream_ends_with_its_token(servers, make_us
     assert lines.count(": keep-alive") >= 3
 
 
+class Reader:
+    """One event stream read in a thread: its status, its lines, and whether it opened (the
+    first line came) and ended."""
+
+    def __init__(self, url: str, credential: str) -> None:
+        self.url, self.credential = url, credential
+        self.opened, self.ended = threading.Event(), threading.Event()
+        self.statuses: list[int] = []
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with httpx.stream(
+            "GET",
+            f"{self.url}/api/tasks/events",
+            headers={"Authorization": f"Bearer {self.credential}"},
+            timeout=30,
+        ) as response:
+            self.statuses.append(response.status_code)
+            for line in response.iter_lines():
+                self.lines.append(line)
+                if line.startswith(": stream open"):
+                    self.opened.set()
+        self.ended.set()
+
+
 def test_logout_ends_an_open_stream(servers, make_user, monkeypatch):
     first, _ = servers
     monkeypatch.setattr(events_route, "RECHECK_S", 0.2)
     alice = Client(first.url)
     alice.login(*make_user("alice"))
-    token = alice.token
-    opened, ended = threading.Event(), threading.Event()
-    statuses: list[int] = []
-
-    def read() -> None:
-        with httpx.stream(
-            "GET",
-            f"{first.url}/api/tasks/events",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        ) as response:
-            statuses.append(response.status_code)
-            for line in response.iter_lines():
-                if line.startswith(": stream open"):
-                    opened.set()
-        ended.set()
-
-    reader = threading.Thread(target=read)
-    reader.start()
+    reader = Reader(first.url, alice.token or "")
     # The stream is open (200 and its first line), not refused: only then does logout end it.
-    assert opened.wait(10), statuses
-    assert statuses == [200]
-    assert not ended.is_set()
+    assert reader.opened.wait(10), reader.statuses
+    assert reader.statuses == [200]
+    assert not reader.ended.is_set()
     alice.logout()
-    assert ended.wait(5)
+    assert reader.ended.wait(5)
 
 
 def test_a_stream_opened_with_an_api_key_ends_when_the_key_is_revoked(
@@ -208,33 +217,16 @@ def test_a_stream_opened_with_an_api_key_ends_when_the_key_is_revoked(
         json={"name": "stream"},
         headers={"Authorization": f"Bearer {alice.token}"},
     ).json()
-    opened, ended = threading.Event(), threading.Event()
-    statuses: list[int] = []
-
-    def read() -> None:
-        with httpx.stream(
-            "GET",
-            f"{first.url}/api/tasks/events",
-            headers={"Authorization": f"Bearer {made['key']}"},
-            timeout=30,
-        ) as response:
-            statuses.append(response.status_code)
-            for line in response.iter_lines():
-                if line.startswith(": stream open"):
-                    opened.set()
-        ended.set()
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    assert opened.wait(10), statuses
-    assert statuses == [200]
+    reader = Reader(first.url, made["key"])
+    assert reader.opened.wait(10), reader.statuses
+    assert reader.statuses == [200]
     time.sleep(0.6)
-    assert not ended.is_set()  # a key's stream is not cut for want of a token's times
+    assert not reader.ended.is_set()  # a key's stream is not cut for want of a token's times
     revoked = httpx.delete(
         f"{first.url}/api/keys/{made['id']}", headers={"Authorization": f"Bearer {alice.token}"}
     )
     assert revoked.status_code == 204
-    assert ended.wait(5)
+    assert reader.ended.wait(5)
 
 
 def test_logout_ends_a_stream_whose_events_keep_coming(
@@ -254,27 +246,8 @@ def test_logout_ends_a_stream_whose_events_keep_coming(
     with sessions() as db:
         claims = claim_batch(db=db, limit=100, lease_seconds=60)
     assert len(claims) == 100
-    done: list[str] = []
-    opened, ended = threading.Event(), threading.Event()
-
-    def read() -> None:
-        with httpx.stream(
-            "GET",
-            f"{first.url}/api/tasks/events",
-            headers={"Authorization": f"Bearer {alice.token}"},
-            timeout=30,
-        ) as response:
-            assert response.status_code == 200
-            for line in response.iter_lines():
-                if line.startswith(": stream open"):
-                    opened.set()
-                if '"status": "done"' in line:
-                    done.append(line)
-        ended.set()
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    assert opened.wait(10)
+    reader = Reader(first.url, alice.token or "")
+    assert reader.opened.wait(10) and reader.statuses == [200]
     with sessions() as db:  # one commit: the logout and every result
         db.execute(update(User).where(User.id == user_id).values(tokens_valid_after=utcnow()))
         items = [
@@ -282,7 +255,8 @@ def test_logout_ends_a_stream_whose_events_keep_coming(
             for c in claims
         ]
         assert all(tasks.complete_many(db=db, items=items))
-    assert ended.wait(10)
+    assert reader.ended.wait(10)
+    done = [line for line in reader.lines if '"status": "done"' in line]
     assert len(done) <= 2, f"the stream sent {len(done)} events after its logout"
 
 

@@ -282,50 +282,24 @@ def test_the_client_and_the_cli_submit_by_url(
         assert client.input(task["id"]) == sample_jpeg
         with pytest.raises(ValueError):
             client.submit(sample_jpeg, image_url=origin.url("/good.jpg"))
-        ran = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "primitives_client.cli",
-                "--url",
-                server.url,
-                "submit",
-                "--image-url",
-                origin.url("/to-good"),
-            ],
-            env={
-                "PATH": os.environ["PATH"],
-                "PYTHONPATH": str(REPO_ROOT),
-                "XDG_CONFIG_HOME": str(tmp_path),
-                "PRIMITIVES_TOKEN": client.token or "",
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+
+        def primitives(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "primitives_client.cli", "--url", server.url, *args],
+                env={
+                    "PATH": os.environ["PATH"],
+                    "PYTHONPATH": str(REPO_ROOT),
+                    "XDG_CONFIG_HOME": str(tmp_path),
+                    "PRIMITIVES_TOKEN": client.token or "",
+                },
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        ran = primitives("submit", "--image-url", origin.url("/to-good"))
         assert ran.returncode == 0, ran.stderr
         assert json.loads(ran.stdout)["id"] > task["id"]
-        refused = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "primitives_client.cli",
-                "--url",
-                server.url,
-                "submit",
-                "--image-url",
-                origin.url("/page.html"),
-            ],
-            env={
-                "PATH": os.environ["PATH"],
-                "PYTHONPATH": str(REPO_ROOT),
-                "XDG_CONFIG_HOME": str(tmp_path),
-                "PRIMITIVES_TOKEN": client.token or "",
-            },
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        refused = primitives("submit", "--image-url", origin.url("/page.html"))
         assert refused.returncode == 1 and "error 400: The image at the URL" in refused.stderr

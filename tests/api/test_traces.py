@@ -14,9 +14,7 @@ from deployments.task_queue import ServeModels
 from harness.otlp_receiver import Collector
 from inference import Classification, Detection, ModelAnswer
 from observability import tracing
-from storage.tasks import ClaimStore
-from taskqueue import Dispatcher
-from tests.api.conftest import serving
+from tests.api.conftest import run_queue_until_done, serving
 from tests.receiver import Receiver
 from webhooks.sender import DeliveryStore, WebhookSender
 
@@ -60,27 +58,7 @@ def run_queue_once(sessions) -> None:
         {1: Handle(ModelAnswer(Detection(()), "YOLO", 1, 4.0))},  # type: ignore[dict-item]
         {3: Handle(ModelAnswer(Classification("office", 0.9, {"office": 0.9}), "rn", 3, 2.0))},  # type: ignore[dict-item]
     )
-    dispatcher = Dispatcher(
-        store=ClaimStore(sessions),
-        run_models=models,
-        concurrency=2,
-        lease_seconds=30,
-        poll_seconds=0.05,
-        max_attempts=3,
-    )
-
-    async def go() -> None:
-        loop = asyncio.create_task(dispatcher.dispatch_loop())
-        deadline = time.monotonic() + 30
-        while dispatcher.stats.done < 1:
-            assert time.monotonic() < deadline, dispatcher.stats
-            await asyncio.sleep(0.05)
-        loop.cancel()
-        for _, task in list(dispatcher.running.values()):
-            task.cancel()
-        await asyncio.sleep(0.1)
-
-    asyncio.run(go())
+    run_queue_until_done(sessions, models, 1)
 
 
 def test_one_tasks_spans_share_the_clients_trace_from_post_to_webhook(

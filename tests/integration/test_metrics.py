@@ -114,8 +114,39 @@ class _Growth:
         self._thread.join()
 
 
-def test_task_counts_stages_backlog_and_batches_are_exported(platform, http, user_headers):
+def _quiet(database_url: str, timeout: float = 180.0) -> None:
+    """Until no task of any test is queued or running, and one export interval more: the
+    counters then grow by this test's tasks alone (earlier tests leave work that finishes
+    later, the more so on a busy machine)."""
+    from sqlalchemy import func, select
+
+    from storage.database import make_engine, make_session_factory
+    from storage.models import Task, TaskStatus
+
+    engine = make_engine(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with make_session_factory(engine)() as db:
+                unsettled = db.scalar(
+                    select(func.count())
+                    .select_from(Task)
+                    .where(Task.status.in_([TaskStatus.queued.value, TaskStatus.in_progress.value]))
+                )
+            if not unsettled:
+                break
+            assert time.monotonic() < deadline, f"{unsettled} tasks of earlier tests still run"
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    time.sleep(2.5)  # RAY_metrics_report_interval_ms is 2000 on the tests' platform
+
+
+def test_task_counts_stages_backlog_and_batches_are_exported(
+    platform, http, user_headers, database_url
+):
     headers = user_headers()
+    _quiet(database_url)
     with _Growth(platform) as growth:
         _cancel_one_and_finish_three(http, headers)
         _wait_for(growth)

@@ -1,10 +1,12 @@
-"""A model rollout under load on the running platform: the weights of one model change while
-200 tasks are in flight and more arrive. Nothing is lost or failed, no request gets a 5xx,
-each result names exactly one of the two weights' checksums (a task runs on one version), and
-every task accepted after the rollout finished ran on the new one. Then a rollback. The new
-registry is applied through Serve's Python API, as ``serve deploy`` of an edited
-serve_config.yaml applies it: Serve derives the application's version from its arguments, so
-every deployment rolls (new replicas, old ones drained), the API's included."""
+"""A model rollout under load on the running platform, through canary weights: one model's
+new weights go out as a canary for half its tasks while 200 tasks are in flight and more
+arrive, then are promoted, then rolled back. Nothing is lost or failed, no request gets a
+5xx, each result names exactly one of the two weights' checksums (a task runs on one
+version), every task accepted while the canary ran went to the version its id's share says,
+and every task accepted after the promotion ran on the new one. The new registry is applied
+through Serve's Python API, as ``serve deploy`` of an edited serve_config.yaml applies it:
+Serve derives the application's version from its arguments, so every deployment rolls (new
+replicas, old ones drained), the API's included."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from deployments.task_queue import takes_canary
 from inference.weights import file_sha256
 from tests.integration.conftest import wait_finished
 
@@ -38,7 +41,7 @@ def checksums(http, headers, ids: list[int]) -> dict[int, str]:
     return out
 
 
-def test_a_rollout_under_load_loses_nothing_and_switches_versions_cleanly(
+def test_a_canary_rollout_under_load_loses_nothing_and_switches_versions_cleanly(
     platform, http, user_headers, sample_jpeg, tmp_path
 ):
     from ultralytics import YOLO
@@ -51,6 +54,11 @@ def test_a_rollout_under_load_loses_nothing_and_switches_versions_cleanly(
     old_sha, new_sha = file_sha256(Path(old["weights"])), file_sha256(new_weights)
     assert old_sha != new_sha
     after = [{**m, "weights": str(new_weights)} if m["name"] == MODEL else m for m in before]
+    share = 0.5
+    canary = [
+        {**m, "canary": {"weights": str(new_weights), "share": share}} if m["name"] == MODEL else m
+        for m in before
+    ]
 
     codes: list[int] = []
     in_flight = [i for i in (submit(http, headers, sample_jpeg, codes) for _ in range(200)) if i]
@@ -76,19 +84,26 @@ def test_a_rollout_under_load_loses_nothing_and_switches_versions_cleanly(
     )
     assert unsettled is not None, "every task had finished before the rollout began"
     try:
-        platform.rollout(after)
+        platform.rollout(canary)  # the new weights beside the old, for half the tasks
     finally:
         rolled.set()
         feeder.join()
-    later = [i for i in (submit(http, headers, sample_jpeg, codes) for _ in range(20)) if i]
+    with_canary = [i for i in (submit(http, headers, sample_jpeg, codes) for _ in range(20)) if i]
+    wait_finished(http, headers, with_canary, timeout=300)
+    platform.rollout(after)  # promoted: one edit, the canary's weights become the model's
+    later = [i for i in (submit(http, headers, sample_jpeg, codes) for _ in range(5)) if i]
 
     assert all(code == 200 for code in codes), sorted(set(codes))  # no 5xx, nothing refused
-    everything = in_flight + [i for i in during if i is not None] + later
+    everything = in_flight + [i for i in during if i is not None] + with_canary + later
     assert len(everything) == len(codes)
     statuses = wait_finished(http, headers, everything, timeout=300)
     assert set(statuses.values()) == {"done"}  # none failed, none lost
     named = checksums(http, headers, everything)
     assert set(named.values()) <= {old_sha, new_sha}  # one version each, never a mix
+    # While the canary ran, each task went where its id's share sent it.
+    for task_id in with_canary:
+        assert named[task_id] == (new_sha if takes_canary(task_id, share) else old_sha)
+    assert {named[i] for i in with_canary} == {old_sha, new_sha}
     assert {named[i] for i in later} == {new_sha}
     assert old_sha in {named[i] for i in in_flight}  # the rollout came while these ran
 
