@@ -22,6 +22,7 @@ from serve_app.dependencies import AppServices, NoQueue, QueueLink
 from serve_app.health.router import ReadyCache
 from serve_app.health.router import router as health_router
 from serve_app.keys.router import router as keys_router
+from serve_app.tasks.errors import register as register_task_errors
 from serve_app.tasks.events import router as events_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
@@ -63,6 +64,7 @@ def create_app(
     )
     if tracing.configure("primitives-api"):  # OTEL_* set: a span per request (§E15)
         app.add_middleware(tracing.TraceMiddleware)
+    register_task_errors(app)
     app.add_exception_handler(SQLAlchemyTimeoutError, _database_unavailable)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.include_router(auth_router)

@@ -187,7 +187,7 @@ class OverQuota(Exception):
     """The user would have more tasks waiting than allowed."""
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: raising sets an exception's __traceback__
 class QueueFull(Exception):
     """The platform holds as many queued tasks as configured (docs/api.md §E10)."""
 
@@ -199,7 +199,7 @@ class QueueFull(Exception):
     share: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: raising sets an exception's __traceback__
 class OverStorage(Exception):
     """The user's stored images would pass their storage quota."""
 

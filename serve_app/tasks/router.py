@@ -163,10 +163,6 @@ _IMAGE_BODY = {
 }
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
-
-
 def not_found(task_id: int) -> HTTPException:
     return HTTPException(
         status.HTTP_404_NOT_FOUND, detail=f"Task with id {task_id} does not exist."
@@ -258,62 +254,22 @@ async def _store_within_limits(
     queued: RecentCount,
     key: str | None,
 ) -> tasks.Created:
-    limit = settings.max_active_tasks_per_user
-    try:
-        created = await db.run(
-            lambda s: tasks.create_tasks_within_quota(
-                db=s,
-                user_id=user_id,
-                new=new,
-                max_active=limit,
-                idempotency_key=key,
-                key_hours=settings.idempotency_hours,
-                max_stored_bytes=settings.max_stored_bytes_per_user,
-                max_queued=settings.max_queued_tasks,
-                queued_estimate=queued.get(),
-                queue_share=settings.queue_share_per_user,
-            )
+    # The storage's refusals (over quota, queue full, storage full, key reused) rise to the
+    # app's handlers (serve_app/tasks/errors.py), which answer them as the contract says.
+    created = await db.run(
+        lambda s: tasks.create_tasks_within_quota(
+            db=s,
+            user_id=user_id,
+            new=new,
+            max_active=settings.max_active_tasks_per_user,
+            idempotency_key=key,
+            key_hours=settings.idempotency_hours,
+            max_stored_bytes=settings.max_stored_bytes_per_user,
+            max_queued=settings.max_queued_tasks,
+            queued_estimate=queued.get(),
+            queue_share=settings.queue_share_per_user,
         )
-    except tasks.OverQuota:
-        raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS,
-            detail=f"You may have {limit} tasks waiting; this request would "
-            "pass that. Submit more when some have finished.",
-            headers={"Retry-After": "5"},
-        ) from None
-    except tasks.QueueFull as full:
-        queued.read(full.queued)
-        if full.share is not None:
-            detail = (
-                f"The platform's queue is nearly full ({full.queued} of {full.limit} tasks "
-                f"waiting); past {tasks.COUNT_QUEUE_ABOVE:.0%} of it each user may have "
-                f"{full.share} tasks waiting or running, and this request would give you "
-                f"{full.holding}. Nothing was stored. Try again after the Retry-After seconds."
-            )
-        else:
-            detail = (
-                f"The platform's queue is full ({full.limit} tasks waiting); nothing was "
-                "stored. Try again after the Retry-After seconds."
-            )
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE,
-            detail=detail,
-            headers={"Retry-After": str(settings.queue_full_retry_after_seconds)},
-        ) from None
-    except tasks.OverStorage as over:
-        raise HTTPException(
-            status.HTTP_413_CONTENT_TOO_LARGE,
-            detail=f"Your stored images take {_mb(over.stored)} of your "
-            f"{_mb(over.limit)}; these {_mb(over.adding)} would pass "
-            "that. Delete tasks you no longer need to make room.",
-        ) from None
-    except tasks.KeyReused:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            detail="This Idempotency-Key was already used with a different "
-            "image, model ids or webhook; use a new key for a new "
-            "request.",
-        ) from None
+    )
     if created.queued is not None:
         queued.read(created.queued)
     if not created.replayed:
