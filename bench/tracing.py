@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from config.serve_config import load_app_config
 from config.settings import Settings
+from harness.no_queue import NoQueue
 from observability import tracing
 from serve_app.cli import upgrade_database
 from serve_app.main import create_app
@@ -83,7 +84,9 @@ def measure_tracing(image: bytes, count: int = 300) -> dict[str, Any]:
             else:
                 os.environ.pop(ENDPOINT_VARIABLE, None)
             assert tracing.configure("bench", again=True) == (mode == "on")
-            app = create_app(settings=settings, registry=registry, session_factory=sessions)
+            app = create_app(
+                settings=settings, registry=registry, session_factory=sessions, queue=NoQueue()
+            )
             with TestClient(app) as client:
                 login = client.post(
                     "/oauth/login", data={"username": "bench", "password": "bench-password"}

@@ -17,6 +17,7 @@ from config.settings import Settings, get_settings
 from deployments.dispatchers import Dispatchers
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
+from storage.results import ResultBody
 from taskqueue.dispatcher import home_of
 
 # Under Serve's logger: its JSON lines and log files, with this module named.
@@ -50,12 +51,12 @@ class RayQueueLink:
 
     async def wait_finished(
         self, task_id: int, timeout: float, *, notify: bool = False
-    ) -> dict[str, Any] | None:
+    ) -> ResultBody | None:
         home = home_of(task_id, self.dispatchers.count)
         try:
             # The API waits only for a task it has just stored or read unsettled: the
             # dispatcher need not read it again.
-            body: dict[str, Any] | None = await self.dispatchers.get(home).wait_finished.remote(
+            body: ResultBody | None = await self.dispatchers.get(home).wait_finished.remote(
                 task_id, timeout, notify, True
             )
             return body

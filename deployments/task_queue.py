@@ -22,8 +22,9 @@ from config.settings import Settings, get_settings
 from deployments.dispatchers import Dispatchers
 from inference import ModelAnswer, ModelRefused
 from observability import tracing
+from storage.claims import Claim, ClaimStore
 from storage.database import make_engine, make_session_factory
-from storage.tasks import Claim, ClaimStore
+from storage.results import ResultBody
 from taskqueue import Dispatcher, retention_loop
 from taskqueue.coalesce import Coalesced
 from taskqueue.dispatcher import Ended, short_error
@@ -338,7 +339,7 @@ class TaskQueue:
     @ray.method(enable_task_events=False)
     async def wait_finished(
         self, task_id: int, timeout: float, notify: bool = False, unsettled: bool = False
-    ) -> dict[str, Any] | None:
+    ) -> ResultBody | None:
         return await self.dispatcher.wait_finished(
             task_id, timeout, notify=notify, unsettled=unsettled
         )

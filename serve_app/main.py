@@ -18,12 +18,12 @@ from observability import tracing
 from serve_app.account.router import router as account_router
 from serve_app.auth.router import router as auth_router
 from serve_app.catalog.router import router as catalog_router
-from serve_app.dependencies import AppServices, NoQueue, QueueLink
-from serve_app.health.router import ReadyCache
 from serve_app.health.router import router as health_router
 from serve_app.keys.router import router as keys_router
+from serve_app.services import AppServices, QueueLink
 from serve_app.tasks.errors import register as register_task_errors
 from serve_app.tasks.events import router as events_router
+from serve_app.tasks.pictures import router as pictures_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
 
@@ -36,12 +36,13 @@ def create_app(
     registry: Registry,
     session_factory: sessionmaker[Session],
     read_session_factory: sessionmaker[Session] | None = None,
-    queue: QueueLink | None = None,
+    queue: QueueLink,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """Build the API over a database (``read_session_factory``: autocommit sessions for
-    reads, the main factory when not given) and, in production, the task queue (``queue``:
-    wakes it after a task is stored, waits for tasks to settle, describes the models)."""
+    reads, the main factory when not given) and the task queue (``queue``: wakes it after a
+    task is stored, waits for tasks to settle, describes the models; the Ray actors in
+    production, harness.NoQueue where nothing runs the tasks)."""
     app = FastAPI(
         title="Primitives",
         version="0.1.0",
@@ -59,7 +60,7 @@ def create_app(
         registry=registry,
         sessions=session_factory,
         read_sessions=read_session_factory or session_factory,
-        queue=queue if queue is not None else NoQueue(),
+        queue=queue,
         clock=clock,
     )
     if tracing.configure("primitives-api"):  # OTEL_* set: a span per request (§E15)
@@ -70,11 +71,11 @@ def create_app(
     app.include_router(auth_router)
     app.include_router(events_router)  # before /api/tasks/{task_id}: "events" is no id
     app.include_router(tasks_router)
+    app.include_router(pictures_router)
     app.include_router(catalog_router)
     app.include_router(account_router)
     app.include_router(keys_router)
     app.include_router(health_router)
-    app.state.ready_cache = ReadyCache()
     web.mount(app)
     return app
 

@@ -11,14 +11,14 @@ import math
 import random
 import threading
 import time
-from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from collections import defaultdict, deque
+from collections.abc import Callable, Hashable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from config.settings import Settings
 from storage import limits
 
 log = logging.getLogger(__name__)
@@ -117,10 +117,11 @@ class SharedWindow:
         self.sessions, self.limit, self.prefix, self.window = sessions, limit, prefix, window
         self.clock = clock
 
-    def _key(self, key: Hashable) -> str:
+    def name(self, key: Hashable) -> str:
+        """The row's key of ``key`` under this limit."""
         return f"{self.prefix}:{key}"[:200]
 
-    def _wait(self, current: int, previous: int, elapsed: float) -> int:
+    def wait_for(self, current: int, previous: int, elapsed: float) -> int:
         """Seconds until the estimate is under the limit (0: it is now). The previous
         window's share counts as whole events (rounded up): 3 failures a moment before the
         window turned still count as 3 for a limit of 3, not 2.97."""
@@ -140,7 +141,7 @@ class SharedWindow:
         start = datetime.fromtimestamp(now - elapsed, UTC)
         before = start - timedelta(seconds=self.window)
         with self.sessions() as db:
-            name = self._key(key)
+            name = self.name(key)
             if add:
                 current = limits.add(db=db, key=name, window_start=start) - 1
             else:
@@ -149,7 +150,7 @@ class SharedWindow:
             db.commit()
             if add and random.random() < 0.001:  # now and then, drop windows long gone
                 limits.purge_before(db=db, moment=before)
-        return self._wait(current, previous, elapsed)
+        return self.wait_for(current, previous, elapsed)
 
     def retry_after(self, key: Hashable) -> int:
         return self._counts(key, add=False)
@@ -164,14 +165,14 @@ class SharedWindow:
 
     def clear(self, key: Hashable) -> None:
         with self.sessions() as db:
-            limits.clear(db=db, key=self._key(key))
+            limits.clear(db=db, key=self.name(key))
 
     def give_back(self, key: Hashable) -> None:
         now = self.clock()
         with self.sessions() as db:
             limits.add(
                 db=db,
-                key=self._key(key),
+                key=self.name(key),
                 count=-1,
                 window_start=datetime.fromtimestamp(now - now % self.window, UTC),
             )
@@ -229,8 +230,8 @@ class BatchedWindow:
     def retry_after(self, key: Hashable) -> int:
         start, elapsed = self._window()
         with self._lock:
-            current, previous = self._counts(self.shared._key(key), start)
-        return self.shared._wait(current, previous, elapsed)
+            current, previous = self._counts(self.shared.name(key), start)
+        return self.shared.wait_for(current, previous, elapsed)
 
     def hit(self, key: Hashable) -> None:
         self.take(key)
@@ -238,16 +239,16 @@ class BatchedWindow:
     def take(self, key: Hashable) -> int:
         """Counts the event whether or not it is allowed, as ``SharedWindow.take`` does."""
         start, elapsed = self._window()
-        name = self.shared._key(key)
+        name = self.shared.name(key)
         with self._lock:
             current, previous = self._counts(name, start)
             self._pending[(name, start)] += 1
             self._start_flusher()
         self._due.set()
-        return self.shared._wait(current, previous, elapsed)
+        return self.shared.wait_for(current, previous, elapsed)
 
     def clear(self, key: Hashable) -> None:
-        name = self.shared._key(key)
+        name = self.shared.name(key)
         with self._lock:
             self._known.pop(name, None)
             for pending in [k for k in self._pending if k[0] == name]:
@@ -257,7 +258,7 @@ class BatchedWindow:
     def give_back(self, key: Hashable) -> None:
         start, _ = self._window()
         with self._lock:
-            self._pending[(self.shared._key(key), start)] -= 1
+            self._pending[(self.shared.name(key), start)] -= 1
 
     def _start_flusher(self) -> None:
         if self._flusher is None or not self._flusher.is_alive():
@@ -316,32 +317,28 @@ def _moment(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
-class UserSlots:
-    """At most ``per_user`` things at once for each user in this replica (the event loop's
-    thread only: no lock). ``slot`` yields whether this one got a place."""
-
-    def __init__(self, per_user: int):
-        self.per_user = per_user
-        self._taken: Counter[int] = Counter()
-
-    def take(self, user_id: int) -> bool:
-        """Take a place for the user if one is free (give it back with ``give``)."""
-        if self._taken[user_id] >= self.per_user:
-            return False
-        self._taken[user_id] += 1
-        return True
-
-    def give(self, user_id: int) -> None:
-        self._taken[user_id] -= 1
-        if not self._taken[user_id]:
-            del self._taken[user_id]
-
-    @contextmanager
-    def slot(self, user_id: int) -> Iterator[bool]:
-        if not self.take(user_id):
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            self.give(user_id)
+def make_limiter(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    per_minute: int,
+    name: str,
+    *,
+    batched: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> Limiter:
+    """A limit of ``per_minute`` events per key, kept where the settings say: in the
+    database, shared by every replica (``batched``: counted here and flushed every
+    ``limits_flush_seconds``, when that is above 0), or in this replica's memory. ``name``
+    keeps its keys apart from other limits'; ``clock``: the wall clock minutes are counted
+    by."""
+    if settings.limits_storage != "database":
+        return SlidingWindow(per_minute)
+    if batched and settings.limits_flush_seconds > 0:
+        return BatchedWindow(
+            sessions,
+            per_minute,
+            name,
+            flush_seconds=settings.limits_flush_seconds,
+            clock=clock,
+        )
+    return SharedWindow(sessions, per_minute, name, clock=clock)

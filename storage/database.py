@@ -1,15 +1,19 @@
-"""Engine, session factory and the declarative base of the ORM classes."""
+"""Engine, session factories, the one session-per-call wrapper (``Sessions``) and the
+declarative base of the ORM classes."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event, exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+T = TypeVar("T")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -107,3 +111,25 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class Sessions:
+    """One short session per call, closed when the call returns, so a long-lived holder (the
+    API's routes, the queue's claim store, the webhook sender's delivery store) never keeps a
+    pooled connection between calls. ``run`` hands ``fn`` a session of the main factory (the
+    storage function commits); ``read`` one of ``read_sessions`` (autocommit: no BEGIN or
+    ROLLBACK round trips), the main factory when there is none."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], read_sessions: sessionmaker[Session] | None = None
+    ):
+        self.sessions = sessions
+        self.read_sessions = read_sessions or sessions
+
+    def run(self, fn: Callable[[Session], T]) -> T:
+        with self.sessions() as db:
+            return fn(db)
+
+    def read(self, fn: Callable[[Session], T]) -> T:
+        with self.read_sessions() as db:
+            return fn(db)

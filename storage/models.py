@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     SmallInteger,
     String,
+    Table,
     Text,
     text,
 )
@@ -319,3 +320,11 @@ class UsageDelta(Base):
     )
     tasks: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# The hot statements (every submit, claim and result) are written against the tables (Core):
+# SQLAlchemy's ORM bulk and unit-of-work paths cost more CPU than the statements themselves.
+TASKS, INPUTS = cast(Table, Task.__table__), cast(Table, TaskInput.__table__)
+TURNS = cast(Table, QueueTurn.__table__)
+RESULTS = cast(Table, TaskResult.__table__)
+TASK = TASKS.c

@@ -5,7 +5,7 @@ tasks (atomically, with a lease it keeps renewing), sends each image to its dete
 classification models at once, and writes the result or the failure under its claim. Whoever
 runs it (the ``TaskQueue`` actor in deployments/task_queue.py) may die at any moment: a new
 one claims again whatever is queued or whose lease lapsed, so an accepted task is never lost
-and never finishes twice. It takes a claim store (``storage.tasks.ClaimStore``) and a
+and never finishes twice. It takes a claim store (``storage.claims.ClaimStore``) and a
 ``run_models`` coroutine, so its loops are tested with stand-ins.
 """
 
@@ -26,16 +26,16 @@ from opentelemetry.trace import SpanKind
 
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from observability import tracing
+from storage.claims import Claim, ClaimedTask, Completion, Expired
 from storage.database import utcnow
-from storage.models import TaskStatus
-from storage.results import result_payload
-from storage.tasks import MAX_ERROR, Claim, ClaimedTask, Completion, Expired
+from storage.results import ResultBody
 
 log = logging.getLogger(__name__)
 
 
 class Store(Protocol):
-    """The claim operations the dispatcher needs (``storage.tasks.ClaimStore``)."""
+    """The claim operations the dispatcher needs: ``storage.claims.ClaimStore``, or a store
+    in memory in the unit tests."""
 
     def claim_tasks(
         self, *, limit: int, lease_seconds: float, running: Collection[int] = ()
@@ -83,7 +83,7 @@ def _seconds_since(moment: datetime | None) -> float | None:
 RunModels = Callable[[Claim, bytes], Awaitable[tuple[ModelAnswer, ModelAnswer]]]
 
 # A task that ended, with its result route's body when known (None: read the task).
-Ended = tuple[int, dict[str, Any] | None]
+Ended = tuple[int, ResultBody | None]
 # (dispatcher index, ends) -> None: hand ends to another dispatcher (fire and forget).
 Tell = Callable[[int, list[Ended]], None]
 
@@ -95,11 +95,6 @@ def home_of(task_id: int, count: int) -> int:
 
 
 RECENTLY_ENDED = 4096
-
-
-def failed_body(claim: Claim, error: str) -> dict[str, Any]:
-    """The result route's body of a task failed with ``error`` (stored cut to its column)."""
-    return claim.body(TaskStatus.failed, error=error[:MAX_ERROR])
 
 
 # Events are kept this long (docs/api.md §E11: a reconnect within it resumes exactly), and
@@ -150,7 +145,7 @@ class Dispatcher:
         self.waiters: dict[int, asyncio.Event] = {}
         # Tasks that ended here (oldest first), with their result route's body when known: a
         # wait that comes after the end returns at once, without a look in the database.
-        self.recently_ended: dict[int, dict[str, Any] | None] = {}
+        self.recently_ended: dict[int, ResultBody | None] = {}
         self.wake = asyncio.Event()
         # Results waiting to be stored: whatever finishes while one write is under way goes
         # in the next, in one transaction (a commit for many tasks under load).
@@ -182,9 +177,7 @@ class Dispatcher:
         self.paused = False
         self.wake.set()
 
-    def _ended(
-        self, task_id: int, body: dict[str, Any] | None = None, *, tell: bool = True
-    ) -> None:
+    def _ended(self, task_id: int, body: ResultBody | None = None, *, tell: bool = True) -> None:
         """The task is settled for good (done, failed, canceled or deleted); ``body``: its
         result route's body, as stored. With ``tell``, its home dispatcher hears of it when
         that is another one."""
@@ -236,7 +229,7 @@ class Dispatcher:
 
     async def wait_finished(
         self, task_id: int, timeout: float, *, notify: bool = False, unsettled: bool = False
-    ) -> dict[str, Any] | None:
+    ) -> ResultBody | None:
         """Return once the task is done, failed, canceled or gone, or after ``timeout``
         seconds: the result route's body when this dispatcher ended the task (done or
         failed), else None (read the task). ``notify``: the task was just stored; look for
@@ -420,14 +413,7 @@ class Dispatcher:
                 # The end is recorded (and its home told) here, not by the run: a run
                 # canceled while its result was being written must not lose it.
                 if outcome:
-                    claim = item.claim
-                    self._ended(
-                        claim.task_id,
-                        claim.body(
-                            TaskStatus.done,
-                            result=result_payload(item.image_class, item.primitives, item.details),
-                        ),
-                    )
+                    self._ended(item.claim.task_id, item.body())
                 self._storing.discard(item.claim.task_id)
                 if not future.done():  # a run canceled meanwhile no longer waits
                     future.set_result(outcome)
@@ -533,7 +519,7 @@ class Dispatcher:
     async def _fail(self, claim: Claim, error: str) -> None:
         """End the task failed with ``error``, if the claim still holds."""
         if await self._db(self.store.fail, claim=claim, error=error):
-            self._ended(claim.task_id, failed_body(claim, error))
+            self._ended(claim.task_id, claim.failed(error))
             self.observer.ended("failed")
             log.info(
                 "task %d failed: %s",

@@ -21,11 +21,10 @@ from datetime import datetime, timedelta
 
 import httpx
 from opentelemetry.trace import SpanKind
-from sqlalchemy.orm import Session, sessionmaker
 
 from observability import tracing
 from storage import webhooks as deliveries
-from storage.database import utcnow
+from storage.database import Sessions, utcnow
 from webhooks import signing
 from webhooks.urls import Resolver, UnsafeUrl
 
@@ -41,11 +40,8 @@ def retry_delay(attempt: int, *, base_s: float, cap_s: float) -> float:
     return min(cap_s, base_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
 
-class DeliveryStore:
-    """The storage functions over a session factory, one short session per call."""
-
-    def __init__(self, sessions: sessionmaker[Session]):
-        self.sessions = sessions
+class DeliveryStore(Sessions):
+    """The delivery functions, one short session per call."""
 
     def take_due(
         self,
@@ -55,18 +51,17 @@ class DeliveryStore:
         per_user: int | None = None,
         running: dict[int, int] | None = None,
     ) -> list[deliveries.DueDelivery]:
-        with self.sessions() as db:
-            return deliveries.take_due(
+        return self.run(
+            lambda db: deliveries.take_due(
                 db=db, limit=limit, lock_seconds=lock_seconds, per_user=per_user, running=running
             )
+        )
 
     def postpone_url(self, *, url: str, until: datetime) -> int:
-        with self.sessions() as db:
-            return deliveries.postpone_url(db=db, url=url, until=until)
+        return self.run(lambda db: deliveries.postpone_url(db=db, url=url, until=until))
 
     def secret(self, *, user_id: int) -> str:
-        with self.sessions() as db:
-            return deliveries.ensure_secret(db=db, user_id=user_id)
+        return self.run(lambda db: deliveries.ensure_secret(db=db, user_id=user_id))
 
     def record_attempt(
         self,
@@ -78,8 +73,8 @@ class DeliveryStore:
         error: str | None,
         next_attempt_at: datetime | None,
     ) -> None:
-        with self.sessions() as db:
-            deliveries.record_attempt(
+        self.run(
+            lambda db: deliveries.record_attempt(
                 db=db,
                 delivery=delivery,
                 started_at=started_at,
@@ -88,6 +83,7 @@ class DeliveryStore:
                 error=error,
                 next_attempt_at=next_attempt_at,
             )
+        )
 
 
 @dataclass

@@ -9,16 +9,9 @@ from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from serve_app.auth.callers import Caller, load_caller, load_key_caller
 from serve_app.auth.security import read_access_token
-from serve_app.dependencies import (
-    Caller,
-    ReadSessionFactory,
-    RequestRate,
-    SessionFactory,
-    SettingsDep,
-    load_caller,
-    load_key_caller,
-)
+from serve_app.dependencies import ReadSessionFactory, RequestRate, SessionFactory, SettingsDep
 from storage.keys import looks_like_key
 
 # auto_error=False: every failure below answers the contract's one 401 body.

@@ -7,13 +7,14 @@ import asyncio
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
-from serve_app.dependencies import Queue, ReadSessionFactory, RegistryDep
+from serve_app.dependencies import Queue, ReadSessionFactory, ReadyCacheDep, RegistryDep
+from serve_app.services import ReadyCache
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 3.0
@@ -21,18 +22,6 @@ CHECK_TIMEOUT_S = 3.0
 # database, the queue and every model deployment.
 READY_CACHE_S = 2.0
 clock = time.monotonic
-
-
-class ReadyCache:
-    """The last readiness answer and when it was taken; one check at a time per replica."""
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.taken_at = -1e9
-        self.failing: list[str] = []
-
-    def fresh(self) -> bool:
-        return clock() - self.taken_at < READY_CACHE_S
 
 
 class Alive(BaseModel):
@@ -60,17 +49,20 @@ def healthz() -> Alive:
     responses={503: {"model": NotReady, "description": "What is not ready"}},
 )
 async def readyz(
-    request: Request, sessions: ReadSessionFactory, queue: Queue, registry: RegistryDep
+    sessions: ReadSessionFactory, queue: Queue, registry: RegistryDep, cache: ReadyCacheDep
 ) -> Ready | JSONResponse:
-    cache: ReadyCache = request.app.state.ready_cache  # made with the app (create_app)
-    if not cache.fresh():
+    if not _fresh(cache):
         async with cache.lock:  # callers that arrive meanwhile take this check's answer
-            if not cache.fresh():
+            if not _fresh(cache):
                 cache.failing = await _failing(sessions, queue, registry)
                 cache.taken_at = clock()
     if cache.failing:
         return JSONResponse(NotReady(failing=cache.failing).model_dump(), status_code=503)
     return Ready()
+
+
+def _fresh(cache: ReadyCache) -> bool:
+    return clock() - cache.taken_at < READY_CACHE_S
 
 
 async def _failing(sessions, queue, registry) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Response, status
 
+from serve_app.auth.callers import Caller
 from serve_app.auth.dependencies import CurrentUser
-from serve_app.dependencies import Caller, DbSession, SettingsDep
+from serve_app.dependencies import DbSession, SettingsDep
 from serve_app.keys.schemas import KeyCreated, KeyIn, KeyList, KeyOut
 from serve_app.tasks.schemas import Message
 from storage import keys

@@ -1,13 +1,14 @@
-"""Validation that needs the registry or the settings, as dependencies: the model ids of a
-new task and its uploaded image. Each raises the contract's 4xx; the route gets checked
-values, and the OpenAPI schema documents the parameters as they are declared here."""
+"""Validation as dependencies: the task id of a path, and what needs the registry or the
+settings (the model ids of a new task, its uploaded image). Each raises the contract's 4xx;
+the route gets checked values, and the OpenAPI schema documents the parameters as they are
+declared here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Query, Request, status
+from fastapi import Depends, Header, HTTPException, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
 
@@ -15,11 +16,30 @@ from config.registry import ModelType, Registry
 from config.settings import Settings
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.bodies import read_capped, too_large
-from serve_app.dependencies import AppServices, RegistryDep, Services, SettingsDep
+from serve_app.dependencies import RegistryDep, Services, SettingsDep
+from serve_app.services import AppServices
 from serve_app.tasks.fetch import FetchRefused
 from serve_app.tasks.images import JPEG_MAGIC, ImageRejected, validate_image
 from serve_app.tasks.uploads import read_uploads
+from storage import tasks
 from webhooks.urls import MAX_URL_LENGTH, ResolverBusy, UnsafeUrl
+
+
+def not_found(task_id: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_404_NOT_FOUND, detail=f"Task with id {task_id} does not exist."
+    )
+
+
+async def task_id_of(task_id: Annotated[int, Path(description="The task's id")]) -> int:
+    """The path's task id; 404 for one no task can have (the one place the range is
+    checked: the storage functions take it as given)."""
+    if not 0 < task_id <= tasks.MAX_TASK_ID:
+        raise not_found(task_id)
+    return task_id
+
+
+TaskId = Annotated[int, Depends(task_id_of)]
 
 # Read as text so that a non-number answers the contract's 400 with the registry message
 # (FastAPI's int parsing would answer 422), documented as the integer it must be.

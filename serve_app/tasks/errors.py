@@ -9,7 +9,7 @@ from typing import Any, cast
 from fastapi import FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
-from serve_app.dependencies import AppServices
+from serve_app.services import AppServices
 from storage import tasks
 
 

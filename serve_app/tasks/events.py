@@ -20,18 +20,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
+from serve_app.auth.callers import Caller, load_caller, load_key_caller
 from serve_app.auth.dependencies import CurrentUser, bearer
 from serve_app.dependencies import (
     AsyncDb,
-    Caller,
-    Database,
     ReadSessionFactory,
     SessionFactory,
     SettingsDep,
     Streams,
-    load_caller,
-    load_key_caller,
 )
+from serve_app.services import Database
 from serve_app.tasks.schemas import Message
 from storage import events
 

@@ -1,45 +1,48 @@
-"""The task API: submit images, list tasks, read status, input, result and its picture,
-cancel, delete, and read a task's webhook deliveries."""
+"""The task API: submit images, list tasks, read status, input and result, cancel, retry,
+delete, and read a task's webhook deliveries. Waiting for a task is serve_app/tasks/waiting.py,
+its picture serve_app/tasks/pictures.py, how storage refusals answer serve_app/tasks/errors.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from config.settings import Settings
 from observability import tracing
 from serve_app.auth.dependencies import CurrentUser
 from serve_app.dependencies import (
     AsyncDb,
-    Database,
     DbSession,
-    Drawing,
-    Pictures,
     Queue,
     QueuedCount,
     ReadDbSession,
     ReadSessionFactory,
-    RecentCount,
     SettingsDep,
     Waits,
 )
+from serve_app.services import Database, QueueLink, RecentCount
+from serve_app.slots import UserSlots
 from serve_app.tasks.dependencies import (
     ClassificationModelId,
     DetectionModelId,
     IdempotencyKeyHeader,
     PreferWait,
+    TaskId,
     UploadedImages,
     WebhookUrl,
+    not_found,
 )
 from serve_app.tasks.schemas import (
+    IMAGE_BODY,
+    NOT_FOUND,
+    STORE_REFUSALS,
+    UNAUTHORIZED,
     Message,
     TaskCanceled,
     TaskCreated,
@@ -53,45 +56,16 @@ from serve_app.tasks.schemas import (
     WebhookDeliveryOut,
     WebhookLog,
 )
-from serve_app.tasks.visualize import Busy, draw_result
+from serve_app.tasks.waiting import WaitSeconds, settled_result, waited_result
 from storage import tasks, webhooks
-from storage.models import (
-    DEFAULT_PRIORITY,
-    PRIORITIES,
-    UNSETTLED_STATUSES,
-    Task,
-    TaskResult,
-    TaskStatus,
-    input_path,
-)
-from storage.results import result_body, result_payload
+from storage.models import DEFAULT_PRIORITY, PRIORITIES, TaskStatus, input_path
 
 router = APIRouter(tags=["tasks"])
 # Under Serve's logger: its JSON lines and log files, with this module named.
 log = logging.getLogger(f"ray.serve.{__name__}")
 
-NOT_FOUND = {"model": Message, "description": "No such task among the caller's tasks"}
-UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
+LIST_PAGE = 1000  # tasks read per query while the whole list streams
 
-
-async def task_id_of(task_id: Annotated[int, Path(description="The task's id")]) -> int:
-    """The path's task id; 404 for one no task can have (the one place the range is
-    checked: the storage functions take it as given)."""
-    if not 0 < task_id <= tasks.MAX_TASK_ID:
-        raise not_found(task_id)
-    return task_id
-
-
-TaskId = Annotated[int, Depends(task_id_of)]
-WaitSeconds = Annotated[
-    float,
-    Query(
-        ge=0,
-        le=30,
-        description="Long poll: hold the answer up to this many seconds until the "
-        "task is done, failed or canceled (0 answers at once)",
-    ),
-]
 Priority = Annotated[
     int,
     Query(
@@ -125,106 +99,6 @@ DeadlineSeconds = Annotated[
         "started by then ends failed and never runs",
     ),
 ]
-_IMAGE_BODY = {
-    "required": True,
-    "content": {
-        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "application/json": {
-            "schema": {
-                "type": "object",
-                "required": ["image_url"],
-                "additionalProperties": False,
-                "properties": {
-                    "image_url": {
-                        "type": "string",
-                        "maxLength": 2048,
-                        "description": "An http(s) URL of a JPEG or PNG the platform fetches "
-                        "(public addresses only; redirects checked; size and time limits)",
-                    }
-                },
-            }
-        },
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["file"],
-                "properties": {
-                    "file": {
-                        "type": "array",
-                        "items": {"type": "string", "format": "binary"},
-                        "description": 'one image (answered {"id"}), or several (one task '
-                        'each, answered {"ids"}, all or none)',
-                    }
-                },
-            }
-        },
-    },
-}
-
-
-def not_found(task_id: int) -> HTTPException:
-    return HTTPException(
-        status.HTTP_404_NOT_FOUND, detail=f"Task with id {task_id} does not exist."
-    )
-
-
-async def _settled_task(
-    db: AsyncDb, queue: Queue, waits: Waits, user_id: int, task_id: int, wait: float
-) -> tuple[Task, TaskResult | None] | dict[str, Any]:
-    """The caller's task and its result, in one query; with ``wait``, once the task settles
-    or the wait runs out (``_waited_task``)."""
-    found = await _read_task(db, user_id, task_id)
-    if found is None:
-        raise not_found(task_id)
-    if wait > 0 and found[0].status in UNSETTLED_STATUSES:
-        # The queue registers the wait before it looks at the task itself, so a finish
-        # between this read and the wait is still seen.
-        return await _waited_task(db, queue, waits, user_id, task_id, wait)
-    return found
-
-
-async def _waited_task(
-    db: AsyncDb,
-    queue: Queue,
-    waits: Waits,
-    user_id: int,
-    task_id: int,
-    wait: float,
-    *,
-    notify: bool = False,
-) -> tuple[Task, TaskResult | None] | dict[str, Any]:
-    """Wait for the caller's task (known to be theirs) to settle, up to ``wait`` seconds: the
-    result route's body when the queue that ended it sends it, else the task read again.
-    A user already waiting on as many requests as allowed is answered at once instead."""
-    with waits.slot(user_id) as granted:
-        if granted:
-            body = await queue.wait_finished(task_id, wait, notify=notify)
-            if body is not None and body.get("id") == task_id:
-                return body
-        elif notify:
-            queue.notify()
-    found = await _read_task(db, user_id, task_id)
-    if found is None:  # deleted while it was waited for
-        raise not_found(task_id)
-    return found
-
-
-def _read_task(
-    db: AsyncDb, user_id: int, task_id: int
-) -> Awaitable[tuple[Task, TaskResult | None] | None]:
-    return db.read(lambda s: tasks.get_task_and_result(db=s, user_id=user_id, task_id=task_id))
-
-
-# How storing tasks (``_store``) may be refused, on every route that stores some.
-STORE_REFUSALS: dict[int | str, dict[str, Any]] = {
-    429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
-    503: {
-        "model": Message,
-        "description": "The platform's queue is full, or nearly full and you hold your share "
-        "of it (Retry-After)",
-    },
-}
 
 
 async def _store(
@@ -291,7 +165,7 @@ async def _store_within_limits(
     description="With `Prefer: wait=N` (one image) the answer comes when the task settles "
     "or after N seconds, with the result route's body and `Preference-Applied`.",
     # The body is read by the UploadedImage dependency (raw or multipart): described here.
-    openapi_extra={"requestBody": _IMAGE_BODY},
+    openapi_extra={"requestBody": IMAGE_BODY},
     responses={
         400: {
             "model": Message,
@@ -338,10 +212,10 @@ async def create_task(
     if prefer is not None and not uploads.batch:
         # Stored and committed above: a client that goes away now loses nothing. One call
         # to the queue both wakes it and waits for the task.
-        found = await _waited_task(
+        body = await waited_result(
             db, queue, waits, user.id, created.ids[0], prefer, notify=not created.replayed
         )
-        return JSONResponse(_result_body(found), headers={"Preference-Applied": f"wait={prefer}"})
+        return JSONResponse(body.as_json(), headers={"Preference-Applied": f"wait={prefer}"})
     if not created.replayed:
         queue.notify()
     return TasksCreated(ids=created.ids) if uploads.batch else TaskCreated(id=created.ids[0])
@@ -373,9 +247,6 @@ def list_tasks(
     return StreamingResponse(
         _stream_tasks(sessions, user.id, status_filter, after_id), media_type="application/json"
     )
-
-
-LIST_PAGE = 1000
 
 
 def _summary(row: tuple[int, str, Any, str]) -> TaskSummary:
@@ -422,10 +293,8 @@ async def get_status(
     waits: Waits,
     wait: WaitSeconds = 0,
 ) -> TaskStatusOut:
-    found = await _settled_task(db, queue, waits, user.id, task_id, wait)
-    if isinstance(found, dict):
-        return TaskStatusOut(id=task_id, status=TaskStatus(found["status"]))
-    return TaskStatusOut(id=found[0].id, status=TaskStatus(found[0].status))
+    body = await settled_result(db, queue, waits, user.id, task_id, wait)
+    return TaskStatusOut(id=body.task_id, status=body.status)
 
 
 @router.get(
@@ -447,48 +316,18 @@ def get_input(task_id: TaskId, db: ReadDbSession, user: CurrentUser) -> Response
 
 
 async def _result(
-    task_id: int, user_id: int, db: AsyncDb, queue: Queue, waits: Waits, wait: float
-) -> TaskResultOut | Response:
-    found = await _settled_task(db, queue, waits, user_id, task_id, wait)
-    if isinstance(found, dict):  # the body as the queue stored it
-        return JSONResponse(found)
-    return _result_out(*found)
-
-
-def _result_body(found: tuple[Task, TaskResult | None] | dict[str, Any]) -> dict[str, Any]:
-    """The result route's body, as JSON values, from the queue's body or the task read."""
-    if isinstance(found, dict):
-        return found
-    return _result_out(*found).model_dump(mode="json", exclude_unset=True)
-
-
-def _result_out(task: Task, stored: TaskResult | None) -> TaskResultOut:
-    """The result route's body for a task and its stored result (None until done), built by
-    storage.results as the queue and the webhooks build it."""
-    status_ = TaskStatus(task.status)
-    result = (
-        result_payload(stored.image_class, stored.primitives, stored.details)
-        if status_ is TaskStatus.done and stored is not None
-        else None
-    )
-    return TaskResultOut.model_validate(
-        result_body(
-            task_id=task.id,
-            status=status_,
-            result=result,
-            error=task.error,
-            priority=task.priority,
-            deadline_s=task.deadline_s,
-        )
-    )
+    task_id: int, user_id: int, db: Database, queue: QueueLink, waits: UserSlots, wait: float
+) -> JSONResponse:
+    body = await settled_result(db, queue, waits, user_id, task_id, wait)
+    return JSONResponse(body.as_json())
 
 
 def _result_route(path: str):
-    # exclude_unset: `error` appears only for a failed task, `result` always (null until done).
+    # The body is ResultBody's JSON: `error` only for a failed task, `result` always (null
+    # until done), the queue policy only when the task has one.
     return router.get(
         path,
         response_model=TaskResultOut,
-        response_model_exclude_unset=True,
         summary="A task's result (null until done; optionally held until it finishes)",
         responses={401: UNAUTHORIZED, 404: NOT_FOUND},
     )
@@ -502,7 +341,7 @@ async def get_result(
     queue: Queue,
     waits: Waits,
     wait: WaitSeconds = 0,
-) -> TaskResultOut | Response:
+) -> Response:
     return await _result(task_id, user.id, db, queue, waits, wait)
 
 
@@ -514,7 +353,7 @@ async def get_result_api(
     queue: Queue,
     waits: Waits,
     wait: WaitSeconds = 0,
-) -> TaskResultOut | Response:
+) -> Response:
     return await _result(task_id, user.id, db, queue, waits, wait)
 
 
@@ -598,97 +437,6 @@ async def retry_task(
         "task %d retried as %d", task_id, created.ids[0], extra={"task": task_id, "user": user.id}
     )
     return TaskCreated(id=created.ids[0])
-
-
-_PICTURE_TYPES = ("image/png", "image/jpeg")
-
-
-def _picture_type(accept: str | None) -> str:
-    """PNG unless the Accept header prefers JPEG."""
-    for part in (accept or "").split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in _PICTURE_TYPES:
-            return media
-    return "image/png"
-
-
-@router.get(
-    "/api/tasks/{task_id}/visualization",
-    summary="The input with the detected primitives and scene class drawn on it",
-    response_class=Response,
-    responses={
-        200: {"content": {"image/png": {}, "image/jpeg": {}}},
-        401: UNAUTHORIZED,
-        404: NOT_FOUND,
-        409: {"model": Message, "description": "The task is not done"},
-        429: {"model": Message, "description": "Too many of your pictures are being drawn at once"},
-    },
-)
-async def get_visualization(
-    task_id: TaskId,
-    user: CurrentUser,
-    db: AsyncDb,
-    pictures: Pictures,
-    drawing: Drawing,
-    min_probability: Annotated[float, Query(ge=0, le=1, description="hide weaker boxes")] = 0,
-    accept: Annotated[str | None, Header()] = None,
-    if_none_match: Annotated[str | None, Header()] = None,
-) -> Response:
-    found = await db.read(
-        lambda s: tasks.get_task_and_result(db=s, user_id=user.id, task_id=task_id)
-    )
-    if found is None:
-        raise not_found(task_id)
-    task, stored = found
-    if task.status != TaskStatus.done.value or stored is None:
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=f"Task {task_id} is not done.")
-    media_type = _picture_type(accept)
-    # A result never changes, so its picture is named by the task, the options and the
-    # result's time: clients and proxies may keep it (privately) and revalidate for free.
-    etag = (
-        '"'
-        + hashlib.sha256(
-            f"{task.id}:{stored.created_at.isoformat()}:{min_probability}:{media_type}".encode()
-        ).hexdigest()[:32]
-        + '"'
-    )
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=86400", "Vary": "Accept"}
-    if if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    picture = pictures.get(etag)
-    if picture is None:
-        try:
-            async with drawing.slot(user.id):
-                picture = await _draw(db, user.id, task_id, stored, min_probability, media_type)
-        except Busy:
-            raise HTTPException(
-                status.HTTP_429_TOO_MANY_REQUESTS,
-                detail="Too many of your pictures are being drawn at once; try again in a moment.",
-                headers={"Retry-After": "1"},
-            ) from None
-        pictures.put(etag, picture)
-    return Response(content=picture, media_type=media_type, headers=headers)
-
-
-async def _draw(
-    db: AsyncDb,
-    user_id: int,
-    task_id: int,
-    stored: TaskResult,
-    min_probability: float,
-    media_type: str,
-) -> bytes:
-    found_input = await db.read(lambda s: tasks.get_input(db=s, user_id=user_id, task_id=task_id))
-    if found_input is None:  # deleted in between
-        raise not_found(task_id)
-    return await run_in_threadpool(
-        draw_result,
-        found_input[1],
-        image_class=stored.image_class,
-        primitives=stored.primitives,
-        min_probability=min_probability,
-        media_type=media_type,
-    )
 
 
 @router.get(

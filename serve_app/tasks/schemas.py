@@ -1,7 +1,9 @@
+"""The task API's bodies, as the OpenAPI schema shows them: what routes take and answer."""
+
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
@@ -92,6 +94,11 @@ class Message(BaseModel):
     detail: str
 
 
+# What most task routes may answer besides their own body, for the OpenAPI schema.
+NOT_FOUND = {"model": Message, "description": "No such task among the caller's tasks"}
+UNAUTHORIZED = {"model": Message, "description": "Not authenticated"}
+
+
 class TaskCanceled(BaseModel):
     id: int
     status: TaskStatus = Field(examples=["canceled"])
@@ -117,3 +124,54 @@ class WebhookDeliveryOut(BaseModel):
 
 class WebhookLog(BaseModel):
     deliveries: list[WebhookDeliveryOut]
+
+
+# The submission's body as the OpenAPI schema shows it (the UploadedImages dependency reads it:
+# raw, multipart or a JSON image URL).
+IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["image_url"],
+                "additionalProperties": False,
+                "properties": {
+                    "image_url": {
+                        "type": "string",
+                        "maxLength": 2048,
+                        "description": "An http(s) URL of a JPEG or PNG the platform fetches "
+                        "(public addresses only; redirects checked; size and time limits)",
+                    }
+                },
+            }
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": 'one image (answered {"id"}), or several (one task '
+                        'each, answered {"ids"}, all or none)',
+                    }
+                },
+            }
+        },
+    },
+}
+
+# How storing tasks may be refused (serve_app/tasks/errors.py), on every route that stores
+# some.
+STORE_REFUSALS: dict[int | str, dict[str, Any]] = {
+    429: {"model": Message, "description": "Too many tasks waiting, or too many requests"},
+    503: {
+        "model": Message,
+        "description": "The platform's queue is full, or nearly full and you hold your share "
+        "of it (Retry-After)",
+    },
+}

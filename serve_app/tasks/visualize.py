@@ -1,20 +1,19 @@
 """Results drawn onto their input (docs/api.md §E1): the image as displayed (EXIF orientation
 applied), each primitive's rotated box with its class and probability, the scene class in the
-corner where it hides the fewest of their labels. Pillow only; nothing runs a model."""
+corner where it hides the fewest of their labels. Pillow only; nothing runs a model. Drawn
+pictures are named (``picture_etag``) and kept (``PictureCache``) here too."""
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
 import io
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-
-from serve_app.ratelimit import UserSlots
 
 # One colour per primitive class (colour-blind-safe, after Okabe and Ito), grey otherwise.
 COLOURS = {
@@ -126,6 +125,25 @@ def draw_result(
     return out.getvalue()
 
 
+PICTURE_TYPES = ("image/png", "image/jpeg")
+
+
+def picture_type(accept: str | None) -> str:
+    """The picture's media type: PNG unless the Accept header prefers JPEG."""
+    for part in (accept or "").split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in PICTURE_TYPES:
+            return media
+    return "image/png"
+
+
+def picture_etag(task_id: int, result_at: datetime, min_probability: float, media_type: str) -> str:
+    """A result never changes, so its picture is named by the task, the options and the
+    result's time: clients and proxies may keep it (privately) and revalidate for free."""
+    name = f"{task_id}:{result_at.isoformat()}:{min_probability}:{media_type}"
+    return '"' + hashlib.sha256(name.encode()).hexdigest()[:32] + '"'
+
+
 class PictureCache:
     """Drawn pictures by ETag, least recently used first out, within ``max_bytes``: a result
     never changes, so a picture asked for again is sent without decoding or drawing again."""
@@ -148,25 +166,3 @@ class PictureCache:
         while self.size > self.max_bytes:
             _, dropped = self._pictures.popitem(last=False)
             self.size -= len(dropped)
-
-
-class Busy(Exception):
-    """The user already has as many pictures being drawn as allowed."""
-
-
-class DrawingSlots:
-    """Drawing decodes and encodes the whole input (up to the pixel limit, 120 MB of RGB at
-    40 MP): at most ``per_user`` at once for one user (Busy beyond) and ``total`` at once in
-    this replica (the rest wait their turn)."""
-
-    def __init__(self, *, per_user: int = 2, total: int = 4):
-        self._users = UserSlots(per_user)
-        self._total = asyncio.Semaphore(total)
-
-    @asynccontextmanager
-    async def slot(self, user_id: int) -> AsyncIterator[None]:
-        with self._users.slot(user_id) as granted:
-            if not granted:
-                raise Busy
-            async with self._total:
-                yield

@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from config.settings import Settings
+from harness.no_queue import NoQueue
 from serve_app.cli import main
-from serve_app.dependencies import NoQueue
 from serve_app.main import create_app
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory
@@ -160,12 +160,12 @@ def submit(client, headers, image: bytes, **params) -> int:
 
 
 def claim_batch(*, db, limit: int, lease_seconds: float, running=()) -> list:
-    """Claim as the queue does (storage.tasks.claim_tasks_with_inputs), without the images."""
-    from storage import tasks
+    """Claim as the queue does (storage.claims.claim_tasks_with_inputs), without the images."""
+    from storage import claims
 
     return [
         c.claim
-        for c in tasks.claim_tasks_with_inputs(
+        for c in claims.claim_tasks_with_inputs(
             db=db, limit=limit, lease_seconds=lease_seconds, running=running
         )
     ]
@@ -175,13 +175,13 @@ def claim_batch(*, db, limit: int, lease_seconds: float, running=()) -> list:
 def finish(sessions):
     """Run the queue's side by hand: claim the queued tasks and store ``primitives`` and the
     scene class for them, as the queue would after running the models."""
-    from storage import tasks
+    from storage import claims
 
     def do(primitives: list[dict], image_class: str = "office") -> list[int]:
         with sessions() as db:
             claimed = claim_batch(db=db, limit=100, lease_seconds=60)
             for claim in claimed:
-                assert tasks.complete(
+                assert claims.complete(
                     db=db,
                     claim=claim,
                     image_class=image_class,
@@ -226,7 +226,7 @@ class Running(NoQueue):
 def run_queue_until_done(sessions, run_models, count: int) -> Any:
     """The real dispatcher over the test database and ``run_models``, in this thread, until
     ``count`` tasks ended done or failed."""
-    from storage.tasks import ClaimStore
+    from storage.claims import ClaimStore
     from taskqueue import Dispatcher
 
     dispatcher = Dispatcher(

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from jose import jwt
 
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from tests.api.conftest import JWT_SECRET
 
@@ -123,7 +124,9 @@ def test_unknown_user_costs_about_as_much_as_a_wrong_password(
             "login_failures_per_address_per_minute": 10**6,
         }
     )
-    app = create_app(settings=unthrottled, registry=registry, session_factory=sessions)
+    app = create_app(
+        settings=unthrottled, registry=registry, session_factory=sessions, queue=NoQueue()
+    )
     client = TestClient(app)
 
     def timed(username: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from storage import tasks
+from storage import claims
 from storage.models import TaskResult
 from tests.api.conftest import claim_batch, submit
 
@@ -45,12 +45,12 @@ def test_a_running_task_loses_its_claim_and_stores_no_result(client, alice, samp
     )
     assert client.post(f"/api/tasks/{task_id}/cancel", headers=alice).status_code == 200
     with sessions() as db:
-        assert tasks.renew_leases(db=db, claims=[claim], lease_seconds=30) == set()
-        assert tasks.is_settled(db=db, task_id=task_id)
-        assert not tasks.complete(
+        assert claims.renew_leases(db=db, claims=[claim], lease_seconds=30) == set()
+        assert claims.is_settled(db=db, task_id=task_id)
+        assert not claims.complete(
             db=db, claim=claim, image_class="office", primitives=[], details={}
         )
-        assert not tasks.fail(db=db, claim=claim, error="late")
+        assert not claims.fail(db=db, claim=claim, error="late")
         assert db.scalar(select(func.count()).select_from(TaskResult)) == 0
     assert client.get(f"/api/tasks/{task_id}/result", headers=alice).json()["status"] == "canceled"
 

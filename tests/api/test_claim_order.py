@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from config.settings import REPO_ROOT
-from storage import tasks
+from storage import claims, tasks
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory, utcnow
 from storage.models import Task
@@ -114,5 +114,5 @@ def test_a_task_past_its_deadline_is_never_claimed_and_ends_once(db_sessions):
         )
         db.commit()
         assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=60)] == [other]
-        assert [e.task_id for e in tasks.expire_overdue(db=db)] == [late]
-        assert tasks.expire_overdue(db=db) == []
+        assert [e.task_id for e in claims.expire_overdue(db=db)] == [late]
+        assert claims.expire_overdue(db=db) == []

@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import func, select, update
 
-from storage import tasks
+from storage import claims
 from storage.models import Task, TaskResult
 from storage.tasks import NewTasks, create_tasks
 from tests.api.conftest import claim_batch
@@ -59,10 +59,10 @@ def test_lapsed_lease_is_reclaimed_and_the_old_claim_cannot_write(sessions):
     with sessions() as db:
         (second,) = claim_batch(db=db, limit=5, lease_seconds=30)
         assert second.task_id == task_id and second.attempts == 2
-        assert not tasks.complete(db=db, claim=first, image_class="x", primitives=[], details={})
-        assert not tasks.renew_leases(db=db, claims=[first], lease_seconds=30)
-        assert tasks.complete(db=db, claim=second, image_class="office", primitives=[], details={})
-        assert not tasks.complete(
+        assert not claims.complete(db=db, claim=first, image_class="x", primitives=[], details={})
+        assert not claims.renew_leases(db=db, claims=[first], lease_seconds=30)
+        assert claims.complete(db=db, claim=second, image_class="office", primitives=[], details={})
+        assert not claims.complete(
             db=db, claim=second, image_class="office", primitives=[], details={}
         )
         assert db.scalar(select(func.count()).select_from(TaskResult)) == 1
@@ -84,13 +84,13 @@ def test_release_puts_a_task_back_and_deleted_tasks_are_discarded(sessions):
     keep, gone = _tasks(sessions, 2)
     with sessions() as db:
         first, second = claim_batch(db=db, limit=5, lease_seconds=30)
-        assert tasks.release(db=db, claim=first)
+        assert claims.release(db=db, claim=first)
         db.execute(update(Task).where(Task.id == gone).values(status="queued"))
         db.commit()
     with sessions() as db:
         db.delete(db.get(Task, gone))
         db.commit()
-        assert not tasks.complete(db=db, claim=second, image_class="x", primitives=[], details={})
+        assert not claims.complete(db=db, claim=second, image_class="x", primitives=[], details={})
         assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=30)] == [keep]
 
 
@@ -99,7 +99,7 @@ def test_a_claim_brings_the_images_of_its_tasks(sessions):
     with sessions() as db:
         db.delete(db.get(Task, ids[1]).input)
         db.commit()
-        claimed = tasks.claim_tasks_with_inputs(db=db, limit=5, lease_seconds=30)
+        claimed = claims.claim_tasks_with_inputs(db=db, limit=5, lease_seconds=30)
     assert [(c.claim.task_id, c.image) for c in claimed] == [
         (ids[0], b"\xff\xd8\xff"),
         (ids[1], None),

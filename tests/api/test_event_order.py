@@ -9,6 +9,7 @@ import time
 
 from sqlalchemy import select, text, update
 
+from storage import claims as claim_storage
 from storage import events, tasks
 from storage.models import User
 from tests.api.conftest import claim_batch, submit
@@ -68,10 +69,12 @@ def test_claims_and_results_never_wait_for_the_owners_row(client, sessions, alic
                 claims = claim_batch(db=db, limit=10, lease_seconds=60)
                 assert sorted(c.task_id for c in claims) == ids
                 done.extend(
-                    tasks.complete(db=db, claim=c, image_class="office", primitives=[], details={})
+                    claim_storage.complete(
+                        db=db, claim=c, image_class="office", primitives=[], details={}
+                    )
                     for c in claims[:2]
                 )
-                assert tasks.fail(db=db, claim=claims[2], error="refused")
+                assert claim_storage.fail(db=db, claim=claims[2], error="refused")
 
         worker = threading.Thread(target=queue_side)
         worker.start()
@@ -113,7 +116,7 @@ def test_counters_match_a_count_after_racing_submissions_and_results(sessions, m
             last = submitted.is_set()
             with sessions() as db:
                 for claim in claim_batch(db=db, limit=5, lease_seconds=60):
-                    tasks.complete(
+                    claim_storage.complete(
                         db=db, claim=claim, image_class="office", primitives=[], details={}
                     )
             if last:

@@ -16,10 +16,11 @@ from jose import jwt
 from sqlalchemy import select, update
 
 from harness.api_server import Server
+from harness.no_queue import NoQueue
 from primitives_client import Client
 from serve_app.main import create_app
 from serve_app.tasks import events as events_route
-from storage import tasks
+from storage import claims as claim_storage
 from storage.database import utcnow
 from storage.models import User
 from tests.api.conftest import JWT_SECRET, claim_batch
@@ -35,6 +36,7 @@ def servers(settings, registry, sessions, read_sessions) -> Iterator[tuple[Serve
             registry=registry,
             session_factory=sessions,
             read_session_factory=read_sessions,
+            queue=NoQueue(),
         )
 
     with Server(app()) as first, Server(app()) as second:
@@ -48,7 +50,9 @@ def run_all(sessions, count: int) -> None:
         with sessions() as db:
             batch = claim_batch(db=db, limit=7, lease_seconds=60)
             for claim in batch:
-                tasks.complete(db=db, claim=claim, image_class="office", primitives=[], details={})
+                claim_storage.complete(
+                    db=db, claim=claim, image_class="office", primitives=[], details={}
+                )
         finished += len(batch)
 
 
@@ -251,10 +255,10 @@ def test_logout_ends_a_stream_whose_events_keep_coming(
     with sessions() as db:  # one commit: the logout and every result
         db.execute(update(User).where(User.id == user_id).values(tokens_valid_after=utcnow()))
         items = [
-            tasks.Completion(claim=c, image_class="office", primitives=[], details={})
+            claim_storage.Completion(claim=c, image_class="office", primitives=[], details={})
             for c in claims
         ]
-        assert all(tasks.complete_many(db=db, items=items))
+        assert all(claim_storage.complete_many(db=db, items=items))
     assert reader.ended.wait(10)
     done = [line for line in reader.lines if '"status": "done"' in line]
     assert len(done) <= 2, f"the stream sent {len(done)} events after its logout"

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from serve_app.dependencies import NoQueue
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from storage.database import make_engine, make_session_factory
 from tests.api.conftest import Running

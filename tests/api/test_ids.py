@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from config.settings import REPO_ROOT, Settings
-from serve_app.dependencies import NoQueue
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from storage.catalog import sync_models
 from storage.database import make_engine, make_session_factory

@@ -16,6 +16,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from harness.local_platform import free_port
+from harness.no_queue import NoQueue
 from storage.models import Task
 from tests.api.conftest import serving
 
@@ -274,6 +275,7 @@ def test_the_client_and_the_cli_submit_by_url(
         registry=registry,
         session_factory=sessions,
         read_session_factory=read_sessions,
+        queue=NoQueue(),
     )
     with Server(app) as server:
         client = Client(server.url)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from storage.models import ApiKey
 from tests.api.conftest import submit
@@ -63,6 +64,7 @@ def test_a_revoked_key_stops_at_once_on_every_replica(
         registry=registry,
         session_factory=sessions,
         read_session_factory=read_sessions,
+        queue=NoQueue(),
     )
     from fastapi.testclient import TestClient
 

@@ -13,6 +13,7 @@ import pytest
 
 from config.settings import REPO_ROOT
 from harness.api_server import Server
+from harness.no_queue import NoQueue
 from primitives_client import Client, PrimitivesError
 from serve_app.main import create_app
 
@@ -24,6 +25,7 @@ def server(settings, registry, sessions, read_sessions) -> Iterator[Server]:
         registry=registry,
         session_factory=sessions,
         read_session_factory=read_sessions,
+        queue=NoQueue(),
     )
     with Server(app) as running:
         yield running

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 
 
@@ -19,7 +20,7 @@ def strict_client(settings, registry, sessions):
             "max_active_tasks_per_user": 2,
         }
     )
-    app = create_app(settings=strict, registry=registry, session_factory=sessions)
+    app = create_app(settings=strict, registry=registry, session_factory=sessions, queue=NoQueue())
     with TestClient(app) as client:
         yield client
 
@@ -73,7 +74,7 @@ def test_parallel_submissions_cannot_overrun_the_waiting_quota(
     )
     name, password = make_user()
     with TestClient(
-        create_app(settings=limited, registry=registry, session_factory=sessions)
+        create_app(settings=limited, registry=registry, session_factory=sessions, queue=NoQueue())
     ) as client:
         token = client.post("/oauth/login", data={"username": name, "password": password})
         headers = {

@@ -14,6 +14,7 @@ import pytest
 from fastapi import HTTPException, Request
 from fastapi.testclient import TestClient
 
+from harness.no_queue import NoQueue
 from serve_app.auth.guard import LoginGuard, client_address, parse_networks
 from serve_app.main import create_app
 from serve_app.ratelimit import SlidingWindow
@@ -23,7 +24,10 @@ from serve_app.ratelimit import SlidingWindow
 def app_with(settings, registry, sessions):
     def make(**limits):
         return create_app(
-            settings=settings.model_copy(update=limits), registry=registry, session_factory=sessions
+            settings=settings.model_copy(update=limits),
+            registry=registry,
+            session_factory=sessions,
+            queue=NoQueue(),
         )
 
     return make

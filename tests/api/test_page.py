@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from harness.no_queue import NoQueue
+
 
 def test_the_page_and_its_files_are_served_from_this_origin_only(client):
     page = client.get("/")
@@ -46,7 +48,9 @@ def test_production_serves_the_schema_but_no_docs_from_a_cdn(settings, registry,
         update={"environment": Environment.production, "jwt_secret": JWT_SECRET}
     )
     with TestClient(
-        create_app(settings=production, registry=registry, session_factory=sessions)
+        create_app(
+            settings=production, registry=registry, session_factory=sessions, queue=NoQueue()
+        )
     ) as client:
         assert client.get("/docs").status_code == 404
         assert client.get("/redoc").status_code == 404

@@ -14,9 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from serve_app.dependencies import NoQueue
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
-from storage import tasks
+from storage import claims
 from storage.models import Task
 from tests.api.conftest import claim_batch
 
@@ -49,7 +49,7 @@ class FinishingQueue(NoQueue):
             return
         with self.sessions() as db:
             for claim in claim_batch(db=db, limit=100, lease_seconds=60):
-                tasks.complete(
+                claims.complete(
                     db=db,
                     claim=claim,
                     image_class="office",

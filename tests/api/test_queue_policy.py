@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 
 from harness.local_platform import wait_for
 from inference import Classification, Detection, ModelAnswer
-from storage import tasks
+from storage import claims, tasks
+from storage.claims import Claim, ClaimStore
 from storage.models import Task, WebhookDelivery
-from storage.tasks import Claim, ClaimStore
 from taskqueue import Dispatcher
 from tests.api.conftest import claim_batch, serving
 
@@ -384,8 +384,8 @@ def test_a_claim_passes_over_a_task_past_its_deadline_even_before_it_is_ended(
     time.sleep(1.1)
     with sessions() as db:  # nothing has ended it yet: the claim itself must skip it
         assert [c.task_id for c in claim_batch(db=db, limit=5, lease_seconds=60)] == [other]
-        assert [c.task_id for c in tasks.expire_overdue(db=db)] == [late]
-        assert tasks.expire_overdue(db=db) == []  # once
+        assert [c.task_id for c in claims.expire_overdue(db=db)] == [late]
+        assert claims.expire_overdue(db=db) == []  # once
 
 
 def test_a_submission_far_under_the_cap_does_not_count_the_queue(

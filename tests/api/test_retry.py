@@ -3,7 +3,7 @@ input, models and options; the old one is kept."""
 
 from __future__ import annotations
 
-from storage import tasks
+from storage import claims
 from storage.users import set_max_priority
 from tests.api.conftest import claim_batch, submit
 
@@ -26,7 +26,7 @@ def test_a_failed_task_runs_again_as_a_new_task_with_the_same_input_and_options(
     )
     with sessions() as db:
         (claim,) = claim_batch(db=db, limit=5, lease_seconds=60)
-        assert tasks.fail(db=db, claim=claim, error="the image could not be read")
+        assert claims.fail(db=db, claim=claim, error="the image could not be read")
     woken = notifications.count
     response = retry(client, alice, old)
     assert response.status_code == 201, response.text

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from serve_app.ratelimit import BatchedWindow, SharedWindow
 from storage.models import RateCounter
@@ -49,6 +50,7 @@ def replicas(settings, registry, sessions, read_sessions):
                 session_factory=sessions,
                 read_session_factory=read_sessions,
                 clock=clock,
+                queue=NoQueue(),
             )
         )
         for _ in range(2)

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from storage.database import utcnow
 from storage.models import Task, TaskInput
@@ -24,6 +25,7 @@ def small_quota(settings, registry, sessions, read_sessions, sample_jpeg):
             registry=registry,
             session_factory=sessions,
             read_session_factory=read_sessions,
+            queue=NoQueue(),
         )
     ) as client:
         yield client
@@ -119,7 +121,7 @@ def test_the_users_counters_match_a_count_after_every_kind_of_change(
     a count of the rows (what the quota checks used to read)."""
     from sqlalchemy import func
 
-    from storage import events, retention, tasks
+    from storage import claims, events, retention
     from storage.models import UNSETTLED_STATUSES, User
     from tests.api.conftest import claim_batch
 
@@ -129,11 +131,11 @@ def test_the_users_counters_match_a_count_after_every_kind_of_change(
     with sessions() as db:
         db.execute(update(Task).where(Task.id == late).values(deadline_at=utcnow()))
         db.commit()
-        assert [e.task_id for e in tasks.expire_overdue(db=db)] == [late]
+        assert [e.task_id for e in claims.expire_overdue(db=db)] == [late]
         done, failed, released, running = claim_batch(db=db, limit=4, lease_seconds=60)
-        assert tasks.complete(db=db, claim=done, image_class="office", primitives=[], details={})
-        assert tasks.fail(db=db, claim=failed, error="refused")
-        assert tasks.release(db=db, claim=released)
+        assert claims.complete(db=db, claim=done, image_class="office", primitives=[], details={})
+        assert claims.fail(db=db, claim=failed, error="refused")
+        assert claims.release(db=db, claim=released)
     assert client.post(f"/api/tasks/{ids[5]}/cancel", headers=alice).status_code == 200
     for task_id in (done.task_id, ids[6]):  # one settled, one waiting
         assert client.delete(f"/api/tasks/{task_id}", headers=alice).status_code == 200

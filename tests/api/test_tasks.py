@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from storage import tasks
+from harness.no_queue import NoQueue
+from storage import claims
 from storage.models import Task
 from tests.api.conftest import claim_batch
 
@@ -206,14 +207,14 @@ def test_result_of_done_and_failed_tasks(client, alice, sample_jpeg, sessions):
     }
     with sessions() as db:
         done_claim, failed_claim = claim_batch(db=db, limit=2, lease_seconds=30)
-        assert tasks.complete(
+        assert claims.complete(
             db=db,
             claim=done_claim,
             image_class="office",
             primitives=[primitive],
             details={"detection_model": "YOLO"},
         )
-        assert tasks.fail(db=db, claim=failed_claim, error="model error: boom")
+        assert claims.fail(db=db, claim=failed_claim, error="model error: boom")
     assert client.get(f"/api/tasks/{done_id}/status", headers=alice).json()["status"] == "done"
     body = client.get(f"/tasks/{done_id}/result", headers=alice).json()
     assert body == {
@@ -391,7 +392,7 @@ def test_a_batch_that_would_pass_the_waiting_limit_is_refused_whole(
 
     strict = settings.model_copy(update={"max_active_tasks_per_user": 3})
     with TestClient(
-        create_app(settings=strict, registry=registry, session_factory=sessions)
+        create_app(settings=strict, registry=registry, session_factory=sessions, queue=NoQueue())
     ) as client:
         name, password = make_user()
         token = client.post("/oauth/login", data={"username": name, "password": password})

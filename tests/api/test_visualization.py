@@ -133,16 +133,16 @@ def test_a_task_not_done_is_409_and_others_tasks_404(client, alice, bob, sample_
 
 def test_a_picture_asked_for_again_is_not_drawn_again(client, alice, finish, monkeypatch):
     """Found by the outside review: every GET decoded and encoded the whole input again."""
-    from serve_app.tasks import router
+    from serve_app.tasks import pictures
 
     drawn: list[int] = []
-    real = router.draw_result
+    real = pictures.draw_result
 
     def counted(*args, **kwargs):
         drawn.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(router, "draw_result", counted)
+    monkeypatch.setattr(pictures, "draw_result", counted)
     task_id = submit(client, alice, _photo(320, 200))
     finish([CUBE, SPHERE])
     first = client.get(f"/api/tasks/{task_id}/visualization", headers=alice)
@@ -154,17 +154,17 @@ def test_a_picture_asked_for_again_is_not_drawn_again(client, alice, finish, mon
 
 
 def test_one_user_gets_at_most_two_pictures_drawn_at_once(client, alice, bob, finish, monkeypatch):
-    from serve_app.tasks import router
+    from serve_app.tasks import pictures
 
     release, started = threading.Event(), threading.Semaphore(0)
-    real = router.draw_result
+    real = pictures.draw_result
 
     def slow(*args, **kwargs):
         started.release()
         release.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(router, "draw_result", slow)
+    monkeypatch.setattr(pictures, "draw_result", slow)
     mine = [submit(client, alice, _photo(320, 200 + i)) for i in range(3)]
     theirs = submit(client, bob, _photo(300, 200))
     finish([CUBE])

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
+from harness.no_queue import NoQueue
 from serve_app.main import create_app
 from tests.api.conftest import JWT_SECRET, submit
 from tests.receiver import Receiver
@@ -187,6 +188,7 @@ def production_client(database_url, registry, sessions, read_sessions) -> Iterat
         registry=registry,
         session_factory=sessions,
         read_session_factory=read_sessions,
+        queue=NoQueue(),
     )
     with TestClient(app) as test_client:
         yield test_client

@@ -11,8 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from inference import Classification, DetectedPrimitive, Detection, ModelAnswer, ModelRefused
+from storage.claims import Claim, ClaimedTask, Completion
 from storage.database import utcnow
-from storage.tasks import Claim, ClaimedTask, Completion
 from taskqueue import Dispatcher, requeue_delay
 
 CUBE = DetectedPrimitive("cube", 0.5, 0.5, 0.2, 0.2, 0.1, 0.9)
@@ -437,12 +437,14 @@ def test_a_wait_answers_the_result_body_of_a_task_this_dispatcher_ended():
         async with asyncio.timeout(2):
             body = await waiting
         assert body is not None
-        assert (body["id"], body["status"]) == (done, "done")
-        assert body["result"]["image_class"] == "office"
-        assert body["result"]["primitives"] == [CUBE.as_dict()]
-        assert "error" not in body
+        got = body.as_json()
+        assert (got["id"], got["status"]) == (done, "done")
+        assert got["result"]["image_class"] == "office"
+        assert got["result"]["primitives"] == [CUBE.as_dict()]
+        assert "error" not in got
         failed = await dispatcher.wait_finished(refused, timeout=5)
-        assert failed == {
+        assert failed is not None
+        assert failed.as_json() == {
             "id": refused,
             "status": "failed",
             "result": None,
@@ -516,7 +518,7 @@ def test_a_wait_at_a_tasks_home_is_answered_whichever_dispatcher_ends_it():
             for task_id, wait in waits.items():
                 body = await wait
                 assert body is not None, f"task {task_id}: no body from its home"
-                bodies[task_id] = body
+                bodies[task_id] = body.as_json()
         assert {b["status"] for i, b in bodies.items() if i != ids[-1]} == {"done"}
         assert bodies[ids[-1]]["error"] == "could not decode the image: bad bytes"
         assert sorted(told) == sorted((i % 3, i) for i in ids if i % 3 != 2)
@@ -557,6 +559,6 @@ def test_a_renewal_racing_a_result_write_neither_cancels_the_run_nor_loses_the_e
                 await asyncio.sleep(0.01)
         assert runner.stats.done == 1 and runner.stats.discarded == 0
         assert [(i, [task for task, _ in ended]) for i, ended in told] == [(0, [2])]
-        assert told[0][1][0][1]["status"] == "done"
+        assert told[0][1][0][1].as_json()["status"] == "done"
 
     asyncio.run(scenario())

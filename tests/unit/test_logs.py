@@ -6,7 +6,7 @@ import json
 import logging
 
 from deployments.logs import JsonFormatter
-from storage.tasks import Claim
+from storage.claims import Claim
 
 
 def test_a_line_about_a_task_is_one_json_object_with_its_ids():

@@ -52,9 +52,9 @@ def test_the_shared_estimate_counts_the_previous_windows_events_whole():
     from serve_app.ratelimit import SharedWindow
 
     window = SharedWindow(sessions=None, limit=3, prefix="t")  # type: ignore[arg-type]
-    assert window._wait(current=0, previous=3, elapsed=0.6) >= 1
-    assert window._wait(current=0, previous=3, elapsed=20.5) == 0  # 3 x 0.66 -> 2 events
-    assert window._wait(current=2, previous=0, elapsed=59.0) == 0
-    assert window._wait(current=3, previous=0, elapsed=1.0) >= 1
-    wait = window._wait(current=1, previous=3, elapsed=5.0)  # needs 3 x share <= 1
-    assert window._wait(current=1, previous=3, elapsed=5.0 + wait) == 0
+    assert window.wait_for(current=0, previous=3, elapsed=0.6) >= 1
+    assert window.wait_for(current=0, previous=3, elapsed=20.5) == 0  # 3 x 0.66 -> 2 events
+    assert window.wait_for(current=2, previous=0, elapsed=59.0) == 0
+    assert window.wait_for(current=3, previous=0, elapsed=1.0) >= 1
+    wait = window.wait_for(current=1, previous=3, elapsed=5.0)  # needs 3 x share <= 1
+    assert window.wait_for(current=1, previous=3, elapsed=5.0 + wait) == 0
