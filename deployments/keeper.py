@@ -19,7 +19,7 @@ from ray.serve.handle import DeploymentHandle
 from config.registry import ModelSpec, Registry
 from config.serve_config import QueueOptions
 from config.settings import get_settings
-from deployments.dispatchers import dispatcher_name
+from deployments.dispatchers import QueueSetup, dispatcher_name, find_dispatcher
 
 # Under Serve's logger: its JSON lines and log files, with this module named.
 log = logging.getLogger(f"ray.serve.{__name__}")
@@ -49,33 +49,25 @@ class Keeper:
         self.settings = get_settings()
         registry = Registry(ModelSpec.model_validate(m) for m in models)
         options = QueueOptions.model_validate(queue)
-        self.count = options.dispatchers
-        self.queue_args = (
-            detectors,
-            classifiers,
-            options.per_dispatcher,
-            {spec.id: spec.name for spec in registry.models},
+        self.setup = QueueSetup(
+            detectors=detectors,
+            classifiers=classifiers,
+            concurrency=options.per_dispatcher,
+            count=options.dispatchers,
+            model_names={spec.id: spec.name for spec in registry.models},
+            coalesce=options.coalesce_calls,
+            canaries={
+                spec.id: (canaries[spec.id], spec.canary.share)
+                for spec in registry.models
+                if spec.canary is not None and canaries and spec.id in canaries
+            },
         )
-        # The canary weights' deployments and the share of tasks each takes (README "Canary
-        # weights"); every dispatcher gets them with the rest.
-        self.canaries = {
-            spec.id: (canaries[spec.id], spec.canary.share)
-            for spec in registry.models
-            if spec.canary is not None and canaries and spec.id in canaries
-        }
-        self.coalesce = options.coalesce_calls
         self.queues: list[ActorHandle] = []
-        for index in range(self.count):
+        for index in range(self.setup.count):
             self.queues.append(self._queue(index))
             # A dispatcher that outlived a redeploy takes the new deployments and scaling.
-            self.queues[index].configure.remote(
-                *self.queue_args,
-                index,
-                self.count,
-                coalesce=self.coalesce,
-                canaries=self.canaries,
-            )
-        self._retire_beyond(self.count)
+            self.queues[index].configure.remote(self.setup, index)
+        self._retire_beyond(self.setup.count)
         self.sender: ActorHandle = self._sender()
         self._loop: asyncio.Task[None] = asyncio.get_running_loop().create_task(self.supervise())
 
@@ -88,20 +80,16 @@ class Keeper:
             lifetime="detached",
             get_if_exists=True,
             resources=ON_HEAD,
-        ).remote(
-            *self.queue_args, index, self.count, coalesce=self.coalesce, canaries=self.canaries
-        )
+        ).remote(self.setup, index)
 
     def _retire_beyond(self, count: int) -> None:
         """Kill the dispatchers a larger deployment had (their leases lapse and the others
         claim their tasks again)."""
         for index in range(count, count + MAX_RETIRED):
-            try:
-                actor = ray.get_actor(
-                    dispatcher_name(self.settings.queue_actor_name, index),
-                    namespace=self.settings.ray_namespace,
-                )
-            except ValueError:
+            actor = find_dispatcher(
+                index, self.settings.queue_actor_name, self.settings.ray_namespace
+            )
+            if actor is None:
                 continue
             log.info("retiring task queue dispatcher %d (now %d)", index, count)
             ray.kill(actor, no_restart=True)
@@ -123,13 +111,7 @@ class Keeper:
             for index, queue in enumerate(self.queues):
                 if not await self._answers(queue, f"task queue dispatcher {index}"):
                     self.queues[index] = self._queue(index)
-                    await self.queues[index].configure.remote(
-                        *self.queue_args,
-                        index,
-                        self.count,
-                        coalesce=self.coalesce,
-                        canaries=self.canaries,
-                    )
+                    await self.queues[index].configure.remote(self.setup, index)
             if not await self._answers(self.sender, "webhook sender"):
                 self.sender = self._sender()
 

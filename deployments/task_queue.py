@@ -19,7 +19,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from config.settings import Settings, get_settings
-from deployments.dispatchers import Dispatchers
+from deployments.dispatchers import Dispatchers, QueueSetup
 from inference import ModelAnswer, ModelRefused
 from observability import tracing
 from storage.claims import Claim, ClaimStore
@@ -30,6 +30,10 @@ from taskqueue.coalesce import Coalesced
 from taskqueue.dispatcher import Ended, short_error
 
 log = logging.getLogger(__name__)
+
+
+# A canary that failed this many calls in a row stops taking tasks (README "Canary weights").
+CANARY_DROP_AFTER = 5
 
 
 def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, DeploymentHandle]:
@@ -45,8 +49,6 @@ def serve_transport(handles: dict[int, DeploymentHandle]) -> dict[int, Deploymen
     }
 
 
-# A canary that failed this many calls in a row stops taking tasks (README "Canary weights").
-CANARY_DROP_AFTER = 5
 # (model id, "stable" or "canary", "answered" or "failed") -> None: a call counted.
 CountCall = Callable[[int, str, str], None]
 
@@ -229,20 +231,10 @@ class ServeModels:
     max_concurrency=1000,
 )
 class TaskQueue:
-    """One dispatcher of the queue: ``index`` of ``count``, each claiming from the database.
-    ``concurrency``: the tasks this one runs at once."""
+    """One dispatcher of the queue: ``index`` of ``setup.count``, each claiming from the
+    database."""
 
-    def __init__(
-        self,
-        detectors: dict[int, DeploymentHandle],
-        classifiers: dict[int, DeploymentHandle],
-        concurrency: int,
-        model_names: dict[int, str] | None = None,
-        index: int = 0,
-        count: int = 1,
-        coalesce: bool = False,
-        canaries: dict[int, tuple[DeploymentHandle, float]] | None = None,
-    ):
+    def __init__(self, setup: QueueSetup, index: int = 0):
         from deployments.logs import json_logging
         from deployments.metrics import RayQueueMetrics, version_calls
 
@@ -252,22 +244,26 @@ class TaskQueue:
         engine = make_engine(settings.database_url, pool_size=4)
         reads = make_engine(settings.database_url, pool_size=4, autocommit=True)
         self.models = ServeModels(
-            detectors, classifiers, coalesce, canaries=canaries, count=version_calls
+            setup.detectors,
+            setup.classifiers,
+            setup.coalesce,
+            canaries=setup.canaries,
+            count=version_calls,
         )
         self.dispatcher = Dispatcher(
             store=ClaimStore(make_session_factory(engine), make_session_factory(reads)),
             run_models=self.models,
-            concurrency=concurrency,
+            concurrency=setup.concurrency,
             lease_seconds=settings.queue_lease_seconds,
             poll_seconds=settings.queue_poll_seconds,
             max_attempts=settings.queue_max_attempts,
             observer=RayQueueMetrics(),
-            model_names=dict(model_names or {}),
+            model_names=dict(setup.model_names),
             index=index,
-            count=count,
+            count=setup.count,
             tell=self._tell,
         )
-        self.peers = Dispatchers(count)
+        self.peers = Dispatchers(setup.count)
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self.dispatcher.dispatch_loop()),
@@ -281,8 +277,8 @@ class TaskQueue:
         log.info(
             "task queue dispatcher %d of %d started (concurrency %d, lease %.0fs)",
             index + 1,
-            count,
-            concurrency,
+            setup.count,
+            setup.concurrency,
             settings.queue_lease_seconds,
         )
 
@@ -302,25 +298,15 @@ class TaskQueue:
     def notify(self) -> None:
         self.dispatcher.notify()
 
-    def configure(
-        self,
-        detectors: dict[int, DeploymentHandle],
-        classifiers: dict[int, DeploymentHandle],
-        concurrency: int,
-        model_names: dict[int, str] | None = None,
-        index: int = 0,
-        count: int = 1,
-        coalesce: bool = False,
-        canaries: dict[int, tuple[DeploymentHandle, float]] | None = None,
-    ) -> None:
+    def configure(self, setup: QueueSetup, index: int = 0) -> None:
         """Point at the current application's deployments and scaling (after a redeploy;
         ``index`` is this dispatcher's, which does not change)."""
-        self.models.coalesce = coalesce
-        self.models.point(detectors, classifiers, canaries)
-        self.dispatcher.concurrency = concurrency
-        self.dispatcher.model_names = dict(model_names or {})
-        self.dispatcher.count = count
-        self.peers = Dispatchers(count)
+        self.models.coalesce = setup.coalesce
+        self.models.point(setup.detectors, setup.classifiers, setup.canaries)
+        self.dispatcher.concurrency = setup.concurrency
+        self.dispatcher.model_names = dict(setup.model_names)
+        self.dispatcher.count = setup.count
+        self.peers = Dispatchers(setup.count)
         self.dispatcher.notify()
 
     def status(self) -> dict[str, Any]:
