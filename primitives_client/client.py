@@ -30,6 +30,10 @@ PREFER_WAIT_MAX_S = 60  # the longest ``Prefer: wait`` the platform honours
 MEDIA_TYPES = {b"\xff\xd8\xff": "image/jpeg", b"\x89PNG\r\n\x1a\n": "image/png"}
 
 
+# An event stream sends at least a comment every 15 s; silence this long means it is gone.
+EVENTS_READ_TIMEOUT_S = 45.0
+
+
 class InsecureTransportWarning(UserWarning):
     """Passwords and tokens would cross the network in plain text."""
 
@@ -41,10 +45,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-# An event stream sends at least a comment every 15 s; silence this long means it is gone.
-EVENTS_READ_TIMEOUT_S = 45.0
 
 
 def _server_sent_events(lines: Iterable[str]) -> Iterator[dict[str, str]]:

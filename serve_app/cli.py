@@ -25,6 +25,11 @@ from storage import users
 from storage.database import make_engine, make_session_factory, utcnow
 from storage.retention import purge_settled_before
 
+# An operator's account: a password this short is guessed within the login limits' reach.
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024  # as the login form takes
+MAX_USERNAME = 64  # the column's width, as the login form takes
+
 
 def upgrade_database(url: str | None = None) -> None:
     """Apply every Alembic migration to the configured (or given) database."""
@@ -38,12 +43,6 @@ def upgrade_database(url: str | None = None) -> None:
     if url:
         cfg.attributes["database_url"] = url
     command.upgrade(cfg, "head")
-
-
-# An operator's account: a password this short is guessed within the login limits' reach.
-MIN_PASSWORD = 8
-MAX_PASSWORD = 1024  # as the login form takes
-MAX_USERNAME = 64  # the column's width, as the login form takes
 
 
 def _username(name: str) -> str:

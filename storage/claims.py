@@ -39,6 +39,20 @@ from storage.results import ResultBody, Settled, result_payload, settle
 MAX_ERROR = 4000  # characters of a failure's message kept
 
 
+_CLAIMED = (
+    TASK.id,
+    TASK.attempts,
+    TASK.detection_model_id,
+    TASK.classification_model_id,
+    TASK.created_at,
+    TASK.user_id,
+    TASK.priority,
+    TASK.deadline_s,
+    TASK.turn,
+    TASK.traceparent,
+)
+
+
 @dataclass(frozen=True)
 class Claim:
     task_id: int
@@ -125,20 +139,6 @@ def _end(*, db: Session, claim: Claim, status: TaskStatus, error: str | None) ->
         .values(status=status.value, finished_at=utcnow(), lease_expires_at=None, error=error)
         .returning(TASK.user_id, TASK.webhook_url)
     ).first()
-
-
-_CLAIMED = (
-    TASK.id,
-    TASK.attempts,
-    TASK.detection_model_id,
-    TASK.classification_model_id,
-    TASK.created_at,
-    TASK.user_id,
-    TASK.priority,
-    TASK.deadline_s,
-    TASK.turn,
-    TASK.traceparent,
-)
 
 
 def _claim(

@@ -24,6 +24,13 @@ NAMING_CONVENTION = {
 }
 
 
+# A pooled connection idle longer than this is pinged before use (a restarted PostgreSQL
+# leaves dead ones behind); busier ones are not: a ping per checkout was a round trip per
+# query. A connection that dies anyway fails its statement, SQLAlchemy then invalidates the
+# whole pool, and the API answers that one request 503 with Retry-After.
+IDLE_PING_SECONDS = 1.0
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -38,13 +45,6 @@ def upsert_insert(db: Session, entity: Any) -> Any:
     if db.get_bind().dialect.name == "postgresql":
         return postgresql.insert(entity)
     return sqlite.insert(entity)
-
-
-# A pooled connection idle longer than this is pinged before use (a restarted PostgreSQL
-# leaves dead ones behind); busier ones are not: a ping per checkout was a round trip per
-# query. A connection that dies anyway fails its statement, SQLAlchemy then invalidates the
-# whole pool, and the API answers that one request 503 with Retry-After.
-IDLE_PING_SECONDS = 1.0
 
 
 def make_engine(url: str, *, pool_size: int = 5, autocommit: bool = False) -> Engine:

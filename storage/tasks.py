@@ -46,6 +46,15 @@ from storage.results import ResultBody, Settled, settle
 MAX_TASK_ID = 2**63 - 1
 
 
+# A submission counts the platform's queued tasks only when its estimate of them is unknown
+# or within this share of the limit (docs/api.md §E10: the cap may be passed by what other
+# replicas accepted since their count, at most the estimate's age of submissions). The same
+# line starts the queue's reserve: past it, a user already holding ``queue_share`` of the cap
+# adds nothing, so a few accounts cannot fill the queue for everyone.
+COUNT_QUEUE_ABOVE = 0.9
+RETRYABLE = (TaskStatus.failed.value, TaskStatus.canceled.value)
+
+
 @dataclass(frozen=True)
 class NewTasks:
     """What a submission asks for: the images (bytes, media type) and how to run them."""
@@ -205,14 +214,6 @@ class Created:
     replayed: bool = False
     # The platform's queued tasks as counted for this submission (None: not counted).
     queued: int | None = None
-
-
-# A submission counts the platform's queued tasks only when its estimate of them is unknown
-# or within this share of the limit (docs/api.md §E10: the cap may be passed by what other
-# replicas accepted since their count, at most the estimate's age of submissions). The same
-# line starts the queue's reserve: past it, a user already holding ``queue_share`` of the cap
-# adds nothing, so a few accounts cannot fill the queue for everyone.
-COUNT_QUEUE_ABOVE = 0.9
 
 
 def create_tasks_within_quota(
@@ -385,9 +386,6 @@ class NotRetryable(Exception):
     def __init__(self, status: TaskStatus):
         super().__init__(status.value)
         self.status = status
-
-
-RETRYABLE = (TaskStatus.failed.value, TaskStatus.canceled.value)
 
 
 def retry_of(*, db: Session, user_id: int, task_id: int) -> NewTasks | None:

@@ -32,6 +32,14 @@ from storage.results import ResultBody
 
 log = logging.getLogger(__name__)
 
+# Tasks ended here that are remembered, with their result bodies, for a wait that arrives
+# after the end (it answers at once, without a look in the database).
+RECENTLY_ENDED = 4096
+# Events are kept this long (docs/api.md §E11: a reconnect within it resumes exactly), and
+# purged this often.
+EVENTS_KEPT = timedelta(minutes=10, seconds=30)
+EVENTS_PURGE_EVERY_S = 60.0
+
 
 class Store(Protocol):
     """The claim operations the dispatcher needs: ``storage.claims.ClaimStore``, or a store
@@ -92,15 +100,6 @@ def home_of(task_id: int, count: int) -> int:
     """The dispatcher (of ``count``) where waits for the task are registered: whichever
     dispatcher ends the task tells that one."""
     return task_id % count
-
-
-RECENTLY_ENDED = 4096
-
-
-# Events are kept this long (docs/api.md §E11: a reconnect within it resumes exactly), and
-# purged this often.
-EVENTS_KEPT = timedelta(minutes=10, seconds=30)
-EVENTS_PURGE_EVERY_S = 60.0
 
 
 def requeue_delay(attempts: int) -> float:
@@ -177,10 +176,20 @@ class Dispatcher:
         self.paused = False
         self.wake.set()
 
-    def _ended(self, task_id: int, body: ResultBody | None = None, *, tell: bool = True) -> None:
-        """The task is settled for good (done, failed, canceled or deleted); ``body``: its
-        result route's body, as stored. With ``tell``, its home dispatcher hears of it when
-        that is another one."""
+    def _ended(
+        self,
+        task_id: int,
+        body: ResultBody | None = None,
+        *,
+        outcome: str | None = None,
+        tell: bool = True,
+    ) -> None:
+        """The task is settled for good (done, failed, canceled or deleted): the one place
+        that counts its ``outcome`` (when this dispatcher is the one to count it), remembers
+        its ``body`` (its result route's body, as stored) and wakes its waits here. With
+        ``tell``, its home dispatcher hears of it when that is another one."""
+        if outcome is not None:
+            self.observer.ended(outcome)
         self.recently_ended[task_id] = body
         if len(self.recently_ended) > RECENTLY_ENDED:
             del self.recently_ended[next(iter(self.recently_ended))]
@@ -189,6 +198,7 @@ class Dispatcher:
             if not self._outbox:
                 asyncio.get_running_loop().call_soon(self._send_outbox)
             self._outbox.setdefault(home, []).append((task_id, body))
+        self._wake_waits(task_id)
 
     def _send_outbox(self) -> None:
         outbox, self._outbox = self._outbox, {}
@@ -203,10 +213,9 @@ class Dispatcher:
         """Another dispatcher ended these tasks, whose home this is: answer their waits."""
         for task_id, body in ended:
             self._ended(task_id, body, tell=False)
-            self._wake_waits(task_id)
 
     def _wake_waits(self, task_id: int) -> None:
-        """Answer the waits for a task that ended without a run here to end it."""
+        """Answer the waits for a task: it ended, or its run here did."""
         event = self.waiters.pop(task_id, None)
         if event is not None:
             event.set()
@@ -215,17 +224,11 @@ class Dispatcher:
         """The task was canceled or deleted: stop its run now (its claim could not write
         anyway) and wake whoever waits for it. Every dispatcher is told (any may run it);
         ``count``: this one counts the cancel among the outcomes (its home, for a cancel)."""
-        if count:
-            self.observer.ended("canceled")
-        self._ended(task_id, tell=False)
+        self._ended(task_id, outcome="canceled" if count else None, tell=False)
         entry = self.running.get(task_id)
         if entry is not None:
             self.stats.discarded += 1
             entry[1].cancel()
-        else:
-            event = self.waiters.pop(task_id, None)
-            if event is not None:
-                event.set()
 
     async def wait_finished(
         self, task_id: int, timeout: float, *, notify: bool = False, unsettled: bool = False
@@ -303,9 +306,7 @@ class Dispatcher:
         if entry is not None and entry[1] is not task:
             return  # a run of a task released and claimed again since: the newer run ends it
         self.running.pop(task_id, None)
-        event = self.waiters.pop(task_id, None)
-        if event is not None:
-            event.set()
+        self._wake_waits(task_id)
         self.wake.set()  # a slot is free
 
     async def _sleep(self, seconds: float) -> None:
@@ -349,9 +350,7 @@ class Dispatcher:
         answered); how many."""
         ended = await self._db(self.store.expire_overdue)
         for task in ended:
-            self._ended(task.task_id, task.body)
-            self._wake_waits(task.task_id)  # never ran: no run's end wakes it
-            self.observer.ended("failed")
+            self._ended(task.task_id, task.body, outcome="failed")
             log.info(
                 "task %d not started within its deadline of %s s",
                 task.task_id,
@@ -413,7 +412,7 @@ class Dispatcher:
                 # The end is recorded (and its home told) here, not by the run: a run
                 # canceled while its result was being written must not lose it.
                 if outcome:
-                    self._ended(item.claim.task_id, item.body())
+                    self._ended(item.claim.task_id, item.body(), outcome="done")
                 self._storing.discard(item.claim.task_id)
                 if not future.done():  # a run canceled meanwhile no longer waits
                     future.set_result(outcome)
@@ -505,7 +504,6 @@ class Dispatcher:
             self.stats.discarded += 1
             return
         self.stats.done += 1
-        self.observer.ended("done")
         log.info(
             "task %d done in %.0f ms",
             claim.task_id,
@@ -519,8 +517,7 @@ class Dispatcher:
     async def _fail(self, claim: Claim, error: str) -> None:
         """End the task failed with ``error``, if the claim still holds."""
         if await self._db(self.store.fail, claim=claim, error=error):
-            self._ended(claim.task_id, claim.failed(error))
-            self.observer.ended("failed")
+            self._ended(claim.task_id, claim.failed(error), outcome="failed")
             log.info(
                 "task %d failed: %s",
                 claim.task_id,

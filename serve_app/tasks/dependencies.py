@@ -24,6 +24,10 @@ from serve_app.tasks.uploads import read_uploads
 from storage import tasks
 from webhooks.urls import MAX_URL_LENGTH, ResolverBusy, UnsafeUrl
 
+# Small JPEG uploads, at most this many bytes together, are checked on the event loop.
+INLINE_VALIDATION_BYTES = 128 * 1024
+PREFER_MAX_WAIT_S = 60  # the longest ``Prefer: wait`` honoured (docs/api.md)
+
 
 def not_found(task_id: int) -> HTTPException:
     return HTTPException(
@@ -106,9 +110,6 @@ class Uploads:
 
     images: list[Upload]
     batch: bool
-
-
-INLINE_VALIDATION_BYTES = 128 * 1024
 
 
 def _validate_all(images: list[bytes], max_pixels: int) -> list[Upload]:
@@ -258,9 +259,6 @@ async def webhook_url(
     except ResolverBusy:
         raise _lookups_busy("webhook") from None
     return webhook
-
-
-PREFER_MAX_WAIT_S = 60
 
 
 async def prefer_wait(  # async: no thread-pool hop for a header's parsing

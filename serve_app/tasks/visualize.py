@@ -27,6 +27,9 @@ OTHER = (128, 128, 128)
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG"}
 
 
+PICTURE_TYPES = ("image/png", "image/jpeg")
+
+
 def box_corners(p: dict[str, Any], width: int, height: int) -> list[tuple[float, float]]:
     """The four corners in pixels: centre + R(θ)·(±w/2, ±h/2), θ = rotation·π (x right,
     y down, so a growing θ turns clockwise on screen)."""
@@ -123,9 +126,6 @@ def draw_result(
     fmt = FORMATS[media_type]
     picture.save(out, format=fmt, **({"quality": 90} if fmt == "JPEG" else {"compress_level": 3}))
     return out.getvalue()
-
-
-PICTURE_TYPES = ("image/png", "image/jpeg")
 
 
 def picture_type(accept: str | None) -> str:
