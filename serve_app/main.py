@@ -27,7 +27,8 @@ from serve_app.tasks.pictures import router as pictures_router
 from serve_app.tasks.router import router as tasks_router
 from serve_app.web import router as web
 
-log = logging.getLogger(__name__)
+# Under Serve's logger (the ingress replica runs this): its JSON lines and log files.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 
 def create_app(

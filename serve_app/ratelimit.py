@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from config.settings import Settings
 from storage import limits
 
-log = logging.getLogger(__name__)
+# Under Serve's logger (the ingress replica runs this): its JSON lines and log files.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 
 class Limiter(Protocol):
