@@ -3,8 +3,8 @@ SHA-256, listed without their secret, revoked by deleting the row.
 
 A key is ``prim_`` and 43 URL-safe characters (32 random bytes). A key is looked up by its
 digest on every request, like a token's user, so a revoked key fails on every replica at
-once; ``last_used_at`` is written at most once a minute per key, in the lookup's own
-transaction.
+once. The lookup only reads (on the read pool); ``last_used_at`` is written at most once a
+minute per key (``mark_used``, a conditional update: replicas racing to stamp it write once).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from storage.database import utcnow
@@ -78,22 +78,35 @@ def revoke_key(*, db: Session, user_id: int, key_id: int) -> bool:
 
 
 def caller_for_key(*, db: Session, key: str) -> Any:
-    """(user id, user name, max priority, key id) for a live key, or None for a malformed,
-    unknown or revoked one. Marks the key used, at most once a minute."""
+    """(user id, user name, max priority, key id, last used) for a live key, or None for a
+    malformed, unknown or revoked one. Reads only."""
     if not _SHAPE.fullmatch(key):
         return None
-    row = db.execute(
+    return db.execute(
         select(User.id, User.username, User.max_priority, ApiKey.id, ApiKey.last_used_at)
         .join(ApiKey, ApiKey.user_id == User.id)
         .where(ApiKey.digest == _digest(key))
     ).first()
-    if row is None:
-        return None
+
+
+def needs_marking(last_used_at: datetime | None) -> bool:
+    """Whether a key last used at ``last_used_at`` is due to be marked used again."""
+    if last_used_at is None:
+        return True
+    if last_used_at.tzinfo is None:  # SQLite hands back naive UTC
+        last_used_at = last_used_at.replace(tzinfo=UTC)
+    return utcnow() - last_used_at > TOUCH_EVERY
+
+
+def mark_used(*, db: Session, key_id: int) -> None:
+    """Stamp the key used now, unless someone stamped it within the last minute."""
     now = utcnow()
-    last = row[4]
-    if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC
-        last = last.replace(tzinfo=now.tzinfo)
-    if last is None or now - last > TOUCH_EVERY:
-        db.execute(update(ApiKey).where(ApiKey.id == row[3]).values(last_used_at=now))
-        db.commit()
-    return row
+    db.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_EVERY),
+        )
+        .values(last_used_at=now)
+    )
+    db.commit()

@@ -8,7 +8,7 @@ from datetime import UTC
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.keys import caller_for_key
+from storage.keys import caller_for_key, mark_used, needs_marking
 from storage.users import get_caller
 
 
@@ -41,11 +41,17 @@ def load_caller(
         return Caller(id=user.id, username=user.username, max_priority=user.max_priority)
 
 
-def load_key_caller(sessions: sessionmaker[Session], key: str) -> Caller | None:
-    """The owner of a live API key (the key marked used); None for a malformed, unknown or
-    revoked key."""
-    with sessions() as db:
+def load_key_caller(
+    read_sessions: sessionmaker[Session], sessions: sessionmaker[Session], key: str
+) -> Caller | None:
+    """The owner of a live API key, read on ``read_sessions``; None for a malformed, unknown
+    or revoked key. The key is marked used on ``sessions`` only when its mark is a minute
+    old, so keyed requests stay off the main pool."""
+    with read_sessions() as db:
         row = caller_for_key(db=db, key=key)
-        if row is None:
-            return None
-        return Caller(id=row[0], username=row[1], max_priority=row[2], key_id=row[3])
+    if row is None:
+        return None
+    if needs_marking(row[4]):
+        with sessions() as db:
+            mark_used(db=db, key_id=row[3])
+    return Caller(id=row[0], username=row[1], max_priority=row[2], key_id=row[3])

@@ -36,9 +36,11 @@ async def authenticated_user(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NOT_AUTHENTICATED
     if looks_like_key(credentials.credentials):
-        # Looked up on every request, so a revoked key fails at once on every replica; the
-        # main sessions, since a lookup may mark the key used.
-        caller = await run_in_threadpool(load_key_caller, write_sessions, credentials.credentials)
+        # Looked up on every request, so a revoked key fails at once on every replica (read
+        # on the read sessions; marked used on the main ones once a minute).
+        caller = await run_in_threadpool(
+            load_key_caller, sessions, write_sessions, credentials.credentials
+        )
         if caller is None:
             raise NOT_AUTHENTICATED
         return caller

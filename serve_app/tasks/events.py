@@ -74,7 +74,7 @@ def _lifetime(
     if user.key_id is not None:
 
         def key_not_revoked() -> bool:
-            return load_key_caller(write_sessions, credential) is not None
+            return load_key_caller(sessions, write_sessions, credential) is not None
 
         return ends, key_not_revoked
     claims = jwt.get_unverified_claims(credential)

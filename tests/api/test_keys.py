@@ -5,9 +5,9 @@ route, revoked at once on every replica, and refused (401, 403, 404) as the cont
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from harness.no_queue import NoQueue
 from serve_app.main import create_app
@@ -53,6 +53,30 @@ def test_a_key_is_shown_once_stored_hashed_and_acts_as_its_owner(
         columns = [str(getattr(stored, c.key)) for c in ApiKey.__table__.columns]
     assert made["key"] not in " ".join(columns)
     assert stored.digest == hashlib.sha256(made["key"].encode()).hexdigest()
+
+
+def test_a_key_is_marked_used_at_most_once_a_minute(client, alice, sessions):
+    """The lookup only reads; the mark is written when it is a minute old, not per request."""
+    key = bearer(make_key(client, alice)["key"])
+
+    def last_used() -> datetime | None:
+        stamp = client.get("/api/keys", headers=alice).json()["keys"][0]["last_used_at"]
+        return None if stamp is None else datetime.fromisoformat(stamp)
+
+    assert last_used() is None
+    assert client.get("/api/me", headers=key).status_code == 200
+    first = last_used()
+    assert first is not None
+    assert client.get("/api/me", headers=key).status_code == 200
+    assert last_used() == first  # used again within the minute: not written again
+    with sessions() as db:  # the mark is two minutes old now
+        db.execute(update(ApiKey).values(last_used_at=ApiKey.last_used_at - timedelta(minutes=2)))
+        db.commit()
+    aged = last_used()
+    assert aged is not None and aged < first
+    assert client.get("/api/me", headers=key).status_code == 200
+    renewed = last_used()
+    assert renewed is not None and renewed > first
 
 
 def test_a_revoked_key_stops_at_once_on_every_replica(
