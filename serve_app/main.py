@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -55,6 +56,7 @@ def create_app(
         # only. Production serves the schema alone (/openapi.json).
         docs_url=None if settings.environment is Environment.production else "/docs",
         redoc_url=None if settings.environment is Environment.production else "/redoc",
+        lifespan=_lifespan,
     )
     app.state.services = AppServices.create(
         settings=settings,
@@ -79,6 +81,15 @@ def create_app(
     app.include_router(health_router)
     web.mount(app)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """What the app holds open beyond a request is closed when the app stops (the image
+    fetcher's connections)."""
+    yield
+    services: AppServices = app.state.services
+    await services.fetcher.close()
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:

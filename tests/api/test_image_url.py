@@ -305,3 +305,18 @@ def test_the_client_and_the_cli_submit_by_url(
         assert json.loads(ran.stdout)["id"] > task["id"]
         refused = primitives("submit", "--image-url", origin.url("/page.html"))
         assert refused.returncode == 1 and "error 400: The image at the URL" in refused.stderr
+
+
+def test_the_fetchers_connections_close_with_the_app(settings, registry, sessions):
+    from fastapi.testclient import TestClient
+
+    from serve_app.main import create_app
+
+    app = create_app(
+        settings=settings, registry=registry, session_factory=sessions, queue=NoQueue()
+    )
+    fetcher = app.state.services.fetcher
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert not fetcher.client.is_closed
+    assert fetcher.client.is_closed
