@@ -1,7 +1,7 @@
 """What routes depend on, as FastAPI dependencies: each hands out one part of the app's
-``AppServices`` (serve_app/services.py), which ``create_app`` puts on the app; only this
-module reads it, so route code declares what it needs (``settings: SettingsDep``) and tests
-can swap any part."""
+``AppServices`` (serve_app/services.py), which ``create_app`` puts on the app. Routes read it
+only through here, declaring what they need (``settings: SettingsDep``), so tests can swap any
+part; the app's error handlers and lifespan read it directly."""
 
 from __future__ import annotations
 
