@@ -39,6 +39,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A stored moment as an aware UTC datetime: SQLite hands back naive ones (stored as
+    UTC), PostgreSQL aware ones."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
 def upsert_insert(db: Session, entity: Any) -> Any:
     """An INSERT for ``entity`` that takes ``on_conflict_do_update``/``_do_nothing``: the
     PostgreSQL or the SQLite form, whichever the session is bound to."""

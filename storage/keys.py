@@ -13,13 +13,13 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.database import utcnow
+from storage.database import as_utc, utcnow
 from storage.models import ApiKey, User
 
 PREFIX = "prim_"
@@ -93,9 +93,7 @@ def needs_marking(last_used_at: datetime | None) -> bool:
     """Whether a key last used at ``last_used_at`` is due to be marked used again."""
     if last_used_at is None:
         return True
-    if last_used_at.tzinfo is None:  # SQLite hands back naive UTC
-        last_used_at = last_used_at.replace(tzinfo=UTC)
-    return utcnow() - last_used_at > TOUCH_EVERY
+    return utcnow() - as_utc(last_used_at) > TOUCH_EVERY
 
 
 def mark_used(*, db: Session, key_id: int) -> None:

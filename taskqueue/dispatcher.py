@@ -19,7 +19,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from opentelemetry.trace import SpanKind
@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanKind
 from inference import Classification, Detection, ModelAnswer, ModelRefused
 from observability import tracing
 from storage.claims import Claim, ClaimedTask, Completion, Expired
-from storage.database import utcnow
+from storage.database import as_utc, utcnow
 from storage.results import ResultBody
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ class NoObserver:
 def _seconds_since(moment: datetime | None) -> float | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
-        moment = moment.replace(tzinfo=UTC)
-    return (utcnow() - moment).total_seconds()
+    return (utcnow() - as_utc(moment)).total_seconds()
 
 
 # (claim, image bytes) -> (detection answer, classification answer). Raises ModelRefused for
@@ -432,9 +430,7 @@ class Dispatcher:
             attributes={"task.id": claim.task_id, "task.attempt": claim.attempts},
         ):
             # The claim: from the task's acceptance to this run taking it.
-            accepted = claim.created_at
-            if accepted is not None and accepted.tzinfo is None:
-                accepted = accepted.replace(tzinfo=UTC)
+            accepted = as_utc(claim.created_at) if claim.created_at is not None else None
             with tracing.span(
                 "claim",
                 start_time_ns=int(accepted.timestamp() * 1e9) if accepted else None,

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage.database import as_utc
 from storage.keys import caller_for_key, mark_used, needs_marking
 from storage.users import get_caller
 
@@ -33,11 +33,12 @@ def load_caller(
         if user is None:
             return None
         revoked = user.tokens_valid_after
-        if revoked is not None and issued_at is not None:
-            if revoked.tzinfo is None:  # SQLite hands back naive UTC
-                revoked = revoked.replace(tzinfo=UTC)
-            if issued_at < revoked.timestamp():
-                return None
+        if (
+            revoked is not None
+            and issued_at is not None
+            and issued_at < as_utc(revoked).timestamp()
+        ):
+            return None
         return Caller(id=user.id, username=user.username, max_priority=user.max_priority)
 
 

@@ -7,13 +7,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from storage.database import as_utc
 from storage.models import TaskStatus
 
 
 def _iso_millis_z(value: datetime) -> str:
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
+    value = as_utc(value).astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
